@@ -2,6 +2,9 @@
 
 from ._version import __version__
 from .errors import RartsPruneError, SearchError, SurgeryError, UnsupportedModelError
+from .graph import ChannelGroup, GroupMember, analyze_groups
+from .scores import ScoreHandle, attach_scores, get_handle, is_pruned, remove
+from .surgery import PruningPlan, apply_plan, apply_surgery, layer_widths, plan_from_scores
 
 __all__ = [
     "__version__",
@@ -9,4 +12,17 @@ __all__ = [
     "SearchError",
     "SurgeryError",
     "UnsupportedModelError",
+    "ChannelGroup",
+    "GroupMember",
+    "analyze_groups",
+    "ScoreHandle",
+    "attach_scores",
+    "get_handle",
+    "is_pruned",
+    "remove",
+    "PruningPlan",
+    "apply_plan",
+    "apply_surgery",
+    "layer_widths",
+    "plan_from_scores",
 ]

@@ -1,0 +1,460 @@
+"""Channel groups of an arbitrary model, read from Torch-Pruning's dependency graph.
+
+A *channel group* is a set of output channels that must be removed together: the channels of one layer
+plus every channel coupled to them by residual additions, concatenations, depthwise or grouped
+convolutions, normalisation layers and the layers that consume them. Torch-Pruning's
+:class:`~torch_pruning.DependencyGraph` does the tracing; this module turns its groups into plain
+descriptors (module *names* and index lists, no live references), decides which groups can be scored
+exactly, and explains why the others cannot.
+
+Example:
+    >>> import torch, torchvision
+    >>> from rartsprune.graph import analyze_groups
+    >>> groups = analyze_groups(torchvision.models.resnet18(), torch.randn(1, 3, 32, 32))
+    >>> [g.name for g in groups if g.scorable][:2]
+    ['conv1', 'layer1.0.conv1']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch_pruning as tp
+
+from .errors import UnsupportedModelError
+
+__all__ = [
+    "GroupMember",
+    "ChannelGroup",
+    "analyze_groups",
+    "build_dependency_graph",
+    "preserved_state",
+    "resolve_modules",
+]
+
+#: Node types of Torch-Pruning whose module carries weights we can name.
+_OP_NAMES = {
+    tp.ops.OPTYPE.CONV: "conv",
+    tp.ops.OPTYPE.DEPTHWISE_CONV: "dwconv",
+    tp.ops.OPTYPE.LINEAR: "linear",
+    tp.ops.OPTYPE.BN: "bn",
+    tp.ops.OPTYPE.LN: "ln",
+    tp.ops.OPTYPE.GN: "gn",
+    tp.ops.OPTYPE.IN: "in",
+    tp.ops.OPTYPE.PRELU: "prelu",
+    tp.ops.OPTYPE.EMBED: "embed",
+    tp.ops.OPTYPE.PARAMETER: "param",
+    tp.ops.OPTYPE.MHA: "mha",
+    tp.ops.OPTYPE.LSTM: "lstm",
+}
+#: Normalisations that mix channels: removing one channel changes the others.
+_CROSS_CHANNEL_NORMS = ("ln", "gn")
+#: Producers whose output channels cannot carry a foldable per-channel score.
+_UNSCORABLE_PRODUCERS = ("mha", "lstm")
+#: autograd ops that mix channels; Torch-Pruning treats them as element-wise, which is wrong for pruning.
+_CHANNEL_MIXING_GRAD_FNS = (
+    "softmax",
+    "logsoftmax",
+    "norm",
+    "std",
+    "var",
+    "cumsum",
+    "sort",
+    "topk",
+    "localresponse",
+)
+
+
+@dataclass(frozen=True)
+class GroupMember:
+    """One layer (or parameter) touched when the group's channels are removed.
+
+    Attributes:
+        name: dotted module name (or parameter name for ``kind == "param"``).
+        op: layer kind: ``conv``, ``dwconv``, ``linear``, ``bn``, ``ln``, ``gn``, ``in``, ``prelu``,
+            ``embed``, ``param``, ``mha`` or ``lstm``.
+        side: ``"out"`` if the group's channels are this layer's output channels, ``"in"`` if the layer
+            consumes them.
+        idxs: channel indices in this layer.
+        root_idxs: the matching channel indices of the group's root layer (same length as ``idxs``).
+        dim: for ``kind == "param"``, the pruned dimension of the parameter (else -1).
+    """
+
+    name: str
+    op: str
+    side: str
+    idxs: tuple[int, ...]
+    root_idxs: tuple[int, ...]
+    dim: int = -1
+
+
+@dataclass
+class ChannelGroup:
+    """A prunable set of coupled channels.
+
+    Attributes:
+        name: the root layer's module name; the group's key in plans and score banks.
+        channels: number of channels of the root layer.
+        members: every layer the group touches.
+        unit_of_channel: for each root channel, the index of its *unit*. Channels of one unit are
+            removed together (grouped convolutions force whole strides of channels); the group's score
+            vector has one entry per unit.
+        num_units: number of units (``max(unit_of_channel) + 1``).
+        status: ``"scored"`` (scored and prunable), ``"protected"`` (reaches the model output),
+            ``"ignored"`` (user's ``ignored_layers``), ``"attention"`` (attention internals, left alone),
+            ``"inexact"`` (removal would change the other channels, e.g. LayerNorm) or ``"unsupported"``.
+        reason: human-readable explanation when ``status != "scored"``.
+        placements: ``(module name, module channel idxs, unit idxs)`` where the score multiplies the
+            layer's output channels (filled for scored groups).
+    """
+
+    name: str
+    channels: int
+    members: list[GroupMember]
+    unit_of_channel: list[int]
+    num_units: int
+    status: str = "scored"
+    reason: str = ""
+    placements: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+
+    @property
+    def scorable(self) -> bool:
+        """True when the group carries a score vector."""
+        return self.status == "scored"
+
+    def channels_of_units(self, units: Sequence[int]) -> list[int]:
+        """Root channel indices belonging to the given units, sorted."""
+        wanted = set(int(u) for u in units)
+        return [c for c, u in enumerate(self.unit_of_channel) if u in wanted]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly summary (no index lists of members)."""
+        return {
+            "name": self.name,
+            "channels": self.channels,
+            "units": self.num_units,
+            "status": self.status,
+            "reason": self.reason,
+            "members": [f"{m.name}:{m.op}:{m.side}" for m in self.members],
+        }
+
+
+@contextlib.contextmanager
+def preserved_state(model: nn.Module) -> Iterator[None]:
+    """Restore every module's ``training`` flag and every parameter's ``requires_grad`` on exit.
+
+    Torch-Pruning's tracer puts the whole model in eval mode and needs gradients; users must not
+    notice either.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+        for p, flag in grads:
+            p.requires_grad_(flag)
+
+
+def _call_model(model: nn.Module, example_inputs: Any) -> Any:
+    if isinstance(example_inputs, dict):
+        return model(**example_inputs)
+    if isinstance(example_inputs, (tuple, list)):
+        return model(*example_inputs)
+    return model(example_inputs)
+
+
+def build_dependency_graph(model: nn.Module, example_inputs: Any) -> tp.DependencyGraph:
+    """Trace ``model`` with Torch-Pruning, leaving its modes and ``requires_grad`` flags untouched.
+
+    Args:
+        model: any ``nn.Module``.
+        example_inputs: a tensor, a tuple of positional inputs or a dict of keyword inputs.
+
+    Raises:
+        UnsupportedModelError: if tracing fails (the message names the model and the original error).
+    """
+    with preserved_state(model), torch.enable_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for p in model.parameters():
+            p.requires_grad_(True)  # Torch-Pruning traces autograd; frozen weights would hide every layer
+        try:
+            graph = tp.DependencyGraph().build_dependency(
+                model,
+                example_inputs=example_inputs,
+                forward_fn=lambda m, x: _call_model(m, x),
+                ignored_layers=[],
+                ignored_params=[],
+                unwrapped_parameters=[],
+                customized_pruners={},
+                verbose=False,
+            )
+        except (RuntimeError, TypeError, ValueError, AssertionError, AttributeError, IndexError, KeyError) as exc:
+            raise UnsupportedModelError(
+                f"cannot trace {type(model).__name__} with Torch-Pruning: {type(exc).__name__}: {exc}"
+            ) from exc
+    if not graph.module2node:
+        raise UnsupportedModelError(
+            f"{type(model).__name__}: tracing found no layers (does the forward return tensors that "
+            "depend on the model's parameters?)"
+        )
+    return graph
+
+
+def resolve_modules(model: nn.Module, layers: Sequence[nn.Module | str] | None, what: str) -> set[str]:
+    """Turn a list of modules or dotted names into the set of their names (and descendants' names)."""
+    if layers is None:
+        return set()
+    if isinstance(layers, (str, nn.Module)):
+        raise TypeError(f"{what} must be a list of modules or module names, got a single {type(layers).__name__}")
+    by_obj = {id(m): n for n, m in model.named_modules()}
+    names = {n for n, _ in model.named_modules()}
+    out: set[str] = set()
+    for layer in layers:
+        if isinstance(layer, str):
+            if layer not in names:
+                raise ValueError(f"{what}: the model has no module named {layer!r}")
+            name = layer
+        elif isinstance(layer, nn.Module):
+            if id(layer) not in by_obj:
+                raise ValueError(f"{what}: {type(layer).__name__} module is not part of the model")
+            name = by_obj[id(layer)]
+        else:
+            raise TypeError(f"{what}: expected nn.Module or str, got {type(layer).__name__}")
+        prefix = name + "." if name else ""
+        out.update(n for n in names if n == name or n.startswith(prefix))
+    return out
+
+
+def _attention_module_names(model: nn.Module) -> set[str]:
+    """Names of attention blocks and everything inside them (their internals are left alone).
+
+    An attention block is an ``nn.MultiheadAttention`` or the innermost module carrying a ``num_heads``
+    attribute (timm's ``Attention``, torchvision's ``ShiftedWindowAttention`` ...); an outer block that
+    merely stores ``num_heads`` for its attention child (torchvision's ``EncoderBlock``) is not one.
+    """
+    named = list(model.named_modules())
+
+    def is_attn(m: nn.Module) -> bool:
+        return isinstance(m, nn.MultiheadAttention) or hasattr(m, "num_heads")
+
+    roots = []
+    for n, m in named:
+        if n == "" or not is_attn(m):
+            continue
+        if isinstance(m, nn.MultiheadAttention) or not any(is_attn(c) for c in m.modules() if c is not m):
+            roots.append(n)
+    return {n for n, _ in named for r in roots if n == r or n.startswith(r + ".")}
+
+
+class _UnionFind:
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, i: int, j: int) -> None:
+        ri, rj = self.find(i), self.find(j)
+        if ri != rj:
+            self.parent[max(ri, rj)] = min(ri, rj)
+
+
+def _channel_groups_of(module: Any, op: str, side: str) -> int:
+    """How many equal strides a layer's channels fall into (grouped conv, GroupNorm)."""
+    if op == "conv" and isinstance(module, nn.modules.conv._ConvNd):
+        return int(module.groups)
+    if op == "gn" and isinstance(module, nn.GroupNorm):
+        return int(module.num_groups)
+    return 1
+
+
+def _units(channels: int, members: list[GroupMember], modules: dict[str, Any]) -> tuple[list[int], str]:
+    """Tie root channels that grouped layers force to be removed together. Returns (unit map, error)."""
+    uf = _UnionFind(channels)
+    for m in members:
+        mod = modules.get(m.name)
+        g = _channel_groups_of(mod, m.op, m.side)
+        if g <= 1:
+            continue
+        if m.op == "conv":
+            total = mod.out_channels if m.side == "out" else mod.in_channels
+        else:
+            total = mod.num_channels
+        if len(set(m.idxs)) != total:
+            return [], f"grouped layer {m.name} ({g} groups) mixes channels of several groups"
+        stride = total // g
+        first: dict[int, int] = {}
+        for i, r in zip(m.idxs, m.root_idxs):
+            key = i % stride if m.op == "conv" else i // stride
+            if key in first:
+                uf.union(first[key], r)
+            else:
+                first[key] = r
+    roots: dict[int, int] = {}
+    unit = []
+    for c in range(channels):
+        r = uf.find(c)
+        if r not in roots:
+            roots[r] = len(roots)
+        unit.append(roots[r])
+    return unit, ""
+
+
+def _placements(
+    group: ChannelGroup, graph: tp.DependencyGraph, modules: dict[str, Any], allow_inexact: bool
+) -> tuple[list[tuple[str, tuple[int, ...], tuple[int, ...]]], str]:
+    """Where the score multiplies output channels so that a zero score zeroes them downstream.
+
+    After the producing layer's normalisation when there is one (conv -> BN -> score -> act), and after
+    every layer of the group that produces the channels (every conv/linear output not directly
+    normalised, every BatchNorm/InstanceNorm of the group, LayerNorm/GroupNorm only when inexact
+    scoring is allowed). Returns (placements, error).
+    """
+    outs = [m for m in group.members if m.side == "out"]
+    normed = {m.name for m in outs if m.op in ("bn", "in") or (allow_inexact and m.op in _CROSS_CHANNEL_NORMS)}
+    placements = []
+    for m in outs:
+        mod = modules.get(m.name)
+        if m.op in ("conv", "dwconv", "linear", "embed"):
+            node = graph.module2node[mod]
+            nxt = node.outputs
+            if len(nxt) == 1 and isinstance(nxt[0].module, nn.Module) and graph._module2name.get(nxt[0].module) in normed:
+                continue  # conv -> BN: the score goes after the BN, where BN cannot undo it
+            if isinstance(mod, nn.modules.conv._ConvTransposeNd) and mod.groups > 1:
+                return [], f"grouped transposed convolution {m.name} cannot carry channel scores"
+        elif m.name in normed:
+            if not getattr(mod, "affine", getattr(mod, "elementwise_affine", False)) or mod.weight is None:
+                return [], f"normalisation {m.name} has no affine parameters to fold a score into"
+        else:
+            continue  # PReLU, parameters: zero in, zero out; the probe checks it
+        unit = [group.unit_of_channel[r] for r in m.root_idxs]
+        placements.append((m.name, tuple(m.idxs), tuple(unit)))
+    if not placements:
+        return [], "no layer of the group can carry a score"
+    return placements, ""
+
+
+def _mixing_op(group_items: Any) -> str:
+    """Name of a channel-mixing autograd op inside the group, or ''."""
+    for item in group_items:
+        node = item.dep.target
+        if node.type == tp.ops.OPTYPE.SLICE and node.grad_fn is not None:
+            dim = getattr(node.grad_fn, "_saved_dim", None)
+            sizes = getattr(node.grad_fn, "_saved_self_sym_sizes", None)
+            if dim is not None and sizes is not None:
+                ndim = len(sizes)
+                dim = dim % ndim if ndim else dim
+                if dim == 1 or (ndim > 2 and dim == ndim - 1):
+                    return "a channel slice with fixed bounds (x[:, a:b])"
+        if node.type != tp.ops.OPTYPE.ELEMENTWISE or node.grad_fn is None:
+            continue
+        fn_name = node.grad_fn.name().lower()
+        if any(k in fn_name for k in _CHANNEL_MIXING_GRAD_FNS):
+            return node.grad_fn.name()
+    return ""
+
+
+def analyze_groups(
+    model: nn.Module,
+    example_inputs: Any,
+    *,
+    ignored_layers: Sequence[nn.Module | str] | None = None,
+    allow_inexact: bool = False,
+    graph: tp.DependencyGraph | None = None,
+) -> list[ChannelGroup]:
+    """List every channel group of ``model`` with its status and score placements.
+
+    Args:
+        model: the model (not modified; its modes and ``requires_grad`` flags are restored).
+        example_inputs: inputs for one forward pass (tensor, tuple or dict of keyword inputs).
+        ignored_layers: modules (or dotted names) whose output channels must never be pruned; a group
+            is ignored when any of its producing layers is, or sits inside, one of them.
+        allow_inexact: also score groups normalised across channels (LayerNorm, GroupNorm). Removing
+            such channels changes the remaining channels' normalisation, so surgery is then only
+            approximately output-preserving.
+        graph: a dependency graph already built for ``model`` (internal use).
+
+    Returns:
+        Groups in Torch-Pruning's traversal order; check ``status`` / ``reason`` for the unscored ones.
+    """
+    if graph is None:
+        graph = build_dependency_graph(model, example_inputs)
+    modules: dict[str, Any] = dict(model.named_modules())
+    modules.update({graph._param_to_name[p]: p for p in graph._param_to_name})
+    ignored = resolve_modules(model, ignored_layers, "ignored_layers")
+    attention = _attention_module_names(model)
+
+    groups: list[ChannelGroup] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        raw_groups = list(
+            graph.get_all_groups(ignored_layers=[], root_module_types=(tp.ops.TORCH_CONV, tp.ops.TORCH_LINEAR))
+        )
+    for raw in raw_groups:
+        root_mod = raw[0].dep.target.module
+        root_name = graph._module2name[root_mod]
+        channels = graph.get_out_channels(root_mod)
+        members: list[GroupMember] = []
+        has_sink = False
+        for item in raw.items:
+            node = item.dep.target
+            if node.type == tp.ops.OPTYPE.OUTPUT:
+                has_sink = True
+                continue
+            op = _OP_NAMES.get(node.type)
+            if op is None:
+                continue  # element-wise, reshape, concat ...: no weights
+            name = graph._module2name.get(node.module) if op != "param" else graph._param_to_name.get(node.module)
+            if name is None:
+                continue
+            side = "out" if graph.is_out_channel_pruning_fn(item.dep.handler) else "in"
+            if side == "out" and not node.outputs:
+                has_sink = True  # this layer's output is a model output
+            dim = int(node.pruning_dim) if op == "param" else -1
+            idxs = tuple(int(i) for i in item.idxs)
+            members.append(GroupMember(name, op, side, idxs, tuple(int(i) for i in item.root_idxs), dim))
+        unit, unit_error = _units(channels, members, modules)
+        group = ChannelGroup(root_name, channels, members, unit or list(range(channels)), (max(unit) + 1) if unit else channels)
+        outs = [m for m in members if m.side == "out"]
+        consumers = [m for m in members if m.side == "in"]
+        mixing = _mixing_op(raw.items)
+        if has_sink or not consumers:
+            group.status, group.reason = "protected", "its channels reach the model output"
+        elif any(m.name in ignored for m in outs):
+            group.status, group.reason = "ignored", "contains a layer listed in ignored_layers"
+        elif any(m.name in attention for m in outs):
+            group.status, group.reason = "attention", "attention internals (heads / head_dim) are left alone"
+        elif any(m.op in _UNSCORABLE_PRODUCERS for m in members):
+            bad = next(m for m in members if m.op in _UNSCORABLE_PRODUCERS)
+            group.status, group.reason = "unsupported", f"{bad.op} layer {bad.name} cannot be pruned exactly"
+        elif unit_error:
+            group.status, group.reason = "unsupported", unit_error
+        elif not allow_inexact and any(m.op in _CROSS_CHANNEL_NORMS for m in outs):
+            bad = next(m for m in outs if m.op in _CROSS_CHANNEL_NORMS)
+            group.status = "inexact"
+            group.reason = f"normalised across channels by {bad.name} ({bad.op}); pass allow_inexact=True to score it"
+        elif mixing.startswith("a channel slice"):
+            group.status, group.reason = "unsupported", f"its channels pass through {mixing} in the forward code"
+        elif mixing and not allow_inexact:
+            group.status, group.reason = "inexact", f"channels are mixed by {mixing}"
+        elif group.num_units < 2:
+            group.status, group.reason = "unsupported", "a single removable unit (nothing to choose)"
+        else:
+            placements, error = _placements(group, graph, modules, allow_inexact)
+            if error:
+                group.status, group.reason = "unsupported", error
+            else:
+                group.placements = placements
+        groups.append(group)
+    return groups

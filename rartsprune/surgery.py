@@ -1,0 +1,421 @@
+"""Surgery: physically remove channels, through Torch-Pruning, and pruning plans.
+
+A :class:`PruningPlan` says which output channels of each group's root layer are kept (plus the widths
+every layer must have afterwards and the library version). :func:`apply_surgery` builds the plan from a
+scored model and executes it; :func:`apply_plan` re-applies a saved plan to a freshly built model of the
+same architecture, so a pruned checkpoint is *plan JSON + state_dict*.
+
+Surgery is transactional: it works on a copy of the model and only replaces the user's model when the
+copy has exactly the planned widths and (for a scored model) computes the same outputs as the scored
+model with the removed channels' scores set to zero. On any failure the model is left untouched.
+
+Example:
+    >>> handle = rartsprune.attach_scores(model, torch.randn(1, 3, 32, 32))  # doctest: +SKIP
+    >>> keep = {g.name: range(g.num_units // 2) for g in handle.groups}  # doctest: +SKIP
+    >>> plan = rartsprune.apply_surgery(model, keep)  # doctest: +SKIP
+    >>> plan.save("plan.json"); torch.save(model.state_dict(), "pruned.pt")  # doctest: +SKIP
+    >>> fresh = build_model(); rartsprune.apply_plan(fresh, "plan.json", torch.randn(1, 3, 32, 32))  # doctest: +SKIP
+    >>> fresh.load_state_dict(torch.load("pruned.pt", weights_only=True))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ._version import __version__
+from .errors import SurgeryError
+from .graph import ChannelGroup, _call_model, analyze_groups, build_dependency_graph, preserved_state
+from .scores import (
+    BANK_ATTR,
+    _check_inputs,
+    _map_tensors,
+    _unplace,
+    get_handle,
+    is_pruned,
+)
+
+__all__ = ["PruningPlan", "plan_from_scores", "apply_surgery", "apply_plan", "layer_widths"]
+
+PLAN_FORMAT = "rartsprune-plan/1"
+
+
+@dataclass
+class PruningPlan:
+    """Which channels survive, per group, and the widths every layer must have afterwards.
+
+    Attributes:
+        groups: root layer name -> kept output channel indices of that layer (sorted).
+        channels: root layer name -> number of output channels before pruning.
+        widths: layer name -> expected widths after pruning (``{"out": n, "in": m}`` or
+            ``{"shape": [...]}`` for bare parameters).
+        version: rartsprune version that wrote the plan.
+        model: class name of the model the plan was made for (informational).
+    """
+
+    groups: dict[str, list[int]]
+    channels: dict[str, int]
+    widths: dict[str, dict[str, Any]] = field(default_factory=dict)
+    version: str = __version__
+    model: str = ""
+
+    def removed(self) -> dict[str, list[int]]:
+        """Root layer name -> removed channel indices (only groups that lose channels)."""
+        out = {}
+        for name, kept in self.groups.items():
+            gone = sorted(set(range(self.channels[name])) - set(kept))
+            if gone:
+                out[name] = gone
+        return out
+
+    def pruned_fraction(self) -> float:
+        """Fraction of the planned groups' channels that are removed (the PRC over these groups)."""
+        total = sum(self.channels.values())
+        kept = sum(len(v) for v in self.groups.values())
+        return 0.0 if total == 0 else 1.0 - kept / total
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": PLAN_FORMAT,
+            "rartsprune_version": self.version,
+            "model": self.model,
+            "groups": {k: {"channels": self.channels[k], "kept": list(v)} for k, v in self.groups.items()},
+            "widths": self.widths,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the plan as JSON."""
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self.to_json())
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PruningPlan:
+        if not isinstance(data, Mapping) or data.get("format") != PLAN_FORMAT:
+            raise ValueError(f"not a rartsprune pruning plan (expected format {PLAN_FORMAT!r})")
+        groups, channels = {}, {}
+        for name, entry in data["groups"].items():
+            kept = [int(i) for i in entry["kept"]]
+            n = int(entry["channels"])
+            if not kept or min(kept) < 0 or max(kept) >= n or len(set(kept)) != len(kept):
+                raise ValueError(f"plan entry {name!r}: kept indices must be distinct, in [0, {n}) and non-empty")
+            groups[name], channels[name] = sorted(kept), n
+        return cls(groups, channels, dict(data.get("widths", {})), str(data.get("rartsprune_version", "")), str(data.get("model", "")))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> PruningPlan:
+        """Read a plan written by :meth:`save`."""
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(json.load(f))
+
+
+def _named_param(model: nn.Module, name: str) -> torch.Tensor | None:
+    return dict(model.named_parameters()).get(name)
+
+
+def layer_widths(model: nn.Module, names: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Current widths of every channel-carrying layer (or of ``names``).
+
+    Example:
+        >>> layer_widths(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3)))
+        {'0': {'in': 3, 'out': 8}}
+    """
+    out: dict[str, dict[str, Any]] = {}
+    wanted = None if names is None else set(names)
+    for name, m in model.named_modules():
+        if wanted is not None and name not in wanted:
+            continue
+        w = _module_width(m)
+        if w is not None:
+            out[name] = w
+    if wanted is not None:
+        params = dict(model.named_parameters())
+        for name in wanted - set(out):
+            if name in params:
+                out[name] = {"shape": list(params[name].shape)}
+    return out
+
+
+def _module_width(m: nn.Module) -> dict[str, Any] | None:
+    if isinstance(m, nn.modules.conv._ConvNd):
+        return {"in": m.in_channels, "out": m.out_channels}
+    if isinstance(m, nn.Linear):
+        return {"in": m.in_features, "out": m.out_features}
+    if isinstance(m, (nn.modules.batchnorm._NormBase,)):
+        return {"out": m.num_features}
+    if isinstance(m, nn.LayerNorm):
+        return {"out": int(m.normalized_shape[-1])}
+    if isinstance(m, nn.GroupNorm):
+        return {"out": m.num_channels}
+    if isinstance(m, nn.Embedding):
+        return {"out": m.embedding_dim}
+    if isinstance(m, nn.PReLU):
+        return {"out": m.num_parameters}
+    return None
+
+
+def _expected_widths(
+    model: nn.Module, groups: Sequence[ChannelGroup], removed: Mapping[str, Sequence[int]]
+) -> dict[str, dict[str, Any]]:
+    """Widths of every layer after removing ``removed`` (root channels per group)."""
+    widths = layer_widths(model)
+    params = dict(model.named_parameters())
+    by_name = {g.name: g for g in groups}
+    for gname, gone in removed.items():
+        gone_set = set(gone)
+        for m in by_name[gname].members:
+            n = sum(1 for r in m.root_idxs if r in gone_set)
+            if n == 0:
+                continue
+            if m.op == "param":
+                if m.name not in widths:
+                    widths[m.name] = {"shape": list(params[m.name].shape)}
+                widths[m.name]["shape"][m.dim] -= n
+                continue
+            w = widths.get(m.name)
+            if w is None:
+                continue
+            if m.op == "dwconv":
+                w["out"] -= n
+                w["in"] -= n
+            elif "in" in w and m.side == "in":
+                w["in"] -= n
+            else:
+                w["out"] -= n
+    return widths
+
+
+def _check_widths(model: nn.Module, expected: Mapping[str, Mapping[str, Any]]) -> None:
+    actual = layer_widths(model, list(expected))
+    wrong = [f"{n}: expected {dict(expected[n])}, got {actual.get(n)}" for n in expected if actual.get(n) != dict(expected[n])]
+    if wrong:
+        raise SurgeryError(
+            f"after surgery {len(wrong)} layer(s) do not have the planned width (Torch-Pruning pruned them "
+            f"differently): {'; '.join(wrong[:5])}{' ...' if len(wrong) > 5 else ''}"
+        )
+
+
+def _normalise_keep(group: ChannelGroup, spec: Any, round_to: int | None, scores: torch.Tensor | None) -> list[int]:
+    """Kept units of one group from indices or a boolean mask; applies ``round_to``."""
+    if isinstance(spec, torch.Tensor) and spec.dtype == torch.bool:
+        if spec.numel() != group.num_units:
+            raise ValueError(f"keep mask for {group.name!r} has {spec.numel()} entries, expected {group.num_units}")
+        units = spec.nonzero().flatten().tolist()
+    else:
+        try:
+            units = sorted({int(u) for u in (spec.tolist() if isinstance(spec, torch.Tensor) else spec)})
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"keep[{group.name!r}] must be unit indices or a boolean mask") from exc
+        if units and (units[0] < 0 or units[-1] >= group.num_units):
+            raise ValueError(f"keep[{group.name!r}] has indices outside [0, {group.num_units})")
+    if not units:
+        raise ValueError(
+            f"keep[{group.name!r}] keeps no channel; at least one unit per group must survive (layers are never emptied)"
+        )
+    if round_to is not None and round_to > 1:
+        per_unit = group.channels // group.num_units
+        target_units = min(group.num_units, math.ceil(len(units) * per_unit / round_to) * round_to // max(per_unit, 1))
+        target_units = max(target_units, len(units))
+        if target_units > len(units):
+            # add back the best-scored removed units (by |score|) to reach a multiple of round_to
+            rest = [u for u in range(group.num_units) if u not in set(units)]
+            if scores is not None:
+                rest.sort(key=lambda u: -abs(float(scores[u])))
+            units = sorted(units + rest[: target_units - len(units)])
+    return units
+
+
+def plan_from_scores(
+    model: nn.Module, keep: Mapping[str, Any] | None = None, *, round_to: int | None = None
+) -> PruningPlan:
+    """The plan that keeps ``keep[group]`` units of each scored group of ``model``.
+
+    Args:
+        model: a model with scores attached.
+        keep: group name -> kept unit indices (positions in the group's score vector) or a boolean mask.
+            Groups not listed keep everything. ``None``: keep the units whose score is not exactly zero.
+        round_to: round each group's kept channel count up to a multiple of this (kernels often run faster
+            on multiples of 8 or 16), adding back the best-scored removed units.
+    """
+    handle = get_handle(model)
+    if round_to is not None and (not isinstance(round_to, int) or round_to < 1):
+        raise ValueError(f"round_to must be a positive integer or None, got {round_to!r}")
+    names = {g.name for g in handle.groups}
+    if keep is None:
+        keep = {name: (alpha.detach() != 0) for name, alpha in handle.named_scores()}
+    unknown = set(keep) - names
+    if unknown:
+        raise ValueError(f"keep names unknown or unscored groups: {sorted(unknown)[:5]}")
+    groups: dict[str, list[int]] = {}
+    channels: dict[str, int] = {}
+    for g in handle.groups:
+        units = (
+            _normalise_keep(g, keep[g.name], round_to, handle.score(g.name).detach())
+            if g.name in keep
+            else list(range(g.num_units))
+        )
+        groups[g.name] = g.channels_of_units(units)
+        channels[g.name] = g.channels
+    removed = {n: sorted(set(range(channels[n])) - set(k)) for n, k in groups.items()}
+    removed = {n: v for n, v in removed.items() if v}
+    widths = _expected_widths(model, handle.all_groups, removed)
+    return PruningPlan(groups, channels, widths, __version__, type(model).__name__)
+
+
+def _prune_groups(work: nn.Module, removed: Mapping[str, Sequence[int]], inputs: Any) -> None:
+    """Remove root channels group by group with Torch-Pruning (index mappings refresh after each group)."""
+    graph = build_dependency_graph(work, inputs)
+    modules = dict(work.named_modules())
+    for name, gone in removed.items():
+        root = modules.get(name)
+        if root is None or root not in graph.module2node:
+            raise SurgeryError(f"layer {name!r} of the plan is not part of the traced model")
+        pruner = graph.get_pruner_of_module(root)
+        group = graph.get_pruning_group(root, pruner.prune_out_channels, list(gone))
+        group.prune()
+
+
+def _transplant(model: nn.Module, work: nn.Module) -> None:
+    """Make ``model`` (the user's object) become ``work`` in place."""
+    model.__dict__.clear()
+    model.__dict__.update(work.__dict__)
+
+
+def _max_diff(a: Any, b: Any) -> tuple[float, float]:
+    fa: list[torch.Tensor] = []
+    fb: list[torch.Tensor] = []
+    _map_tensors(a, fa.append)
+    _map_tensors(b, fb.append)
+    if len(fa) != len(fb) or any(x.shape != y.shape for x, y in zip(fa, fb)):
+        return math.inf, 1.0
+    diff = max((x.float() - y.float()).abs().max().item() for x, y in zip(fa, fb)) if fa else 0.0
+    scale = max((x.float().abs().max().item() for x in fa), default=1.0)
+    return diff, scale
+
+
+def apply_surgery(
+    model: nn.Module,
+    keep: Mapping[str, Any] | None = None,
+    *,
+    round_to: int | None = None,
+    verify: bool = True,
+    rtol: float = 1e-4,
+) -> PruningPlan:
+    """Physically remove the channels whose scores are not kept, folding the kept scores into the weights.
+
+    Args:
+        model: a model with scores attached (:func:`rartsprune.attach_scores`). Pruned in place; afterwards
+            it is a plain ``nn.Module`` with no hooks, parametrizations or scores.
+        keep: group name -> kept unit indices or boolean mask (see :func:`plan_from_scores`); ``None`` keeps
+            the units whose score is nonzero.
+        round_to: round kept channel counts up to a multiple of this.
+        verify: check, on the example inputs in eval mode, that the pruned model computes what the scored
+            model computes with the removed channels' scores set to zero (relative tolerance ``rtol``).
+
+    Returns:
+        The :class:`PruningPlan` that was executed (save it to rebuild the pruned architecture).
+
+    Raises:
+        SurgeryError: a layer ends up with another width than planned (e.g. a model Torch-Pruning prunes
+            incorrectly) or the outputs differ; the model is left exactly as it was.
+        ValueError: a group would lose every channel, or ``keep`` names unknown groups.
+    """
+    plan = plan_from_scores(model, keep, round_to=round_to)
+    handle = get_handle(model)
+    removed = plan.removed()
+    inputs = _check_inputs(model, handle.example_inputs)
+    work = copy.deepcopy(model)
+    work_handle = get_handle(work)
+    reference = None
+    with torch.no_grad():
+        for g in work_handle.groups:
+            if g.name in removed:
+                alpha = work_handle.score(g.name)
+                gone_units = sorted({g.unit_of_channel[c] for c in removed[g.name]})
+                alpha[torch.tensor(gone_units, device=alpha.device)] = 0.0
+        if verify:
+            with preserved_state(work):
+                work.eval()
+                reference = _call_model(work, inputs)
+    bank = getattr(work, BANK_ATTR)
+    _unplace(work, bank, fold=True)
+    delattr(work, BANK_ATTR)
+    try:
+        _prune_groups(work, removed, inputs)
+    except SurgeryError:
+        raise
+    except (RuntimeError, ValueError, AssertionError, IndexError, KeyError, TypeError) as exc:
+        raise SurgeryError(f"Torch-Pruning failed while removing channels: {type(exc).__name__}: {exc}") from exc
+    _check_widths(work, plan.widths)
+    if verify:
+        with torch.no_grad(), preserved_state(work):
+            work.eval()
+            try:
+                out = _call_model(work, inputs)
+            except (RuntimeError, ValueError, IndexError) as exc:
+                raise SurgeryError(f"the pruned model fails on the example inputs: {exc}") from exc
+        diff, scale = _max_diff(reference, out)
+        allow_inexact = bank.allow_inexact
+        if diff > rtol * max(1.0, scale) and not allow_inexact:
+            raise SurgeryError(
+                f"the pruned model's outputs differ from the scored model's by {diff:.3g} (scale {scale:.3g}); "
+                "some channel group is not removed exactly by Torch-Pruning in this model"
+            )
+    _transplant(model, work)
+    return plan
+
+
+def apply_plan(
+    model: nn.Module,
+    plan: PruningPlan | Mapping[str, Any] | str | os.PathLike[str],
+    example_inputs: Any,
+) -> nn.Module:
+    """Re-apply a saved plan to a freshly built (unscored) model of the same architecture, in place.
+
+    Args:
+        model: the unpruned model.
+        plan: a :class:`PruningPlan`, its dict, or a path to its JSON.
+        example_inputs: inputs for one forward pass (to trace the channel dependencies).
+
+    Returns:
+        ``model``, pruned, ready for ``load_state_dict`` of the pruned checkpoint.
+
+    Raises:
+        ValueError: the plan does not match the model (unknown layer, different channel count).
+        SurgeryError: the result does not have the planned widths; the model is left untouched.
+    """
+    if isinstance(plan, (str, os.PathLike)):
+        plan = PruningPlan.load(plan)
+    elif isinstance(plan, Mapping):
+        plan = PruningPlan.from_dict(plan)
+    if not isinstance(plan, PruningPlan):
+        raise TypeError(f"plan must be a PruningPlan, a dict or a path, got {type(plan).__name__}")
+    if is_pruned(model):
+        raise ValueError("apply_plan expects a plain model; this one has scores attached (rartsprune.remove it first)")
+    inputs = _check_inputs(model, example_inputs)
+    groups = {g.name: g for g in analyze_groups(model, inputs)}
+    for name, n in plan.channels.items():
+        if name not in groups:
+            raise ValueError(f"the plan prunes layer {name!r}, which is not a channel-group root of this model")
+        if groups[name].channels != n:
+            raise ValueError(f"layer {name!r} has {groups[name].channels} channels, the plan expects {n}")
+    work = copy.deepcopy(model)
+    try:
+        _prune_groups(work, plan.removed(), inputs)
+    except SurgeryError:
+        raise
+    except (RuntimeError, ValueError, AssertionError, IndexError, KeyError, TypeError) as exc:
+        raise SurgeryError(f"Torch-Pruning failed while removing channels: {type(exc).__name__}: {exc}") from exc
+    _check_widths(work, plan.widths)
+    _transplant(model, work)
+    return model
