@@ -1,9 +1,10 @@
 """rartsprune: structured channel pruning and architecture search for PyTorch with RARTS."""
 
 from ._version import __version__
+from .attach import attach_scores
 from .errors import RartsPruneError, SearchError, SurgeryError, UnsupportedModelError
 from .graph import ChannelGroup, GroupMember, analyze_groups
-from .scores import ScoreHandle, attach_scores, get_handle, is_pruned, remove
+from .scores import ScoreHandle, get_handle, is_pruned, remove
 from .surgery import PruningPlan, apply_plan, apply_surgery, layer_widths, plan_from_scores
 
 __all__ = [

@@ -57,18 +57,50 @@ _OP_NAMES = {
 _CROSS_CHANNEL_NORMS = ("ln", "gn")
 #: Producers whose output channels cannot carry a foldable per-channel score.
 _UNSCORABLE_PRODUCERS = ("mha", "lstm")
-#: autograd ops that mix channels; Torch-Pruning treats them as element-wise, which is wrong for pruning.
+#: autograd ops (name prefixes) that mix channels; Torch-Pruning treats them as element-wise.
 _CHANNEL_MIXING_GRAD_FNS = (
     "softmax",
     "logsoftmax",
-    "norm",
-    "std",
-    "var",
+    "nativelayernorm",
+    "nativegroupnorm",
+    "layernorm",
+    "groupnorm",
+    "linalgvectornorm",
+    "normbackward",
+    "stdbackward",
+    "varbackward",
+    "varmean",
+    "stdmean",
     "cumsum",
-    "sort",
+    "sortbackward",
     "topk",
-    "localresponse",
 )
+
+
+def _patch_reshape_mapping() -> None:
+    """Work around a Torch-Pruning crash on channel shuffles.
+
+    ``update_reshape_index_mapping`` divides by an inferred channel count that is 0 when the view is a
+    channel shuffle (``x.view(b, g, c // g, h, w).transpose(1, 2)``), so building the graph of ShuffleNet
+    raises ZeroDivisionError. We skip the mapping for such a view instead; the channel groups through it
+    are then wrong, and the dry-run surgery in :func:`rartsprune.attach_scores` leaves them unscored.
+    """
+    module = tp.dependency.index_mapping
+    original = module.update_reshape_index_mapping
+    if getattr(original, "_rartsprune_safe", False):
+        return
+
+    def safe(graph: Any, node: Any) -> None:
+        try:
+            original(graph, node)
+        except ZeroDivisionError:
+            node.enable_index_mapping = False
+
+    safe._rartsprune_safe = True  # type: ignore[attr-defined]
+    module.update_reshape_index_mapping = safe
+
+
+_patch_reshape_mapping()
 
 
 @dataclass(frozen=True)
@@ -196,7 +228,7 @@ def build_dependency_graph(model: nn.Module, example_inputs: Any) -> tp.Dependen
                 customized_pruners={},
                 verbose=False,
             )
-        except (RuntimeError, TypeError, ValueError, AssertionError, AttributeError, IndexError, KeyError) as exc:
+        except Exception as exc:  # noqa: BLE001 - Torch-Pruning raises arbitrary errors on models it cannot trace
             raise UnsupportedModelError(
                 f"cannot trace {type(model).__name__} with Torch-Pruning: {type(exc).__name__}: {exc}"
             ) from exc
@@ -360,9 +392,41 @@ def _mixing_op(group_items: Any) -> str:
         if node.type != tp.ops.OPTYPE.ELEMENTWISE or node.grad_fn is None:
             continue
         fn_name = node.grad_fn.name().lower()
-        if any(k in fn_name for k in _CHANNEL_MIXING_GRAD_FNS):
+        if fn_name.startswith(_CHANNEL_MIXING_GRAD_FNS):
             return node.grad_fn.name()
     return ""
+
+
+def _raw_groups(graph: tp.DependencyGraph, failed: list[ChannelGroup]) -> Iterator[Any]:
+    """Torch-Pruning's groups rooted at conv / linear layers (as ``DependencyGraph.get_all_groups``).
+
+    A group Torch-Pruning cannot build (its index mappings crash, e.g. through ShuffleNet's channel
+    shuffle) is appended to ``failed`` as an unsupported group instead of aborting the whole model.
+    """
+    visited: set[int] = set()
+    for module in list(graph.module2node):
+        if not isinstance(module, (tp.ops.TORCH_CONV, tp.ops.TORCH_LINEAR)) or id(module) in visited:
+            continue
+        pruner = graph.get_pruner_of_module(module)
+        channels = None if pruner is None else pruner.get_out_channels(module)
+        if channels is None:
+            continue
+        name = graph._module2name.get(module, "?")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                group = graph.get_pruning_group(module, pruner.prune_out_channels, list(range(channels)))
+        except Exception as exc:  # noqa: BLE001 - Torch-Pruning's index mappings raise arbitrary errors
+            visited.add(id(module))
+            failed.append(
+                ChannelGroup(name, channels, [], list(range(channels)), channels, "unsupported",
+                             f"Torch-Pruning cannot map its channels: {type(exc).__name__}: {exc}")
+            )
+            continue
+        for item in group.items:
+            if graph.is_out_channel_pruning_fn(item.dep.handler):
+                visited.add(id(item.dep.target.module))
+        yield group
 
 
 def analyze_groups(
@@ -396,12 +460,7 @@ def analyze_groups(
     attention = _attention_module_names(model)
 
     groups: list[ChannelGroup] = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        raw_groups = list(
-            graph.get_all_groups(ignored_layers=[], root_module_types=(tp.ops.TORCH_CONV, tp.ops.TORCH_LINEAR))
-        )
-    for raw in raw_groups:
+    for raw in _raw_groups(graph, groups):
         root_mod = raw[0].dep.target.module
         root_name = graph._module2name[root_mod]
         channels = graph.get_out_channels(root_mod)

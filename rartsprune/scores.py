@@ -1,6 +1,6 @@
 """Learnable channel scores (the α of the width search) attached to any model.
 
-:func:`attach_scores` gives every prunable channel group of a model one score vector α, initialised to
+`rartsprune.attach_scores` gives every prunable channel group of a model one score vector α, initialised to
 1. α multiplies the group's output channels wherever they are produced, placed so that a zero score
 makes the channel exactly zero for everything downstream: after the producing layer's normalisation
 when there is one (conv → BN → α → activation), and after every layer of the group that produces those
@@ -28,7 +28,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -37,9 +36,9 @@ import torch.nn as nn
 from torch.nn.utils import parametrize
 
 from .errors import RartsPruneError, UnsupportedModelError
-from .graph import ChannelGroup, _call_model, analyze_groups, preserved_state
+from .graph import ChannelGroup, _call_model, preserved_state
 
-__all__ = ["ScoreBank", "ScoreHandle", "attach_scores", "remove", "is_pruned", "get_handle", "BANK_ATTR"]
+__all__ = ["ScoreBank", "ScoreHandle", "remove", "is_pruned", "get_handle", "BANK_ATTR"]
 
 #: Attribute under which the score bank is registered on the user's model.
 BANK_ATTR = "rartsprune_scores"
@@ -344,15 +343,36 @@ def _place(model: nn.Module, bank: ScoreBank) -> None:
             bank.placed[name] = "hook"
 
 
+def _remove_parametrizations(module: nn.Module, fold: bool) -> None:
+    """Remove the score parametrizations of ``module``, keeping the same Parameter objects.
+
+    ``torch.nn.utils.parametrize.remove_parametrizations`` deletes the property from the module's
+    generated class, which deep copies of the module share; removing it from a copy (our surgery and
+    dry runs work on copies) would break the original. Here the module simply goes back to its original
+    class, which no other module is affected by.
+    """
+    if not parametrize.is_parametrized(module):
+        return
+    plists = module.parametrizations
+    with torch.no_grad():
+        values = {t: getattr(module, t).detach().clone() for t in plists} if fold else {}
+    module.__class__ = type(module).__bases__[0]
+    del module._modules["parametrizations"]
+    for t, plist in plists.items():
+        original = plist.original
+        if fold:
+            with torch.no_grad():
+                original.copy_(values[t])
+        module.register_parameter(t, original)
+
+
 def _unplace(model: nn.Module, bank: ScoreBank, fold: bool) -> None:
     """Remove every scale, folding α into the weights when ``fold``."""
     modules = dict(model.named_modules())
     for name, kind in list(bank.placed.items()):
         module = modules[name]
         if kind == "param":
-            for t in _tensor_names(module):
-                if parametrize.is_parametrized(module, t):
-                    parametrize.remove_parametrizations(module, t, leave_parametrized=fold)
+            _remove_parametrizations(module, fold)
         else:
             for hid, hook in list(module._forward_hooks.items()):
                 if isinstance(hook, _OutputScaleHook):
@@ -423,112 +443,6 @@ def _probe_exactness(model: nn.Module, bank: ScoreBank, example_inputs: Any, see
         for k, a in bank.alpha.items():
             a.copy_(saved[k])
     return leaks
-
-
-def attach_scores(
-    model: nn.Module,
-    example_inputs: Any,
-    *,
-    ignored_layers: Sequence[nn.Module | str] | None = None,
-    allow_inexact: bool = False,
-    backend: str = "param",
-    probe: bool = True,
-) -> ScoreHandle:
-    """Insert one learnable score vector α into every prunable channel group of ``model``, in place.
-
-    Args:
-        model: any ``nn.Module`` (torchvision, timm or your own). Modified in place: the scores are
-            registered as ``model.rartsprune_scores`` and applied through parametrizations or hooks.
-        example_inputs: inputs for one forward pass (a tensor, a tuple of positional inputs or a dict of
-            keyword inputs); moved to the model's device. Used to trace the channel dependencies.
-        ignored_layers: modules or dotted module names whose output channels are never scored or pruned
-            (a container ignores everything inside it). Output heads are protected automatically.
-        allow_inexact: also score groups normalised across channels (LayerNorm / GroupNorm, e.g. a ViT's
-            residual stream). Removing such channels changes the normalisation of the others, so the
-            pruned model is only approximately equal to the scored one. Off by default.
-        backend: ``"param"`` (scale the weights; default, cheaper) or ``"hook"`` (scale the outputs of
-            plain ``torch.nn`` layers).
-        probe: check with one forward pass that zeroed scores make their channels exactly zero at every
-            consuming layer; groups that leak are left unscored (status ``"inexact"``).
-
-    Returns:
-        A :class:`ScoreHandle` giving access to the scores and their groups.
-
-    Raises:
-        RartsPruneError: the model already has scores attached.
-        UnsupportedModelError: the model cannot be traced, is on the meta device, or has no prunable group.
-        ValueError / TypeError: malformed arguments.
-
-    With all α = 1 the model computes exactly what it computed before. The model's training mode and its
-    parameters' ``requires_grad`` flags are unchanged; on any error the model is left as it was.
-
-    Example:
-        >>> model = torchvision.models.mobilenet_v2(num_classes=10)  # doctest: +SKIP
-        >>> handle = attach_scores(model, torch.randn(1, 3, 32, 32))  # doctest: +SKIP
-        >>> sum(a.numel() for a in handle.scores)  # doctest: +SKIP
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    if backend not in ("param", "hook"):
-        raise ValueError(f"backend must be 'param' or 'hook', got {backend!r}")
-    if is_pruned(model):
-        raise RartsPruneError(
-            f"{type(model).__name__} already has scores attached; call rartsprune.remove(model) first"
-        )
-    if hasattr(model, BANK_ATTR):
-        raise RartsPruneError(f"the model already has an attribute named {BANK_ATTR!r}")
-    inputs = _check_inputs(model, example_inputs)
-    try:
-        with preserved_state(model), torch.no_grad():
-            model.eval()
-            _call_model(model, inputs)
-    except (RuntimeError, TypeError, ValueError, IndexError) as exc:
-        raise ValueError(
-            f"example_inputs do not fit {type(model).__name__}: {type(exc).__name__}: {exc}"
-        ) from exc
-    groups = analyze_groups(model, inputs, ignored_layers=ignored_layers, allow_inexact=allow_inexact)
-    if not any(g.scorable for g in groups):
-        reasons = sorted({f"{g.status}: {g.reason}" for g in groups})[:6]
-        raise UnsupportedModelError(
-            f"{type(model).__name__} has no prunable channel group ({len(groups)} groups found: {reasons})"
-        )
-    cpu_inputs = _map_tensors(inputs, lambda t: t.detach().cpu().clone())
-    bank = ScoreBank(groups, cpu_inputs, backend, allow_inexact)
-    bank.to(_model_device(model))
-    with _attached(model, bank):
-        _place(model, bank)
-        if probe:
-            leaks = _probe_exactness(model, bank, inputs)
-            if leaks:
-                _unplace(model, bank, fold=False)
-                for g in groups:
-                    if g.name in leaks:
-                        g.status, g.reason, g.placements = "inexact", leaks[g.name], []
-                survivors = [g for g in groups if g.scorable]
-                if not survivors:
-                    raise UnsupportedModelError(
-                        f"{type(model).__name__}: no channel group can be removed exactly "
-                        f"(e.g. {next(iter(leaks.items()))})"
-                    )
-                fresh = ScoreBank(groups, cpu_inputs, backend, allow_inexact).to(_model_device(model))
-                delattr(model, BANK_ATTR)
-                setattr(model, BANK_ATTR, fresh)
-                _place(model, fresh)
-    return ScoreHandle(model)
-
-
-@contextlib.contextmanager
-def _attached(model: nn.Module, bank: ScoreBank) -> Iterator[None]:
-    """Register the bank; on error remove every placement and the bank again."""
-    setattr(model, BANK_ATTR, bank)
-    try:
-        yield
-    except BaseException:
-        current = getattr(model, BANK_ATTR, bank)
-        _unplace(model, current, fold=False)
-        if hasattr(model, BANK_ATTR):
-            delattr(model, BANK_ATTR)
-        raise
 
 
 def remove(module: nn.Module) -> nn.Module:

@@ -354,7 +354,7 @@ def apply_surgery(
         _prune_groups(work, removed, inputs)
     except SurgeryError:
         raise
-    except (RuntimeError, ValueError, AssertionError, IndexError, KeyError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any Torch-Pruning failure
         raise SurgeryError(f"Torch-Pruning failed while removing channels: {type(exc).__name__}: {exc}") from exc
     _check_widths(work, plan.widths)
     if verify:
@@ -414,7 +414,7 @@ def apply_plan(
         _prune_groups(work, plan.removed(), inputs)
     except SurgeryError:
         raise
-    except (RuntimeError, ValueError, AssertionError, IndexError, KeyError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any Torch-Pruning failure
         raise SurgeryError(f"Torch-Pruning failed while removing channels: {type(exc).__name__}: {exc}") from exc
     _check_widths(work, plan.widths)
     _transplant(model, work)
