@@ -27,15 +27,17 @@ import torch.nn as nn
 from .errors import RartsPruneError, UnsupportedModelError
 from .graph import ChannelGroup, _call_model, analyze_groups, build_dependency_graph, preserved_state
 from .scores import (
+    ALPHA_PREFIX,
     BANK_ATTR,
     ScoreBank,
     ScoreHandle,
     _check_inputs,
+    _detach,
+    _install_bank,
     _map_tensors,
     _model_device,
     _place,
     _probe_exactness,
-    _unplace,
     get_handle,
     is_pruned,
 )
@@ -70,9 +72,7 @@ def _dry_run(
     handle = get_handle(work)
     removed = _zero_half(handle, seed)
     by_name = {g.name: g for g in handle.groups}
-    bank = getattr(work, BANK_ATTR)
-    _unplace(work, bank, fold=True)
-    delattr(work, BANK_ATTR)
+    _detach(work, fold=True)
     bad: dict[str, str] = {}
     with torch.no_grad(), preserved_state(work):
         work.eval()
@@ -129,7 +129,7 @@ def _find_failing_groups(model: nn.Module, inputs: Any, names: list[str], seed: 
 def _demote(model: nn.Module, groups: list[ChannelGroup], reasons: dict[str, str], status: str) -> ScoreBank:
     """Leave the ``reasons`` groups unscored and re-place the scores of the others."""
     old: ScoreBank = getattr(model, BANK_ATTR)
-    _unplace(model, old, fold=False)
+    _detach(model, fold=False)
     for g in groups:
         if g.name in reasons:
             g.status, g.reason, g.placements = status, reasons[g.name], []
@@ -138,9 +138,8 @@ def _demote(model: nn.Module, groups: list[ChannelGroup], reasons: dict[str, str
         raise UnsupportedModelError(
             f"{type(model).__name__}: no channel group can be removed exactly (e.g. {name}: {why})"
         )
-    fresh = ScoreBank(groups, old.example_inputs, old.backend, old.allow_inexact).to(_model_device(model))
-    delattr(model, BANK_ATTR)
-    setattr(model, BANK_ATTR, fresh)
+    fresh = ScoreBank(groups, old.example_inputs, old.backend, old.allow_inexact, _model_device(model))
+    _install_bank(model, fresh)
     _place(model, fresh)
     return fresh
 
@@ -148,14 +147,12 @@ def _demote(model: nn.Module, groups: list[ChannelGroup], reasons: dict[str, str
 @contextlib.contextmanager
 def _attached(model: nn.Module, bank: ScoreBank) -> Iterator[None]:
     """Register the bank; on error remove every placement and the bank again."""
-    setattr(model, BANK_ATTR, bank)
+    _install_bank(model, bank)
     try:
         yield
     except BaseException:
-        current = getattr(model, BANK_ATTR, bank)
-        _unplace(model, current, fold=False)
-        if hasattr(model, BANK_ATTR):
-            delattr(model, BANK_ATTR)
+        if is_pruned(model):
+            _detach(model, fold=False)
         raise
 
 
@@ -213,8 +210,8 @@ def attach_scores(
         raise RartsPruneError(
             f"{type(model).__name__} already has scores attached; call rartsprune.remove(model) first"
         )
-    if hasattr(model, BANK_ATTR):
-        raise RartsPruneError(f"the model already has an attribute named {BANK_ATTR!r}")
+    if hasattr(model, BANK_ATTR) or any(n.startswith(ALPHA_PREFIX) for n, _ in model.named_parameters()):
+        raise RartsPruneError(f"the model already has an attribute named {BANK_ATTR!r} or {ALPHA_PREFIX}*")
     inputs = _check_inputs(model, example_inputs)
     try:
         with preserved_state(model), torch.no_grad():
@@ -229,7 +226,7 @@ def attach_scores(
             f"{type(model).__name__} has no prunable channel group ({len(groups)} groups found: {reasons})"
         )
     cpu_inputs = _map_tensors(inputs, lambda t: t.detach().cpu().clone())
-    bank = ScoreBank(groups, cpu_inputs, backend, allow_inexact).to(_model_device(model))
+    bank = ScoreBank(groups, cpu_inputs, backend, allow_inexact, _model_device(model))
     with _attached(model, bank):
         _place(model, bank)
         if validate:

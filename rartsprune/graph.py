@@ -311,6 +311,33 @@ def _channel_groups_of(module: Any, op: str, side: str) -> int:
     return 1
 
 
+def _side_width(obj: Any, op: str, side: str, dim: int) -> int | None:
+    """Number of channels of a layer on one side (None when unknown)."""
+    if op == "param":
+        return int(obj.shape[dim]) if isinstance(obj, torch.Tensor) else None
+    if isinstance(obj, nn.modules.conv._ConvNd):
+        return obj.out_channels if side == "out" or op == "dwconv" else obj.in_channels
+    if isinstance(obj, nn.Linear):
+        return obj.out_features if side == "out" else obj.in_features
+    for attr in ("num_features", "num_channels", "embedding_dim", "num_parameters"):
+        if hasattr(obj, attr):
+            return int(getattr(obj, attr))
+    if isinstance(obj, nn.LayerNorm):
+        return int(obj.normalized_shape[-1])
+    return None
+
+
+def _index_error(channels: int, members: list[GroupMember], modules: dict[str, Any]) -> str:
+    """A member whose indices fall outside its layer (Torch-Pruning's mapping went wrong), or ''."""
+    for m in members:
+        width = _side_width(modules.get(m.name), m.op, m.side, m.dim)
+        if m.idxs and width is not None and (max(m.idxs) >= width or min(m.idxs) < 0):
+            return f"Torch-Pruning maps its channels outside layer {m.name} ({max(m.idxs)} >= {width})"
+        if m.root_idxs and (max(m.root_idxs) >= channels or min(m.root_idxs) < 0):
+            return f"Torch-Pruning maps {m.name} to root channels outside [0, {channels})"
+    return ""
+
+
 def _units(channels: int, members: list[GroupMember], modules: dict[str, Any]) -> tuple[list[int], str]:
     """Tie root channels that grouped layers force to be removed together. Returns (unit map, error)."""
     uf = _UnionFind(channels)
@@ -483,7 +510,9 @@ def analyze_groups(
             dim = int(node.pruning_dim) if op == "param" else -1
             idxs = tuple(int(i) for i in item.idxs)
             members.append(GroupMember(name, op, side, idxs, tuple(int(i) for i in item.root_idxs), dim))
-        unit, unit_error = _units(channels, members, modules)
+        unit_error = _index_error(channels, members, modules)
+        unit = [] if unit_error else _units(channels, members, modules)[0]
+        unit_error = unit_error or ("" if unit else _units(channels, members, modules)[1])
         group = ChannelGroup(root_name, channels, members, unit or list(range(channels)), (max(unit) + 1) if unit else channels)
         outs = [m for m in members if m.side == "out"]
         consumers = [m for m in members if m.side == "in"]

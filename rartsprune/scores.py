@@ -38,10 +38,12 @@ from torch.nn.utils import parametrize
 from .errors import RartsPruneError, UnsupportedModelError
 from .graph import ChannelGroup, _call_model, preserved_state
 
-__all__ = ["ScoreBank", "ScoreHandle", "remove", "is_pruned", "get_handle", "BANK_ATTR"]
+__all__ = ["ScoreBank", "ScoreHandle", "remove", "is_pruned", "get_handle", "BANK_ATTR", "ALPHA_PREFIX"]
 
-#: Attribute under which the score bank is registered on the user's model.
+#: Attribute under which the score bank is kept on the user's model.
 BANK_ATTR = "rartsprune_scores"
+#: Prefix of the α parameters registered on the user's model.
+ALPHA_PREFIX = "rartsprune_alpha_"
 
 _PLAIN_TYPES = (
     nn.Conv1d,
@@ -131,34 +133,63 @@ class _OutputScaleHook:
         return output * self.scale.scale(output).view(shape)
 
 
-class ScoreBank(nn.Module):
-    """Holds the score vectors of a model (registered on it as ``model.rartsprune_scores``).
+class ScoreBank:
+    """The score vectors of a model and what is known about its channel groups.
 
-    The α vectors live in ``alpha`` (an ``nn.ParameterDict`` keyed ``g0, g1, ...``), so they follow the model
-    through ``.to()``, ``state_dict()`` and ``copy.deepcopy``. Group descriptors and the example inputs used
-    for tracing are kept as plain attributes.
+    Kept as a plain attribute ``model.rartsprune_scores`` (not a submodule, so ``nn.Sequential`` and
+    ``nn.ModuleList`` roots iterate exactly as before). The α vectors themselves are registered on the
+    root module as parameters named ``rartsprune_alpha_g0``, ``rartsprune_alpha_g1``, ... so they follow
+    the model through ``.to()``, ``state_dict()`` and ``copy.deepcopy``.
     """
 
     def __init__(
-        self, groups: list[ChannelGroup], example_inputs: Any, backend: str, allow_inexact: bool
+        self,
+        groups: list[ChannelGroup],
+        example_inputs: Any,
+        backend: str,
+        allow_inexact: bool,
+        device: torch.device | str = "cpu",
     ) -> None:
-        super().__init__()
-        self.alpha = nn.ParameterDict()
         self.groups = groups
         self.keys: dict[str, str] = {}
+        self.alpha: dict[str, nn.Parameter] = {}
         for g in groups:
             if g.scorable:
                 key = f"g{len(self.keys)}"
                 self.keys[g.name] = key
-                self.alpha[key] = nn.Parameter(torch.ones(g.num_units))
+                self.alpha[key] = nn.Parameter(torch.ones(g.num_units, device=device))
         self.example_inputs = example_inputs
         self.backend = backend
         self.allow_inexact = allow_inexact
         self.scales: dict[str, _Scale] = {}
         self.placed: dict[str, str] = {}  # module name -> "param" | "hook"
 
-    def extra_repr(self) -> str:
-        return f"groups={len(self.keys)}, channels={sum(a.numel() for a in self.alpha.values())}, backend={self.backend}"
+    def __repr__(self) -> str:
+        n = sum(a.numel() for a in self.alpha.values())
+        return f"ScoreBank(groups={len(self.keys)}, channels={n}, backend={self.backend})"
+
+
+def _install_bank(model: nn.Module, bank: ScoreBank) -> None:
+    """Register the bank's α on ``model`` and remember the bank."""
+    for key, alpha in bank.alpha.items():
+        model.register_parameter(ALPHA_PREFIX + key, alpha)
+    setattr(model, BANK_ATTR, bank)
+
+
+def _uninstall_bank(model: nn.Module) -> ScoreBank:
+    """Unregister the α parameters and forget the bank (placements must be gone already)."""
+    bank: ScoreBank = getattr(model, BANK_ATTR)
+    for key in bank.alpha:
+        model._parameters.pop(ALPHA_PREFIX + key, None)
+    delattr(model, BANK_ATTR)
+    return bank
+
+
+def _detach(model: nn.Module, fold: bool) -> None:
+    """Remove every placement (folding α into the weights when ``fold``) and the bank."""
+    bank: ScoreBank = getattr(model, BANK_ATTR)
+    _unplace(model, bank, fold=fold)
+    _uninstall_bank(model)
 
 
 class ScoreHandle:
@@ -463,7 +494,5 @@ def remove(module: nn.Module) -> nn.Module:
     search = getattr(module, "_rartsprune_search", None)
     if search is not None and hasattr(search, "_detach"):
         search._detach()
-    bank: ScoreBank = getattr(module, BANK_ATTR)
-    _unplace(module, bank, fold=True)
-    delattr(module, BANK_ATTR)
+    _detach(module, fold=True)
     return module

@@ -37,8 +37,8 @@ from .graph import ChannelGroup, _call_model, analyze_groups, build_dependency_g
 from .scores import (
     BANK_ATTR,
     _check_inputs,
+    _detach,
     _map_tensors,
-    _unplace,
     get_handle,
     is_pruned,
 )
@@ -347,9 +347,8 @@ def apply_surgery(
             with preserved_state(work):
                 work.eval()
                 reference = _call_model(work, inputs)
-    bank = getattr(work, BANK_ATTR)
-    _unplace(work, bank, fold=True)
-    delattr(work, BANK_ATTR)
+    allow_inexact = getattr(work, BANK_ATTR).allow_inexact
+    _detach(work, fold=True)
     try:
         _prune_groups(work, removed, inputs)
     except SurgeryError:
@@ -365,7 +364,6 @@ def apply_surgery(
             except (RuntimeError, ValueError, IndexError) as exc:
                 raise SurgeryError(f"the pruned model fails on the example inputs: {exc}") from exc
         diff, scale = _max_diff(reference, out)
-        allow_inexact = bank.allow_inexact
         if diff > rtol * max(1.0, scale) and not allow_inexact:
             raise SurgeryError(
                 f"the pruned model's outputs differ from the scored model's by {diff:.3g} (scale {scale:.3g}); "
