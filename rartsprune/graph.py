@@ -510,9 +510,10 @@ def analyze_groups(
             dim = int(node.pruning_dim) if op == "param" else -1
             idxs = tuple(int(i) for i in item.idxs)
             members.append(GroupMember(name, op, side, idxs, tuple(int(i) for i in item.root_idxs), dim))
+        unit: list[int] = []
         unit_error = _index_error(channels, members, modules)
-        unit = [] if unit_error else _units(channels, members, modules)[0]
-        unit_error = unit_error or ("" if unit else _units(channels, members, modules)[1])
+        if not unit_error:
+            unit, unit_error = _units(channels, members, modules)
         group = ChannelGroup(root_name, channels, members, unit or list(range(channels)), (max(unit) + 1) if unit else channels)
         outs = [m for m in members if m.side == "out"]
         consumers = [m for m in members if m.side == "in"]
