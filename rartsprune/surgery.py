@@ -401,6 +401,15 @@ def apply_plan(
     if is_pruned(model):
         raise ValueError("apply_plan expects a plain model; this one has scores attached (rartsprune.remove it first)")
     inputs = _check_inputs(model, example_inputs)
+    if plan.widths:
+        layers = set(layer_widths(model))
+        planned = {n for n, w in plan.widths.items() if "shape" not in w}
+        if layers != planned:
+            extra, missing = sorted(layers - planned), sorted(planned - layers)
+            raise ValueError(
+                f"the plan was made for another architecture ({plan.model or 'unknown'}): layers not in the plan "
+                f"{extra[:3]}, plan layers missing from the model {missing[:3]}"
+            )
     groups = {g.name: g for g in analyze_groups(model, inputs)}
     for name, n in plan.channels.items():
         if name not in groups:
