@@ -1,0 +1,23 @@
+"""Width search: learn which channels to keep with RARTS (or a baseline), then remove the others."""
+
+from .baselines import BASELINES, baseline_importance
+from .penalties import WidthPenalty, soft_threshold_, unit_macs
+from .pruner import ALL_METHODS, MODES, WidthPruner, prune
+from .selection import CRITERIA, Selection, select_by_ratio, select_by_threshold, unit_importance
+
+__all__ = [
+    "ALL_METHODS",
+    "BASELINES",
+    "CRITERIA",
+    "MODES",
+    "Selection",
+    "WidthPenalty",
+    "WidthPruner",
+    "baseline_importance",
+    "prune",
+    "select_by_ratio",
+    "select_by_threshold",
+    "soft_threshold_",
+    "unit_importance",
+    "unit_macs",
+]

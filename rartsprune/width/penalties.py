@@ -1,0 +1,118 @@
+"""Penalties on the channel scores: ℓ1 sparsity, its proximal step, and the width cost (MACs).
+
+The width cost is the channel analogue of the latency term ⟨softmax(α), Lat⟩ of RARTS' Eq. (5): every
+unit of every group costs the multiply-accumulates (MACs, counted by fvcore) that its channels cause in
+the layers producing and consuming them, and the penalty is
+
+    cost_weight * Σ_groups Σ_units |α_u| * MACs_u / MACs_model
+
+so that ``cost_weight`` is dimensionless (at α = 1 the sum is the fraction of the model's MACs that the
+scored channels account for) and a larger ``cost_weight`` trades accuracy for fewer MACs.
+
+Example:
+    >>> penalty = WidthPenalty(handle, l1=1e-4, cost_weight=0.5)  # doctest: +SKIP
+    >>> float(penalty())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..flops import flops_report
+from ..graph import ChannelGroup
+from ..scores import ScoreHandle, _check_inputs
+
+__all__ = ["unit_macs", "WidthPenalty", "soft_threshold_"]
+
+
+def _per_channel_macs(group: ChannelGroup, by_module: dict[str, dict[str, int]], modules: dict) -> torch.Tensor:
+    """MACs caused by each root channel of ``group`` in its producing and consuming conv/linear layers."""
+    cost = torch.zeros(group.channels, dtype=torch.float64)
+    for m in group.members:
+        if m.op not in ("conv", "dwconv", "linear"):
+            continue
+        macs = by_module.get(m.name, {}).get("macs", 0)
+        module = modules.get(m.name)
+        if not macs or module is None:
+            continue
+        if m.op == "linear":
+            width = module.out_features if m.side == "out" else module.in_features
+        else:
+            width = module.out_channels if (m.side == "out" or m.op == "dwconv") else module.in_channels
+        per = macs / max(width, 1)
+        for r in m.root_idxs:
+            cost[r] += per
+    return cost
+
+
+def unit_macs(handle: ScoreHandle) -> tuple[dict[str, torch.Tensor], int]:
+    """MACs per unit of every scored group, and the model's total MACs (fvcore, batch 1)."""
+    model = handle.model
+    inputs = _check_inputs(model, handle.example_inputs)
+    report = flops_report(model, inputs)
+    modules = dict(model.named_modules())
+    out = {}
+    for g in handle.groups:
+        per_channel = _per_channel_macs(g, report.by_module, modules)
+        per_unit = torch.zeros(g.num_units, dtype=torch.float64)
+        per_unit.index_add_(0, torch.tensor(g.unit_of_channel), per_channel)
+        out[g.name] = per_unit.float()
+    return out, max(int(report.macs), 1)
+
+
+class WidthPenalty:
+    """α-only penalty for the search: ``l1 * Σ|α| + cost_weight * Σ|α_u| MACs_u / MACs``.
+
+    Args:
+        handle: the scored model's handle.
+        l1: strength of the ℓ1 term (summed over every scored unit, like Network Slimming's
+            ``s * Σ|γ|``). With ``prox=True`` in :func:`rartsprune.prune` the ℓ1 term is applied by
+            soft-thresholding instead and this class leaves it out.
+        cost_weight: strength of the width cost (dimensionless, see the module docstring).
+        include_l1: add the ℓ1 term to the penalty (False when a proximal step applies it).
+    """
+
+    def __init__(self, handle: ScoreHandle, *, l1: float = 0.0, cost_weight: float = 0.0, include_l1: bool = True) -> None:
+        for name, v in (("l1", l1), ("cost_weight", cost_weight)):
+            if not isinstance(v, (int, float)) or v < 0 or v != v:
+                raise ValueError(f"{name} must be a non-negative number, got {v!r}")
+        self.scores: Sequence[torch.nn.Parameter] = handle.scores
+        self.l1 = float(l1) if include_l1 else 0.0
+        self.cost_weight = float(cost_weight)
+        self.costs: list[torch.Tensor] = []
+        self.total_macs = 1
+        if self.cost_weight > 0:
+            per_unit, self.total_macs = unit_macs(handle)
+            self.costs = [per_unit[g.name].to(a.device) for g, a in zip(handle.groups, self.scores)]
+
+    @property
+    def active(self) -> bool:
+        return self.l1 > 0 or self.cost_weight > 0
+
+    def __call__(self) -> torch.Tensor:
+        device = self.scores[0].device
+        total = torch.zeros((), device=device)
+        if self.l1 > 0:
+            total = total + self.l1 * sum(a.abs().sum() for a in self.scores)
+        if self.cost_weight > 0:
+            cost = sum((a.abs() * c.to(a.device)).sum() for a, c in zip(self.scores, self.costs))
+            total = total + self.cost_weight * cost / self.total_macs
+        return total
+
+    def state(self) -> dict[str, float]:
+        """The current value of each term (for logging)."""
+        with torch.no_grad():
+            l1 = float(sum(a.abs().sum() for a in self.scores))
+            cost = float(sum((a.abs() * c.to(a.device)).sum() for a, c in zip(self.scores, self.costs))) if self.costs else 0.0
+        return {"l1_sum": l1, "cost_fraction": cost / self.total_macs if self.costs else 0.0}
+
+
+@torch.no_grad()
+def soft_threshold_(scores: Sequence[torch.Tensor], amount: float) -> None:
+    """Proximal step of the ℓ1 norm, in place: ``α <- sign(α) * max(|α| - amount, 0)``."""
+    if amount <= 0:
+        return
+    for a in scores:
+        a.copy_(torch.sign(a) * (a.abs() - amount).clamp(min=0))

@@ -1,0 +1,209 @@
+"""Which channels survive: from per-unit importances to the kept units of every group.
+
+Two ways to decide, matching the two width-search modes:
+
+* :func:`select_by_ratio` — remove a fixed fraction of the prunable channels (the *pruning ratio of
+  channels*, PRC). ``scope="global"`` ranks every unit of every group together (Network Slimming's global
+  threshold); ``scope="layer"`` removes the same fraction from every group.
+* :func:`select_by_threshold` — remove every unit whose importance is at most a threshold (ℓ1 mode: the
+  sparsity penalty decides how many).
+
+Both never empty a group (its best unit always survives) and report the achieved PRC.
+
+Importance criteria (:func:`unit_importance`), all computed from the scores α of a scored model:
+
+* ``"alpha"`` — |α|. Every α starts at 1 and is trained with one learning rate, so the raw values are
+  comparable across layers. Default.
+* ``"alpha_gamma"`` — |α| × |γ|, γ the BatchNorm scale the score sits next to (the channel's effective
+  output scale; BN's γ is a redundant scale that the search does not see). Groups without BN use |α|.
+* ``"normalized"`` — |α| divided by the mean |α| of its group: removes the same *relative* weakness
+  everywhere, closer to a per-layer ratio.
+
+The quality benchmark (``bench/pruning_quality.py``) compares them.
+
+Example:
+    >>> sel = select_by_ratio(handle, 0.4)  # doctest: +SKIP
+    >>> sel.prc, len(sel.keep)  # doctest: +SKIP
+    (0.4, 12)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+from torch.nn.utils import parametrize
+
+from ..scores import ScoreHandle
+
+__all__ = ["Selection", "CRITERIA", "unit_importance", "select_by_ratio", "select_by_threshold"]
+
+CRITERIA = ("alpha", "alpha_gamma", "normalized")
+
+
+@dataclass
+class Selection:
+    """Kept units per group and the resulting pruning ratio.
+
+    Attributes:
+        keep: group name -> kept unit indices (sorted).
+        channels: group name -> (kept channels, channels).
+    """
+
+    keep: dict[str, list[int]]
+    channels: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def total_channels(self) -> int:
+        return sum(c for _, c in self.channels.values())
+
+    @property
+    def removed_channels(self) -> int:
+        return sum(c - k for k, c in self.channels.values())
+
+    @property
+    def prc(self) -> float:
+        """Pruning ratio of channels: removed / prunable channels."""
+        total = self.total_channels
+        return 0.0 if total == 0 else self.removed_channels / total
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "prc": self.prc,
+            "removed_channels": self.removed_channels,
+            "prunable_channels": self.total_channels,
+            "widths": {n: {"kept": k, "channels": c} for n, (k, c) in self.channels.items()},
+        }
+
+
+def _raw_weight(module: nn.Module) -> torch.Tensor | None:
+    """A layer's weight without the score parametrization."""
+    if parametrize.is_parametrized(module, "weight"):
+        return module.parametrizations["weight"].original
+    return getattr(module, "weight", None)
+
+
+def unit_importance(handle: ScoreHandle, criterion: str = "alpha") -> dict[str, torch.Tensor]:
+    """Importance of every unit of every scored group (a CPU float tensor per group)."""
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+    modules = dict(handle.model.named_modules())
+    out: dict[str, torch.Tensor] = {}
+    for g, alpha in zip(handle.groups, handle.scores):
+        imp = alpha.detach().abs().float().cpu()
+        if criterion == "alpha_gamma":
+            gamma = torch.zeros(g.num_units)
+            count = torch.zeros(g.num_units)
+            for name, idxs, units in g.placements:
+                module = modules[name]
+                if not isinstance(module, nn.modules.batchnorm._NormBase):
+                    continue
+                w = _raw_weight(module)
+                if w is None:
+                    continue
+                vals = w.detach().abs().float().cpu()[list(idxs)]
+                gamma.index_add_(0, torch.tensor(units), vals)
+                count.index_add_(0, torch.tensor(units), torch.ones(len(units)))
+            has = count > 0
+            if bool(has.any()):
+                imp = torch.where(has, imp * gamma / count.clamp(min=1), imp)
+        elif criterion == "normalized":
+            imp = imp / imp.mean().clamp(min=1e-12)
+        out[g.name] = imp
+    return out
+
+
+def _check_importance(handle: ScoreHandle, importance: Mapping[str, torch.Tensor]) -> None:
+    for g in handle.groups:
+        v = importance.get(g.name)
+        if v is None or v.numel() != g.num_units:
+            raise ValueError(f"importance for group {g.name!r} must have {g.num_units} entries")
+        if torch.isnan(v).any() or (v == float("-inf")).any():
+            raise ValueError(f"importance for group {g.name!r} has NaN or -inf values (+inf means: always keep)")
+
+
+def _finish(handle: ScoreHandle, keep_units: dict[str, list[int]]) -> Selection:
+    sel = Selection({})
+    for g in handle.groups:
+        units = sorted(keep_units[g.name])
+        sel.keep[g.name] = units
+        sel.channels[g.name] = (len(g.channels_of_units(units)), g.channels)
+    return sel
+
+
+def select_by_ratio(
+    handle: ScoreHandle,
+    ratio: float,
+    *,
+    importance: Mapping[str, torch.Tensor] | None = None,
+    criterion: str = "alpha",
+    scope: str = "global",
+) -> Selection:
+    """Remove ``ratio`` of the prunable channels, least important first.
+
+    Args:
+        handle: the scored model's handle.
+        ratio: fraction of prunable channels to remove, in [0, 1).
+        importance: per-group unit importances (default: :func:`unit_importance` with ``criterion``).
+        scope: ``"global"`` (rank all units together) or ``"layer"`` (the same fraction in every group).
+
+    The achieved PRC differs from ``ratio`` by less than one unit per group (units are single channels
+    except behind grouped convolutions); every group keeps at least its most important unit.
+    """
+    if not isinstance(ratio, (int, float)) or not 0.0 <= ratio < 1.0 or math.isnan(ratio):
+        raise ValueError(f"ratio must be in [0, 1), got {ratio!r}")
+    if scope not in ("global", "layer"):
+        raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
+    imp = dict(importance) if importance is not None else unit_importance(handle, criterion)
+    _check_importance(handle, imp)
+    groups = handle.groups
+    keep: dict[str, set[int]] = {g.name: set(range(g.num_units)) for g in groups}
+    if scope == "layer":
+        for g in groups:
+            n_remove = min(g.num_units - 1, round(ratio * g.num_units))
+            order = torch.argsort(imp[g.name], stable=True).tolist()
+            keep[g.name] -= set(order[:n_remove])
+        return _finish(handle, {k: sorted(v) for k, v in keep.items()})
+    total = sum(g.channels for g in groups)
+    target = round(ratio * total)
+    # best unit of every group is protected; the rest compete globally
+    candidates = []
+    for g in groups:
+        size = g.channels // g.num_units
+        best = int(torch.argmax(imp[g.name]))
+        for u in range(g.num_units):
+            if u != best:
+                candidates.append((float(imp[g.name][u]), g.name, u, size))
+    candidates.sort(key=lambda c: (c[0], c[1], c[2]))
+    removed = 0
+    for _, name, unit, size in candidates:
+        if removed >= target:
+            break
+        if removed + size > target and removed + size - target > target - removed:
+            continue  # a big unit that would overshoot more than it helps
+        keep[name].discard(unit)
+        removed += size
+    return _finish(handle, {k: sorted(v) for k, v in keep.items()})
+
+
+def select_by_threshold(
+    handle: ScoreHandle,
+    threshold: float = 0.0,
+    *,
+    importance: Mapping[str, torch.Tensor] | None = None,
+) -> Selection:
+    """Remove every unit whose importance (default |α|) is ``<= threshold``; keep each group's best unit."""
+    if not isinstance(threshold, (int, float)) or threshold < 0 or math.isnan(threshold):
+        raise ValueError(f"threshold must be a non-negative number, got {threshold!r}")
+    imp = dict(importance) if importance is not None else unit_importance(handle, "alpha")
+    _check_importance(handle, imp)
+    keep = {}
+    for g in handle.groups:
+        v = imp[g.name]
+        kept = set((v > threshold).nonzero().flatten().tolist())
+        kept.add(int(torch.argmax(v)))
+        keep[g.name] = sorted(kept)
+    return _finish(handle, keep)
