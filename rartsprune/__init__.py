@@ -6,6 +6,7 @@ from .errors import RartsPruneError, SearchError, SurgeryError, UnsupportedModel
 from .graph import ChannelGroup, GroupMember, analyze_groups
 from .scores import ScoreHandle, get_handle, is_pruned, remove
 from .surgery import PruningPlan, apply_plan, apply_surgery, layer_widths, plan_from_scores
+from .width import WidthPruner, prune
 
 __all__ = [
     "__version__",
@@ -26,4 +27,6 @@ __all__ = [
     "apply_surgery",
     "layer_widths",
     "plan_from_scores",
+    "WidthPruner",
+    "prune",
 ]

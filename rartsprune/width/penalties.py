@@ -6,8 +6,11 @@ the layers producing and consuming them, and the penalty is
 
     cost_weight * Σ_groups Σ_units |α_u| * MACs_u / MACs_model
 
-so that ``cost_weight`` is dimensionless (at α = 1 the sum is the fraction of the model's MACs that the
-scored channels account for) and a larger ``cost_weight`` trades accuracy for fewer MACs.
+where ``MACs_u`` is the *marginal* cost of the unit: what removing it alone saves (a conv's MACs divided
+by its output channels for the group producing them, plus its MACs divided by its input channels for the
+group feeding it). ``cost_weight`` is dimensionless: at α = 1 the sum is at most 2 (each conv's MACs are
+counted once through its inputs and once through its outputs), and a larger ``cost_weight`` trades
+accuracy for fewer MACs.
 
 Example:
     >>> penalty = WidthPenalty(handle, l1=1e-4, cost_weight=0.5)  # doctest: +SKIP
