@@ -1,0 +1,122 @@
+"""Command line: ``python -m rartsprune prune ...`` (also installed as ``rartsprune``).
+
+Subcommands:
+
+* ``prune`` — train (optional) → width search → surgery → fine-tune, with checkpoints and ``--resume``
+  (see :mod:`rartsprune.pipeline` for what lands in ``--out``).
+* ``check`` — can rartsprune score and prune this model exactly? (attach, zero 40 %, surgery, compare).
+* ``flops`` — MACs and parameters of a model, per module.
+
+Examples::
+
+    python -m rartsprune prune --model torchvision:resnet18 --data ../shared/data/cifar10 --ratio 0.4 \\
+        --search-epochs 10 --finetune-epochs 20 --out runs/r18
+    python -m rartsprune check --model timm:efficientnet_b0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import fields
+
+from .pipeline import PruneJob
+
+_HELP = {
+    "model": "torchvision:NAME, timm:NAME or path/to/file.py:FUNCTION (called with num_classes=...)",
+    "data": "cifar10, cifar100 (torchvision, see --download), fake, or an ImageFolder path with train/ and test/",
+    "out": "output folder (checkpoint, plan, pruned weights, results.json, plots)",
+    "ratio": "pruning ratio of channels (fraction of prunable channels removed), mode=ratio",
+    "mode": "ratio (fixed PRC) or l1 (sparsity penalty decides)",
+    "method": "rarts, darts1, darts2, milenas, or the one-shot baselines l1_norm, random, slimming",
+    "pretrain_epochs": "plain training epochs before the search (0: use the model as built / --init-weights)",
+    "search_epochs": "epochs of the search (one epoch = one pass over each half of the split)",
+    "finetune_epochs": "fine-tuning epochs of the pruned model",
+    "batch_size": "batch size (per half during the search)",
+    "lr": "SGD learning rate of pre-training and fine-tuning",
+    "schedule": "LR schedule of pre-training/fine-tuning: step (/10 at 50%%, 75%%) or cosine",
+    "search_lr": "SGD learning rate of the network weights during the search (cosine-annealed)",
+    "arch_lr": "Adam learning rate of the channel scores",
+    "lam": "RARTS lambda (weight of the auxiliary net's loss); also MiLeNAS' lambda",
+    "beta": "RARTS beta (coupling of the two networks)",
+    "rarts_mode": "exact (Eq. 7, four passes per step) or fused (two passes, approximation)",
+    "importance": "score criterion for the ranking: alpha, alpha_gamma, normalized",
+    "scope": "global (rank channels across layers) or layer (same ratio per layer)",
+    "round_to": "round kept channel counts up to a multiple of this",
+    "l1": "l1 strength on the scores (mode=l1)",
+    "threshold": "mode=l1: remove channels with |score| <= threshold",
+    "cost_weight": "weight of the MACs cost of the kept channels",
+    "sparsity": "Network Slimming's l1 on BN scales (method=slimming)",
+    "train_subset": "use a class-stratified subset of this many training images",
+    "test_subset": "use a class-stratified subset of this many test images",
+    "init_weights": "state_dict (.pt) to start from",
+    "device": "auto, cpu, cuda, cuda:1 ...",
+    "amp": "mixed precision: none, bf16, fp16",
+}
+
+
+def _prune_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("prune", help="search, prune and fine-tune a model", description=_HELP["out"])
+    defaults = PruneJob()
+    for f in fields(PruneJob):
+        if f.name in ("model_factory",):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        help_ = _HELP.get(f.name, f.name.replace("_", " "))
+        if isinstance(default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_)
+        elif f.name in ("round_to", "train_subset", "test_subset", "image_size"):
+            p.add_argument(flag, type=int, default=default, help=help_)
+        elif f.name in ("init_weights", "data_root"):
+            p.add_argument(flag, type=str, default=default, help=help_)
+        else:
+            p.add_argument(flag, type=type(default), default=default, help=f"{help_} (default: {default})")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rartsprune", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _prune_parser(sub)
+    c = sub.add_parser("check", help="check that a model can be scored and pruned exactly")
+    c.add_argument("--model", required=True, help=_HELP["model"])
+    c.add_argument("--ratio", type=float, default=0.4)
+    c.add_argument("--size", type=int, default=None, help="input image size (default: small where possible)")
+    f = sub.add_parser("flops", help="MACs and parameters per module")
+    f.add_argument("--model", required=True, help=_HELP["model"])
+    f.add_argument("--size", type=int, default=224)
+    f.add_argument("--depth", type=int, default=2, help="module depth of the table")
+    args = parser.parse_args(argv)
+
+    if args.command == "prune":
+        from .pipeline import run
+
+        job = PruneJob(**{k: v for k, v in vars(args).items() if k != "command"})
+        results = run(job)
+        print(json.dumps(results["summary"], indent=1))
+        return 0
+    import torch
+
+    from .zoo import build_model, example_inputs_for
+
+    model = build_model(args.model, num_classes=10, small=args.command == "check" and args.size is None).eval()
+    if args.command == "check":
+        from .check import check_model
+
+        x = torch.randn(2, 3, args.size, args.size) if args.size else example_inputs_for(args.model, 2, model=model)
+        result = check_model(model, x, ratio=args.ratio)
+        print(json.dumps(result.to_dict(), indent=1))
+        return 0 if result.ok else 1
+    from .flops import flops_report, format_count
+
+    report = flops_report(model, torch.randn(1, 3, args.size, args.size))
+    print(report.table(max_depth=args.depth))
+    print(f"total: {format_count(report.macs)} MACs, {format_count(report.params)} parameters")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,405 @@
+"""The whole width-search job for users who do not want to write the loop: train → search → prune → fine-tune.
+
+Used by ``python -m rartsprune prune`` and the recipes. Every phase writes a checkpoint per epoch to
+``OUT/checkpoint.pt`` (tensors and plain Python only, so it loads with ``torch.load(weights_only=True)``);
+``resume=True`` continues from it. At the end ``OUT`` holds:
+
+* ``plan.json`` + ``pruned.pt`` — the pruned model (re-create it with :func:`rartsprune.apply_plan` on a fresh
+  model, then ``load_state_dict``),
+* ``results.json`` — accuracies (before search, after search, after pruning, after fine-tuning), parameters and
+  MACs before/after, PRC, per-layer widths, wall times, per-epoch history,
+* ``scores.png`` (|α| histogram per layer) and ``widths.png`` (kept channels per layer) when matplotlib is there.
+
+Example:
+    >>> from rartsprune.pipeline import PruneJob, run
+    >>> results = run(PruneJob(model="torchvision:resnet18", data="fake", out="runs/demo",
+    ...                        search_epochs=1, finetune_epochs=1, train_subset=256))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ._version import __version__
+from .data import default_augment, load_dataset, make_loader, num_classes, to_device_batch
+from .data.split import split_loaders
+from .flops import flops_report
+from .optim import get_rng_state, set_rng_state
+from .surgery import PruningPlan, apply_plan
+from .width import prune
+from .zoo import build_model
+
+__all__ = ["PruneJob", "run", "evaluate", "train_epoch", "resolve_device"]
+
+_CKPT_FORMAT = "rartsprune-job/1"
+
+
+@dataclass
+class PruneJob:
+    """Settings of a width-search job (the command line's flags, one to one).
+
+    ``model_factory(num_classes) -> nn.Module`` replaces ``model`` (a spec string) for recipes with their own
+    architectures; it is not saved in checkpoints, so pass the same one when resuming.
+    """
+
+    model: str = "torchvision:resnet18"
+    data: str = "fake"
+    out: str = "runs/prune"
+    ratio: float = 0.4
+    mode: str = "ratio"
+    method: str = "rarts"
+    pretrain_epochs: int = 0
+    search_epochs: int = 10
+    finetune_epochs: int = 20
+    batch_size: int = 64
+    lr: float = 0.1
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    schedule: str = "step"
+    search_lr: float = 0.025
+    search_weight_decay: float = 3e-4
+    arch_lr: float = 3e-4
+    arch_weight_decay: float = 1e-3
+    lam: float = 1.0
+    beta: float = 1.0
+    rarts_mode: str = "exact"
+    importance: str = "alpha"
+    scope: str = "global"
+    round_to: int | None = None
+    l1: float = 1e-4
+    prox: bool = False
+    threshold: float = 1e-2
+    cost_weight: float = 0.0
+    sparsity: float = 1e-4
+    train_subset: int | None = None
+    test_subset: int | None = None
+    image_size: int | None = None
+    pretrained: bool = False
+    init_weights: str | None = None
+    cutout: bool = False
+    device: str = "auto"
+    amp: str = "none"
+    channels_last: bool = False
+    seed: int = 0
+    data_root: str | None = None
+    download: bool = False
+    resume: bool = False
+    plots: bool = True
+    progress: bool = True
+    model_factory: Callable[[int], nn.Module] | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("model_factory")
+        if self.model_factory is not None:
+            d["model"] = getattr(self.model_factory, "__qualname__", "custom factory")
+        return d
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; otherwise ``torch.device(device)`` (checked)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+def _amp_dtype(amp: str) -> torch.dtype | None:
+    table = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if amp not in table:
+        raise ValueError(f"amp must be one of {sorted(table)}, got {amp!r}")
+    return table[amp]
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
+    return torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else torch.autocast(
+        device_type=device.type, enabled=False
+    )
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Any, device: torch.device, augment: nn.Module,
+             amp: torch.dtype | None = None, memory_format: torch.memory_format | None = None) -> float:
+    """Top-1 accuracy (%) of ``model`` on ``loader`` (uint8 batches), in eval mode; the mode is restored."""
+    was = model.training
+    model.eval()
+    correct = total = 0
+    for batch in loader:
+        x, y = to_device_batch(batch, device, augment, memory_format=memory_format)
+        with _autocast(device, amp):
+            out = model(x)
+        correct += int((out.argmax(1) == y).sum())
+        total += int(y.numel())
+    model.train(was)
+    return 100.0 * correct / max(total, 1)
+
+
+def train_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer, device: torch.device,
+                augment: nn.Module, *, amp: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None,
+                desc: str = "train", progress: bool = True,
+                memory_format: torch.memory_format | None = None) -> dict[str, float]:
+    """One epoch of plain supervised training; returns mean loss and accuracy."""
+    model.train()
+    loss_sum = correct = total = 0.0
+    for batch in tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch"):
+        x, y = to_device_batch(batch, device, augment, memory_format=memory_format)
+        with _autocast(device, amp):
+            out = model(x)
+            loss = F.cross_entropy(out, y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite training loss ({float(loss)}) in {desc}; lower the learning rate")
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        n = y.numel()
+        loss_sum += float(loss.detach()) * n
+        correct += float((out.argmax(1) == y).sum())
+        total += n
+    return {"loss": loss_sum / max(total, 1), "acc": 100.0 * correct / max(total, 1)}
+
+
+def _sgd(model: nn.Module, job: PruneJob) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=job.lr, momentum=job.momentum, weight_decay=job.weight_decay)
+
+
+def _scheduler(opt: torch.optim.Optimizer, epochs: int, schedule: str) -> torch.optim.lr_scheduler.LRScheduler:
+    if schedule == "step":  # Network Slimming: /10 at 50% and 75% of the epochs
+        return torch.optim.lr_scheduler.MultiStepLR(opt, [max(1, epochs // 2), max(1, (3 * epochs) // 4)], 0.1)
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
+    raise ValueError(f"schedule must be 'step' or 'cosine', got {schedule!r}")
+
+
+def _save(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _counts(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
+    report = flops_report(model, example)
+    return {"params": int(report.params), "macs": int(report.macs)}
+
+
+class _Job:
+    """State shared by the phases of :func:`run`."""
+
+    def __init__(self, job: PruneJob) -> None:
+        self.job = job
+        self.out = Path(job.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.ckpt = self.out / "checkpoint.pt"
+        self.device = resolve_device(job.device)
+        self.amp = _amp_dtype(job.amp)
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.amp == torch.float16 else None
+        self.memory_format = torch.channels_last if job.channels_last else None
+        torch.manual_seed(job.seed)
+        common = {"root": job.data_root, "download": job.download, "seed": job.seed, "image_size": job.image_size}
+        self.train_set = load_dataset(job.data, "train", subset=job.train_subset, **common)
+        self.test_set = load_dataset(job.data, "test", subset=job.test_subset, **common)
+        self.classes = num_classes(self.train_set)
+        self.train_aug = default_augment(self.train_set, train=True, cutout=job.cutout).to(self.device)
+        self.test_aug = default_augment(self.test_set, train=False).to(self.device)
+        self.test_loader = make_loader(self.test_set, max(job.batch_size, 128), train=False)
+        sample = self.train_set[0][0]
+        self.example = torch.zeros(1, *sample.shape)
+        self.results: dict[str, Any] = {"version": __version__, "job": job.to_dict(), "history": [], "wall_time_s": {}}
+
+    def new_model(self) -> nn.Module:
+        job = self.job
+        if job.model_factory is not None:
+            model = job.model_factory(self.classes)
+        else:
+            model = build_model(job.model, num_classes=self.classes, pretrained=job.pretrained)
+        if job.init_weights:
+            model.load_state_dict(torch.load(job.init_weights, map_location="cpu", weights_only=True))
+        model = model.to(self.device)
+        if self.memory_format is not None:
+            model = model.to(memory_format=self.memory_format)
+        return model
+
+    def eval(self, model: nn.Module) -> float:
+        return evaluate(model, self.test_loader, self.device, self.test_aug, self.amp, self.memory_format)
+
+    def save(self, phase: str, epoch: int, **state: Any) -> None:
+        _save(self.ckpt, {"format": _CKPT_FORMAT, "phase": phase, "epoch": epoch, "results": json.dumps(self.results),
+                          "rng": get_rng_state(), **state})
+
+    def log(self, row: dict[str, Any]) -> None:
+        self.results["history"].append(row)
+        if self.job.progress:
+            tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+
+
+def _train_phase(ctx: _Job, model: nn.Module, phase: str, epochs: int, start: int,
+                 opt_state: dict | None, sched_state: dict | None, extra: dict[str, Any]) -> None:
+    job = ctx.job
+    opt = _sgd(model, job)
+    sched = _scheduler(opt, epochs, job.schedule)
+    if opt_state is not None:
+        opt.load_state_dict(opt_state)
+        sched.load_state_dict(sched_state)
+    t0 = time.perf_counter()
+    for epoch in range(start, epochs):
+        # a loader per epoch, seeded by the epoch: a resumed run sees the same batches as an uninterrupted one
+        loader = make_loader(ctx.train_set, job.batch_size, train=True, seed=job.seed * 100_003 + epoch)
+        stats = train_epoch(model, loader, opt, ctx.device, ctx.train_aug, amp=ctx.amp, scaler=ctx.scaler,
+                            desc=f"{phase} {epoch + 1}/{epochs}", progress=job.progress, memory_format=ctx.memory_format)
+        sched.step()
+        acc = ctx.eval(model)
+        ctx.log({"phase": phase, "epoch": epoch + 1, "train_loss": stats["loss"], "train_acc": stats["acc"], "test_acc": acc})
+        ctx.save(phase, epoch + 1, model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(), **extra)
+    ctx.results["wall_time_s"][phase] = ctx.results["wall_time_s"].get(phase, 0.0) + time.perf_counter() - t0
+
+
+def _make_pruner(ctx: _Job, model: nn.Module) -> Any:
+    job = ctx.job
+    epochs = max(1, job.search_epochs)
+    return prune(
+        model, job.ratio, mode=job.mode, method=job.method, example_inputs=ctx.example.to(ctx.device),
+        lam=job.lam, beta=job.beta, rarts_mode=job.rarts_mode, round_to=job.round_to, scope=job.scope,
+        importance=job.importance, l1=job.l1, prox=job.prox, threshold=job.threshold, cost_weight=job.cost_weight,
+        sparsity=job.sparsity, lr=job.search_lr, weight_decay=job.search_weight_decay, arch_lr=job.arch_lr,
+        arch_weight_decay=job.arch_weight_decay,
+        weight_scheduler=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs, eta_min=job.search_lr * 0.04),
+        amp_dtype=ctx.amp, grad_scaler=torch.amp.GradScaler(ctx.device.type) if ctx.amp == torch.float16 else None,
+        seed=job.seed,
+    )
+
+
+def _search_phase(ctx: _Job, model: nn.Module, start: int, pruner_state: dict | None) -> Any:
+    job = ctx.job
+    pruner = _make_pruner(ctx, model)
+    if pruner_state is not None:
+        pruner.load_state_dict(pruner_state)
+    pairs = split_loaders(ctx.train_set, job.batch_size, seed=job.seed)
+    t0 = time.perf_counter()
+    for epoch in range(start, job.search_epochs):
+        pairs.set_epoch(epoch)
+        losses = []
+        for batch_t, batch_v in tqdm(pairs, desc=f"search {epoch + 1}/{job.search_epochs}", leave=False,
+                                     disable=not job.progress, unit="step"):
+            bt = to_device_batch(batch_t, ctx.device, ctx.train_aug, memory_format=ctx.memory_format)
+            bv = to_device_batch(batch_v, ctx.device, ctx.train_aug, memory_format=ctx.memory_format)
+            losses.append(pruner.step(bt, bv))
+        pruner.step_schedulers()
+        report = pruner.report()
+        ctx.log({"phase": "search", "epoch": epoch + 1, "loss_t": _mean(losses, "loss_t"),
+                 "loss_v": _mean(losses, "loss_v"), "test_acc": ctx.eval(model),
+                 "prc_if_finalized": report["prc_if_finalized"], "score_mean": report["scores"]["mean"],
+                 "score_zeros": report["scores"]["zeros"]})
+        ctx.save("search", epoch + 1, pruner=pruner.state_dict())
+    ctx.results["wall_time_s"]["search"] = ctx.results["wall_time_s"].get("search", 0.0) + time.perf_counter() - t0
+    return pruner
+
+
+def _mean(rows: list[dict[str, float]], key: str) -> float:
+    vals = [r[key] for r in rows if key in r]
+    return sum(vals) / len(vals) if vals else math.nan
+
+
+def _plots(ctx: _Job, scores: dict[str, torch.Tensor], widths: dict[str, Any]) -> list[str]:
+    if not ctx.job.plots:
+        return []
+    try:
+        from .reports import plot_score_histograms, plot_widths
+    except ImportError:
+        return []
+    written = []
+    try:
+        plot_score_histograms(scores, ctx.out / "scores.png")
+        written.append("scores.png")
+        plot_widths(widths, ctx.out / "widths.png")
+        written.append("widths.png")
+    except ImportError:
+        pass
+    return written
+
+
+def run(job: PruneJob) -> dict[str, Any]:
+    """Run (or resume) a width-search job; returns the results dict also written to ``OUT/results.json``."""
+    ctx = _Job(job)
+    state: dict[str, Any] | None = None
+    if job.resume and ctx.ckpt.exists():
+        state = torch.load(ctx.ckpt, map_location="cpu", weights_only=True)
+        if state.get("format") != _CKPT_FORMAT:
+            raise ValueError(f"{ctx.ckpt} is not a rartsprune job checkpoint")
+        ctx.results = json.loads(state["results"])
+        set_rng_state(state["rng"])
+    elif ctx.ckpt.exists() and not job.resume:
+        raise FileExistsError(f"{ctx.ckpt} exists: pass resume=True (--resume) to continue or use another --out")
+    phase = state["phase"] if state else "pretrain"
+    epoch = int(state["epoch"]) if state else 0
+
+    model = ctx.new_model()
+    # ---- pretrain
+    if phase == "pretrain":
+        if state is not None:
+            model.load_state_dict(state["model"])
+        if job.pretrain_epochs > 0:
+            _train_phase(ctx, model, "pretrain", job.pretrain_epochs, epoch,
+                         state.get("optimizer") if state else None, state.get("scheduler") if state else None, {})
+        phase, epoch, state = "search", 0, None
+    if "before" not in ctx.results:
+        ctx.results["before"] = {"test_acc": ctx.eval(model), **_counts(model, ctx.example.to(ctx.device))}
+        ctx.save("search", 0, pretrained=model.state_dict())
+    # ---- search + finalize
+    plan: PruningPlan
+    if phase == "search":
+        if state is not None and "pretrained" in state:
+            model.load_state_dict(state["pretrained"])
+        pruner = _search_phase(ctx, model, epoch, state.get("pruner") if state else None)
+        ctx.results["after_search"] = {"test_acc": ctx.eval(model)}
+        scores = pruner.importance()
+        t0 = time.perf_counter()
+        model = pruner.finalize()
+        ctx.results["wall_time_s"]["finalize"] = time.perf_counter() - t0
+        plan = pruner.plan()
+        plan.save(ctx.out / "plan.json")
+        ctx.results["pruning"] = {k: v for k, v in pruner.result.items() if k != "widths"}
+        ctx.results["widths"] = pruner.result["widths"]
+        ctx.results["after_prune"] = {"test_acc": ctx.eval(model), **_counts(model, ctx.example.to(ctx.device))}
+        ctx.results["plots"] = _plots(ctx, scores, pruner.result["widths"])
+        phase, epoch, state = "finetune", 0, None
+        ctx.save("finetune", 0, model=model.state_dict(), plan=plan.to_json())
+    else:
+        plan = PruningPlan.from_dict(json.loads(state["plan"]))
+        apply_plan(model, plan, ctx.example.to(ctx.device))
+        model.load_state_dict(state["model"])
+    # ---- fine-tune
+    if phase == "finetune" and job.finetune_epochs > 0 and epoch < job.finetune_epochs:
+        _train_phase(ctx, model, "finetune", job.finetune_epochs, epoch,
+                     state.get("optimizer") if state else None, state.get("scheduler") if state else None,
+                     {"plan": plan.to_json()})
+    ctx.results["after_finetune"] = {"test_acc": ctx.eval(model)}
+    before, after = ctx.results["before"], ctx.results["after_prune"]
+    ctx.results["summary"] = {
+        "prc": ctx.results["pruning"]["prc"],
+        "params_ratio": after["params"] / before["params"],
+        "macs_ratio": after["macs"] / before["macs"],
+        "acc_before": before["test_acc"],
+        "acc_final": ctx.results["after_finetune"]["test_acc"],
+    }
+    torch.save(model.state_dict(), ctx.out / "pruned.pt")
+    (ctx.out / "results.json").write_text(json.dumps(ctx.results, indent=1))
+    ctx.save("done", 0, model=model.state_dict(), plan=plan.to_json())
+    return ctx.results
