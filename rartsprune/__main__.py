@@ -70,6 +70,8 @@ def _prune_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_)
         elif f.name in ("round_to", "train_subset", "test_subset", "image_size"):
             p.add_argument(flag, type=int, default=default, help=help_)
+        elif f.name == "stop_after":
+            p.add_argument(flag, choices=("pretrain",), default=None, help="end the job after this phase")
         elif f.name in ("init_weights", "data_root"):
             p.add_argument(flag, type=str, default=default, help=help_)
         else:
@@ -88,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     f = sub.add_parser("flops", help="MACs and parameters per module")
     f.add_argument("--model", required=True, help=_HELP["model"])
     f.add_argument("--size", type=int, default=224)
+    f.add_argument("--num-classes", type=int, default=1000)
     f.add_argument("--depth", type=int, default=2, help="module depth of the table")
     args = parser.parse_args(argv)
 
@@ -102,7 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .zoo import build_model, example_inputs_for
 
-    model = build_model(args.model, num_classes=10, small=args.command == "check" and args.size is None).eval()
+    classes = getattr(args, "num_classes", 10)
+    model = build_model(args.model, num_classes=classes, small=args.command == "check" and args.size is None).eval()
     if args.command == "check":
         from .check import check_model
 

@@ -4,6 +4,8 @@ Used by ``python -m rartsprune prune`` and the recipes. Every phase writes a che
 ``OUT/checkpoint.pt`` (tensors and plain Python only, so it loads with ``torch.load(weights_only=True)``);
 ``resume=True`` continues from it. At the end ``OUT`` holds:
 
+* ``baseline.pt`` — the model before the search (after ``pretrain_epochs``; ``stop_after="pretrain"`` ends
+  the job there, to share one baseline between several searches via ``init_weights``),
 * ``plan.json`` + ``pruned.pt`` — the pruned model (re-create it with :func:`rartsprune.apply_plan` on a fresh
   model, then ``load_state_dict``),
 * ``results.json`` — accuracies (before search, after search, after pruning, after fine-tuning), parameters and
@@ -22,6 +24,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -98,13 +101,15 @@ class PruneJob:
     resume: bool = False
     plots: bool = True
     progress: bool = True
+    stop_after: str | None = None
     model_factory: Callable[[int], nn.Module] | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("model_factory")
         if self.model_factory is not None:
-            d["model"] = getattr(self.model_factory, "__qualname__", "custom factory")
+            fn = getattr(self.model_factory, "func", self.model_factory)  # functools.partial
+            d["model_factory"] = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
         return d
 
 
@@ -330,8 +335,8 @@ def _plots(ctx: _Job, scores: dict[str, torch.Tensor], widths: dict[str, Any]) -
         written.append("scores.png")
         plot_widths(widths, ctx.out / "widths.png")
         written.append("widths.png")
-    except ImportError:
-        pass
+    except (ImportError, ValueError, RuntimeError) as exc:  # a plot must never sink a finished job
+        warnings.warn(f"could not draw the plots: {exc}", stacklevel=2)
     return written
 
 
@@ -361,7 +366,11 @@ def run(job: PruneJob) -> dict[str, Any]:
         phase, epoch, state = "search", 0, None
     if "before" not in ctx.results:
         ctx.results["before"] = {"test_acc": ctx.eval(model), **_counts(model, ctx.example.to(ctx.device))}
+        torch.save(model.state_dict(), ctx.out / "baseline.pt")
         ctx.save("search", 0, pretrained=model.state_dict())
+    if job.stop_after == "pretrain":
+        (ctx.out / "results.json").write_text(json.dumps(ctx.results, indent=1))
+        return ctx.results
     # ---- search + finalize
     plan: PruningPlan
     if phase == "search":

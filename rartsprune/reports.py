@@ -55,7 +55,10 @@ def plot_score_histograms(
         ax.axis("off")
     for ax, name in zip(axes.flat, names):
         vals = scores[name].detach().abs().float().cpu().numpy()
-        ax.hist(vals, bins=min(30, max(5, len(vals) // 2)), color="#3b6ea5")
+        lo, hi = float(vals.min()), float(vals.max())
+        if not hi - lo > 1e-6 * max(1.0, abs(hi)):  # all equal: give the bins some width
+            lo, hi = lo - 0.5e-3 * max(1.0, abs(lo)), hi + 0.5e-3 * max(1.0, abs(hi))
+        ax.hist(vals, bins=min(30, max(5, len(vals) // 2)), range=(lo, hi), color="#3b6ea5")
         if thresholds and name in thresholds:
             ax.axvline(thresholds[name], color="#c0392b", lw=1)
         ax.set_title(name if len(name) < 28 else "…" + name[-26:], fontsize=7)

@@ -1,0 +1,297 @@
+"""Splitting a training set into the two halves D_t and D_v of a search, and iterating them in pairs.
+
+* :func:`split_dataset` — two non-overlapping :class:`~torch.utils.data.Subset` halves of any map-style
+  dataset, seeded, optionally class-stratified.
+* :class:`PairedLoader` — iterate two loaders together: each item is ``(batch_t, batch_v)``; an epoch lasts
+  as long as the longer loader, the shorter one is restarted (cycled) when exhausted; ``set_epoch(e)``
+  reshuffles deterministically.
+* :func:`split_loaders` — both in one call, the usual entry point of a search recipe.
+
+Example:
+    >>> import torch
+    >>> from torch.utils.data import TensorDataset
+    >>> ds = TensorDataset(torch.arange(100).float().unsqueeze(1), torch.arange(100) % 10)
+    >>> pairs = split_loaders(ds, batch_size=10, seed=0)
+    >>> len(pairs)
+    5
+    >>> (x_t, t_t), (x_v, t_v) = next(iter(pairs))
+    >>> x_t.shape, x_v.shape
+    (torch.Size([10, 1]), torch.Size([10, 1]))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+
+__all__ = ["split_dataset", "dataset_targets", "PairedLoader", "pair_loaders", "split_loaders"]
+
+
+def _check_map_style(dataset: Any) -> int:
+    if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
+        raise TypeError(
+            f"dataset must be map-style (have __getitem__ and __len__), got {type(dataset).__name__}"
+        )
+    return len(dataset)
+
+
+def dataset_targets(dataset: Any) -> list[int]:
+    """Class labels of a map-style dataset, as ints.
+
+    Uses ``dataset.targets`` (torchvision datasets, ImageFolder), follows :class:`Subset` chains, and
+    otherwise reads ``dataset[i][1]`` for every item (this loads every sample; pass ``targets=`` to
+    :func:`split_dataset` to avoid it).
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> dataset_targets(TensorDataset(torch.zeros(3, 1), torch.tensor([2, 0, 1])))
+        [2, 0, 1]
+    """
+    n = _check_map_style(dataset)
+    if isinstance(dataset, Subset):
+        base = dataset_targets(dataset.dataset)
+        return [base[int(i)] for i in dataset.indices]
+    targets = getattr(dataset, "targets", None)
+    if targets is None:
+        targets = [dataset[i][1] for i in range(n)]
+    out = torch.as_tensor(targets).reshape(-1).tolist()
+    if len(out) != n:
+        raise ValueError(f"dataset.targets has {len(out)} entries but the dataset has {n} items")
+    return [int(t) for t in out]
+
+
+def _stratified_counts(labels: list[int], n_first: int, fraction: float) -> dict[int, int]:
+    """How many items of each class go to the first half: floor of the quota, then the largest remainders."""
+    per_class: dict[int, int] = {}
+    for c in labels:
+        per_class[c] = per_class.get(c, 0) + 1
+    classes = sorted(per_class)
+    quota = {c: fraction * per_class[c] for c in classes}
+    take = {c: int(math.floor(quota[c])) for c in classes}
+    remaining = n_first - sum(take.values())
+    by_remainder = sorted(classes, key=lambda c: (-(quota[c] - take[c]), c))
+    for c in by_remainder[: max(remaining, 0)]:
+        take[c] += 1
+    return take
+
+
+def split_dataset(
+    dataset: Dataset,
+    fraction: float = 0.5,
+    *,
+    seed: int = 0,
+    stratify: bool = False,
+    targets: Sequence[int] | torch.Tensor | None = None,
+) -> tuple[Subset, Subset]:
+    """Split ``dataset`` into two non-overlapping halves ``(D_t, D_v)``.
+
+    Args:
+        dataset: any map-style dataset.
+        fraction: share of the items in the first half (``floor(fraction * len)`` items; default 0.5).
+        seed: seed of the shuffle (the same seed gives the same split).
+        stratify: keep class proportions: each class contributes ``floor(fraction * n_c)`` items to the
+            first half, plus one for the classes with the largest remainders, so the first half has exactly
+            ``floor(fraction * len)`` items.
+        targets: class labels for ``stratify`` (default: :func:`dataset_targets`).
+
+    Returns:
+        Two :class:`~torch.utils.data.Subset` views with sorted indices (their union is the dataset).
+
+    Raises:
+        TypeError: the dataset is not map-style.
+        ValueError: ``fraction`` not in (0, 1), a half would be empty, or ``targets`` has the wrong length.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> ds = TensorDataset(torch.arange(10), torch.arange(10) % 2)
+        >>> d_t, d_v = split_dataset(ds, seed=1, stratify=True)
+        >>> len(d_t), len(d_v), sorted(set(d_t.indices) | set(d_v.indices)) == list(range(10))
+        (5, 5, True)
+    """
+    n = _check_map_style(dataset)
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be a number in (0, 1), got {fraction!r}")
+    n_first = int(math.floor(fraction * n))
+    if n_first < 1 or n - n_first < 1:
+        raise ValueError(f"cannot split a dataset of {n} items with fraction {fraction}: a half would be empty")
+    gen = torch.Generator().manual_seed(int(seed))
+    if not stratify:
+        perm = torch.randperm(n, generator=gen).tolist()
+        first = sorted(perm[:n_first])
+    else:
+        labels = [int(t) for t in torch.as_tensor(targets).reshape(-1).tolist()] if targets is not None \
+            else dataset_targets(dataset)
+        if len(labels) != n:
+            raise ValueError(f"targets has {len(labels)} entries but the dataset has {n} items")
+        take = _stratified_counts(labels, n_first, float(fraction))
+        by_class: dict[int, list[int]] = {}
+        for i, c in enumerate(labels):
+            by_class.setdefault(c, []).append(i)
+        first = []
+        for c in sorted(by_class):
+            idx = by_class[c]
+            perm = torch.randperm(len(idx), generator=gen).tolist()
+            first.extend(idx[j] for j in perm[: take[c]])
+        first.sort()
+    chosen = set(first)
+    second = [i for i in range(n) if i not in chosen]
+    return Subset(dataset, first), Subset(dataset, second)
+
+
+def _epoch_seed(seed: int, epoch: int, which: int) -> int:
+    return hash((int(seed), int(epoch), int(which))) & 0x7FFF_FFFF_FFFF_FFFF
+
+
+class PairedLoader:
+    """Iterate two loaders in lock step, yielding ``(batch_t, batch_v)``.
+
+    An epoch has ``len(self) = max(len(loader_t), len(loader_v))`` pairs; the shorter loader is restarted
+    whenever it runs out. Deterministic reshuffling: at the start of every epoch the loaders' ``generator``
+    (when they have one) is reseeded from ``(seed, epoch)`` and their samplers' ``set_epoch(epoch)`` (e.g.
+    :class:`~torch.utils.data.DistributedSampler`) is called. The epoch is the one given to
+    :meth:`set_epoch`, else it counts iterations (0, 1, 2, ...), so a resumed run calls
+    ``set_epoch(start_epoch)`` and sees the same batches as an uninterrupted one.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import DataLoader
+        >>> pairs = PairedLoader(DataLoader(range(6), batch_size=2), DataLoader(range(2), batch_size=2))
+        >>> [(t.tolist(), v.tolist()) for t, v in pairs]
+        [([0, 1], [0, 1]), ([2, 3], [0, 1]), ([4, 5], [0, 1])]
+    """
+
+    def __init__(self, loader_t: Any, loader_v: Any, *, seed: int = 0) -> None:
+        for name, loader in (("loader_t", loader_t), ("loader_v", loader_v)):
+            if not hasattr(loader, "__iter__") or not hasattr(loader, "__len__"):
+                raise TypeError(f"{name} must be an iterable with len() (e.g. a DataLoader)")
+            if len(loader) == 0:
+                raise ValueError(f"{name} yields no batches (is the half smaller than the batch size?)")
+        self.loader_t = loader_t
+        self.loader_v = loader_v
+        self.seed = int(seed)
+        self._epoch = 0
+
+    def __len__(self) -> int:
+        return max(len(self.loader_t), len(self.loader_v))
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next iteration will use."""
+        return self._epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use ``epoch`` for the next iteration (and count on from it)."""
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
+        self._epoch = epoch
+
+    def _prepare(self, loader: Any, epoch: int, which: int) -> None:
+        gen = getattr(loader, "generator", None)
+        if isinstance(gen, torch.Generator):
+            gen.manual_seed(_epoch_seed(self.seed, epoch, which))
+        sampler = getattr(loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        epoch = self._epoch
+        self._epoch = epoch + 1
+        self._prepare(self.loader_t, epoch, 0)
+        self._prepare(self.loader_v, epoch, 1)
+        return self._pairs(len(self))
+
+    def _pairs(self, n: int) -> Iterator[tuple[Any, Any]]:
+        it_t, it_v = iter(self.loader_t), iter(self.loader_v)
+        for _ in range(n):
+            try:
+                b_t = next(it_t)
+            except StopIteration:
+                it_t = iter(self.loader_t)
+                b_t = next(it_t)
+            try:
+                b_v = next(it_v)
+            except StopIteration:
+                it_v = iter(self.loader_v)
+                b_v = next(it_v)
+            yield b_t, b_v
+
+
+def pair_loaders(loader_t: Any, loader_v: Any, *, seed: int = 0) -> PairedLoader:
+    """``PairedLoader(loader_t, loader_v, seed=seed)``: pair two loaders the caller built."""
+    return PairedLoader(loader_t, loader_v, seed=seed)
+
+
+def split_loaders(
+    train_set: Dataset,
+    batch_size: int = 64,
+    *,
+    fraction: float = 0.5,
+    seed: int = 0,
+    stratify: bool = False,
+    num_workers: int = 0,
+    drop_last: bool = True,
+    shuffle: bool = True,
+    targets: Sequence[int] | torch.Tensor | None = None,
+    num_replicas: int | None = None,
+    rank: int | None = None,
+    **loader_kwargs: Any,
+) -> PairedLoader:
+    """Split ``train_set`` with :func:`split_dataset` and return a :class:`PairedLoader` over the halves.
+
+    Iterating it yields ``((x_t, t_t), (x_v, t_v))`` pairs for one epoch (epoch length = the longer half's
+    number of batches, the shorter half cycled); ``len()`` is that length; ``set_epoch(e)`` reshuffles
+    deterministically. The halves are available as ``.halves``.
+
+    Args:
+        train_set: a map-style dataset.
+        batch_size: per-loader (per-rank under DDP) batch size.
+        fraction, seed, stratify, targets: passed to :func:`split_dataset` (``seed`` also seeds shuffling).
+        num_workers, drop_last, shuffle, **loader_kwargs: passed to both :class:`DataLoader`.
+        num_replicas, rank: give both to shard each half across DDP ranks with a
+            :class:`~torch.utils.data.DistributedSampler` (seeded with ``seed``, epoch from ``set_epoch``).
+
+    Raises:
+        ValueError: bad ``batch_size``, a half with fewer items than ``batch_size`` while ``drop_last``, or
+            only one of ``num_replicas``/``rank``.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> ds = TensorDataset(torch.randn(64, 3), torch.arange(64) % 4)
+        >>> pairs = split_loaders(ds, batch_size=8, fraction=0.25, stratify=True)
+        >>> len(pairs), [len(h) for h in pairs.halves]
+        (6, [16, 48])
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if (num_replicas is None) != (rank is None):
+        raise ValueError("give both num_replicas and rank (DDP sharding) or neither")
+    for key in ("sampler", "batch_sampler", "generator"):
+        if key in loader_kwargs:
+            raise ValueError(f"split_loaders builds its own {key}; use pair_loaders() for custom loaders")
+    halves = split_dataset(train_set, fraction, seed=seed, stratify=stratify, targets=targets)
+    loaders = []
+    for name, half in zip(("D_t", "D_v"), halves):
+        per_rank = len(half) // num_replicas if num_replicas else len(half)
+        if drop_last and per_rank < batch_size:
+            raise ValueError(
+                f"{name} has {per_rank} items per loader, fewer than batch_size={batch_size} with drop_last=True"
+            )
+        gen = torch.Generator()
+        sampler = None
+        if num_replicas is not None:
+            sampler = DistributedSampler(half, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
+                                         seed=seed, drop_last=drop_last)
+        loaders.append(DataLoader(
+            half, batch_size=batch_size, shuffle=shuffle if sampler is None else False, sampler=sampler,
+            num_workers=num_workers, drop_last=drop_last, generator=gen, **loader_kwargs,
+        ))
+    paired = PairedLoader(loaders[0], loaders[1], seed=seed)
+    paired.halves = halves  # type: ignore[attr-defined]
+    return paired

@@ -1,0 +1,233 @@
+"""Train a DARTS genotype with the DARTS evaluation protocol.
+
+:class:`DartsEvalNetwork` is the CIFAR evaluation network built from a :class:`DartsGenotype` (defaults:
+20 cells, ``C=36``, auxiliary head after the 2/3-depth reduction, drop-path on non-identity ops).
+:class:`DartsTrainConfig` holds the protocol's hyper-parameters (600 epochs, batch 96, SGD 0.025 cosine,
+momentum 0.9, wd 3e-4, auxiliary weight 0.4, drop-path 0.2 ramped linearly, cutout 16, grad clip 5);
+:func:`train_epoch` / :func:`evaluate` are the loop bodies the ``recipes/darts_train.py`` program drives.
+
+Example:
+    >>> import torch
+    >>> from rartsprune.topology.genotype import DARTS_V2
+    >>> net = DartsEvalNetwork(DARTS_V2, C=4, layers=3, auxiliary=True)
+    >>> logits, aux = net.forward_with_aux(torch.zeros(2, 3, 32, 32))
+    >>> logits.shape, aux.shape
+    (torch.Size([2, 10]), torch.Size([2, 10]))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .darts_space import reduction_layers
+from .genotype import DartsGenotype
+from .ops import DARTS_OPS, FactorizedReduce, Identity, ReLUConvBN, drop_path
+
+__all__ = ["DartsEvalCell", "AuxiliaryHeadCIFAR", "DartsEvalNetwork", "DartsTrainConfig", "train_epoch", "evaluate"]
+
+
+class DartsEvalCell(nn.Module):
+    """A discrete DARTS cell: two ops per node, chosen by the genotype (BN with affine parameters)."""
+
+    def __init__(
+        self, genotype: DartsGenotype, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool
+    ) -> None:
+        super().__init__()
+        self.reduction = reduction
+        self.preprocess0: nn.Module = (
+            FactorizedReduce(c_pp, c, 2) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0)
+        )
+        self.preprocess1 = ReLUConvBN(c_p, c, 1, 1, 0)
+        gene = genotype.reduce if reduction else genotype.normal
+        concat = genotype.reduce_concat if reduction else genotype.normal_concat
+        self.steps = len(gene) // 2
+        self.concat = tuple(concat)
+        self.multiplier = len(self.concat)
+        self.indices = tuple(src for _, src in gene)
+        self.ops = nn.ModuleList()
+        for op_name, src in gene:
+            stride = 2 if reduction and src < 2 else 1
+            self.ops.append(DARTS_OPS[op_name](c, stride, True, True))
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float) -> torch.Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        for i in range(self.steps):
+            hs = []
+            for k in (2 * i, 2 * i + 1):
+                op = self.ops[k]
+                h = op(states[self.indices[k]])
+                if self.training and drop_prob > 0.0 and not isinstance(op, Identity):
+                    h = drop_path(h, drop_prob)
+                hs.append(h)
+            states.append(hs[0] + hs[1])
+        return torch.cat([states[i] for i in self.concat], dim=1)
+
+
+class AuxiliaryHeadCIFAR(nn.Module):
+    """DARTS auxiliary classifier for 8x8 feature maps."""
+
+    def __init__(self, c: int, num_classes: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.ReLU(inplace=True),
+            nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False),
+            nn.Conv2d(c, 128, 1, bias=False),
+            nn.BatchNorm2d(128),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False),
+            nn.BatchNorm2d(768),
+            nn.ReLU(inplace=True),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pool(self.features(x)).flatten(1))
+
+
+class DartsEvalNetwork(nn.Module):
+    """CIFAR evaluation network of a DARTS genotype.
+
+    ``forward(x)`` returns logits; ``forward_with_aux(x)`` returns ``(logits, aux_logits)`` (``aux_logits``
+    is ``None`` without auxiliary head or in eval mode). Set ``drop_path_prob`` before each epoch.
+    """
+
+    def __init__(
+        self,
+        genotype: DartsGenotype,
+        C: int = 36,
+        layers: int = 20,
+        num_classes: int = 10,
+        *,
+        auxiliary: bool = True,
+        stem_multiplier: int = 3,
+    ) -> None:
+        super().__init__()
+        if not isinstance(genotype, DartsGenotype):
+            raise TypeError(f"genotype must be a DartsGenotype, got {type(genotype).__name__}")
+        if C < 1 or layers < 1 or num_classes < 1:
+            raise ValueError(f"C, layers and num_classes must be >= 1, got {C}, {layers}, {num_classes}")
+        self.genotype = genotype
+        self.drop_path_prob = 0.0
+        c_curr = stem_multiplier * C
+        self.stem = nn.Sequential(nn.Conv2d(3, c_curr, 3, padding=1, bias=False), nn.BatchNorm2d(c_curr))
+        c_pp, c_p, c_curr = c_curr, c_curr, C
+        reductions = reduction_layers(layers)
+        self.aux_index = max(reductions)
+        self.cells = nn.ModuleList()
+        reduction_prev = False
+        c_aux = None
+        for i in range(layers):
+            reduction = i in reductions
+            if reduction:
+                c_curr *= 2
+            cell = DartsEvalCell(genotype, c_pp, c_p, c_curr, reduction, reduction_prev)
+            self.cells.append(cell)
+            reduction_prev = reduction
+            c_pp, c_p = c_p, cell.multiplier * c_curr
+            if i == self.aux_index:
+                c_aux = c_p
+        self.auxiliary_head = AuxiliaryHeadCIFAR(c_aux, num_classes) if auxiliary and c_aux else None
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_p, num_classes)
+
+    def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        aux = None
+        s0 = s1 = self.stem(x)
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            if i == self.aux_index and self.auxiliary_head is not None and self.training:
+                aux = self.auxiliary_head(s1)
+        return self.classifier(self.global_pool(s1).flatten(1)), aux
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_aux(x)[0]
+
+
+@dataclass
+class DartsTrainConfig:
+    """Hyper-parameters of the DARTS CIFAR-10 evaluation protocol (defaults = the paper's)."""
+
+    epochs: int = 600
+    batch_size: int = 96
+    lr: float = 0.025
+    lr_min: float = 0.0
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    C: int = 36
+    layers: int = 20
+    auxiliary: bool = True
+    auxiliary_weight: float = 0.4
+    drop_path_prob: float = 0.2
+    cutout: int = 16
+    grad_clip: float = 5.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict."""
+        return asdict(self)
+
+
+def train_epoch(
+    net: DartsEvalNetwork,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    *,
+    auxiliary_weight: float = 0.4,
+    grad_clip: float | None = 5.0,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    on_step: Callable[[float], None] | None = None,
+) -> dict[str, float]:
+    """One training epoch (loss = CE + ``auxiliary_weight`` * auxiliary CE); returns mean loss and accuracy.
+
+    Batches must already be on the network's device; ``augment`` (e.g. crop/flip/cutout) runs per batch.
+    """
+    net.train()
+    total, correct, loss_sum = 0, 0, 0.0
+    for x, y in batches:
+        if augment is not None:
+            x = augment(x)
+        logits, aux = net.forward_with_aux(x)
+        loss = F.cross_entropy(logits, y)
+        if aux is not None and auxiliary_weight > 0:
+            loss = loss + auxiliary_weight * F.cross_entropy(aux, y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite training loss {float(loss)}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip is not None:
+            nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+        optimizer.step()
+        n = y.shape[0]
+        total += n
+        loss_sum += float(loss.detach()) * n
+        correct += int((logits.detach().argmax(1) == y).sum())
+        if on_step is not None:
+            on_step(float(loss.detach()))
+    if total == 0:
+        raise ValueError("train_epoch got no batches")
+    return {"loss": loss_sum / total, "accuracy": 100.0 * correct / total}
+
+
+@torch.no_grad()
+def evaluate(net: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+    """Mean cross-entropy and top-1 accuracy (%) of ``net`` in eval mode (mode restored afterwards)."""
+    was_training = net.training
+    net.eval()
+    total, correct, loss_sum = 0, 0, 0.0
+    try:
+        for x, y in batches:
+            logits = net(x)
+            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+            total += y.shape[0]
+    finally:
+        net.train(was_training)
+    if total == 0:
+        raise ValueError("evaluate got no batches")
+    return {"loss": loss_sum / total, "accuracy": 100.0 * correct / total}

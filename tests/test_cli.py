@@ -1,0 +1,94 @@
+"""The command line and the pipeline behind it: outputs, reloading the pruned model, resume."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+import rartsprune
+from rartsprune.pipeline import PruneJob, run
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--data", "fake", "--train-subset", "128", "--test-subset", "50", "--batch-size", "32", "--no-progress"]
+
+
+def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "rartsprune", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=900)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_help() -> None:
+    out = cli("--help").stdout
+    assert "prune" in out and "check" in out and "flops" in out
+    out = cli("prune", "--help").stdout
+    for flag in ("--model", "--ratio", "--data", "--search-epochs", "--finetune-epochs", "--out", "--resume", "--method"):
+        assert flag in out
+
+
+def test_prune_command_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = cli("prune", "--model", "torchvision:resnet18", "--ratio", "0.5", "--search-epochs", "1",
+               "--finetune-epochs", "1", "--pretrain-epochs", "1", "--out", str(out), *TINY)
+    summary = json.loads(proc.stdout[proc.stdout.index("{"):])
+    assert summary["prc"] == pytest.approx(0.5, abs=0.01)
+    assert 0 < summary["macs_ratio"] < 1 and 0 < summary["params_ratio"] < 1
+    results = json.loads((out / "results.json").read_text())
+    for key in ("before", "after_search", "after_prune", "after_finetune", "widths", "wall_time_s", "history"):
+        assert key in results
+    assert {"pretrain", "search", "finetune"} <= set(results["wall_time_s"])
+    assert [r["phase"] for r in results["history"]] == ["pretrain", "search", "finetune"]
+    assert (out / "scores.png").stat().st_size > 1000 and (out / "widths.png").stat().st_size > 1000
+    # the pruned checkpoint is plan + state_dict
+    model = torchvision.models.resnet18(num_classes=10)
+    rartsprune.apply_plan(model, out / "plan.json", torch.zeros(1, 3, 32, 32))
+    model.load_state_dict(torch.load(out / "pruned.pt", weights_only=True))
+    assert sum(p.numel() for p in model.parameters()) == results["after_prune"]["params"]
+    again = cli("prune", "--model", "torchvision:resnet18", "--out", str(out), *TINY, check=False)
+    assert again.returncode != 0 and "--resume" in again.stderr
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import rartsprune.pipeline as pipeline
+
+    job = PruneJob(model="torchvision:resnet18", data="fake", train_subset=128, test_subset=50, batch_size=32,
+                   pretrain_epochs=1, search_epochs=2, finetune_epochs=2, plots=False, progress=False,
+                   out=str(tmp_path / "full"))
+    full = run(job)
+
+    real_save = pipeline._Job.save
+    calls = {"n": 0}
+
+    def crash_after_search_epoch(self: pipeline._Job, phase: str, epoch: int, **state: object) -> None:
+        real_save(self, phase, epoch, **state)
+        calls["n"] += 1
+        if phase == "search" and epoch == 1:
+            raise KeyboardInterrupt("simulated crash after the first search epoch")
+
+    monkeypatch.setattr(pipeline._Job, "save", crash_after_search_epoch)
+    part = replace(job, out=str(tmp_path / "part"))
+    with pytest.raises(KeyboardInterrupt):
+        run(part)
+    monkeypatch.undo()
+    resumed = run(replace(part, resume=True))
+    assert resumed["summary"] == full["summary"]
+    assert resumed["widths"] == full["widths"]
+    a = torch.load(tmp_path / "full" / "pruned.pt", weights_only=True)
+    b = torch.load(tmp_path / "part" / "pruned.pt", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_check_and_flops_commands() -> None:
+    proc = cli("check", "--model", "torchvision:mobilenet_v3_small")
+    assert json.loads(proc.stdout)["ok"] is True
+    proc = cli("flops", "--model", "torchvision:resnet18")
+    assert "1.82G MACs" in proc.stdout and "11.69M parameters" in proc.stdout

@@ -1,0 +1,166 @@
+"""Tests of the Network Slimming pre-activation ResNet (rartsprune.models.preresnet)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from rartsprune.models import PreResNet, preresnet, preresnet_depths
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_intra_op_thread():
+    """CPU tests of conv nets run ~10x faster with one thread when the cores are shared (no spin-waits)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _hand_param_count(depth: int, num_classes: int, bn: bool = True) -> int:
+    """Parameter count from the architecture description, independent of the implementation."""
+    n = (depth - 2) // 9
+    norm = (lambda c: 2 * c) if bn else (lambda c: 0)
+    bias = (lambda c: 0) if bn else (lambda c: c)
+    total = 3 * 16 * 9 + bias(16)
+    cin = 16
+    for planes in (16, 32, 64):
+        for j in range(n):
+            cout = 4 * planes
+            total += norm(cin) + cin * planes + bias(planes)
+            total += norm(planes) + 9 * planes * planes + bias(planes)
+            total += norm(planes) + planes * cout + bias(cout)
+            if j == 0:  # stride or width change: 1x1 conv shortcut
+                total += cin * cout + bias(cout)
+            cin = cout
+    return total + norm(cin) + cin * num_classes + num_classes
+
+
+def _count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_resnet164_has_1_70m_parameters() -> None:
+    model = preresnet(depth=164, num_classes=10)
+    count = _count(model)
+    print(f"PreResNet-164 (CIFAR-10) parameters: {count:,}")
+    assert count == _hand_param_count(164, 10) == 1_703_258
+    assert abs(count / 1.70e6 - 1) < 0.01
+    assert len(model.layer1) == len(model.layer2) == len(model.layer3) == 18
+
+
+@pytest.mark.parametrize(("depth", "num_classes"), [(20, 10), (29, 100), (11, 7)])
+def test_small_depth_parameter_counts(depth: int, num_classes: int) -> None:
+    assert _count(preresnet(depth, num_classes)) == _hand_param_count(depth, num_classes)
+    assert _count(preresnet(depth, num_classes, bn=False)) == _hand_param_count(depth, num_classes, bn=False)
+
+
+def test_stage_widths_and_strides() -> None:
+    model = preresnet(20)
+    outs = {}
+    hooks = [
+        getattr(model, name).register_forward_hook(lambda m, i, o, name=name: outs.__setitem__(name, o.shape))
+        for name in ("conv1", "layer1", "layer2", "layer3")
+    ]
+    model(torch.randn(2, 3, 32, 32))
+    for h in hooks:
+        h.remove()
+    assert outs == {
+        "conv1": torch.Size([2, 16, 32, 32]),
+        "layer1": torch.Size([2, 64, 32, 32]),
+        "layer2": torch.Size([2, 128, 16, 16]),
+        "layer3": torch.Size([2, 256, 8, 8]),
+    }
+    assert model.layer1[0].conv1.out_channels == 16 and model.layer3[1].conv2.in_channels == 64
+    assert model.layer1[1].downsample is None and model.layer2[0].downsample.stride == (2, 2)
+    # Network Slimming init: BN scales 0.5
+    assert all(m.weight.detach().eq(0.5).all() for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+
+
+def test_forward_backward_shapes() -> None:
+    torch.manual_seed(0)
+    model = preresnet(20, num_classes=10)
+    x = torch.randn(4, 3, 32, 32)
+    out = model(x)
+    assert out.shape == (4, 10)
+    F.cross_entropy(out, torch.tensor([0, 1, 2, 3])).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.shape == p.shape, name
+        assert torch.isfinite(p.grad).all(), name
+    assert model(torch.randn(1, 3, 40, 40)).shape == (1, 10)  # global pooling: other sizes work
+
+
+def test_bn_false_has_no_batchnorm_and_is_identity_at_init() -> None:
+    torch.manual_seed(0)
+    model = preresnet(164, bn=False)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(c.bias is not None for c in convs)
+    # Fixup init: every residual branch starts at zero, so a block maps x to its shortcut exactly
+    block = model.layer1[3]
+    x = torch.randn(2, 64, 8, 8)
+    assert torch.equal(block(x), x)
+    # activations stay bounded through 164 layers (no normalisation)
+    feats = {}
+    model.layer3.register_forward_hook(lambda m, i, o: feats.__setitem__("out", o))
+    out = model(torch.randn(2, 3, 32, 32))
+    assert torch.isfinite(feats["out"]).all() and 0 < feats["out"].detach().std().item() < 100
+    assert torch.equal(out, torch.zeros(2, 10))  # zero-initialised classifier
+
+
+def _fit(model: nn.Module, steps: int, lr: float) -> tuple[float, float]:
+    """Fit 32 random 16x16 images to random labels; returns (first, last) loss."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 3, 16, 16, generator=g)
+    y = torch.randint(0, 10, (32,), generator=g)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    losses = []
+    for _ in range(steps):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses[0], losses[-1]
+
+
+def test_bn_false_trains() -> None:
+    torch.manual_seed(0)
+    first, last = _fit(preresnet(11, bn=False), steps=60, lr=0.05)
+    assert first == pytest.approx(2.302585, abs=1e-5)  # zero logits: log(10)
+    assert last < 0.1
+
+
+@pytest.mark.slow
+def test_bn_false_resnet164_trains() -> None:
+    torch.manual_seed(0)
+    first, last = _fit(preresnet(164, bn=False), steps=40, lr=0.05)
+    assert first == pytest.approx(2.302585, abs=1e-5)
+    assert last < 0.5 * first
+
+
+@pytest.mark.parametrize("depth", [12, 2, 0, -7, 165])
+def test_invalid_depth_names_the_valid_form(depth: int) -> None:
+    with pytest.raises(ValueError, match=r"9n\+2"):
+        preresnet(depth)
+
+
+def test_invalid_arguments() -> None:
+    with pytest.raises(TypeError, match="depth"):
+        preresnet(164.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="num_classes"):
+        preresnet(20, num_classes=0)
+    with pytest.raises(TypeError, match="bn"):
+        PreResNet(20, bn="no")  # type: ignore[arg-type]
+
+
+def test_preresnet_depths() -> None:
+    depths = preresnet_depths()
+    assert {29, 56, 110, 164, 1001} <= set(depths)
+    assert depths == sorted(depths) and depths[0] == 11
+    assert all((d - 2) % 9 == 0 for d in depths) and 12 not in depths
+    assert preresnet_depths(30) == [11, 20, 29]
+    for d in depths[:3]:
+        assert preresnet(d).depth == d
