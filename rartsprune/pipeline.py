@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from ._version import __version__
 from .data import default_augment, load_dataset, make_loader, num_classes, to_device_batch
-from .data.split import split_loaders
+from .data.split import PairedLoader, split_dataset
 from .flops import flops_report
 from .optim import get_rng_state, set_rng_state
 from .surgery import PruningPlan, apply_plan
@@ -296,10 +296,12 @@ def _search_phase(ctx: _Job, model: nn.Module, start: int, pruner_state: dict | 
     pruner = _make_pruner(ctx, model)
     if pruner_state is not None:
         pruner.load_state_dict(pruner_state)
-    pairs = split_loaders(ctx.train_set, job.batch_size, seed=job.seed)
+    half_t, half_v = split_dataset(ctx.train_set, 0.5, seed=job.seed)
     t0 = time.perf_counter()
     for epoch in range(start, job.search_epochs):
-        pairs.set_epoch(epoch)
+        # loaders seeded by the epoch (batch-sliced in-memory data): a resumed search sees the same batches
+        pairs = PairedLoader(make_loader(half_t, job.batch_size, seed=job.seed * 100_003 + 2 * epoch),
+                             make_loader(half_v, job.batch_size, seed=job.seed * 100_003 + 2 * epoch + 1))
         losses = []
         for batch_t, batch_v in tqdm(pairs, desc=f"search {epoch + 1}/{job.search_epochs}", leave=False,
                                      disable=not job.progress, unit="step"):
