@@ -2,8 +2,11 @@
 
 from ._version import __version__
 from .attach import attach_scores
+from .data.split import split_dataset, split_loaders
 from .errors import RartsPruneError, SearchError, SurgeryError, UnsupportedModelError
+from .flops import FlopsReport, compare_reports, flops_report, format_count
 from .graph import ChannelGroup, GroupMember, analyze_groups
+from .optim import DARTS, METHODS, RARTS, MiLeNAS, make_search_optimizer
 from .scores import ScoreHandle, get_handle, is_pruned, remove
 from .surgery import PruningPlan, apply_plan, apply_surgery, layer_widths, plan_from_scores
 from .width import WidthPruner, prune
@@ -29,4 +32,15 @@ __all__ = [
     "plan_from_scores",
     "WidthPruner",
     "prune",
+    "split_dataset",
+    "split_loaders",
+    "FlopsReport",
+    "compare_reports",
+    "flops_report",
+    "format_count",
+    "DARTS",
+    "METHODS",
+    "RARTS",
+    "MiLeNAS",
+    "make_search_optimizer",
 ]
