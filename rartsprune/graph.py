@@ -103,6 +103,35 @@ def _patch_reshape_mapping() -> None:
 _patch_reshape_mapping()
 
 
+class _GroupTooLarge(RuntimeError):
+    """Raised inside Torch-Pruning's group expansion when it exceeds its budget."""
+
+
+@contextlib.contextmanager
+def _bounded_group_expansion(limit: int) -> Iterator[None]:
+    """Bound the number of items Torch-Pruning may add while expanding one group.
+
+    On some models (e.g. ReXNet's partial residual additions ``out[:, :c] += x``) the expansion in
+    ``DependencyGraph.get_pruning_group`` revisits the same layers with ever new index lists and runs for
+    hours. With this bound it stops with :class:`_GroupTooLarge` and the group is reported unsupported.
+    """
+    group_cls = tp.dependency.group.Group
+    original = group_cls.add_dep
+    count = [0]
+
+    def add_dep(self: Any, dep: Any, idxs: Any) -> None:
+        count[0] += 1
+        if count[0] > limit:
+            raise _GroupTooLarge(f"more than {limit} dependency items")
+        original(self, dep, idxs)
+
+    group_cls.add_dep = add_dep
+    try:
+        yield
+    finally:
+        group_cls.add_dep = original
+
+
 @dataclass(frozen=True)
 class GroupMember:
     """One layer (or parameter) touched when the group's channels are removed.
@@ -440,7 +469,7 @@ def _raw_groups(graph: tp.DependencyGraph, failed: list[ChannelGroup]) -> Iterat
             continue
         name = graph._module2name.get(module, "?")
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _bounded_group_expansion(max(5_000, 20 * len(graph.module2node))):
                 warnings.simplefilter("ignore")
                 group = graph.get_pruning_group(module, pruner.prune_out_channels, list(range(channels)))
         except Exception as exc:  # noqa: BLE001 - Torch-Pruning's index mappings raise arbitrary errors

@@ -27,6 +27,7 @@ from .nats_space import NatsSearchCell, NatsSearchNetwork
 from .nats_table import NatsRecord, NatsTable, default_nats_table_path, load_nats_table, lookup_nats
 from .ops import DARTS_OPS, DARTS_PRIMITIVES, NATS_OPS, NATS_PRIMITIVES, MixedOp
 from .reports import draw_cell, op_histogram, plot_alpha_history, skip_ratio
+from .search import SearchConfig, TopologySearch
 from .train import DartsEvalNetwork, DartsTrainConfig, evaluate, train_epoch
 
 __all__ = [
@@ -48,6 +49,8 @@ __all__ = [
     "NatsSearchCell",
     "NatsSearchNetwork",
     "NatsTable",
+    "SearchConfig",
+    "TopologySearch",
     "arch_latency",
     "default_nats_table_path",
     "derive_darts_genotype",

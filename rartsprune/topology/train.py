@@ -88,6 +88,11 @@ class AuxiliaryHeadCIFAR(nn.Module):
         self.classifier = nn.Linear(768, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if min(x.shape[-2:]) < 8:
+            raise ValueError(
+                f"the auxiliary head needs feature maps of at least 8x8 (32 px inputs), got "
+                f"{tuple(x.shape[-2:])}; build the network with auxiliary=False for smaller images"
+            )
         return self.classifier(self.pool(self.features(x)).flatten(1))
 
 
