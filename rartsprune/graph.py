@@ -232,8 +232,30 @@ def _call_model(model: nn.Module, example_inputs: Any) -> Any:
     return model(example_inputs)
 
 
+def _trace(model: nn.Module, example_inputs: Any, train: bool) -> tp.DependencyGraph:
+    def forward(m: nn.Module, x: Any) -> Any:
+        m.train(train)  # Torch-Pruning switches to eval mode before calling us
+        return _call_model(m, x)
+
+    return tp.DependencyGraph().build_dependency(
+        model,
+        example_inputs=example_inputs,
+        forward_fn=forward,
+        ignored_layers=[],
+        ignored_params=[],
+        unwrapped_parameters=[],
+        customized_pruners={},
+        verbose=False,
+    )
+
+
 def build_dependency_graph(model: nn.Module, example_inputs: Any) -> tp.DependencyGraph:
-    """Trace ``model`` with Torch-Pruning, leaving its modes and ``requires_grad`` flags untouched.
+    """Trace ``model`` with Torch-Pruning, leaving its modes, buffers and ``requires_grad`` flags untouched.
+
+    The trace runs in training mode when the model allows it, so layers used only while training (the
+    auxiliary classifiers of GoogLeNet and Inception-v3) are pruned consistently with the rest; models
+    that cannot run a training-mode forward on the example inputs (e.g. BatchNorm over a single value)
+    are traced in eval mode. BatchNorm running statistics touched by the trace are restored.
 
     Args:
         model: any ``nn.Module``.
@@ -242,25 +264,29 @@ def build_dependency_graph(model: nn.Module, example_inputs: Any) -> tp.Dependen
     Raises:
         UnsupportedModelError: if tracing fails (the message names the model and the original error).
     """
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+
+    def restore_buffers() -> None:
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
+
     with preserved_state(model), torch.enable_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for p in model.parameters():
             p.requires_grad_(True)  # Torch-Pruning traces autograd; frozen weights would hide every layer
         try:
-            graph = tp.DependencyGraph().build_dependency(
-                model,
-                example_inputs=example_inputs,
-                forward_fn=lambda m, x: _call_model(m, x),
-                ignored_layers=[],
-                ignored_params=[],
-                unwrapped_parameters=[],
-                customized_pruners={},
-                verbose=False,
-            )
+            try:
+                graph = _trace(model, example_inputs, train=True)
+            except Exception:  # noqa: BLE001 - retried in eval mode below; a real failure re-raises there
+                restore_buffers()
+                graph = _trace(model, example_inputs, train=False)
         except Exception as exc:  # noqa: BLE001 - Torch-Pruning raises arbitrary errors on models it cannot trace
             raise UnsupportedModelError(
                 f"cannot trace {type(model).__name__} with Torch-Pruning: {type(exc).__name__}: {exc}"
             ) from exc
+        finally:
+            restore_buffers()
     if not graph.module2node:
         raise UnsupportedModelError(
             f"{type(model).__name__}: tracing found no layers (does the forward return tensors that "
