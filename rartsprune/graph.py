@@ -113,16 +113,23 @@ def _bounded_group_expansion(limit: int) -> Iterator[None]:
 
     On some models (e.g. ReXNet's partial residual additions ``out[:, :c] += x``) the expansion in
     ``DependencyGraph.get_pruning_group`` revisits the same layers with ever new index lists and runs for
-    hours. With this bound it stops with :class:`_GroupTooLarge` and the group is reported unsupported.
+    hours; on others (HaloNet's blocked attention) a reshape mapping multiplies the index lists until memory
+    runs out. With this bound (items, and indices in all items) it stops with :class:`_GroupTooLarge`
+    and the group is reported unsupported.
     """
     group_cls = tp.dependency.group.Group
     original = group_cls.add_dep
     count = [0]
 
+    indices = [0]
+
     def add_dep(self: Any, dep: Any, idxs: Any) -> None:
         count[0] += 1
+        indices[0] += len(idxs)
         if count[0] > limit:
             raise _GroupTooLarge(f"more than {limit} dependency items")
+        if indices[0] > 200 * limit:
+            raise _GroupTooLarge(f"more than {200 * limit} channel indices (an index mapping exploded)")
         original(self, dep, idxs)
 
     group_cls.add_dep = add_dep
@@ -548,6 +555,7 @@ def analyze_groups(
         channels = graph.get_out_channels(root_mod)
         members: list[GroupMember] = []
         has_sink = False
+        lost_mapping = ""
         for item in raw.items:
             node = item.dep.target
             if node.type == tp.ops.OPTYPE.OUTPUT:
@@ -563,10 +571,15 @@ def analyze_groups(
             if side == "out" and not node.outputs:
                 has_sink = True  # this layer's output is a model output
             dim = int(node.pruning_dim) if op == "param" else -1
+            if any(i is None for i in item.idxs) or any(i is None for i in item.root_idxs):
+                lost_mapping = name
+                continue
             idxs = tuple(int(i) for i in item.idxs)
             members.append(GroupMember(name, op, side, idxs, tuple(int(i) for i in item.root_idxs), dim))
         unit: list[int] = []
         unit_error = _index_error(channels, members, modules)
+        if lost_mapping:
+            unit_error = f"Torch-Pruning lost the channel mapping of {lost_mapping}"
         if not unit_error:
             unit, unit_error = _units(channels, members, modules)
         group = ChannelGroup(root_name, channels, members, unit or list(range(channels)), (max(unit) + 1) if unit else channels)
