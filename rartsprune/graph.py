@@ -77,30 +77,32 @@ _CHANNEL_MIXING_GRAD_FNS = (
 )
 
 
-def _patch_reshape_mapping() -> None:
-    """Work around a Torch-Pruning crash on channel shuffles.
+def _patch_index_mappings() -> None:
+    """Work around Torch-Pruning crashes while it maps channel indices through views and concatenations.
 
-    ``update_reshape_index_mapping`` divides by an inferred channel count that is 0 when the view is a
-    channel shuffle (``x.view(b, g, c // g, h, w).transpose(1, 2)``), so building the graph of ShuffleNet
-    raises ZeroDivisionError. We skip the mapping for such a view instead; the channel groups through it
-    are then wrong, and the dry-run surgery in :func:`rartsprune.attach_scores` leaves them unscored.
+    ``update_reshape_index_mapping`` divides by an inferred channel count that is 0 for a channel shuffle
+    (ShuffleNet), and ``update_concat_index_mapping`` adds up channel counts it could not infer (None) for
+    the tuple-passing blocks of DPN. Either crash aborts the whole graph. We skip the mapping of such a node
+    instead; the channel groups through it are then wrong, and the index checks and the dry-run surgery of
+    :func:`rartsprune.attach_scores` leave them unscored.
     """
     module = tp.dependency.index_mapping
-    original = module.update_reshape_index_mapping
-    if getattr(original, "_rartsprune_safe", False):
-        return
+    for name in ("update_reshape_index_mapping", "update_concat_index_mapping", "update_split_index_mapping"):
+        original = getattr(module, name)
+        if getattr(original, "_rartsprune_safe", False):
+            continue
 
-    def safe(graph: Any, node: Any) -> None:
-        try:
-            original(graph, node)
-        except ZeroDivisionError:
-            node.enable_index_mapping = False
+        def safe(graph: Any, node: Any, _original: Any = original) -> None:
+            try:
+                _original(graph, node)
+            except (ZeroDivisionError, TypeError, IndexError):
+                node.enable_index_mapping = False
 
-    safe._rartsprune_safe = True  # type: ignore[attr-defined]
-    module.update_reshape_index_mapping = safe
+        safe._rartsprune_safe = True  # type: ignore[attr-defined]
+        setattr(module, name, safe)
 
 
-_patch_reshape_mapping()
+_patch_index_mappings()
 
 
 class _GroupTooLarge(RuntimeError):
