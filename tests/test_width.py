@@ -196,3 +196,15 @@ def test_remove_during_search_and_plan_preview() -> None:
 
 def test_all_methods_listed() -> None:
     assert set(ALL_METHODS) == {"rarts", "darts1", "darts2", "milenas", "l1_norm", "random", "slimming"}
+
+
+def test_bf16_autocast_and_channels_last_on_cpu() -> None:
+    model = new_model().to(memory_format=torch.channels_last)
+    pruner = rartsprune.prune(model, ratio=0.3, example_inputs=EXAMPLE, amp_dtype=torch.bfloat16)
+    for bt, bv in batches(2):
+        bt = (bt[0].contiguous(memory_format=torch.channels_last), bt[1])
+        stats = pruner.step(bt, bv)
+        assert stats["loss_t"] > 0 and stats["loss_v"] > 0
+    assert all(a.dtype == torch.float32 for a in pruner.handle.scores)  # scores stay in full precision
+    pruner.finalize()
+    assert model(X[:2]).shape == (2, 4)
