@@ -1,0 +1,155 @@
+"""Width-search quality: the paper's Table 5 comparison at CPU scale (pre-activation ResNet on CIFAR-10).
+
+One shared baseline checkpoint of a pre-activation bottleneck ResNet of the ResNet-164 family, then, for each
+method (rarts, darts1, darts2, milenas, slimming, l1_norm, random) at each PRC (40%, 60%) and each seed: a
+search / sparsity phase of the same length, finalize (surgery), fine-tuning with the same budget, and the
+test accuracy, params, MACs and wall time. RARTS is also run with the other score criteria
+(``--importances``) to compare them. Mean ± std over seeds.
+
+Writes ``bench/results/pruning_quality.json`` and ``bench/results/pruning_quality.md``; every run keeps its own
+folder (``--work``) so an interrupted benchmark continues where it stopped.
+
+    python bench/pruning_quality.py                  # CPU default: depth 20, 10k-image subset (~1 h on 2 cores)
+    python bench/pruning_quality.py --full --device cuda   # ResNet-164, all 50k images, the paper's schedule
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from rartsprune.flops import format_count  # noqa: E402
+from rartsprune.models import preresnet  # noqa: E402
+from rartsprune.pipeline import PruneJob, run  # noqa: E402
+
+METHODS = ("rarts", "darts1", "darts2", "milenas", "slimming", "l1_norm", "random")
+DATA = ROOT / ".." / "shared" / "data" / "cifar10"
+
+
+def _factory(num_classes: int, depth: int):  # noqa: ANN202 - model factory
+    return preresnet(depth=depth, num_classes=num_classes)
+
+
+def _mean_std(vals: list[float]) -> str:
+    if not vals:
+        return "-"
+    if len(vals) == 1:
+        return f"{vals[0]:.2f}"
+    return f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(DATA), help="CIFAR-10 ImageFolder tree (or cifar10 / fake)")
+    ap.add_argument("--full", action="store_true", help="ResNet-164, all images, 160/20/160 epochs (GPU)")
+    ap.add_argument("--depth", type=int, default=20)
+    ap.add_argument("--train-subset", type=int, default=10_000)
+    ap.add_argument("--test-subset", type=int, default=None)
+    ap.add_argument("--baseline-epochs", type=int, default=12)
+    ap.add_argument("--search-epochs", type=int, default=2)
+    ap.add_argument("--finetune-epochs", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--ratios", default="0.4,0.6")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--importances", default="alpha_gamma,normalized",
+                    help="extra RARTS runs with these score criteria (at the first ratio)")
+    ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--search-lr", type=float, default=0.01)
+    ap.add_argument("--arch-lr", type=float, default=1e-2)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "pruning_quality")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "pruning_quality.json")
+    args = ap.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.full:
+        args.depth, args.train_subset, args.baseline_epochs = 164, None, 160
+        args.search_epochs, args.finetune_epochs = 20, 160
+    data = args.data
+    if data not in ("cifar10", "fake") and not (Path(data) / "train").is_dir():
+        print(f"CIFAR-10 tree not found at {data}; pass --data (see ../shared/data/README.md)")
+        return 2
+    methods = [m for m in args.methods.split(",") if m]
+    ratios = [float(r) for r in args.ratios.split(",") if r]
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    importances = [i for i in args.importances.split(",") if i]
+    common = PruneJob(
+        model=f"preresnet{args.depth}", data=data, batch_size=args.batch_size, lr=0.1, weight_decay=1e-4,
+        schedule="step", search_lr=args.search_lr, arch_lr=args.arch_lr, train_subset=args.train_subset,
+        test_subset=args.test_subset, device=args.device, progress=False, plots=False,
+        model_factory=partial(_factory, depth=args.depth),
+    )
+    t_start = time.perf_counter()
+    base_dir = args.work / f"baseline_d{args.depth}"
+    if (base_dir / "results.json").exists() and (base_dir / "baseline.pt").exists():
+        baseline = json.loads((base_dir / "results.json").read_text())
+    else:
+        baseline = run(replace(common, out=str(base_dir), pretrain_epochs=args.baseline_epochs, stop_after="pretrain",
+                               resume=(base_dir / "checkpoint.pt").exists()))
+    print(f"baseline: {baseline['before']['test_acc']:.2f}% ({format_count(baseline['before']['params'])} params, "
+          f"{format_count(baseline['before']['macs'])} MACs)", flush=True)
+    plan = [(m, r, "alpha", s) for r in ratios for m in methods for s in seeds]
+    plan += [("rarts", ratios[0], imp, s) for imp in importances for s in seeds]
+    runs = []
+    for method, ratio, importance, seed in plan:
+        tag = f"{method}_{importance}_r{int(round(ratio * 100))}_s{seed}"
+        d = args.work / f"d{args.depth}" / tag
+        if (d / "results.json").exists():
+            res = json.loads((d / "results.json").read_text())
+        else:
+            t0 = time.perf_counter()
+            res = run(replace(common, out=str(d), init_weights=str(base_dir / "baseline.pt"), method=method,
+                              ratio=ratio, importance=importance, seed=seed, search_epochs=args.search_epochs,
+                              finetune_epochs=args.finetune_epochs, resume=(d / "checkpoint.pt").exists()))
+            res["wall_s"] = time.perf_counter() - t0
+        runs.append({"method": method, "ratio": ratio, "importance": importance, "seed": seed,
+                     "acc_pruned": res["after_prune"]["test_acc"], "acc": res["after_finetune"]["test_acc"],
+                     "params": res["after_prune"]["params"], "macs": res["after_prune"]["macs"],
+                     "prc": res["summary"]["prc"], "wall_s": sum(res["wall_time_s"].get(k, 0.0)
+                                                                  for k in ("search", "finalize", "finetune"))})
+        print(f"{tag}: {runs[-1]['acc']:.2f}% (pruned {runs[-1]['acc_pruned']:.2f}%)", flush=True)
+    # aggregate
+    rows = []
+    for (method, ratio, importance) in dict.fromkeys((r["method"], r["ratio"], r["importance"]) for r in runs):
+        sel = [r for r in runs if (r["method"], r["ratio"], r["importance"]) == (method, ratio, importance)]
+        accs = [r["acc"] for r in sel]
+        rows.append({"method": method if importance == "alpha" else f"{method} ({importance})", "ratio": ratio,
+                     "acc_mean": statistics.mean(accs), "acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                     "acc": _mean_std(accs), "acc_pruned": _mean_std([r["acc_pruned"] for r in sel]),
+                     "params": sel[0]["params"], "macs": sel[0]["macs"], "prc": sel[0]["prc"],
+                     "wall_s": statistics.mean(r["wall_s"] for r in sel), "seeds": len(sel)})
+    unpruned = baseline["before"]
+    result = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+              "baseline": unpruned, "rows": rows, "runs": runs, "total_wall_s": time.perf_counter() - t_start}
+    lines = [f"# Pruning quality: PreResNet-{args.depth} on CIFAR-10 "
+             f"({args.train_subset or 'all'} training images, {len(seeds)} seeds)", "",
+             f"Unpruned baseline: {unpruned['test_acc']:.2f}% top-1, {format_count(unpruned['params'])} params, "
+             f"{format_count(unpruned['macs'])} MACs. Each method: {args.search_epochs} search/sparsity epochs, "
+             f"finalize, {args.finetune_epochs} fine-tuning epochs from the same baseline.", "",
+             "| PRC | method | test acc (fine-tuned) | test acc (pruned, before fine-tuning) | params | MACs | wall s |",
+             "|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["ratio"], -r["acc_mean"])):
+        lines.append(f"| {100 * r['ratio']:.0f}% | {r['method']} | {r['acc']} | {r['acc_pruned']} | "
+                     f"{format_count(r['params'])} | {format_count(r['macs'])} | {r['wall_s']:.0f} |")
+    lines += ["", f"Command: `python bench/pruning_quality.py {' '.join(argv or sys.argv[1:])}`".rstrip()]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
