@@ -31,9 +31,9 @@ FAST = (
 
 #: Models rartsprune refuses with a clear UnsupportedModelError (see docs/coverage.md for the reasons).
 UNSUPPORTED = {
-    "timm:dpn68": "Torch-Pruning cannot trace its tuple-passing blocks",
-    "timm:dpn48b": "Torch-Pruning cannot trace its tuple-passing blocks",
     "timm:convnextv2_atto": "GlobalResponseNorm mixes channels and LayerNorm normalises the residual stream",
+    "timm:nf_resnet26": "weight standardisation makes every removal change the remaining channels",
+    "timm:eva02_tiny_patch14_224": "LayerNorm inside the SwiGLU MLP and on the residual stream",
 }
 
 ALL = [f"torchvision:{n}" for n in torchvision_classification_models()] + [f"timm:{n}" for n in TIMM_COVERAGE]
