@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from ._version import __version__
 from .data import default_augment, load_dataset, make_loader, num_classes, to_device_batch
 from .data.split import PairedLoader, split_dataset
+from .devices import resolve_device
 from .flops import flops_report
 from .optim import get_rng_state, set_rng_state
 from .surgery import PruningPlan, apply_plan
@@ -111,16 +112,6 @@ class PruneJob:
             fn = getattr(self.model_factory, "func", self.model_factory)  # functools.partial
             d["model_factory"] = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
         return d
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; otherwise ``torch.device(device)`` (checked)."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    return dev
 
 
 def _amp_dtype(amp: str) -> torch.dtype | None:

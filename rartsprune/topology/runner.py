@@ -25,29 +25,12 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
+from ..devices import resolve_device
 from .search import TopologySearch
 
 __all__ = ["resolve_device", "SearchData", "load_search_data", "run_search"]
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``"auto"`` -> ``cuda`` if available else ``cpu``; anything else -> ``torch.device(name)``.
-
-    Example:
-        >>> resolve_device("cpu")
-        device(type='cpu')
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError as exc:
-        raise ValueError(f"invalid device {name!r}: {exc}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
-    return dev
 
 
 def _as_in_memory(half: Subset) -> Dataset:
