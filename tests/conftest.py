@@ -22,8 +22,9 @@ def _seed() -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def _threads() -> None:
-    # the CI machine has 2 cores; oversubscription slows everything down
-    torch.set_num_threads(int(os.environ.get("RARTSPRUNE_TEST_THREADS", "2")))
+    # the CI machine has 2 cores and pytest runs 2 xdist workers: one thread each avoids oversubscription
+    default = "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2"
+    torch.set_num_threads(int(os.environ.get("RARTSPRUNE_TEST_THREADS", default)))
 
 
 def cifar_root() -> Path:

@@ -60,8 +60,8 @@ def test_prune_command_end_to_end(tmp_path: Path) -> None:
 def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import rartsprune.pipeline as pipeline
 
-    job = PruneJob(model="torchvision:resnet18", data="fake", train_subset=128, test_subset=50, batch_size=32,
-                   pretrain_epochs=1, search_epochs=2, finetune_epochs=2, plots=False, progress=False,
+    job = PruneJob(model="torchvision:resnet18", data="fake", train_subset=96, test_subset=32, batch_size=16,
+                   pretrain_epochs=0, search_epochs=2, finetune_epochs=1, plots=False, progress=False,
                    out=str(tmp_path / "full"))
     full = run(job)
 

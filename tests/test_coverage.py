@@ -12,8 +12,9 @@ import torch
 from rartsprune.check import check_model, perturb_parameters
 from rartsprune.zoo import TIMM_COVERAGE, build_model, example_inputs_for, torchvision_classification_models
 
-#: Representative models for the default run: residual, depthwise, grouped, dense concat, SE, squeeze-excite
-#: gating, GhostNet (Torch-Pruning over-prunes parts of it), ConvNeXt (LayerNorm), ViT (attention), MLP-Mixer.
+#: Representative models for the default run: residual, depthwise, grouped, concatenation (GoogLeNet, with
+#: training-only auxiliary heads), squeeze-excite gating, GhostNet (Torch-Pruning over-prunes parts of it),
+#: ConvNeXt (LayerNorm), ViT (attention), MLP-Mixer. DenseNet (slow: 120 groups) runs under -m slow.
 FAST = (
     "torchvision:resnet18",
     "torchvision:mobilenet_v3_small",
@@ -21,8 +22,8 @@ FAST = (
     "torchvision:efficientnet_b0",
     "torchvision:regnet_x_400mf",
     "torchvision:googlenet",
+    "torchvision:mnasnet0_5",
     "timm:resnext26ts",
-    "timm:densenet121",
     "timm:ghostnet_050",
     "timm:convnext_atto",
     "timm:vit_tiny_patch16_224",
