@@ -241,21 +241,38 @@ def _call_model(model: nn.Module, example_inputs: Any) -> Any:
     return model(example_inputs)
 
 
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called")
+
+
 def _trace(model: nn.Module, example_inputs: Any, train: bool) -> tp.DependencyGraph:
     def forward(m: nn.Module, x: Any) -> Any:
         m.train(train)  # Torch-Pruning switches to eval mode before calling us
         return _call_model(m, x)
 
-    return tp.DependencyGraph().build_dependency(
-        model,
-        example_inputs=example_inputs,
-        forward_fn=forward,
-        ignored_layers=[],
-        ignored_params=[],
-        unwrapped_parameters=[],
-        customized_pruners={},
-        verbose=False,
-    )
+    # Torch-Pruning removes its recording hooks only when the forward succeeds; a failed training-mode
+    # trace (e.g. BatchNorm over one value) would leave them on the user's modules. Remove any hook that
+    # was not there before, whatever happens.
+    before = {
+        (id(m), attr): set(getattr(m, attr, {}).keys()) for m in model.modules() for attr in _HOOK_DICTS
+    }
+    try:
+        return tp.DependencyGraph().build_dependency(
+            model,
+            example_inputs=example_inputs,
+            forward_fn=forward,
+            ignored_layers=[],
+            ignored_params=[],
+            unwrapped_parameters=[],
+            customized_pruners={},
+            verbose=False,
+        )
+    finally:
+        for m in model.modules():
+            for attr in _HOOK_DICTS:
+                hooks = getattr(m, attr, None)
+                if hooks:
+                    for key in set(hooks.keys()) - before.get((id(m), attr), set()):
+                        del hooks[key]
 
 
 def build_dependency_graph(model: nn.Module, example_inputs: Any) -> tp.DependencyGraph:
