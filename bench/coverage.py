@@ -3,7 +3,7 @@
 For every model: build it (random weights, 10 classes, small inputs where the architecture allows),
 perturb the weights, then attach scores -> α = 1 equivalence -> zero the scores of a random 40% of each
 group -> surgery -> output equivalence -> forward + backward of the pruned model
-(:func:`rartsprune.check.check_model`), plus MACs before and after with fvcore. Each model runs in its
+(`rartsprune.check.check_model`), plus MACs before and after with fvcore. Each model runs in its
 own subprocess with a time limit, so a hang or a crash shows up as a row, not a stuck run.
 
 Writes ``bench/results/coverage.json`` (kept between runs: finished rows are skipped unless ``--force``)

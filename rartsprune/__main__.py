@@ -3,7 +3,7 @@
 Subcommands:
 
 * ``prune`` — train (optional) → width search → surgery → fine-tune, with checkpoints and ``--resume``
-  (see :mod:`rartsprune.pipeline` for what lands in ``--out``).
+  (see `rartsprune.pipeline` for what lands in ``--out``).
 * ``check`` — can rartsprune score and prune this model exactly? (attach, zero 40 %, surgery, compare).
 * ``flops`` — MACs and parameters of a model, per module.
 * ``demo`` — score and prune a torchvision ResNet-18 on CIFAR-10 (``../shared/data/cifar10`` when present,
@@ -85,7 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rartsprune", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _prune_parser(sub)
-    c = sub.add_parser("check", help="check that a model can be scored and pruned exactly")
+    c = sub.add_parser("check", help="check that a model can be scored and pruned exactly (random weights, perturbed so that "
+        "zero-initialised layers do not hide errors)")
     c.add_argument("--model", required=True, help=_HELP["model"])
     c.add_argument("--ratio", type=float, default=0.4)
     c.add_argument("--size", type=int, default=None, help="input image size (default: small where possible)")
@@ -118,9 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     classes = getattr(args, "num_classes", 10)
     model = build_model(args.model, num_classes=classes, small=args.command == "check" and args.size is None).eval()
     if args.command == "check":
-        from .check import check_model
+        from .check import check_model, perturb_parameters
 
         x = torch.randn(2, 3, args.size, args.size) if args.size else example_inputs_for(args.model, 2, model=model)
+        perturb_parameters(model)  # random weights: zero-initialised heads would make the comparison vacuous
         result = check_model(model, x, ratio=args.ratio)
         print(json.dumps(result.to_dict(), indent=1))
         return 0 if result.ok else 1

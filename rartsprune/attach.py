@@ -2,7 +2,7 @@
 
 Attaching runs three checks so that later surgery is exact and never surprises the user:
 
-1. *Rules* (:func:`rartsprune.graph.analyze_groups`): output heads are protected, attention internals
+1. *Rules* (`rartsprune.graph.analyze_groups`): output heads are protected, attention internals
    and channels normalised across channels (LayerNorm, GroupNorm) are left alone by default.
 2. *Probe*: with a random half of every group's scores at zero, one forward pass checks that the
    zeroed channels reach every consuming layer as exact zeros.
@@ -185,7 +185,7 @@ def attach_scores(
         seed: seed of the random channel subsets used by the checks.
 
     Returns:
-        A :class:`~rartsprune.scores.ScoreHandle` giving access to the scores and their groups.
+        A `rartsprune.scores.ScoreHandle` giving access to the scores and their groups.
 
     Raises:
         RartsPruneError: the model already has scores attached.
@@ -195,12 +195,12 @@ def attach_scores(
     With all α = 1 the model computes exactly what it computed before. The model's training mode and its
     parameters' ``requires_grad`` flags are unchanged; on any error the model is left as it was.
 
-    Example:
+    Examples:
         >>> import torch, torchvision, rartsprune
         >>> model = torchvision.models.mobilenet_v2(num_classes=10)
         >>> handle = rartsprune.attach_scores(model, torch.randn(1, 3, 32, 32))
         >>> handle.summary()["groups"]
-        {'scored': 34, 'protected': 1}
+        {'protected': 1, 'scored': 25}
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")

@@ -1,10 +1,10 @@
 """Check whether rartsprune handles a model: attach, score, prune, compare outputs.
 
-:func:`check_model` runs the full path a user's model takes — attach scores, α = 1 equivalence, zero the
+`check_model` runs the full path a user's model takes — attach scores, α = 1 equivalence, zero the
 scores of a random fraction of every group's channels, surgery, exact output equivalence, forward and
 backward of the pruned model — on a *copy* of the model, and reports numbers instead of raising.
 
-Example:
+Examples:
     >>> import torch, torchvision
     >>> from rartsprune.check import check_model
     >>> r = check_model(torchvision.models.resnet18(num_classes=10), torch.randn(2, 3, 32, 32))
@@ -34,7 +34,7 @@ __all__ = ["CheckResult", "check_model", "perturb_parameters", "random_keep"]
 
 @dataclass
 class CheckResult:
-    """Outcome of :func:`check_model` (all numbers; ``ok`` and ``reason`` summarise)."""
+    """Outcome of `check_model` (all numbers; ``ok`` and ``reason`` summarise)."""
 
     ok: bool
     reason: str = ""
@@ -105,6 +105,7 @@ def check_model(
     ignored_layers: Sequence[nn.Module | str] | None = None,
     atol_identity: float = 1e-6,
     rtol_pruned: float = 1e-5,
+    min_output_scale: float = 1e-3,
     backward: bool = True,
     return_model: bool = False,
 ) -> CheckResult:
@@ -114,6 +115,10 @@ def check_model(
     the original within ``atol_identity``; the pruned model must match the scored model (removed scores
     zero, kept scores random in [0.5, 1.5]) within ``rtol_pruned`` × max(1, output scale), in eval mode.
     With ``return_model`` the pruned copy is kept in ``result.pruned``.
+
+    A model whose outputs are nearly zero (largest magnitude below ``min_output_scale``, typical of fresh
+    models with zero-initialised heads) fails the check: no comparison could detect a wrong surgery. Load
+    trained weights or perturb them first (`perturb_parameters`).
     """
     t0 = time.perf_counter()
     work = copy.deepcopy(model).eval()
@@ -148,6 +153,13 @@ def check_model(
         result.pruned_diff = _diff(scored, pruned)
         result.output_scale = max((t.float().abs().max().item() for t in _flat(scored)), default=0.0)
         result.params_after = sum(p.numel() for p in work.parameters())
+        if result.output_scale < min_output_scale:
+            result.reason = (
+                f"the outputs are nearly zero (largest magnitude {result.output_scale:.3g}), so comparing them "
+                "cannot detect a wrong surgery: load trained weights or perturb them "
+                "(rartsprune.check.perturb_parameters)"
+            )
+            return result
         if result.pruned_diff > rtol_pruned * max(1.0, result.output_scale):
             result.reason = f"pruned outputs differ by {result.pruned_diff:.3g} (scale {result.output_scale:.3g})"
             return result

@@ -10,7 +10,7 @@ __all__ = ["resolve_device"]
 def resolve_device(name: str = "auto") -> torch.device:
     """``"auto"`` -> ``cuda`` if available else ``cpu``; anything else -> ``torch.device(name)``, checked.
 
-    Example:
+    Examples:
         >>> resolve_device("cpu")
         device(type='cpu')
     """

@@ -1,6 +1,6 @@
 """Multiply-accumulate (MAC) and parameter counts of a model, per module, on top of fvcore.
 
-fvcore's :class:`~fvcore.nn.FlopCountAnalysis` traces the model with ``torch.jit`` and counts one unit
+fvcore's `fvcore.nn.FlopCountAnalysis` traces the model with ``torch.jit`` and counts one unit
 per fused multiply-add, so every number here is labelled **MACs** (1 MAC ~ 2 FLOPs). On top of fvcore
 this module
 
@@ -8,13 +8,13 @@ this module
   ``v (..., S, Ev)`` it adds ``prod(batch dims of q) * L * S * (E + Ev)`` MACs (``q k^T`` and ``attn v``;
   softmax, scaling and masking are not MACs and are left out, as fvcore does for softmax);
 * turns fvcore's own logging of unsupported ops and uncalled modules off, and keeps the list in
-  :attr:`FlopsReport.unsupported_ops` instead;
+  `FlopsReport.unsupported_ops` instead;
 * traces in eval mode under ``torch.no_grad`` and restores every module's own ``training`` flag, every
   parameter's ``requires_grad`` and the module hooks afterwards, also when tracing fails;
-* raises :class:`~rartsprune.errors.UnsupportedModelError` naming the model class and the original error
+* raises `rartsprune.errors.UnsupportedModelError` naming the model class and the original error
   when the model cannot be traced.
 
-Example:
+Examples:
     >>> import torch, torchvision
     >>> from rartsprune.flops import flops_report, format_count
     >>> report = flops_report(torchvision.models.resnet18(), torch.randn(1, 3, 224, 224))
@@ -78,7 +78,7 @@ def sdpa_mac_handle(inputs: list[Any], outputs: list[Any]) -> int:
     ``prod(q.shape[:-2]) * L * S * (E + Ev)`` (grouped-query attention included: the query heads set
     the count).
 
-    Example:
+    Examples:
         >>> # used internally: analysis.set_op_handle("aten::scaled_dot_product_attention", sdpa_mac_handle)
     """
     q, k, v = (_jit_shape(x) for x in inputs[:3])
@@ -93,7 +93,7 @@ def format_count(n: float) -> str:
 
     Below 1000 the integer is printed as is; otherwise two decimals below 100 of the unit, one above.
 
-    Example:
+    Examples:
         >>> format_count(1703258), format_count(255_400_000), format_count(1_818_558_976), format_count(512)
         ('1.70M', '255.4M', '1.82G', '512')
     """
@@ -133,7 +133,7 @@ class FlopsReport:
         model_name: class name of the model.
         input_shapes: shapes of the example inputs.
 
-    Example:
+    Examples:
         >>> import torch
         >>> r = flops_report(torch.nn.Conv2d(3, 8, 3, padding=1), torch.randn(1, 3, 4, 4))
         >>> r.macs, r.params  # 8*4*4 outputs x 27 MACs; 8*27 + 8 params
@@ -154,7 +154,7 @@ class FlopsReport:
 
         Modules with neither parameters nor MACs (activations, pooling without MACs) are left out.
 
-        Example:
+        Examples:
             >>> import torch
             >>> r = flops_report(torch.nn.Sequential(torch.nn.Linear(4, 2)), torch.randn(1, 4))
             >>> print(r.table())
@@ -212,7 +212,7 @@ def compare_reports(before: FlopsReport, after: FlopsReport, *, max_depth: int =
 
     Modules present in only one report show ``—`` on the other side.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.randn(1, 3, 8, 8)
         >>> a = flops_report(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3)), x)
@@ -313,14 +313,14 @@ def flops_report(
             or ``{"aten::my_op": fn}``; ``scaled_dot_product_attention`` is handled by default.
 
     Returns:
-        a :class:`FlopsReport`. The model's ``training`` flags, ``requires_grad`` flags and hooks are as
+        a `FlopsReport`. The model's ``training`` flags, ``requires_grad`` flags and hooks are as
         before the call.
 
     Raises:
         TypeError: the inputs are not tensors.
         UnsupportedModelError: tracing failed (message names the model class and the original error).
 
-    Example:
+    Examples:
         >>> import torch
         >>> r = flops_report(torch.nn.Linear(10, 5), torch.randn(3, 10))
         >>> r.macs, r.params

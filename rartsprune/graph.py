@@ -3,15 +3,15 @@
 A *channel group* is a set of output channels that must be removed together: the channels of one layer
 plus every channel coupled to them by residual additions, concatenations, depthwise or grouped
 convolutions, normalisation layers and the layers that consume them. Torch-Pruning's
-:class:`~torch_pruning.DependencyGraph` does the tracing; this module turns its groups into plain
+`torch_pruning.DependencyGraph` does the tracing; this module turns its groups into plain
 descriptors (module *names* and index lists, no live references), decides which groups can be scored
 exactly, and explains why the others cannot.
 
-Example:
+Examples:
     >>> import torch, torchvision
     >>> from rartsprune.graph import analyze_groups
     >>> groups = analyze_groups(torchvision.models.resnet18(), torch.randn(1, 3, 32, 32))
-    >>> [g.name for g in groups if g.scorable][:2]
+    >>> sorted(g.name for g in groups if g.scorable)[:2]
     ['conv1', 'layer1.0.conv1']
 """
 
@@ -84,7 +84,7 @@ def _patch_index_mappings() -> None:
     (ShuffleNet), and ``update_concat_index_mapping`` adds up channel counts it could not infer (None) for
     the tuple-passing blocks of DPN. Either crash aborts the whole graph. We skip the mapping of such a node
     instead; the channel groups through it are then wrong, and the index checks and the dry-run surgery of
-    :func:`rartsprune.attach_scores` leave them unscored.
+    `rartsprune.attach_scores` leave them unscored.
     """
     module = tp.dependency.index_mapping
     for name in ("update_reshape_index_mapping", "update_concat_index_mapping", "update_split_index_mapping"):
@@ -116,7 +116,7 @@ def _bounded_group_expansion(limit: int) -> Iterator[None]:
     On some models (e.g. ReXNet's partial residual additions ``out[:, :c] += x``) the expansion in
     ``DependencyGraph.get_pruning_group`` revisits the same layers with ever new index lists and runs for
     hours; on others (HaloNet's blocked attention) a reshape mapping multiplies the index lists until memory
-    runs out. With this bound (items, and indices in all items) it stops with :class:`_GroupTooLarge`
+    runs out. With this bound (items, and indices in all items) it stops with `_GroupTooLarge`
     and the group is reported unsupported.
     """
     group_cls = tp.dependency.group.Group

@@ -6,13 +6,13 @@ Used by ``python -m rartsprune prune`` and the recipes. Every phase writes a che
 
 * ``baseline.pt`` — the model before the search (after ``pretrain_epochs``; ``stop_after="pretrain"`` ends
   the job there, to share one baseline between several searches via ``init_weights``),
-* ``plan.json`` + ``pruned.pt`` — the pruned model (re-create it with :func:`rartsprune.apply_plan` on a fresh
+* ``plan.json`` + ``pruned.pt`` — the pruned model (re-create it with `rartsprune.apply_plan` on a fresh
   model, then ``load_state_dict``),
 * ``results.json`` — accuracies (before search, after search, after pruning, after fine-tuning), parameters and
   MACs before/after, PRC, per-layer widths, wall times, per-epoch history,
 * ``scores.png`` (|α| histogram per layer) and ``widths.png`` (kept channels per layer) when matplotlib is there.
 
-Example:
+Examples:
     >>> from rartsprune.pipeline import PruneJob, run
     >>> results = run(PruneJob(model="torchvision:resnet18", data="fake", out="runs/demo",
     ...                        search_epochs=1, finetune_epochs=1, train_subset=256))  # doctest: +SKIP
@@ -197,7 +197,7 @@ def _counts(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
 
 
 class _Job:
-    """State shared by the phases of :func:`run`."""
+    """State shared by the phases of `run`."""
 
     def __init__(self, job: PruneJob) -> None:
         self.job = job

@@ -8,22 +8,24 @@ channels. Nothing relies on BatchNorm: a conv or linear layer without normalisat
 
 Two backends put α in place:
 
-* ``"param"`` (default): a :mod:`torch.nn.utils.parametrize` parametrization multiplies the layer's weight
+* ``"param"`` (default): a `torch.nn.utils.parametrize` parametrization multiplies the layer's weight
   rows and bias by α. ``conv(x, W·α) + b·α == α·conv(x, W, b)``, so this *is* output scaling, computed on the
   (small) weights rather than the (large) activations, and folding α into the weights is exact by
   construction.
 * ``"hook"``: a forward hook multiplies the layer's output (only for plain ``torch.nn`` layers).
 
-:func:`remove` folds α into the weights and detaches everything; :func:`is_pruned` tells whether scores
+`remove` folds α into the weights and detaches everything; `is_pruned` tells whether scores
 are attached.
 
-Example:
+Examples:
     >>> import torch, torchvision, rartsprune
     >>> model = torchvision.models.resnet18(num_classes=10)
     >>> handle = rartsprune.attach_scores(model, torch.randn(1, 3, 32, 32))
     >>> len(handle.scores) > 0 and rartsprune.is_pruned(model)
     True
-    >>> rartsprune.remove(model)
+    >>> model = rartsprune.remove(model)  # folds the scores into the weights
+    >>> rartsprune.is_pruned(model)
+    False
 """
 
 from __future__ import annotations
@@ -198,7 +200,7 @@ class ScoreHandle:
     Attributes:
         model: the scored model.
 
-    Example:
+    Examples:
         >>> handle = rartsprune.attach_scores(model, torch.randn(1, 3, 32, 32))  # doctest: +SKIP
         >>> for name, alpha in handle.named_scores():  # doctest: +SKIP
         ...     print(name, alpha.shape)
@@ -219,7 +221,7 @@ class ScoreHandle:
 
     @property
     def groups(self) -> list[ChannelGroup]:
-        """The scored groups, in the order of :attr:`scores`."""
+        """The scored groups, in the order of `scores`."""
         return [g for g in self.bank.groups if g.scorable]
 
     @property
@@ -275,7 +277,7 @@ class ScoreHandle:
         return {"groups": by_status, "scored_channels": self.num_channels(), "backend": self.bank.backend}
 
     def remove(self) -> nn.Module:
-        """Fold the scores into the weights and detach them (same as :func:`rartsprune.remove`)."""
+        """Fold the scores into the weights and detach them (same as `rartsprune.remove`)."""
         return remove(self.model)
 
     def __repr__(self) -> str:
@@ -288,7 +290,7 @@ def is_pruned(module: nn.Module) -> bool:
 
 
 def get_handle(model: nn.Module) -> ScoreHandle:
-    """The :class:`ScoreHandle` of a model that has scores attached."""
+    """The `ScoreHandle` of a model that has scores attached."""
     return ScoreHandle(model)
 
 
@@ -485,7 +487,7 @@ def remove(module: nn.Module) -> nn.Module:
     Raises:
         RartsPruneError: if no scores are attached.
 
-    Example:
+    Examples:
         >>> handle = attach_scores(model, x)  # doctest: +SKIP
         >>> rartsprune.remove(model)  # doctest: +SKIP
     """

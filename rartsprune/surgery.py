@@ -1,15 +1,15 @@
 """Surgery: physically remove channels, through Torch-Pruning, and pruning plans.
 
-A :class:`PruningPlan` says which output channels of each group's root layer are kept (plus the widths
-every layer must have afterwards and the library version). :func:`apply_surgery` builds the plan from a
-scored model and executes it; :func:`apply_plan` re-applies a saved plan to a freshly built model of the
+A `PruningPlan` says which output channels of each group's root layer are kept (plus the widths
+every layer must have afterwards and the library version). `apply_surgery` builds the plan from a
+scored model and executes it; `apply_plan` re-applies a saved plan to a freshly built model of the
 same architecture, so a pruned checkpoint is *plan JSON + state_dict*.
 
 Surgery is transactional: it works on a copy of the model and only replaces the user's model when the
 copy has exactly the planned widths and (for a scored model) computes the same outputs as the scored
 model with the removed channels' scores set to zero. On any failure the model is left untouched.
 
-Example:
+Examples:
     >>> handle = rartsprune.attach_scores(model, torch.randn(1, 3, 32, 32))  # doctest: +SKIP
     >>> keep = {g.name: range(g.num_units // 2) for g in handle.groups}  # doctest: +SKIP
     >>> plan = rartsprune.apply_surgery(model, keep)  # doctest: +SKIP
@@ -114,7 +114,7 @@ class PruningPlan:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PruningPlan:
-        """Read a plan written by :meth:`save`."""
+        """Read a plan written by `save`."""
         with open(path, encoding="utf-8") as f:
             return cls.from_dict(json.load(f))
 
@@ -126,7 +126,7 @@ def _named_param(model: nn.Module, name: str) -> torch.Tensor | None:
 def layer_widths(model: nn.Module, names: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     """Current widths of every channel-carrying layer (or of ``names``).
 
-    Example:
+    Examples:
         >>> layer_widths(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3)))
         {'0': {'in': 3, 'out': 8}}
     """
@@ -314,16 +314,16 @@ def apply_surgery(
     """Physically remove the channels whose scores are not kept, folding the kept scores into the weights.
 
     Args:
-        model: a model with scores attached (:func:`rartsprune.attach_scores`). Pruned in place; afterwards
+        model: a model with scores attached (`rartsprune.attach_scores`). Pruned in place; afterwards
             it is a plain ``nn.Module`` with no hooks, parametrizations or scores.
-        keep: group name -> kept unit indices or boolean mask (see :func:`plan_from_scores`); ``None`` keeps
+        keep: group name -> kept unit indices or boolean mask (see `plan_from_scores`); ``None`` keeps
             the units whose score is nonzero.
         round_to: round kept channel counts up to a multiple of this.
         verify: check, on the example inputs in eval mode, that the pruned model computes what the scored
             model computes with the removed channels' scores set to zero (relative tolerance ``rtol``).
 
     Returns:
-        The :class:`PruningPlan` that was executed (save it to rebuild the pruned architecture).
+        The `PruningPlan` that was executed (save it to rebuild the pruned architecture).
 
     Raises:
         SurgeryError: a layer ends up with another width than planned (e.g. a model Torch-Pruning prunes
@@ -382,7 +382,7 @@ def apply_plan(
 
     Args:
         model: the unpruned model.
-        plan: a :class:`PruningPlan`, its dict, or a path to its JSON.
+        plan: a `PruningPlan`, its dict, or a path to its JSON.
         example_inputs: inputs for one forward pass (to trace the channel dependencies).
 
     Returns:

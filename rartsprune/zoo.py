@@ -2,7 +2,7 @@
 
 Used by the command line (``--model``), the coverage benchmark and the tests.
 
-Example:
+Examples:
     >>> from rartsprune.zoo import build_model, example_inputs_for
     >>> model = build_model("torchvision:resnet18", num_classes=10, small=True)
     >>> example_inputs_for("torchvision:resnet18").shape
@@ -92,7 +92,7 @@ def _load_factory(path: str, fn: str) -> Callable[..., nn.Module]:
 def input_size_for(spec: str, small: bool = True) -> int:
     """Side of the square test image for ``spec``: small (64 px) where the architecture allows when ``small``.
 
-    Matches :func:`build_model` called with the same ``small``.
+    Matches `build_model` called with the same ``small``.
     """
     kind, name = _split(spec)
     if kind == "torchvision":
@@ -171,7 +171,7 @@ def build_model(
 def example_inputs_for(spec: str, batch: int = 1, small: bool = True, model: nn.Module | None = None) -> torch.Tensor:
     """A random image batch for ``spec``.
 
-    Without ``model``: the size :func:`input_size_for` picks. With ``model``: the smallest of 64 px (when
+    Without ``model``: the size `input_size_for` picks. With ``model``: the smallest of 64 px (when
     ``small``) and the architecture's default size that the model actually accepts (one forward pass each
     in eval mode; the model's modes are restored).
     """

@@ -167,3 +167,15 @@ def test_ghostnet_is_pruned_correctly_or_refused() -> None:
     assert any("width" in r for r in reasons)  # the dry run caught Torch-Pruning's over-pruning
     result = check_model(model, x)
     assert result.ok, result.reason
+
+
+def test_check_refuses_a_vacuous_comparison() -> None:
+    from rartsprune.check import check_model
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10)
+    nn.init.zeros_(model.fc.weight)
+    nn.init.zeros_(model.fc.bias)  # outputs are all zero: no surgery error could show
+    result = check_model(model, X)
+    assert not result.ok and "nearly zero" in result.reason
+    assert check_model(perturb_parameters(model), X).ok

@@ -1,6 +1,6 @@
 """prune() under DistributedDataParallel: 2 gloo processes on CPU match one process on the global batch.
 
-The pattern (also in docs/width_search.md): under ``torchrun``, call ``init_process_group``, build the model
+The pattern (also in docs/width.md): under ``torchrun``, call ``init_process_group``, build the model
 on each rank, then ``pruner = rartsprune.prune(model, ratio, distributed=True)`` (or pass a model already
 wrapped in DistributedDataParallel: it is unwrapped and searched with ``distributed=True``). The search wraps
 the primary and the auxiliary networks in DDP, keeps the scores out of DDP and averages their gradients

@@ -1,9 +1,9 @@
 """Datasets, batch augmentation and loaders.
 
 ``split_dataset`` / ``split_loaders`` (the D_t / D_v halves of a search) come from
-:mod:`rartsprune.data.split` and are re-exported here when that module is installed.
+`rartsprune.data.split` and are re-exported here when that module is installed.
 
-Example:
+Examples:
     >>> from rartsprune.data import load_dataset, make_loader, default_augment, to_device_batch
     >>> ds = load_dataset("fake", subset=64)
     >>> x, y = to_device_batch(next(iter(make_loader(ds, 32))), "cpu", default_augment(ds))

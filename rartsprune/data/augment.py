@@ -1,7 +1,7 @@
 """Batch-level augmentation and normalisation on the batch's device, and fast uint8 data loaders.
 
 Loaders yield uint8 ``N x 3 x H x W`` images and int64 labels (4x less host-to-device traffic than
-float32); :func:`to_device_batch` copies a batch to the device (non-blocking from pinned memory) and runs
+float32); `to_device_batch` copies a batch to the device (non-blocking from pinned memory) and runs
 the augmentation there: random crop with zero padding, horizontal flip, normalisation to float, and
 DARTS-style cutout. Every random module draws its parameters from an optional ``torch.Generator``
 (on any device; the few random numbers are moved to the batch's device), so results are reproducible and
@@ -17,7 +17,7 @@ Typical GPU training loop::
 
 or, fastest for in-memory data, keep the whole set on the GPU: ``make_loader(train.to("cuda"), 256)``.
 
-Example:
+Examples:
     >>> import torch
     >>> aug = cifar_augment(train=True, generator=torch.Generator().manual_seed(0))
     >>> out = aug(torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8))
@@ -107,7 +107,7 @@ class _Random(nn.Module):
 class Normalize(nn.Module):
     """uint8 (0..255) or float (0..1) images -> ``(x / 255 - mean) / std`` as ``dtype``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> out = Normalize((0.5,), (0.5,))(torch.tensor([[[[0, 255]]]], dtype=torch.uint8))
         >>> [round(v, 5) for v in out.flatten().tolist()]
@@ -159,7 +159,7 @@ class RandomCropPad(_Random):
 
     Same as torchvision's ``RandomCrop(size, padding=4)`` applied image by image (fill value ``fill``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.ones(2, 3, 8, 8, dtype=torch.uint8)
         >>> y = RandomCropPad(4, generator=torch.Generator().manual_seed(0))(x)
@@ -199,7 +199,7 @@ class RandomCropPad(_Random):
 class RandomHorizontalFlip(_Random):
     """Flip each image left-right with probability ``p``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.arange(4.).view(1, 1, 1, 4)
         >>> RandomHorizontalFlip(p=1.0)(x)
@@ -227,7 +227,7 @@ class Cutout(_Random):
     Applied after normalisation in DARTS, so the square becomes ``fill`` (0.0 = the mean colour).
     Each image is cut with probability ``p`` (DARTS: always).
 
-    Example:
+    Examples:
         >>> import torch
         >>> y = Cutout(16, generator=torch.Generator().manual_seed(0))(torch.ones(2, 3, 32, 32))
         >>> bool((y == 0).any()) and bool((y == 1).any())
@@ -277,7 +277,7 @@ class BatchAugment(nn.Module):
 
     ``forward(x, generator=None)``: a generator given here overrides the modules' own.
 
-    Example:
+    Examples:
         >>> import torch
         >>> aug = BatchAugment(Normalize((0.5,) * 3, (0.5,) * 3), crop=RandomCropPad(4), flip=RandomHorizontalFlip())
         >>> aug(torch.zeros(2, 3, 32, 32, dtype=torch.uint8)).min().item()
@@ -322,7 +322,7 @@ def cifar_augment(
 ) -> BatchAugment:
     """Standard CIFAR pipeline: train = crop(pad 4) + flip + normalise (+ cutout); test = normalise.
 
-    Example:
+    Examples:
         >>> aug = cifar_augment(train=False, mean=CIFAR100_MEAN, std=CIFAR100_STD)
         >>> aug.crop is None and aug.cutout is None
         True
@@ -347,12 +347,12 @@ def default_augment(
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> BatchAugment:
-    """The batch augmentation that fits a dataset from :func:`rartsprune.data.load_dataset`.
+    """The batch augmentation that fits a dataset from `rartsprune.data.load_dataset`.
 
     Uses the dataset's ``mean``/``std``; when the dataset already crops and flips per sample
     (``loader_augments``, large lazy images) only normalisation (and cutout, if asked) is done here.
 
-    Example:
+    Examples:
         >>> from rartsprune.data import load_dataset
         >>> default_augment(load_dataset("fake"), train=True).crop.padding
         4
@@ -398,7 +398,7 @@ def make_loader(
         num_workers: for lazy datasets; default ``min(8, cpu count)``.
         pin_memory: default: CUDA is available and the data is on the CPU.
 
-    Example:
+    Examples:
         >>> from rartsprune.data import load_dataset
         >>> images, labels = next(iter(make_loader(load_dataset("fake"), 64)))
         >>> images.dtype, images.shape, labels.dtype
@@ -459,7 +459,7 @@ def to_device_batch(
 
     Without ``augment`` the images are only converted to float in [0, 1].
 
-    Example:
+    Examples:
         >>> import torch
         >>> x, y = to_device_batch((torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.tensor([0, 1])), "cpu")
         >>> x.dtype, y.tolist()
@@ -482,7 +482,7 @@ def to_device_batch(
 class DeviceLoader:
     """Iterate a uint8 loader as augmented device batches, copying the next batch while this one runs.
 
-    Example:
+    Examples:
         >>> from rartsprune.data import load_dataset
         >>> ds = load_dataset("fake", "test")
         >>> loader = DeviceLoader(make_loader(ds, 50, train=False), "cpu", default_augment(ds, train=False))

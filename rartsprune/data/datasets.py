@@ -1,25 +1,25 @@
 """Image classification datasets: CIFAR-10/100, ImageFolder trees and a fake CIFAR-shaped set.
 
-:func:`load_dataset` returns one of two kinds of dataset, both yielding ``(uint8 image CxHxW, int label)``:
+`load_dataset` returns one of two kinds of dataset, both yielding ``(uint8 image CxHxW, int label)``:
 
-* :class:`InMemoryImageDataset` for small images (at most 64 px a side): every image decoded once into
+* `InMemoryImageDataset` for small images (at most 64 px a side): every image decoded once into
   one ``N x 3 x H x W`` uint8 tensor plus ``int64`` labels. Batches are sliced out of the tensor (no
-  per-image Python work), and the whole set can be moved to the GPU with :meth:`~InMemoryImageDataset.to`.
+  per-image Python work), and the whole set can be moved to the GPU with `InMemoryImageDataset.to`.
   ImageFolder trees are decoded with ``torchvision.io`` (a process pool for big trees) and the result is
   cached under ``~/.cache/rartsprune/decoded`` (override with ``cache_dir`` or ``$RARTSPRUNE_CACHE_DIR``),
   keyed by the tree's path, every file's size and mtime, and the image size, so the 50k-image CIFAR tree
   decodes once per machine.
-* :class:`LazyImageFolder` for larger images (e.g. a 224 px ImageNet subset): a torchvision
+* `LazyImageFolder` for larger images (e.g. a 224 px ImageNet subset): a torchvision
   ``ImageFolder`` whose transforms do the per-sample random-resized crop and flip (train) or resize +
   centre crop (test) and return uint8 tensors; normalisation happens on the batch
-  (:mod:`rartsprune.data.augment`).
+  (`rartsprune.data.augment`).
 
 Both carry ``classes``, ``num_classes``, ``mean``, ``std`` (normalisation constants: CIFAR-10's for
 ``cifar10``, ``fake`` and any tree whose classes are the CIFAR-10 classes, CIFAR-100's for ``cifar100``,
 ImageNet's otherwise), ``name`` and ``loader_augments`` (True when random crop/flip already happen per
 sample in the dataset, so the batch augmentation only normalises).
 
-Example:
+Examples:
     >>> from rartsprune.data import load_dataset
     >>> ds = load_dataset("fake", subset=100)
     >>> len(ds), ds.num_classes, ds.images.shape[1:]
@@ -101,7 +101,7 @@ def _stats(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
 def default_cache_dir() -> Path:
     """``$RARTSPRUNE_CACHE_DIR`` if set, else ``~/.cache/rartsprune``.
 
-    Example:
+    Examples:
         >>> default_cache_dir().name in {"rartsprune"} or "RARTSPRUNE_CACHE_DIR" in os.environ
         True
     """
@@ -118,9 +118,9 @@ class InMemoryImageDataset(Dataset):
 
     Indexing with an int gives ``(image, label)`` like torchvision datasets; indexing with a sequence or
     tensor of indices gives a collated batch ``(images[idx], targets[idx])`` (used by
-    :func:`rartsprune.data.augment.make_loader` for batch slicing without per-image work).
+    `rartsprune.data.augment.make_loader` for batch slicing without per-image work).
 
-    Example:
+    Examples:
         >>> import torch
         >>> ds = InMemoryImageDataset(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.arange(4) % 2, ["a", "b"])
         >>> ds[1][1], ds[[0, 2]][0].shape
@@ -211,7 +211,7 @@ class InMemoryImageDataset(Dataset):
 class LazyImageFolder(tvd.ImageFolder):
     """``torchvision.datasets.ImageFolder`` returning uint8 tensors, with rartsprune's metadata.
 
-    Example:
+    Examples:
         >>> ds = LazyImageFolder("path/to/imagenet20/train", train=True, image_size=224)  # doctest: +SKIP
         >>> ds[0][0].dtype  # doctest: +SKIP
         torch.uint8
@@ -255,7 +255,7 @@ class LazyImageFolder(tvd.ImageFolder):
 class ClassSubset(Subset):
     """``torch.utils.data.Subset`` that keeps ``classes``, ``targets`` and the normalisation metadata.
 
-    Example:
+    Examples:
         >>> ds = load_dataset("fake")
         >>> sub = ClassSubset(ds, [0, 1, 2])
         >>> sub.num_classes, len(sub.targets)
@@ -291,7 +291,7 @@ def _stats_key(name: str, classes: Sequence[str]) -> str:
 def num_classes(dataset: Dataset) -> int:
     """Number of classes of a dataset from this module or any torchvision-style dataset.
 
-    Example:
+    Examples:
         >>> num_classes(load_dataset("fake"))
         10
     """
@@ -308,7 +308,7 @@ def num_classes(dataset: Dataset) -> int:
 def class_names(dataset: Dataset) -> list[str]:
     """Class names in label order.
 
-    Example:
+    Examples:
         >>> class_names(load_dataset("fake"))[:2]
         ['class0', 'class1']
     """
@@ -335,7 +335,7 @@ def stratified_indices(targets: Sequence[int] | torch.Tensor, k: int, *, seed: i
     Each class gets ``k * n_c / N`` items, rounded by largest remainder (ties to the lower class index),
     drawn uniformly without replacement inside the class.
 
-    Example:
+    Examples:
         >>> idx = stratified_indices([0, 0, 0, 0, 1, 1, 1, 1], 4, seed=0)
         >>> len(idx), sorted(int(i) // 4 for i in idx)
         (4, [0, 0, 1, 1])
@@ -549,13 +549,13 @@ def decode_image_folder(
     cache_dir: str | Path | None = None,
     num_workers: int | None = None,
 ) -> InMemoryImageDataset:
-    """Decode a class-folder tree into an :class:`InMemoryImageDataset` (cached on disk).
+    """Decode a class-folder tree into an `InMemoryImageDataset` (cached on disk).
 
     Sample order and labels are those of ``torchvision.datasets.ImageFolder(root)``. The cache file is
     ``<cache_dir>/decoded/<name>-<hash>.pt`` where the hash covers the resolved path, every file's
     relative path, size and mtime, and ``image_size``; any change in the tree makes a new entry.
 
-    Example:
+    Examples:
         >>> ds = decode_image_folder("../shared/data/cifar10/test")  # doctest: +SKIP
         >>> ds.images.shape  # doctest: +SKIP
         torch.Size([8000, 3, 32, 32])
@@ -675,12 +675,12 @@ def load_dataset(
         num_workers: decode processes (default: CPU count, at most 8).
 
     Returns:
-        an :class:`InMemoryImageDataset`, a :class:`LazyImageFolder`, or a :class:`ClassSubset` of one.
+        an `InMemoryImageDataset`, a `LazyImageFolder`, or a `ClassSubset` of one.
 
     Raises:
         ValueError: unknown spec or split, bad subset. FileNotFoundError: data not found.
 
-    Example:
+    Examples:
         >>> test = load_dataset("fake", "test")
         >>> len(test), test[0][0].dtype
         (200, torch.uint8)

@@ -1,13 +1,13 @@
 """Splitting a training set into the two halves D_t and D_v of a search, and iterating them in pairs.
 
-* :func:`split_dataset` — two non-overlapping :class:`~torch.utils.data.Subset` halves of any map-style
+* `split_dataset` — two non-overlapping `torch.utils.data.Subset` halves of any map-style
   dataset, seeded, optionally class-stratified.
-* :class:`PairedLoader` — iterate two loaders together: each item is ``(batch_t, batch_v)``; an epoch lasts
+* `PairedLoader` — iterate two loaders together: each item is ``(batch_t, batch_v)``; an epoch lasts
   as long as the longer loader, the shorter one is restarted (cycled) when exhausted; ``set_epoch(e)``
   reshuffles deterministically.
-* :func:`split_loaders` — both in one call, the usual entry point of a search recipe.
+* `split_loaders` — both in one call, the usual entry point of a search recipe.
 
-Example:
+Examples:
     >>> import torch
     >>> from torch.utils.data import TensorDataset
     >>> ds = TensorDataset(torch.arange(100).float().unsqueeze(1), torch.arange(100) % 10)
@@ -42,11 +42,11 @@ def _check_map_style(dataset: Any) -> int:
 def dataset_targets(dataset: Any) -> list[int]:
     """Class labels of a map-style dataset, as ints.
 
-    Uses ``dataset.targets`` (torchvision datasets, ImageFolder), follows :class:`Subset` chains, and
+    Uses ``dataset.targets`` (torchvision datasets, ImageFolder), follows `Subset` chains, and
     otherwise reads ``dataset[i][1]`` for every item (this loads every sample; pass ``targets=`` to
-    :func:`split_dataset` to avoid it).
+    `split_dataset` to avoid it).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch.utils.data import TensorDataset
         >>> dataset_targets(TensorDataset(torch.zeros(3, 1), torch.tensor([2, 0, 1])))
@@ -97,16 +97,16 @@ def split_dataset(
         stratify: keep class proportions: each class contributes ``floor(fraction * n_c)`` items to the
             first half, plus one for the classes with the largest remainders, so the first half has exactly
             ``floor(fraction * len)`` items.
-        targets: class labels for ``stratify`` (default: :func:`dataset_targets`).
+        targets: class labels for ``stratify`` (default: `dataset_targets`).
 
     Returns:
-        Two :class:`~torch.utils.data.Subset` views with sorted indices (their union is the dataset).
+        Two `torch.utils.data.Subset` views with sorted indices (their union is the dataset).
 
     Raises:
         TypeError: the dataset is not map-style.
         ValueError: ``fraction`` not in (0, 1), a half would be empty, or ``targets`` has the wrong length.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch.utils.data import TensorDataset
         >>> ds = TensorDataset(torch.arange(10), torch.arange(10) % 2)
@@ -154,11 +154,11 @@ class PairedLoader:
     An epoch has ``len(self) = max(len(loader_t), len(loader_v))`` pairs; the shorter loader is restarted
     whenever it runs out. Deterministic reshuffling: at the start of every epoch the loaders' ``generator``
     (when they have one) is reseeded from ``(seed, epoch)`` and their samplers' ``set_epoch(epoch)`` (e.g.
-    :class:`~torch.utils.data.DistributedSampler`) is called. The epoch is the one given to
-    :meth:`set_epoch`, else it counts iterations (0, 1, 2, ...), so a resumed run calls
+    `torch.utils.data.DistributedSampler`) is called. The epoch is the one given to
+    `set_epoch`, else it counts iterations (0, 1, 2, ...), so a resumed run calls
     ``set_epoch(start_epoch)`` and sees the same batches as an uninterrupted one.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch.utils.data import DataLoader
         >>> pairs = PairedLoader(DataLoader(range(6), batch_size=2), DataLoader(range(2), batch_size=2))
@@ -242,7 +242,7 @@ def split_loaders(
     rank: int | None = None,
     **loader_kwargs: Any,
 ) -> PairedLoader:
-    """Split ``train_set`` with :func:`split_dataset` and return a :class:`PairedLoader` over the halves.
+    """Split ``train_set`` with `split_dataset` and return a `PairedLoader` over the halves.
 
     Iterating it yields ``((x_t, t_t), (x_v, t_v))`` pairs for one epoch (epoch length = the longer half's
     number of batches, the shorter half cycled); ``len()`` is that length; ``set_epoch(e)`` reshuffles
@@ -251,16 +251,16 @@ def split_loaders(
     Args:
         train_set: a map-style dataset.
         batch_size: per-loader (per-rank under DDP) batch size.
-        fraction, seed, stratify, targets: passed to :func:`split_dataset` (``seed`` also seeds shuffling).
-        num_workers, drop_last, shuffle, **loader_kwargs: passed to both :class:`DataLoader`.
+        fraction, seed, stratify, targets: passed to `split_dataset` (``seed`` also seeds shuffling).
+        num_workers, drop_last, shuffle, **loader_kwargs: passed to both `DataLoader`.
         num_replicas, rank: give both to shard each half across DDP ranks with a
-            :class:`~torch.utils.data.DistributedSampler` (seeded with ``seed``, epoch from ``set_epoch``).
+            `torch.utils.data.DistributedSampler` (seeded with ``seed``, epoch from ``set_epoch``).
 
     Raises:
         ValueError: bad ``batch_size``, a half with fewer items than ``batch_size`` while ``drop_last``, or
             only one of ``num_replicas``/``rank``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch.utils.data import TensorDataset
         >>> ds = TensorDataset(torch.randn(64, 3), torch.arange(64) % 4)

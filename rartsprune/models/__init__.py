@@ -1,6 +1,6 @@
 """Reference models used by the recipes and benchmarks.
 
-Example:
+Examples:
     >>> from rartsprune.models import preresnet, preresnet_depths
     >>> preresnet(depth=20, num_classes=10).depth
     20

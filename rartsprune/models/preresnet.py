@@ -21,7 +21,7 @@ last conv of every residual branch and the classifier start at zero, the other b
 scaled by ``L ** -0.25`` (``L`` residual branches, three convs per branch), biases start at zero. At
 initialisation every block is the identity, so activations neither explode nor vanish with depth.
 
-Example:
+Examples:
     >>> import torch
     >>> from rartsprune.models import preresnet
     >>> model = preresnet(depth=164, num_classes=10)
@@ -47,7 +47,7 @@ STEM_CHANNELS = 16
 def preresnet_depths(max_depth: int = 1001) -> list[int]:
     """All valid depths ``9n + 2`` (``n >= 1``) up to ``max_depth``.
 
-    Example:
+    Examples:
         >>> preresnet_depths(60)
         [11, 20, 29, 38, 47, 56]
         >>> 164 in preresnet_depths()
@@ -76,7 +76,7 @@ def _norm(channels: int, bn: bool) -> nn.Module:
 class PreActBottleneck(nn.Module):
     """Pre-activation bottleneck block: BN-ReLU-conv1x1, BN-ReLU-conv3x3, BN-ReLU-conv1x1, plus shortcut.
 
-    Example:
+    Examples:
         >>> import torch
         >>> block = PreActBottleneck(64, 32, stride=2)
         >>> block(torch.randn(1, 64, 16, 16)).shape
@@ -111,10 +111,10 @@ class PreActBottleneck(nn.Module):
 class PreResNet(nn.Module):
     """Pre-activation bottleneck ResNet of depth ``9n + 2`` for 32x32 inputs (any size works).
 
-    Attributes ``conv1``, ``layer1``..``layer3`` (``nn.Sequential`` of :class:`PreActBottleneck`), ``bn``,
+    Attributes ``conv1``, ``layer1``..``layer3`` (``nn.Sequential`` of `PreActBottleneck`), ``bn``,
     ``relu``, ``avgpool``, ``fc`` mirror the Network Slimming code.
 
-    Example:
+    Examples:
         >>> import torch
         >>> model = PreResNet(depth=20, num_classes=100)
         >>> model(torch.randn(2, 3, 32, 32)).shape
@@ -198,7 +198,7 @@ def preresnet(depth: int = 164, num_classes: int = 10, bn: bool = True) -> PreRe
     Raises:
         ValueError: the depth is not ``9n + 2`` or ``num_classes`` is not positive.
 
-    Example:
+    Examples:
         >>> model = preresnet(164)
         >>> round(sum(p.numel() for p in model.parameters()) / 1e6, 2)
         1.7

@@ -9,8 +9,8 @@ search (channel scores) and topology search (op logits) switch method with one a
         stats = opt.step(batch_t, batch_v)  # {"loss_t", "loss_v", "penalty", "dist", "lr", "lr_arch"}
     opt.step_schedulers()                   # once per epoch
 
-Methods (``METHODS``): ``"rarts"`` (:class:`RARTS`, exact or fused), ``"darts1"`` / ``"darts2"``
-(:class:`DARTS`), ``"milenas"`` (:class:`MiLeNAS`).
+Methods (``METHODS``): ``"rarts"`` (`RARTS`, exact or fused), ``"darts1"`` / ``"darts2"``
+(`DARTS`), ``"milenas"`` (`MiLeNAS`).
 """
 
 from __future__ import annotations

@@ -5,17 +5,17 @@ auxiliary net ``w``), the architecture parameters alpha shared by both, one inne
 optional LR scheduler) per net and one for alpha. A method subclass only writes ``_search_step``, in terms
 of four primitives:
 
-* :meth:`SearchOptimizer._pass` — forward one net on one batch with L_t or L_v and backpropagate into the
+* `SearchOptimizer._pass` — forward one net on one batch with L_t or L_v and backpropagate into the
   net's weights (left in ``.grad``) and/or alpha (returned);
-* :meth:`SearchOptimizer._descend` — one step of a net's weight optimizer on
+* `SearchOptimizer._descend` — one step of a net's weight optimizer on
   ``scale * grad + beta * (net - toward)``, with gradient clipping;
-* :meth:`SearchOptimizer._descend_arch` — one step of the alpha optimizer on a weighted sum of alpha
+* `SearchOptimizer._descend_arch` — one step of the alpha optimizer on a weighted sum of alpha
   gradients, plus the gradient of the optional alpha-only penalty, averaged across ranks under DDP;
 * the non-finite guard: every loss and gradient norm is checked once at the end of the step (one host
   sync); a non-finite value restores everything the step changed and raises
-  :class:`~rartsprune.errors.SearchError`.
+  `rartsprune.errors.SearchError`.
 
-Example:
+Examples:
     >>> import torch
     >>> from torch import nn
     >>> from rartsprune.optim import DARTS
@@ -69,7 +69,7 @@ _STATE_FORMAT = 1
 def default_loss(net: nn.Module, batch: Any) -> Tensor:
     """Cross-entropy of ``net(inputs)`` against ``targets`` for ``batch = (inputs, targets)``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> float(default_loss(torch.nn.Identity(), (torch.zeros(2, 3), torch.tensor([0, 1])))) > 0
         True
@@ -147,21 +147,21 @@ def _zeros_if_none(grads: Sequence[Tensor | None], like: Sequence[Tensor]) -> li
 
 
 class SearchOptimizer:
-    """Base class of :class:`RARTS`, :class:`DARTS` and :class:`MiLeNAS` (see the package docstring).
+    """Base class of `RARTS`, `DARTS` and `MiLeNAS` (see the package docstring).
 
     Args:
         model: the primary net y (for one-network methods, the only net). Its "weights" are its parameters
             with ``requires_grad=True`` that are not architecture parameters (by identity).
         arch_params: alpha: leaf tensors with ``requires_grad=True`` used inside ``model.forward``; they may
             be registered parameters of ``model``.
-        loss_fn: ``loss_fn(net, batch) -> Tensor``; default :func:`default_loss` (cross-entropy on
+        loss_fn: ``loss_fn(net, batch) -> Tensor``; default `default_loss` (cross-entropy on
             ``(inputs, targets)`` already on the model's device).
         loss_fn_t, loss_fn_v: per-split overrides of ``loss_fn`` (D_t and D_v batches).
         weight_optimizer: factory ``f(list_of_weights) -> Optimizer``; default
-            :func:`default_weight_optimizer`. Called once per net.
-        arch_optimizer: factory for alpha; default :func:`default_arch_optimizer`.
+            `default_weight_optimizer`. Called once per net.
+        arch_optimizer: factory for alpha; default `default_arch_optimizer`.
         weight_scheduler, arch_scheduler: factories ``f(optimizer) -> LRScheduler`` or None (constant LR);
-            stepped by :meth:`step_schedulers`.
+            stepped by `step_schedulers`.
         arch_penalty: ``f() -> Tensor``, an alpha-only term (latency, l1) whose gradient is added to the
             alpha gradient of every method.
         arch_prox: ``f(lr) -> None``, called under ``no_grad`` after every alpha step with the alpha LR.
@@ -324,7 +324,7 @@ class SearchOptimizer:
 
     @property
     def schedulers(self) -> dict[str, Any]:
-        """LR schedulers with the keys of :attr:`optimizers` (None where none was given)."""
+        """LR schedulers with the keys of `optimizers` (None where none was given)."""
         out = {n.name: n.scheduler for n in self._nets()}
         out["arch"] = self._arch_sched
         return out
@@ -552,7 +552,7 @@ class SearchOptimizer:
         Tensors are references to the live state (like ``nn.Module.state_dict``): ``torch.save`` the result
         (it loads with ``weights_only=True``) or deep-copy it before stepping further.
 
-        Example:
+        Examples:
             >>> import io, torch
             >>> buf = io.BytesIO(); torch.save(opt.state_dict(), buf)  # doctest: +SKIP
         """
@@ -572,7 +572,7 @@ class SearchOptimizer:
         }
 
     def load_state_dict(self, state: Mapping[str, Any], *, restore_rng: bool = True) -> None:
-        """Restore a :meth:`state_dict` into this (freshly built, same-shaped) optimizer.
+        """Restore a `state_dict` into this (freshly built, same-shaped) optimizer.
 
         Hyper-parameters recorded in the checkpoint (``lam``, ``beta``, ``mode``, ``xi``...) replace the
         constructor's. ``restore_rng=False`` leaves the global RNG alone.

@@ -14,7 +14,7 @@ each parameter group's current ``lr`` (unless ``xi`` is given), ``momentum`` and
 parameter's ``momentum_buffer`` state (SGD) — so w' is exactly the next plain-SGD iterate. For optimizers
 without those entries the unrolled step is a plain gradient step with their ``lr`` (and weight decay).
 
-Example:
+Examples:
     >>> import torch
     >>> from torch import nn
     >>> gate = nn.Parameter(torch.zeros(4))
@@ -53,8 +53,8 @@ class DARTS(SearchOptimizer):
         xi: unroll step of the second-order approximation; None (default) uses each parameter group's
             current learning rate, as the DARTS reference code does.
         fd_radius: r in ``R = r / ||v||`` of the finite-difference Hessian-vector product (default 0.01).
-        lam, beta: accepted for a call signature shared with :class:`RARTS`; unused.
-        **kwargs: the options of :class:`~rartsprune.optim.base.SearchOptimizer`. ``grad_scaler`` works
+        lam, beta: accepted for a call signature shared with `RARTS`; unused.
+        **kwargs: the options of `rartsprune.optim.base.SearchOptimizer`. ``grad_scaler`` works
             with ``order=2`` too (gradients are unscaled before the unrolled step).
     """
 

@@ -1,8 +1,8 @@
 """DistributedDataParallel plumbing for the search optimizers.
 
-The nets (y, and w for RARTS) are wrapped in :class:`~torch.nn.parallel.DistributedDataParallel` with the
+The nets (y, and w for RARTS) are wrapped in `torch.nn.parallel.DistributedDataParallel` with the
 architecture parameters excluded from DDP, so weight gradients are averaged by DDP during ``backward`` while
-the optimizer averages the alpha gradients itself with one all-reduce per step (:func:`all_reduce_mean_`).
+the optimizer averages the alpha gradients itself with one all-reduce per step (`all_reduce_mean_`).
 
 Example (inside an initialised process group)::
 

@@ -1,6 +1,6 @@
 """Build a search optimizer from a method name, so a caller switches methods with one argument.
 
-Example:
+Examples:
     >>> import torch
     >>> from torch import nn
     >>> gate = nn.Parameter(torch.zeros(4))
@@ -37,7 +37,7 @@ METHOD_ONLY_KWARGS: dict[str, frozenset[str]] = {
     "xi": frozenset({"darts2"}),
     "fd_radius": frozenset({"darts2"}),
 }
-"""Keyword arguments that :func:`make_search_optimizer` silently drops for the methods that do not use them
+"""Keyword arguments that `make_search_optimizer` silently drops for the methods that do not use them
 (the keys are the argument names, the values the methods that use them). Every other keyword argument is
 passed on, and an unknown one raises ``TypeError``."""
 
@@ -48,9 +48,9 @@ def make_search_optimizer(
     """Return ``RARTS``, ``DARTS(order=1)``, ``DARTS(order=2)`` or ``MiLeNAS`` for ``method``.
 
     Args:
-        method: one of :data:`METHODS` (``"rarts"``, ``"darts1"``, ``"darts2"``, ``"milenas"``).
+        method: one of `METHODS` (``"rarts"``, ``"darts1"``, ``"darts2"``, ``"milenas"``).
         model, arch_params: as for the classes.
-        **kwargs: the classes' keyword arguments. Those listed in :data:`METHOD_ONLY_KWARGS` are dropped for
+        **kwargs: the classes' keyword arguments. Those listed in `METHOD_ONLY_KWARGS` are dropped for
             methods that do not use them (``lam`` for DARTS; ``beta``, ``mode``, ``aux_*`` for one-network
             methods; ``xi``, ``fd_radius`` for all but darts2).
 

@@ -6,7 +6,7 @@
 Both gradients are taken at the current (w, a); the alpha part of L_t comes from the same pass as the weight
 gradient, so a step costs one full pass plus one alpha-only pass (as DARTS first order).
 
-Example:
+Examples:
     >>> import torch
     >>> from torch import nn
     >>> gate = nn.Parameter(torch.zeros(4))
@@ -41,8 +41,8 @@ class MiLeNAS(SearchOptimizer):
         model: the network (plays w in both losses).
         arch_params: alpha.
         lam: weight of the validation-loss alpha gradient (default 1.0, the MiLeNAS reference default).
-        beta: accepted for a call signature shared with :class:`RARTS`; unused.
-        **kwargs: the options of :class:`~rartsprune.optim.base.SearchOptimizer`.
+        beta: accepted for a call signature shared with `RARTS`; unused.
+        **kwargs: the options of `rartsprune.optim.base.SearchOptimizer`.
     """
 
     method = "milenas"

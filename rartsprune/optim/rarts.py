@@ -13,7 +13,7 @@ by one Gauss-Seidel sweep per step (Eq. 7 of the paper) — no second derivative
 
 with the inner optimizers' momentum / weight decay applied on top as usual.
 
-Example:
+Examples:
     >>> import torch
     >>> from torch import nn
     >>> gate = nn.Parameter(torch.zeros(4))
@@ -75,7 +75,7 @@ class RARTS(SearchOptimizer):
             initialisations of w and y). Ignored when ``aux_model`` is given.
         aux_weight_optimizer, aux_weight_scheduler: factories for w if they differ from y's
             (default: ``weight_optimizer`` / ``weight_scheduler``).
-        **kwargs: the options of :class:`~rartsprune.optim.base.SearchOptimizer` (loss functions,
+        **kwargs: the options of `rartsprune.optim.base.SearchOptimizer` (loss functions,
             optimizers, schedulers, arch_penalty, arch_prox, grad_clip, amp, distributed...).
     """
 

@@ -2,13 +2,13 @@
 
 Two jobs, both about putting tensors back exactly as they were:
 
-* :func:`get_rng_state` / :func:`set_rng_state` capture the torch CPU generator and every initialised CUDA
+* `get_rng_state` / `set_rng_state` capture the torch CPU generator and every initialised CUDA
   generator as ``uint8`` tensors, so a checkpoint holding them loads with ``torch.load(weights_only=True)``.
-* :class:`StepSnapshot` copies every tensor a search step may change (weights, buffers, architecture
+* `StepSnapshot` copies every tensor a search step may change (weights, buffers, architecture
   parameters, optimizer states) into persistent buffers before the step, and copies them back when the step
   has to be undone (non-finite loss, fp16 overflow, an exception in the user's loss function).
 
-Example:
+Examples:
     >>> import torch
     >>> state = get_rng_state()
     >>> a = torch.rand(2)
@@ -33,7 +33,7 @@ def get_rng_state() -> dict[str, Any]:
 
     CUDA states are included only when CUDA is initialised in this process (no device is touched otherwise).
 
-    Example:
+    Examples:
         >>> sorted(get_rng_state())
         ['cpu', 'cuda']
     """
@@ -44,12 +44,12 @@ def get_rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore RNG states captured by :func:`get_rng_state`.
+    """Restore RNG states captured by `get_rng_state`.
 
     Raises:
         ValueError: ``state`` lacks the ``"cpu"`` entry, or holds CUDA states for a different number of devices.
 
-    Example:
+    Examples:
         >>> set_rng_state(get_rng_state())
     """
     if not isinstance(state, dict) or "cpu" not in state:
@@ -70,13 +70,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
 class StepSnapshot:
     """Undo buffer for one search step.
 
-    :meth:`capture` copies the given tensors and optimizer states into buffers that are kept (and reused)
-    from step to step, so the steady state allocates nothing; :meth:`restore` copies them back, removes
+    `capture` copies the given tensors and optimizer states into buffers that are kept (and reused)
+    from step to step, so the steady state allocates nothing; `restore` copies them back, removes
     optimizer state created after the capture, and clears the ``.grad`` of the given tensors.
 
     The cost is one extra copy of every captured tensor in memory and one memcpy of it per step.
 
-    Example:
+    Examples:
         >>> import torch
         >>> p = torch.nn.Parameter(torch.ones(3))
         >>> opt = torch.optim.SGD([p], lr=0.1, momentum=0.9)
@@ -129,7 +129,7 @@ class StepSnapshot:
         self._captured = True
 
     def restore(self) -> None:
-        """Put every captured tensor and optimizer state back; a no-op before the first :meth:`capture`."""
+        """Put every captured tensor and optimizer state back; a no-op before the first `capture`."""
         if not self._captured:
             return
         with torch.no_grad():

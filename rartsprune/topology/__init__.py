@@ -1,7 +1,7 @@
 """Topology search: the DARTS CNN cell space and the NATS-Bench topology space, searched with the relaxed
-optimizers of :mod:`rartsprune.optim` (RARTS, DARTS-1, DARTS-2, MiLeNAS).
+optimizers of `rartsprune.optim` (RARTS, DARTS-1, DARTS-2, MiLeNAS).
 
-Example:
+Examples:
     >>> import torch
     >>> from rartsprune.topology import NatsSearchNetwork, skip_ratio
     >>> net = NatsSearchNetwork(C=4, N=1)

@@ -5,7 +5,7 @@ the depth (channels doubled there), each cell's output = concatenation of its 4 
 tensors of shape ``(14, 8)`` -- ``alpha_normal`` shared by all normal cells and ``alpha_reduce`` shared by
 the reduction cells. BN inside the ops has no affine parameters.
 
-Example:
+Examples:
     >>> import torch
     >>> net = DartsSearchNetwork(C=4, layers=3, num_classes=10)
     >>> net(torch.zeros(2, 3, 16, 16)).shape
@@ -31,7 +31,7 @@ __all__ = ["DartsSearchCell", "DartsSearchNetwork", "reduction_layers"]
 def reduction_layers(layers: int) -> tuple[int, ...]:
     """Indices of the reduction cells of a ``layers``-cell DARTS network (1/3 and 2/3 of the depth).
 
-    Example:
+    Examples:
         >>> reduction_layers(8), reduction_layers(20)
         ((2, 5), (6, 13))
     """
@@ -99,7 +99,7 @@ class DartsSearchNetwork(nn.Module):
     ``alpha_normal`` and ``alpha_reduce`` are registered parameters (``arch_parameters()``); all other
     parameters are weights (``weight_parameters()``). ``genotype()`` derives the discrete cell pair.
 
-    Example:
+    Examples:
         >>> net = DartsSearchNetwork(C=4, layers=3)
         >>> net.genotype().steps
         4

@@ -1,10 +1,10 @@
 """Genotypes: deriving a discrete architecture from alpha, and reading / writing it.
 
 * NATS-Bench: the arch string ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`` (argmax per edge, ``none`` allowed).
-* DARTS: :class:`DartsGenotype`, per intermediate node the two strongest incoming edges (ranked by their
+* DARTS: `DartsGenotype`, per intermediate node the two strongest incoming edges (ranked by their
   best non-``none`` weight) with their argmax non-``none`` op, for a normal and a reduction cell.
 
-Example:
+Examples:
     >>> import torch
     >>> alpha = torch.zeros(6, 5)
     >>> alpha[:, 3] = 1.0
@@ -43,9 +43,9 @@ NATS_EDGES: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1
 
 
 def format_nats_arch(ops: Sequence[str]) -> str:
-    """Write 6 ops (in :data:`NATS_EDGES` order) as the benchmark arch string.
+    """Write 6 ops (in `NATS_EDGES` order) as the benchmark arch string.
 
-    Example:
+    Examples:
         >>> format_nats_arch(["skip_connect"] * 6)
         '|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|'
     """
@@ -67,7 +67,7 @@ def parse_nats_arch(arch: str) -> tuple[str, ...]:
 
     Raises ``ValueError`` naming what is wrong (node count, input count, op name, input index).
 
-    Example:
+    Examples:
         >>> parse_nats_arch("|none~0|+|skip_connect~0|none~1|+|none~0|none~1|nor_conv_3x3~2|")
         ('none', 'skip_connect', 'none', 'none', 'none', 'nor_conv_3x3')
     """
@@ -109,7 +109,7 @@ def parse_nats_arch(arch: str) -> tuple[str, ...]:
 def validate_nats_arch(arch: str) -> str:
     """Return ``arch`` unchanged if it is a well-formed NATS-Bench arch string, else raise ``ValueError``.
 
-    Example:
+    Examples:
         >>> validate_nats_arch("|a~0|+|none~0|none~1|+|none~0|none~1|none~2|")
         Traceback (most recent call last):
         ...
@@ -138,7 +138,7 @@ def derive_nats_arch(alpha: torch.Tensor, op_names: Sequence[str] = NATS_PRIMITI
 def darts_edge_count(steps: int) -> int:
     """Mixed edges of a DARTS cell with ``steps`` intermediate nodes (4 -> 14).
 
-    Example:
+    Examples:
         >>> darts_edge_count(4)
         14
     """
@@ -152,7 +152,7 @@ class DartsGenotype:
     Inputs 0 and 1 are the two previous cells' outputs, input ``k >= 2`` is intermediate node ``k - 2``.
     ``*_concat`` lists the states concatenated into the cell output.
 
-    Example:
+    Examples:
         >>> g = DartsGenotype.from_dict(DARTS_V2.to_dict())
         >>> g == DARTS_V2, g.steps
         (True, 4)
@@ -208,7 +208,7 @@ class DartsGenotype:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DartsGenotype:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of `to_dict`."""
         missing = {"normal", "normal_concat", "reduce", "reduce_concat"} - set(data)
         if missing:
             raise ValueError(f"DARTS genotype dict lacks {sorted(missing)}")
@@ -258,7 +258,7 @@ def derive_darts_genotype(
 ) -> DartsGenotype:
     """The DARTS discretisation of ``(14, 8)`` alphas: top-2 inputs per node, argmax non-``none`` op.
 
-    Example:
+    Examples:
         >>> import torch
         >>> a = torch.zeros(14, 8)
         >>> a[:, DARTS_PRIMITIVES.index("sep_conv_3x3")] = 1.0

@@ -1,16 +1,16 @@
 """Per-op latency lookup tables and the latency penalty ``<softmax(alpha), Lat>`` (RARTS Eq. 5).
 
-A :class:`LatencyTable` maps an op signature -- op name, input shape and output shape, e.g.
+A `LatencyTable` maps an op signature -- op name, input shape and output shape, e.g.
 ``"nor_conv_3x3:1x16x32x32->1x16x32x32"`` -- to its median latency in milliseconds, measured on one device
 by timing the candidate op module of a search network at the input shape it sees there (warm-up runs first,
 then the median of repeated runs, inference mode). Tables are saved to / loaded from JSON, so a table
 measured on the deployment device can drive a search elsewhere.
 
-From a table and a search network, :func:`latency_matrices` builds ``Lat`` for every alpha tensor: entry
+From a table and a search network, `latency_matrices` builds ``Lat`` for every alpha tensor: entry
 ``[e, k]`` is the summed latency of op ``k`` on edge ``e`` over all cells that alpha drives.
-:class:`LatencyPenalty` turns it into the ``arch_penalty`` callable of the search optimizers.
+`LatencyPenalty` turns it into the ``arch_penalty`` callable of the search optimizers.
 
-Example:
+Examples:
     >>> import torch
     >>> from rartsprune.topology import NatsSearchNetwork
     >>> net = NatsSearchNetwork(C=4, N=1)
@@ -53,7 +53,7 @@ _FORMAT = "rartsprune-latency-v1"
 def op_key(op_name: str, in_shape: Sequence[int], out_shape: Sequence[int]) -> str:
     """The table key of an op at given input/output shapes.
 
-    Example:
+    Examples:
         >>> op_key("skip_connect", (1, 8, 16, 16), (1, 8, 16, 16))
         'skip_connect:1x8x16x16->1x8x16x16'
     """
@@ -64,7 +64,7 @@ def op_key(op_name: str, in_shape: Sequence[int], out_shape: Sequence[int]) -> s
 class LatencyTable:
     """Median latencies (ms) of op signatures measured on ``device``.
 
-    Example:
+    Examples:
         >>> t = LatencyTable({"none:1x4x8x8->1x4x8x8": 0.01}, device="cpu")
         >>> LatencyTable.from_dict(t.to_dict()) == t
         True
@@ -101,7 +101,7 @@ class LatencyTable:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LatencyTable:
-        """Inverse of :meth:`to_dict`; ``ValueError`` when the dict is not a latency table."""
+        """Inverse of `to_dict`; ``ValueError`` when the dict is not a latency table."""
         if not isinstance(data, dict) or data.get("format") != _FORMAT:
             raise ValueError(f"not a rartsprune latency table (expected format {_FORMAT!r})")
         entries = data.get("entries")
@@ -123,7 +123,7 @@ class LatencyTable:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LatencyTable:
-        """Read a table written by :meth:`save`."""
+        """Read a table written by `save`."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"latency table not found: {path}")
@@ -282,7 +282,7 @@ def latency_matrices(
 class LatencyPenalty:
     """``weight * sum_alpha <softmax(alpha), Lat>`` -- pass it as ``arch_penalty`` to a search optimizer.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from rartsprune.topology import NatsSearchNetwork
         >>> net = NatsSearchNetwork(C=4, N=1)
@@ -327,8 +327,8 @@ def arch_latency(
 ) -> float:
     """Latency (ms) of a derived architecture: the sum, over all cells, of the chosen ops' table entries.
 
-    ``arch`` is a NATS-Bench arch string (for a :class:`NatsSearchNetwork`) or a :class:`DartsGenotype`
-    (for a :class:`DartsSearchNetwork`); the op latencies come from the shapes ``net`` sees.
+    ``arch`` is a NATS-Bench arch string (for a `NatsSearchNetwork`) or a `DartsGenotype`
+    (for a `DartsSearchNetwork`); the op latencies come from the shapes ``net`` sees.
     """
     lat = latency_matrices(net, table, input_shape)
     op_names = tuple(net.op_names)  # type: ignore[attr-defined]

@@ -5,7 +5,7 @@ Macro network: stem (3x3 conv + BN, ``C`` channels), three stages of ``N`` searc
 All cells share one alpha tensor of shape ``(6, len(op_names))``; edge ``e`` follows the benchmark's edge
 order ``1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2``.
 
-Example:
+Examples:
     >>> import torch
     >>> net = NatsSearchNetwork(C=4, N=1, num_classes=10)
     >>> net(torch.zeros(2, 3, 32, 32)).shape
@@ -67,7 +67,7 @@ class NatsSearchNetwork(nn.Module):
         C: channels of the first stage (benchmark: 16).
         N: search cells per stage (benchmark: 5).
         num_classes: classifier outputs.
-        op_names: candidate ops (subset of :data:`NATS_PRIMITIVES`, in that order by default).
+        op_names: candidate ops (subset of `NATS_PRIMITIVES`, in that order by default).
         affine: BN affine parameters inside the cells (search default: False).
         track_running_stats: BN running statistics inside the cells.
         alpha_init_std: alpha starts as ``alpha_init_std * randn`` (DARTS: 1e-3).
@@ -75,7 +75,7 @@ class NatsSearchNetwork(nn.Module):
     The alpha tensor is a registered parameter (``net.alpha``), so deep copies made with a memo that maps it
     to itself share it. ``arch_parameters()`` returns ``[alpha]``; ``weight_parameters()`` the rest.
 
-    Example:
+    Examples:
         >>> net = NatsSearchNetwork(C=4, N=1)
         >>> [tuple(a.shape) for a in net.arch_parameters()]
         [(6, 5)]

@@ -4,7 +4,7 @@ The table is a CSV with columns ``index, arch, cifar10_test, cifar100_test, imag
 accuracy in %, 200-epoch training, mean over the benchmark's seeds), one row per cell (15,625 rows). It is
 loaded once per path (cached; reloaded when the file changes).
 
-Example:
+Examples:
     >>> from rartsprune.topology.nats_table import default_nats_table_path, lookup_nats
     >>> rec = lookup_nats("|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|",
     ...                   default_nats_table_path())  # doctest: +SKIP
@@ -54,7 +54,7 @@ class NatsRecord:
 class NatsTable:
     """All rows of a NATS-Bench tss table, keyed by arch string.
 
-    Example:
+    Examples:
         >>> t = NatsTable([NatsRecord(0, "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|", 10.0, 1.0, 0.8)])
         >>> t.lookup("|none~0|+|none~0|none~1|+|none~0|none~1|none~2|").cifar10_test
         10.0
@@ -96,7 +96,7 @@ class NatsTable:
 
     @classmethod
     def from_csv(cls, path: str | os.PathLike[str]) -> NatsTable:
-        """Parse the CSV (no cache; prefer :func:`load_nats_table`)."""
+        """Parse the CSV (no cache; prefer `load_nats_table`)."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"NATS-Bench table not found: {path}")
@@ -129,7 +129,7 @@ _LOCK = threading.Lock()
 def load_nats_table(path: str | os.PathLike[str] | None = None) -> NatsTable:
     """Load (and cache per resolved path, size and mtime) the table at ``path`` (default: the shared data).
 
-    Example:
+    Examples:
         >>> load_nats_table("/nonexistent.csv")
         Traceback (most recent call last):
         ...
@@ -152,6 +152,6 @@ def load_nats_table(path: str | os.PathLike[str] | None = None) -> NatsTable:
 
 
 def lookup_nats(arch: str, path: str | os.PathLike[str] | None = None) -> NatsRecord:
-    """Benchmark accuracies of ``arch`` from the table at ``path`` (see :func:`load_nats_table`)."""
+    """Benchmark accuracies of ``arch`` from the table at ``path`` (see `load_nats_table`)."""
     parse_nats_arch(arch)
     return load_nats_table(path).lookup(arch)

@@ -3,7 +3,7 @@
 Every op maps ``(N, C_in, H, W)`` to ``(N, C_out, H // stride, W // stride)`` (rounded up). Ops carry batch
 norms without affine parameters during the search (``affine=False``), as in DARTS and NATS-Bench.
 
-Example:
+Examples:
     >>> import torch
     >>> op = DARTS_OPS["sep_conv_3x3"](8, 1, False, True)
     >>> op(torch.zeros(2, 8, 16, 16)).shape
@@ -270,7 +270,7 @@ class MixedOp(nn.Module):
     in the forward pass (same result, less work). ``edge_index`` and ``arch_name`` say which row of which
     alpha tensor drives the edge (used by latency tables and reports).
 
-    Example:
+    Examples:
         >>> import torch
         >>> ops = {name: DARTS_OPS[name](4, 1, False, True) for name in ("none", "skip_connect")}
         >>> m = MixedOp(ops, arch_name="normal", edge_index=0)
@@ -308,7 +308,7 @@ class MixedOp(nn.Module):
 def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
     """Zero whole samples with probability ``drop_prob`` and rescale the rest (DARTS drop-path).
 
-    Example:
+    Examples:
         >>> import torch
         >>> drop_path(torch.ones(3, 2), 0.0).sum().item()
         6.0
@@ -325,7 +325,7 @@ def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
 def op_names_checked(names: Sequence[str], valid: Sequence[str], space: str) -> tuple[str, ...]:
     """Return ``names`` as a tuple after checking each is one of ``valid``.
 
-    Example:
+    Examples:
         >>> op_names_checked(["none"], NATS_PRIMITIVES, "NATS")
         ('none',)
     """

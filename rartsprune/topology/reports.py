@@ -3,7 +3,7 @@
 Alpha history format (what the search driver records, JSON-able): a list of snapshots
 ``{"epoch": int, "alpha": {arch_name: [[...], ...]}}`` holding the raw alpha of each tensor after that epoch.
 
-Example:
+Examples:
     >>> skip_ratio("|skip_connect~0|+|skip_connect~0|none~1|+|nor_conv_3x3~0|none~1|skip_connect~2|")
     0.5
 """
@@ -42,7 +42,7 @@ def skip_ratio(genotype: str | DartsGenotype, cell: str = "all") -> float:
     NATS: over the 6 edges (``none`` edges count in the denominator). DARTS: over the 8 chosen edges of
     the ``normal`` or ``reduce`` cell, or all 16 (``cell="all"``).
 
-    Example:
+    Examples:
         >>> from rartsprune.topology.genotype import DARTS_V2
         >>> skip_ratio(DARTS_V2, "normal")
         0.25
@@ -54,7 +54,7 @@ def skip_ratio(genotype: str | DartsGenotype, cell: str = "all") -> float:
 def op_histogram(genotype: str | DartsGenotype, cell: str = "all") -> dict[str, int]:
     """How often each op is chosen.
 
-    Example:
+    Examples:
         >>> op_histogram("|none~0|+|none~0|none~1|+|none~0|none~1|skip_connect~2|")
         {'none': 5, 'skip_connect': 1}
     """
@@ -72,7 +72,7 @@ def _softmax(a: np.ndarray) -> np.ndarray:
 def alpha_history_array(history: Sequence[Mapping[str, Any]], arch_name: str) -> tuple[list[int], np.ndarray]:
     """``(epochs, probs)`` with ``probs[t, e, k] = softmax(alpha_t)[e, k]`` for one alpha tensor.
 
-    Example:
+    Examples:
         >>> h = [{"epoch": 0, "alpha": {"cell": [[0.0, 0.0]]}}]
         >>> alpha_history_array(h, "cell")[1].tolist()
         [[[0.5, 0.5]]]
@@ -192,7 +192,7 @@ def draw_cell(
 ) -> Path:
     """Draw a cell as a graph (nodes, arrows labelled with their op) with matplotlib; returns the path.
 
-    ``genotype`` is a NATS arch string (``none`` edges are omitted) or a :class:`DartsGenotype` (``cell`` =
+    ``genotype`` is a NATS arch string (``none`` edges are omitted) or a `DartsGenotype` (``cell`` =
     ``"normal"`` or ``"reduce"``).
     """
     import matplotlib

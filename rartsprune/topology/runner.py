@@ -1,13 +1,13 @@
 """Plumbing shared by the topology recipes: device choice, search data, the checkpointed epoch loop.
 
-* :func:`resolve_device` -- ``"auto"`` -> CUDA when available, else CPU.
-* :func:`load_search_data` -- load a training set (:func:`rartsprune.data.load_dataset`), split it into the
-  halves D_t / D_v (:func:`rartsprune.data.split.split_dataset`), keep in-memory images on the device, and
+* `resolve_device` -- ``"auto"`` -> CUDA when available, else CPU.
+* `load_search_data` -- load a training set (`rartsprune.data.load_dataset`), split it into the
+  halves D_t / D_v (`rartsprune.data.split.split_dataset`), keep in-memory images on the device, and
   yield ``((x_t, t_t), (x_v, t_v))`` device batches per epoch, reshuffled deterministically from
   ``(seed, epoch)`` so a resumed run sees the same batches as an uninterrupted one.
-* :func:`run_search` -- run the remaining epochs of a :class:`TopologySearch`, checkpointing after each.
+* `run_search` -- run the remaining epochs of a `TopologySearch`, checkpointing after each.
 
-Example:
+Examples:
     >>> data = load_search_data("fake", subset=128, batch_size=32, device="cpu")  # doctest: +SKIP
     >>> data.steps_per_epoch  # doctest: +SKIP
     2
@@ -45,7 +45,7 @@ def _as_in_memory(half: Subset) -> Dataset:
 
 @dataclass
 class SearchData:
-    """The two halves of a search's training data and how to batch them (see :func:`load_search_data`)."""
+    """The two halves of a search's training data and how to batch them (see `load_search_data`)."""
 
     train_t: Dataset
     train_v: Dataset
@@ -89,7 +89,7 @@ def load_search_data(
 ) -> SearchData:
     """Load the training split of ``spec`` (``cifar10``, ``cifar100``, ``fake`` or an ImageFolder path),
     keep a ``subset`` (class-stratified, seeded) if asked, split it 50/50 into D_t / D_v (stratified), and
-    return a :class:`SearchData`. Batches get the dataset's standard augmentation (crop, flip, normalise).
+    return a `SearchData`. Batches get the dataset's standard augmentation (crop, flip, normalise).
     """
     from ..data import default_augment, load_dataset, num_classes
     from ..data.split import split_dataset
@@ -193,7 +193,7 @@ def add_search_arguments(
 
 
 def config_from_arguments(args: Any) -> Any:
-    """The :class:`SearchConfig` of parsed :func:`add_search_arguments` options."""
+    """The `SearchConfig` of parsed `add_search_arguments` options."""
     from .search import SearchConfig
 
     return SearchConfig(
@@ -221,7 +221,7 @@ def latency_setup(
 ) -> tuple[Any, tuple[int, int, int, int], Any]:
     """``(table, input_shape, penalty)`` for parsed options: load ``--latency-table`` (measuring missing
     entries on this device) or measure a new one into ``<out>/latency.json``; ``penalty`` is a
-    :class:`LatencyPenalty` when ``--latency-weight > 0``. All ``None`` when latency is not asked for."""
+    `LatencyPenalty` when ``--latency-weight > 0``. All ``None`` when latency is not asked for."""
     from .latency import LatencyPenalty, LatencyTable, measure_latency_table
 
     shape = (int(args.latency_batch), 3, 32, 32)

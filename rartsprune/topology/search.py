@@ -1,13 +1,13 @@
 """Drive a topology search epoch by epoch: optimizer construction, alpha history, checkpoints.
 
-:class:`TopologySearch` wraps a search network (:class:`NatsSearchNetwork` or :class:`DartsSearchNetwork`)
-and a relaxed optimizer from :mod:`rartsprune.optim` built from a :class:`SearchConfig` (SGD with cosine
+`TopologySearch` wraps a search network (`NatsSearchNetwork` or `DartsSearchNetwork`)
+and a relaxed optimizer from `rartsprune.optim` built from a `SearchConfig` (SGD with cosine
 decay for the weights, Adam for alpha, optional alpha warm-up and latency penalty). Each
-:meth:`TopologySearch.run_epoch` consumes ``((x_t, t_t), (x_v, t_v))`` pairs, steps the schedulers, then
-records the alpha snapshot and the derived architecture. :meth:`state_dict` / :meth:`load_state_dict`
-(and :meth:`save` / :meth:`load`) resume a search exactly.
+`TopologySearch.run_epoch` consumes ``((x_t, t_t), (x_v, t_v))`` pairs, steps the schedulers, then
+records the alpha snapshot and the derived architecture. `state_dict` / `load_state_dict`
+(and `save` / `load`) resume a search exactly.
 
-Example:
+Examples:
     >>> import torch
     >>> from rartsprune.topology import NatsSearchNetwork
     >>> net = NatsSearchNetwork(C=4, N=1)
@@ -45,7 +45,7 @@ class SearchConfig:
 
     ``warmup_epochs``: epochs during which alpha is frozen (its learning rate is 0) while the weights
     train. ``beta=None`` keeps the optimizer's default coupling strength. ``latency_weight`` scales the
-    latency penalty (used only when a penalty is given to :class:`TopologySearch`).
+    latency penalty (used only when a penalty is given to `TopologySearch`).
     """
 
     method: str = "rarts"
@@ -91,7 +91,7 @@ class SearchConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SearchConfig:
-        """Inverse of :meth:`to_dict` (unknown keys raise ``ValueError``)."""
+        """Inverse of `to_dict` (unknown keys raise ``ValueError``)."""
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -132,13 +132,13 @@ class TopologySearch:
     """One topology search: a search network, its relaxed optimizer and the record of the run.
 
     Args:
-        net: a :class:`NatsSearchNetwork` or :class:`DartsSearchNetwork`, already on its device.
+        net: a `NatsSearchNetwork` or `DartsSearchNetwork`, already on its device.
         config: hyper-parameters (``config.method`` picks RARTS / DARTS-1 / DARTS-2 / MiLeNAS).
-        arch_penalty: optional ``Callable[[], Tensor]`` (e.g. :class:`LatencyPenalty` with the weight
+        arch_penalty: optional ``Callable[[], Tensor]`` (e.g. `LatencyPenalty` with the weight
             already applied) added to the alpha objective of every method.
         steps_per_epoch: used only for progress bars.
 
-    Attributes: ``optimizer`` (the :mod:`rartsprune.optim` object), ``epoch`` (epochs completed),
+    Attributes: ``optimizer`` (the `rartsprune.optim` object), ``epoch`` (epochs completed),
     ``history`` (alpha snapshots, the first one before any step), ``log`` (per-epoch mean stats, derived
     arch and seconds).
     """
@@ -273,7 +273,7 @@ class TopologySearch:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a state from :meth:`state_dict`; ``SearchError`` if it belongs to another configuration."""
+        """Restore a state from `state_dict`; ``SearchError`` if it belongs to another configuration."""
         saved = state.get("config")
         if saved != self.config.to_dict():
             diff = sorted(k for k in self.config.to_dict() if (saved or {}).get(k) != self.config.to_dict()[k])
@@ -297,7 +297,7 @@ class TopologySearch:
         return path
 
     def load(self, path: str | os.PathLike[str]) -> None:
-        """Resume from a checkpoint written by :meth:`save`."""
+        """Resume from a checkpoint written by `save`."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no search checkpoint at {path}")

@@ -1,12 +1,12 @@
 """Train a DARTS genotype with the DARTS evaluation protocol.
 
-:class:`DartsEvalNetwork` is the CIFAR evaluation network built from a :class:`DartsGenotype` (defaults:
+`DartsEvalNetwork` is the CIFAR evaluation network built from a `DartsGenotype` (defaults:
 20 cells, ``C=36``, auxiliary head after the 2/3-depth reduction, drop-path on non-identity ops).
-:class:`DartsTrainConfig` holds the protocol's hyper-parameters (600 epochs, batch 96, SGD 0.025 cosine,
+`DartsTrainConfig` holds the protocol's hyper-parameters (600 epochs, batch 96, SGD 0.025 cosine,
 momentum 0.9, wd 3e-4, auxiliary weight 0.4, drop-path 0.2 ramped linearly, cutout 16, grad clip 5);
-:func:`train_epoch` / :func:`evaluate` are the loop bodies the ``recipes/darts_train.py`` program drives.
+`train_epoch` / `evaluate` are the loop bodies the ``recipes/darts_train.py`` program drives.
 
-Example:
+Examples:
     >>> import torch
     >>> from rartsprune.topology.genotype import DARTS_V2
     >>> net = DartsEvalNetwork(DARTS_V2, C=4, layers=3, auxiliary=True)

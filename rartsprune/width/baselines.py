@@ -1,6 +1,6 @@
 """One-shot pruning baselines behind the width-search entry point: ``l1_norm``, ``random``, ``slimming``.
 
-They share :func:`rartsprune.prune`'s loop with the relaxed searches, so comparisons use the same data,
+They share `rartsprune.prune`'s loop with the relaxed searches, so comparisons use the same data,
 steps and fine-tuning: ``step`` trains the model on both halves of the split (plain training; for
 ``slimming`` with Network Slimming's ℓ1 subgradient on BatchNorm scales), and ``finalize`` ranks the
 channels with the method's importance:
@@ -10,7 +10,7 @@ channels with the method's importance:
 * ``random`` — seeded uniform scores;
 * ``slimming`` — |γ| of the channel's BatchNorm layers (Liu et al., 2017).
 
-Example:
+Examples:
     >>> pruner = rartsprune.prune(model, ratio=0.4, method="l1_norm")  # doctest: +SKIP
 """
 

@@ -12,7 +12,7 @@ group feeding it). ``cost_weight`` is dimensionless: at α = 1 the sum is at mos
 counted once through its inputs and once through its outputs), and a larger ``cost_weight`` trades
 accuracy for fewer MACs.
 
-Example:
+Examples:
     >>> penalty = WidthPenalty(handle, l1=1e-4, cost_weight=0.5)  # doctest: +SKIP
     >>> float(penalty())  # doctest: +SKIP
 """
@@ -71,7 +71,7 @@ class WidthPenalty:
     Args:
         handle: the scored model's handle.
         l1: strength of the ℓ1 term (summed over every scored unit, like Network Slimming's
-            ``s * Σ|γ|``). With ``prox=True`` in :func:`rartsprune.prune` the ℓ1 term is applied by
+            ``s * Σ|γ|``). With ``prox=True`` in `rartsprune.prune` the ℓ1 term is applied by
             soft-thresholding instead and this class leaves it out.
         cost_weight: strength of the width cost (dimensionless, see the module docstring).
         include_l1: add the ℓ1 term to the penalty (False when a proximal step applies it).

@@ -10,7 +10,7 @@ Shaped like ``torch.nn.utils.prune``: a module goes in and the same module comes
     # fine-tune ``model`` as any plain nn.Module
 
 ``model`` is the primary network y of RARTS (it sees D_v); the auxiliary network w (sees D_t) is a deep
-copy sharing the scores. After :meth:`WidthPruner.finalize` only ``model`` remains, physically smaller.
+copy sharing the scores. After `WidthPruner.finalize` only ``model`` remains, physically smaller.
 
 Pruning ratio semantics (``mode="ratio"``): ``ratio`` is the *pruning ratio of channels* (PRC), the
 fraction of the prunable channels (those of scored groups; heads, attention internals and ignored layers
@@ -80,13 +80,13 @@ def _adam(lr: float, weight_decay: float) -> Callable[[list[torch.Tensor]], torc
 
 
 class WidthPruner:
-    """A width search in progress (returned by :func:`prune`).
+    """A width search in progress (returned by `prune`).
 
     Attributes:
-        model: the user's model (the primary network y), scored until :meth:`finalize`.
-        handle: the :class:`~rartsprune.scores.ScoreHandle` of its scores.
-        search: the search optimizer (:mod:`rartsprune.optim`) or, for one-shot baselines, the trainer.
-        result: after :meth:`finalize`, a dict with the achieved PRC, widths and the plan.
+        model: the user's model (the primary network y), scored until `finalize`.
+        handle: the `rartsprune.scores.ScoreHandle` of its scores.
+        search: the search optimizer (`rartsprune.optim`) or, for one-shot baselines, the trainer.
+        result: after `finalize`, a dict with the achieved PRC, widths and the plan.
     """
 
     def __init__(self, model: nn.Module, handle: ScoreHandle, search: Any, config: dict[str, Any]) -> None:
@@ -127,7 +127,7 @@ class WidthPruner:
         ||y - w|| for RARTS, the penalty, learning rates).
 
         Raises:
-            SearchError: after :meth:`finalize`, after ``rartsprune.remove``, or on a non-finite loss (the
+            SearchError: after `finalize`, after ``rartsprune.remove``, or on a non-finite loss (the
                 step is undone: the model, the scores and the optimizer states are as before the call).
             ValueError: a batch of the wrong shape or dtype (default loss only).
         """
@@ -161,7 +161,7 @@ class WidthPruner:
         return baseline_importance(self.handle, self.config["method"], self.config["seed"])
 
     def selection(self) -> Selection:
-        """Which units :meth:`finalize` would keep now (the model is not changed)."""
+        """Which units `finalize` would keep now (the model is not changed)."""
         self._alive("selection()")
         if self.config["mode"] == "l1":
             if self._is_search:
@@ -170,7 +170,7 @@ class WidthPruner:
         return select_by_ratio(self.handle, self.config["ratio"], importance=self.importance(), scope=self.config["scope"])
 
     def plan(self) -> PruningPlan:
-        """The pruning plan: a preview before :meth:`finalize`, the executed plan after."""
+        """The pruning plan: a preview before `finalize`, the executed plan after."""
         if self.finalized:
             assert self._plan is not None
             return self._plan
@@ -233,7 +233,7 @@ class WidthPruner:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict` into a pruner created by the same ``prune`` call on a fresh model."""
+        """Restore `state_dict` into a pruner created by the same ``prune`` call on a fresh model."""
         self._alive("load_state_dict()")
         if not isinstance(state, Mapping) or state.get("format") != _STATE_FORMAT:
             raise ValueError(f"not a rartsprune pruner state (format {_STATE_FORMAT!r} expected)")
@@ -355,7 +355,7 @@ def prune(
         round_to: round each group's kept channel count up to a multiple of this (faster kernels).
         scope: ``"global"`` or ``"layer"`` ranking for ``mode="ratio"``.
         importance: score criterion for the ranking: ``"alpha"``, ``"alpha_gamma"`` or ``"normalized"``
-            (see :mod:`rartsprune.width.selection`).
+            (see `rartsprune.width.selection`).
         l1, prox, threshold: ℓ1 mode settings.
         cost_weight: weight of the MACs cost of the kept channels (trade accuracy for MACs).
         sparsity: Network Slimming's ``s`` (``method="slimming"``).
@@ -363,11 +363,11 @@ def prune(
             of the scores. ``weight_optimizer`` / ``arch_optimizer`` factories override them.
         weight_scheduler, arch_scheduler: LR scheduler factories (step them with ``step_schedulers``).
         grad_clip, amp_dtype, grad_scaler, distributed: passed to the search optimizer.
-        backend, allow_inexact: passed to :func:`rartsprune.attach_scores`.
+        backend, allow_inexact: passed to `rartsprune.attach_scores`.
         seed: seed of the checks, the random baseline and the auxiliary copy.
 
     Returns:
-        A :class:`WidthPruner`: call ``step(batch_t, batch_v)`` in your loop, then ``finalize()``.
+        A `WidthPruner`: call ``step(batch_t, batch_v)`` in your loop, then ``finalize()``.
 
     Raises:
         ValueError: bad ratio (outside [0, 1) or one that would empty the model), unknown mode, method or
@@ -377,7 +377,7 @@ def prune(
 
     On any error the model is left exactly as it was.
 
-    Example:
+    Examples:
         >>> import torch, torchvision, rartsprune
         >>> model = torchvision.models.resnet18(num_classes=10)
         >>> pruner = rartsprune.prune(model, ratio=0.4, example_inputs=torch.randn(1, 3, 32, 32))

@@ -2,15 +2,15 @@
 
 Two ways to decide, matching the two width-search modes:
 
-* :func:`select_by_ratio` — remove a fixed fraction of the prunable channels (the *pruning ratio of
+* `select_by_ratio` — remove a fixed fraction of the prunable channels (the *pruning ratio of
   channels*, PRC). ``scope="global"`` ranks every unit of every group together (Network Slimming's global
   threshold); ``scope="layer"`` removes the same fraction from every group.
-* :func:`select_by_threshold` — remove every unit whose importance is at most a threshold (ℓ1 mode: the
+* `select_by_threshold` — remove every unit whose importance is at most a threshold (ℓ1 mode: the
   sparsity penalty decides how many).
 
 Both never empty a group (its best unit always survives) and report the achieved PRC.
 
-Importance criteria (:func:`unit_importance`), all computed from the scores α of a scored model:
+Importance criteria (`unit_importance`), all computed from the scores α of a scored model:
 
 * ``"alpha"`` — |α|. Every α starts at 1 and is trained with one learning rate, so the raw values are
   comparable across layers. Default.
@@ -21,7 +21,7 @@ Importance criteria (:func:`unit_importance`), all computed from the scores α o
 
 The quality benchmark (``bench/pruning_quality.py``) compares them.
 
-Example:
+Examples:
     >>> sel = select_by_ratio(handle, 0.4)  # doctest: +SKIP
     >>> sel.prc, len(sel.keep)  # doctest: +SKIP
     (0.4, 12)
@@ -147,7 +147,7 @@ def select_by_ratio(
     Args:
         handle: the scored model's handle.
         ratio: fraction of prunable channels to remove, in [0, 1).
-        importance: per-group unit importances (default: :func:`unit_importance` with ``criterion``).
+        importance: per-group unit importances (default: `unit_importance` with ``criterion``).
         scope: ``"global"`` (rank all units together) or ``"layer"`` (the same fraction in every group).
 
     The achieved PRC differs from ``ratio`` by less than one unit per group (units are single channels
