@@ -93,8 +93,8 @@ def _fmt_macs(n: int | None) -> str:
     return format_count(n)
 
 
-def write_table(rows: dict[str, dict], path: Path) -> None:
-    """Markdown coverage table with per-suite pass rates."""
+def write_table(rows: dict[str, dict], path: Path, planned: list[str] | None = None) -> None:
+    """Markdown coverage table with per-suite pass rates; ``planned`` models without a row are listed as not run."""
     lines = [
         "# Model coverage",
         "",
@@ -107,11 +107,18 @@ def write_table(rows: dict[str, dict], path: Path) -> None:
     for suite in ("torchvision", "timm"):
         sel = [r for k, r in sorted(rows.items()) if k.startswith(suite + ":")]
         if not sel:
+            if any(p.startswith(suite + ":") for p in planned or []):
+                lines += [f"## {suite}: not run in this sweep", ""]
             continue
         ok = sum(1 for r in sel if r.get("ok"))
         lines += [
             f"## {suite}: {ok}/{len(sel)} pass ({100.0 * ok / len(sel):.0f}%)",
             "",
+        ]
+        missing = [p.split(":", 1)[1] for p in planned or [] if p.startswith(suite + ":") and p not in rows]
+        if missing:
+            lines += [f"Not run in this sweep ({len(missing)}): {', '.join(missing)}.", ""]
+        lines += [
             "| model | input | groups (scored/all) | scored channels | MACs before | MACs after | result | reason |",
             "|---|---|---|---|---|---|---|---|",
         ]
@@ -148,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json.exists():
         rows = json.loads(args.json.read_text()).get("rows", {})
     specs = _specs(args.suite, args.models)
+    planned = _specs("all", None)
     from tqdm import tqdm
 
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
@@ -169,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         tqdm.write(f"{spec}: {'pass' if row.get('ok') else 'FAIL ' + str(row.get('reason'))[:120]}")
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"ratio": args.ratio, "rows": rows}, indent=1))
-        write_table(rows, args.table)
-    write_table(rows, args.table)
+        write_table(rows, args.table, planned)
+    write_table(rows, args.table, planned)
     summary = {
         s: f"{sum(1 for k, r in rows.items() if k.startswith(s) and r.get('ok'))}/{sum(1 for k in rows if k.startswith(s))}"
         for s in ("torchvision", "timm")

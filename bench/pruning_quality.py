@@ -9,7 +9,7 @@ test accuracy, params, MACs and wall time. RARTS is also run with the other scor
 Writes ``bench/results/pruning_quality.json`` and ``bench/results/pruning_quality.md``; every run keeps its own
 folder (``--work``) so an interrupted benchmark continues where it stopped.
 
-    python bench/pruning_quality.py                  # CPU default: depth 20, 10k-image subset (~1 h on 2 cores)
+    python bench/pruning_quality.py                  # CPU default: depth 20, 4k-image subset (~1 h on 2 cores)
     python bench/pruning_quality.py --full --device cuda   # ResNet-164, all 50k images, the paper's schedule
 """
 
@@ -52,11 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=str(DATA), help="CIFAR-10 ImageFolder tree (or cifar10 / fake)")
     ap.add_argument("--full", action="store_true", help="ResNet-164, all images, 160/20/160 epochs (GPU)")
     ap.add_argument("--depth", type=int, default=20)
-    ap.add_argument("--train-subset", type=int, default=10_000)
-    ap.add_argument("--test-subset", type=int, default=None)
-    ap.add_argument("--baseline-epochs", type=int, default=12)
-    ap.add_argument("--search-epochs", type=int, default=2)
-    ap.add_argument("--finetune-epochs", type=int, default=4)
+    ap.add_argument("--train-subset", type=int, default=4000)
+    ap.add_argument("--test-subset", type=int, default=2000)
+    ap.add_argument("--baseline-epochs", type=int, default=8)
+    ap.add_argument("--search-epochs", type=int, default=1)
+    ap.add_argument("--finetune-epochs", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--ratios", default="0.4,0.6")
     ap.add_argument("--methods", default=",".join(METHODS))
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     if args.full:
-        args.depth, args.train_subset, args.baseline_epochs = 164, None, 160
+        args.depth, args.train_subset, args.test_subset, args.baseline_epochs = 164, None, None, 160
         args.search_epochs, args.finetune_epochs = 20, 160
     data = args.data
     if data not in ("cifar10", "fake") and not (Path(data) / "train").is_dir():
@@ -131,8 +131,10 @@ def main(argv: list[str] | None = None) -> int:
                      "params": sel[0]["params"], "macs": sel[0]["macs"], "prc": sel[0]["prc"],
                      "wall_s": statistics.mean(r["wall_s"] for r in sel), "seeds": len(sel)})
     unpruned = baseline["before"]
+    targets = _targets(rows, unpruned["test_acc"])
     result = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-              "baseline": unpruned, "rows": rows, "runs": runs, "total_wall_s": time.perf_counter() - t_start}
+              "baseline": unpruned, "rows": rows, "runs": runs, "targets": targets,
+              "total_wall_s": time.perf_counter() - t_start}
     lines = [f"# Pruning quality: PreResNet-{args.depth} on CIFAR-10 "
              f"({args.train_subset or 'all'} training images, {len(seeds)} seeds)", "",
              f"Unpruned baseline: {unpruned['test_acc']:.2f}% top-1, {format_count(unpruned['params'])} params, "
@@ -143,12 +145,30 @@ def main(argv: list[str] | None = None) -> int:
     for r in sorted(rows, key=lambda r: (r["ratio"], -r["acc_mean"])):
         lines.append(f"| {100 * r['ratio']:.0f}% | {r['method']} | {r['acc']} | {r['acc_pruned']} | "
                      f"{format_count(r['params'])} | {format_count(r['macs'])} | {r['wall_s']:.0f} |")
+    lines += ["", "Targets (project issue 6): " + (", ".join(f"{k}: {'met' if v else 'missed'}"
+                                                         for k, v in targets.items()) or "no RARTS rows")]
     lines += ["", f"Command: `python bench/pruning_quality.py {' '.join(argv or sys.argv[1:])}`".rstrip()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
+
+
+def _targets(rows: list[dict], unpruned_acc: float) -> dict[str, bool]:
+    """RARTS ahead of slimming, l1_norm and random by >= 0.5 points at each PRC, and not below the unpruned net."""
+    by = {(r["method"], r["ratio"]): r["acc_mean"] for r in rows}
+    out: dict[str, bool] = {}
+    for ratio in sorted({r["ratio"] for r in rows}):
+        rarts = by.get(("rarts", ratio))
+        if rarts is None:
+            continue
+        pct = f"{100 * ratio:.0f}"
+        for other in ("slimming", "l1_norm", "random"):
+            if (other, ratio) in by:
+                out[f"rarts >= {other} + 0.5 at PRC {pct}%"] = rarts >= by[(other, ratio)] + 0.5
+        out[f"rarts >= unpruned at PRC {pct}%"] = rarts >= unpruned_acc
+    return out
 
 
 if __name__ == "__main__":

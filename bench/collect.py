@@ -1,0 +1,136 @@
+"""Collect the latest benchmark results (``bench/results/*.json`` / ``*.md``) into ``docs/benchmarks.md``.
+
+Nothing is measured here: every number comes from the JSON the benchmark scripts wrote, with the date of
+the file and the command that regenerates it. Missing results are listed as "not run yet".
+
+    python bench/collect.py                 # writes docs/benchmarks.md
+    python bench/collect.py --out /tmp/b.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+
+
+def _stamp(path: Path, data: dict | None = None) -> str:
+    """Where a result lives and when it was measured (the JSON's own ``date`` if any, else the file's mtime)."""
+    if data and data.get("date"):
+        return f"`{path.relative_to(ROOT)}`, measured {str(data['date'])[:16].replace('T', ' ')}"
+    when = dt.datetime.fromtimestamp(path.stat().st_mtime, tz=dt.timezone.utc)
+    return f"`{path.relative_to(ROOT)}`, written {when:%Y-%m-%d %H:%M} UTC"
+
+
+def _load(name: str) -> tuple[dict | None, Path]:
+    path = RESULTS / name
+    return (json.loads(path.read_text()) if path.exists() else None), path
+
+
+def _md_body(path: Path) -> list[str]:
+    """A benchmark's markdown table without its first heading (the section heading replaces it)."""
+    lines = path.read_text().splitlines()
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]
+    return [ln.replace("\n", " ") for ln in lines]
+
+
+def step_cost_section() -> list[str]:
+    data, path = _load("step_cost.json")
+    out = ["## Cost of one search step (`bench/step_cost.py`)", ""]
+    if data is None:
+        return out + ["Not run yet: `python bench/step_cost.py`.", ""]
+    env = data.get("environment", {})
+    out += [f"Device {env.get('device', '?')}, {env.get('threads', '?')} thread(s), batch "
+            f"{data['config']['batch_size']}, {data['network']['params']:,} parameters; {_stamp(path, data)}.", "",
+            "| method | median s / step | × plain | peak memory (MiB) |", "|---|---|---|---|"]
+    plain = data["methods"]["plain"]["median_s"]
+    for name, m in data["methods"].items():
+        mem = m.get("peak_memory_bytes")
+        mem_mib = f"{mem / 2**20:.0f}" if mem else "-"
+        out.append(f"| {name} | {m['median_s']:.3f} | {m['median_s'] / plain:.2f} | {mem_mib} |")
+    out += ["", "| ratio | value | target | met |", "|---|---|---|---|"]
+    targets = {"rarts_fused/darts1": 1.05, "rarts_fused/darts2": 0.40, "rarts_exact/darts1": 2.0}
+    for key, value in data["ratios"].items():
+        t = targets.get(key)
+        out.append(f"| {key} | {value:.2f} | {'<= ' + str(t) if t else ''} | "
+                   f"{('yes' if value <= t else '**no**') if t else ''} |")
+    return out + [""]
+
+
+def overhead_section() -> list[str]:
+    data, path = _load("overhead.json")
+    out = ["## Overhead of the scores and of surgery (`bench/overhead.py`)", ""]
+    if data is None:
+        return out + ["Not run yet: `python bench/overhead.py`.", ""]
+    out += [f"Forward + backward, training mode, {data.get('device')} with {data.get('threads')} thread(s), "
+            f"interleaved medians; {_stamp(path)}.", "",
+            "| model | batch | input | scored (param) / plain | scored (hook) / plain | pruned / same-size plain |",
+            "|---|---|---|---|---|---|"]
+    for r in data["rows"]:
+        q = r["ratios"]
+        out.append(f"| {r['model']} | {r['batch']} | {r['input']} | {q['scored_param_over_plain']:.2f} | "
+                   f"{q['scored_hook_over_plain']:.2f} | {q['pruned_over_same_size_plain']:.2f} |")
+    return out + [""]
+
+
+def md_section(title: str, name: str, command: str) -> list[str]:
+    path = RESULTS / name
+    out = [f"## {title}", ""]
+    if not path.exists():
+        return out + [f"Not run yet: `{command}`.", ""]
+    return out + [f"{_stamp(path)}; rerun with `{command}`.", ""] + _md_body(path) + [""]
+
+
+def coverage_section() -> list[str]:
+    data, path = _load("coverage.json")
+    out = ["## Model coverage (`bench/coverage.py`)", ""]
+    if data is None:
+        return out + ["Not run yet: `python bench/coverage.py`.", ""]
+    rows = data["rows"]
+    for suite in ("torchvision", "timm"):
+        sel = [r for k, r in rows.items() if k.startswith(suite + ":")]
+        if sel:
+            ok = sum(1 for r in sel if r.get("ok"))
+            out.append(f"- {suite}: {ok}/{len(sel)} models pass ({100 * ok / len(sel):.0f}%)")
+    return out + ["", f"{_stamp(path)}; the full table is on the [coverage page](coverage.md).", ""]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    args = ap.parse_args(argv)
+    lines = [
+        "# Benchmarks",
+        "",
+        "Latest results of the scripts in `bench/` (how to run each: `bench/README.md`). Times are medians of",
+        "interleaved repetitions, so ratios measured in one run are comparable even on a shared machine; absolute",
+        "times are not. MACs are multiply-accumulates counted by fvcore (1 MAC = 2 FLOPs). Regenerate this page",
+        "with `python bench/collect.py` after running the benchmarks.",
+        "",
+    ]
+    lines += md_section("Width-search quality (`bench/pruning_quality.py`)", "pruning_quality.md",
+                        "python bench/pruning_quality.py")
+    lines += md_section("Real speed-up against the MACs ratio (`bench/speedup.py`)", "speedup.md",
+                        "python bench/speedup.py")
+    lines += md_section("Speed-up, PreResNet-164 in channels_last", "speedup_preresnet164_channels_last.md",
+                        "python bench/speedup.py --models preresnet164 --channels-last "
+                        "--out bench/results/speedup_preresnet164_channels_last.json")
+    lines += step_cost_section()
+    lines += overhead_section()
+    lines += md_section("NATS-Bench topology search quality (`bench/nats_quality.py`)", "nats_quality.md",
+                        "python bench/nats_quality.py")
+    lines += coverage_section()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines).rstrip() + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
