@@ -301,10 +301,12 @@ def build_dependency_graph(model: nn.Module, example_inputs: Any) -> tp.Dependen
         warnings.simplefilter("ignore")
         for p in model.parameters():
             p.requires_grad_(True)  # Torch-Pruning traces autograd; frozen weights would hide every layer
+        train_error: Exception | None = None
         try:
             try:
                 graph = _trace(model, example_inputs, train=True)
-            except Exception:  # noqa: BLE001 - retried in eval mode below; a real failure re-raises there
+            except Exception as exc:  # noqa: BLE001 - retried in eval mode below; a real failure re-raises there
+                train_error = exc
                 restore_buffers()
                 graph = _trace(model, example_inputs, train=False)
         except Exception as exc:  # noqa: BLE001 - Torch-Pruning raises arbitrary errors on models it cannot trace
@@ -318,7 +320,27 @@ def build_dependency_graph(model: nn.Module, example_inputs: Any) -> tp.Dependen
             f"{type(model).__name__}: tracing found no layers (does the forward return tensors that "
             "depend on the model's parameters?)"
         )
+    if train_error is not None:
+        _warn_untraced(model, graph, train_error)
     return graph
+
+
+def _warn_untraced(model: nn.Module, graph: tp.DependencyGraph, train_error: Exception) -> None:
+    """Warn when an eval-mode trace missed layers with weights (e.g. auxiliary heads used only in training)."""
+    traced = set(graph.module2node)
+    prunable = tuple(tp.ops.type2class(t) for t in graph.REGISTERED_PRUNERS)  # the layer types a trace records
+    missed = [name for name, m in model.named_modules() if isinstance(m, prunable) and m not in traced]
+    if missed:
+        shown = ", ".join(missed[:5]) + (f" and {len(missed) - 5} more" if len(missed) > 5 else "")
+        warnings.warn(
+            f"{type(model).__name__} could not run in training mode on the example inputs "
+            f"({type(train_error).__name__}: {str(train_error)[:160]}), so it was traced in eval mode, and "
+            f"layers the eval-mode forward does not run were not seen: {shown}. Their input channels are not "
+            "pruned with the rest, so after surgery they may fail in training mode. Pass example inputs that run "
+            "a training-mode forward (full-size images, batch >= 2) or remove those layers.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def resolve_modules(model: nn.Module, layers: Sequence[nn.Module | str] | None, what: str) -> set[str]:

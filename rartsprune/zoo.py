@@ -49,7 +49,8 @@ TIMM_COVERAGE: tuple[str, ...] = (
 )
 
 #: torchvision models whose input size must differ from the small default.
-_TV_INPUT = {"inception_v3": 128, "maxvit_t": 224, "googlenet": 64}
+#: Inception-v3's auxiliary head (run in training mode) needs its full 299 px input.
+_TV_INPUT = {"inception_v3": 299, "maxvit_t": 224, "googlenet": 64}
 #: torchvision constructors that accept a smaller ``image_size``.
 _TV_IMAGE_SIZE = ("vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14")
 _SMALL = 64

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -300,3 +301,30 @@ def test_bad_inputs_leave_model_untouched(monkeypatch: pytest.MonkeyPatch) -> No
     rartsprune.attach_scores(model, X32[:1])
     with pytest.raises(RartsPruneError, match="already has scores"):
         rartsprune.attach_scores(model, X32[:1])
+
+
+class _TrainOnlyAux(nn.Module):
+    """A stem, a head, and an auxiliary head that runs only in training mode and needs >= 5x5 features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.aux = nn.Conv2d(8, 4, 5)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.stem(x)
+        out = self.head(f.mean((2, 3)))
+        if self.training:
+            out = out + self.aux(f).mean()
+        return out
+
+
+def test_eval_fallback_trace_warns_about_layers_it_did_not_see() -> None:
+    model = _TrainOnlyAux()
+    with pytest.warns(UserWarning, match=r"traced in eval mode.*not seen: aux"):
+        rartsprune.attach_scores(copy.deepcopy(model), torch.randn(2, 3, 4, 4))  # aux needs 5x5: fails in training
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        handle = rartsprune.attach_scores(model, torch.randn(2, 3, 8, 8))  # big enough: traced in training mode
+    assert model.training and len(handle.groups) == 1
