@@ -50,7 +50,7 @@ TIMM_COVERAGE: tuple[str, ...] = (
 
 #: torchvision models whose input size must differ from the small default.
 #: Inception-v3's auxiliary head (run in training mode) needs its full 299 px input.
-_TV_INPUT = {"inception_v3": 299, "maxvit_t": 224, "googlenet": 64}
+_TV_INPUT = {"inception_v3": 299, "maxvit_t": 224, "googlenet": 64, "vit_h_14": 56}  # ViT-H: 14 px patches
 #: torchvision constructors that accept a smaller ``image_size``.
 _TV_IMAGE_SIZE = ("vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14")
 _SMALL = 64
@@ -151,7 +151,7 @@ def build_model(
                 raise ValueError("pretrained torchvision models come with 1000 classes; replace the head yourself")
             return model
         if name in _TV_IMAGE_SIZE and "image_size" not in kwargs and small:
-            kwargs["image_size"] = _SMALL
+            kwargs["image_size"] = _TV_INPUT.get(name, _SMALL)
         return torchvision.models.get_model(name, num_classes=num_classes, **kwargs)
     if kind == "timm":
         import timm
