@@ -37,6 +37,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _paths import portable  # noqa: E402  (bench/ is on sys.path when a script runs)
+
 from rartsprune.optim import METHODS  # noqa: E402
 from rartsprune.topology import NATS_PRIMITIVES, NatsSearchNetwork, load_nats_table, skip_ratio  # noqa: E402
 from rartsprune.topology.runner import load_search_data, resolve_device, run_search  # noqa: E402
@@ -81,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {
-        "data": args.data, "C": args.C, "N": args.N, "subset": args.subset, "epochs": args.epochs,
+        "data": portable(args.data), "C": args.C, "N": args.N, "subset": args.subset, "epochs": args.epochs,
         "warmup_epochs": args.warmup_epochs, "batch_size": args.batch_size, "arch_lr": args.arch_lr,
         "lr": args.lr, "mode": args.mode, "lam": args.lam, "beta": args.beta, "ops": list(args.ops),
     }

@@ -27,6 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _paths import portable  # noqa: E402  (bench/ is on sys.path when a script runs)
+
 from rartsprune.flops import format_count  # noqa: E402
 from rartsprune.models import preresnet  # noqa: E402
 from rartsprune.pipeline import PruneJob, run  # noqa: E402
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                      "wall_s": statistics.mean(r["wall_s"] for r in sel), "seeds": len(sel)})
     unpruned = baseline["before"]
     targets = _targets(rows, unpruned["test_acc"])
-    result = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    result = {"settings": {k: portable(v) for k, v in vars(args).items()},
               "baseline": unpruned, "rows": rows, "runs": runs, "targets": targets,
               "total_wall_s": time.perf_counter() - t_start}
     lines = [f"# Pruning quality: PreResNet-{args.depth} on CIFAR-10 "

@@ -51,6 +51,8 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _paths import portable  # noqa: E402  (bench/ is on sys.path when a script runs)
+
 from rartsprune.optim import make_search_optimizer  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "step_cost.json"
@@ -318,7 +320,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     times = time_methods(args, device)
     memory = None if args.no_memory else measure_memory(args, device)
     result = {
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "memory_probe"},
+        "config": {k: portable(v) for k, v in vars(args).items() if k != "memory_probe"},
         "network": {"params": sum(p.numel() for p in SuperNet(args.channels, args.layers_per_stage).parameters()),
                     "input": [args.batch_size, 3, 32, 32]},
         **summarise(times, memory),

@@ -35,6 +35,9 @@ def test_pruning_quality_smoke(tmp_path: Path) -> None:
     assert {r["method"] for r in res["runs"]} == {"rarts", "l1_norm", "random"}
     for r in res["runs"]:
         assert abs(r["prc"] - 0.4) < 0.05 and r["params"] < res["baseline"]["params"]
+    # committed results must not name this machine's directories
+    assert not [v for v in res["settings"].values() if isinstance(v, str) and os.path.isabs(v)], res["settings"]
+    assert res["settings"]["out"] == os.path.relpath(out, ROOT)
     assert set(res["targets"]) == {"rarts >= l1_norm + 0.5 at PRC 40%", "rarts >= random + 0.5 at PRC 40%",
                                    "rarts >= unpruned at PRC 40%"}
     text = out.with_suffix(".md").read_text()
@@ -42,6 +45,15 @@ def test_pruning_quality_smoke(tmp_path: Path) -> None:
     # finished runs are reused: a rerun does no training and gives the same rows
     _run(*args)
     assert json.loads(out.read_text())["runs"] == [dict(r) for r in res["runs"]]
+
+
+def test_step_cost_records_relative_paths(tmp_path: Path) -> None:
+    out = tmp_path / "sc.json"
+    _run("bench/step_cost.py", "--rounds", "1", "--steps-per-round", "1", "--warmup", "0", "--no-memory",
+         "--out", str(out))
+    res = json.loads(out.read_text())
+    assert res["config"]["out"] == os.path.relpath(out, ROOT)
+    assert {"plain", "rarts_exact", "rarts_fused", "darts1", "darts2", "milenas"} <= set(res["methods"])
 
 
 def test_speedup_smoke(tmp_path: Path) -> None:
