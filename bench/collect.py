@@ -37,7 +37,7 @@ def _md_body(path: Path) -> list[str]:
     lines = path.read_text().splitlines()
     if lines and lines[0].startswith("# "):
         lines = lines[1:]
-    return [ln.replace("\n", " ") for ln in lines]
+    return lines
 
 
 def step_cost_section() -> list[str]:

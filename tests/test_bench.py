@@ -44,7 +44,7 @@ def test_pruning_quality_smoke(tmp_path: Path) -> None:
     assert "| 40% | rarts |" in text and "Targets" in text
     # finished runs are reused: a rerun does no training and gives the same rows
     _run(*args)
-    assert json.loads(out.read_text())["runs"] == [dict(r) for r in res["runs"]]
+    assert json.loads(out.read_text())["runs"] == res["runs"]
 
 
 def test_step_cost_records_relative_paths(tmp_path: Path) -> None:
