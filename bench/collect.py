@@ -54,12 +54,19 @@ def step_cost_section() -> list[str]:
         mem = m.get("peak_memory_bytes")
         mem_mib = f"{mem / 2**20:.0f}" if mem else "-"
         out.append(f"| {name} | {m['median_s']:.3f} | {m['median_s'] / plain:.2f} | {mem_mib} |")
-    out += ["", "| ratio | value | target | met |", "|---|---|---|---|"]
+    floors = data.get("pass_count_floors", {})
+    out += ["", "| ratio | value | pass-count floor | target | met |", "|---|---|---|---|---|"]
     targets = {"rarts_fused/darts1": 1.05, "rarts_fused/darts2": 0.40, "rarts_exact/darts1": 2.0}
     for key, value in data["ratios"].items():
         t = targets.get(key)
-        out.append(f"| {key} | {value:.2f} | {'<= ' + str(t) if t else ''} | "
+        floor = f"{floors[key]:.2f}" if key in floors else ""
+        out.append(f"| {key} | {value:.2f} | {floor} | {'<= ' + str(t) if t else ''} | "
                    f"{('yes' if value <= t else '**no**') if t else ''} |")
+    if "alpha_only/full" in floors:
+        out += ["", f"An alpha-only pass costs {floors['alpha_only/full']:.2f}× a pass with weight gradients "
+                "(`pass_alpha_only` / `pass_full`). The floor is what the pass counts alone allow: fused RARTS "
+                "runs two full passes, DARTS-1 one full and one alpha-only pass, DARTS-2 three full and two "
+                "alpha-only passes."]
     return out + [""]
 
 

@@ -2,6 +2,7 @@
 
 from ._version import __version__
 from .attach import attach_scores
+from .calibrate import has_running_stats, recalibrate_bn
 from .data.split import split_dataset, split_loaders
 from .errors import RartsPruneError, SearchError, SurgeryError, UnsupportedModelError
 from .flops import FlopsReport, compare_reports, flops_report, format_count
@@ -43,4 +44,6 @@ __all__ = [
     "RARTS",
     "MiLeNAS",
     "make_search_optimizer",
+    "has_running_stats",
+    "recalibrate_bn",
 ]

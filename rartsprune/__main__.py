@@ -38,6 +38,7 @@ _HELP = {
     "finetune_epochs": "fine-tuning epochs of the pruned model",
     "batch_size": "batch size (per half during the search)",
     "lr": "SGD learning rate of pre-training and fine-tuning",
+    "finetune_lr": "SGD learning rate of fine-tuning (default: --lr); short fine-tunes keep more with a lower one",
     "schedule": "LR schedule of pre-training/fine-tuning: step (/10 at 50%%, 75%%) or cosine",
     "search_lr": "SGD learning rate of the network weights during the search (cosine-annealed)",
     "arch_lr": "Adam learning rate of the channel scores",
@@ -51,6 +52,7 @@ _HELP = {
     "threshold": "mode=l1: remove channels with |score| <= threshold",
     "cost_weight": "weight of the MACs cost of the kept channels",
     "sparsity": "Network Slimming's l1 on BN scales (method=slimming)",
+    "bn_recalibration": "training batches to re-estimate BatchNorm statistics after surgery (0: off)",
     "train_subset": "use a class-stratified subset of this many training images",
     "test_subset": "use a class-stratified subset of this many test images",
     "init_weights": "state_dict (.pt) to start from",
@@ -72,6 +74,8 @@ def _prune_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_)
         elif f.name in ("round_to", "train_subset", "test_subset", "image_size"):
             p.add_argument(flag, type=int, default=default, help=help_)
+        elif f.name == "finetune_lr":
+            p.add_argument(flag, type=float, default=default, help=help_)
         elif f.name == "stop_after":
             p.add_argument(flag, choices=("pretrain",), default=None, help="end the job after this phase")
         elif f.name in ("init_weights", "data_root"):

@@ -9,7 +9,9 @@ Used by ``python -m rartsprune prune`` and the recipes. Every phase writes a che
 * ``plan.json`` + ``pruned.pt`` — the pruned model (re-create it with `rartsprune.apply_plan` on a fresh
   model, then ``load_state_dict``),
 * ``results.json`` — accuracies (before search, after search, after pruning, after fine-tuning), parameters and
-  MACs before/after, PRC, per-layer widths, wall times, per-epoch history,
+  MACs before/after, PRC, per-layer widths, wall times, per-epoch history. Right after surgery the BatchNorm
+  statistics are re-estimated on ``bn_recalibration`` training batches (`rartsprune.recalibrate_bn`; 0 turns it
+  off): ``after_prune`` is measured after that, ``after_prune_stale_bn`` before it,
 * ``scores.png`` (|α| histogram per layer) and ``widths.png`` (kept channels per layer) when matplotlib is there.
 
 Examples:
@@ -36,6 +38,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ._version import __version__
+from .calibrate import has_running_stats, recalibrate_bn
 from .data import default_augment, load_dataset, make_loader, num_classes, to_device_batch
 from .data.split import PairedLoader, split_dataset
 from .devices import resolve_device
@@ -69,6 +72,7 @@ class PruneJob:
     finetune_epochs: int = 20
     batch_size: int = 64
     lr: float = 0.1
+    finetune_lr: float | None = None
     weight_decay: float = 1e-4
     momentum: float = 0.9
     schedule: str = "step"
@@ -87,6 +91,7 @@ class PruneJob:
     threshold: float = 1e-2
     cost_weight: float = 0.0
     sparsity: float = 1e-4
+    bn_recalibration: int = 50
     train_subset: int | None = None
     test_subset: int | None = None
     image_size: int | None = None
@@ -104,6 +109,23 @@ class PruneJob:
     progress: bool = True
     stop_after: str | None = None
     model_factory: Callable[[int], nn.Module] | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("pretrain_epochs", "search_epochs", "finetune_epochs", "bn_recalibration"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        for name in ("lr", "search_lr", "arch_lr", "finetune_lr"):
+            value = getattr(self, name)
+            if name == "finetune_lr" and value is None:
+                continue
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if self.schedule not in ("step", "cosine"):
+            raise ValueError(f"schedule must be 'step' or 'cosine', got {self.schedule!r}")
+        _amp_dtype(self.amp)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -173,8 +195,8 @@ def train_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer,
     return {"loss": loss_sum / max(total, 1), "acc": 100.0 * correct / max(total, 1)}
 
 
-def _sgd(model: nn.Module, job: PruneJob) -> torch.optim.Optimizer:
-    return torch.optim.SGD(model.parameters(), lr=job.lr, momentum=job.momentum, weight_decay=job.weight_decay)
+def _sgd(model: nn.Module, job: PruneJob, lr: float) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=job.momentum, weight_decay=job.weight_decay)
 
 
 def _scheduler(opt: torch.optim.Optimizer, epochs: int, schedule: str) -> torch.optim.lr_scheduler.LRScheduler:
@@ -249,7 +271,8 @@ class _Job:
 def _train_phase(ctx: _Job, model: nn.Module, phase: str, epochs: int, start: int,
                  opt_state: dict | None, sched_state: dict | None, extra: dict[str, Any]) -> None:
     job = ctx.job
-    opt = _sgd(model, job)
+    lr = job.finetune_lr if phase == "finetune" and job.finetune_lr is not None else job.lr
+    opt = _sgd(model, job, lr)
     sched = _scheduler(opt, epochs, job.schedule)
     if opt_state is not None:
         opt.load_state_dict(opt_state)
@@ -313,6 +336,15 @@ def _search_phase(ctx: _Job, model: nn.Module, start: int, pruner_state: dict | 
 def _mean(rows: list[dict[str, float]], key: str) -> float:
     vals = [r[key] for r in rows if key in r]
     return sum(vals) / len(vals) if vals else math.nan
+
+
+def _recalibrate(ctx: _Job, model: nn.Module) -> None:
+    """Re-estimate the BatchNorm statistics of the pruned model on training batches (training transforms)."""
+    job = ctx.job
+    loader = make_loader(ctx.train_set, job.batch_size, train=True, seed=job.seed * 100_003 + 99_991)
+    inputs = (to_device_batch(b, ctx.device, ctx.train_aug, memory_format=ctx.memory_format)[0] for b in loader)
+    with _autocast(ctx.device, ctx.amp):
+        recalibrate_bn(model, inputs, num_batches=job.bn_recalibration)
 
 
 def _plots(ctx: _Job, scores: dict[str, torch.Tensor], widths: dict[str, Any]) -> list[str]:
@@ -379,6 +411,11 @@ def run(job: PruneJob) -> dict[str, Any]:
         plan.save(ctx.out / "plan.json")
         ctx.results["pruning"] = {k: v for k, v in pruner.result.items() if k != "widths"}
         ctx.results["widths"] = pruner.result["widths"]
+        if job.bn_recalibration > 0 and has_running_stats(model):
+            ctx.results["after_prune_stale_bn"] = {"test_acc": ctx.eval(model)}
+            t0 = time.perf_counter()
+            _recalibrate(ctx, model)
+            ctx.results["wall_time_s"]["bn_recalibration"] = time.perf_counter() - t0
         ctx.results["after_prune"] = {"test_acc": ctx.eval(model), **_counts(model, ctx.example.to(ctx.device))}
         ctx.results["plots"] = _plots(ctx, scores, pruner.result["widths"])
         phase, epoch, state = "finetune", 0, None

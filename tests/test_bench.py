@@ -54,6 +54,13 @@ def test_step_cost_records_relative_paths(tmp_path: Path) -> None:
     res = json.loads(out.read_text())
     assert res["config"]["out"] == os.path.relpath(out, ROOT)
     assert {"plain", "rarts_exact", "rarts_fused", "darts1", "darts2", "milenas"} <= set(res["methods"])
+    # the floors come from the two bare-pass probes timed in the same rounds
+    full, alpha = (res["methods"][k]["median_s"] for k in ("pass_full", "pass_alpha_only"))
+    floors = res["pass_count_floors"]
+    assert floors["rarts_fused/darts1"] == pytest.approx(2 * full / (full + alpha))
+    assert floors["rarts_fused/darts2"] == pytest.approx(2 * full / (3 * full + 2 * alpha))
+    assert res["ratio_over_floor"]["rarts_fused/darts1"] == pytest.approx(
+        res["ratios"]["rarts_fused/darts1"] / floors["rarts_fused/darts1"])
 
 
 def test_speedup_smoke(tmp_path: Path) -> None:

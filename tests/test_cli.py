@@ -45,7 +45,8 @@ def test_prune_command_end_to_end(tmp_path: Path) -> None:
     results = json.loads((out / "results.json").read_text())
     for key in ("before", "after_search", "after_prune", "after_finetune", "widths", "wall_time_s", "history"):
         assert key in results
-    assert {"pretrain", "search", "finetune"} <= set(results["wall_time_s"])
+    assert {"pretrain", "search", "finetune", "bn_recalibration"} <= set(results["wall_time_s"])
+    assert "test_acc" in results["after_prune_stale_bn"]  # resnet18 has BatchNorm: recalibrated by default
     assert [r["phase"] for r in results["history"]] == ["pretrain", "search", "finetune"]
     assert (out / "scores.png").stat().st_size > 1000 and (out / "widths.png").stat().st_size > 1000
     # the pruned checkpoint is plan + state_dict
