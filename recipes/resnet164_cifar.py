@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--finetune-epochs", type=int, default=160)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=0.1)
+    ap.add_argument("--finetune-lr", type=float, default=None, help="fine-tuning LR (default: --lr, the paper's)")
+    ap.add_argument("--bn-recalibration", type=int, default=50,
+                    help="training batches to re-estimate BatchNorm statistics after surgery (0: off)")
     ap.add_argument("--weight-decay", type=float, default=1e-4)
     ap.add_argument("--search-lr", type=float, default=0.01)
     ap.add_argument("--arch-lr", type=float, default=1e-3)
@@ -86,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         model=f"preresnet{args.depth}", data=args.data, download=args.download, data_root=args.data_root,
         out=args.out, ratio=args.ratio, mode=args.mode, method=args.method, pretrain_epochs=args.epochs,
         search_epochs=args.search_epochs, finetune_epochs=args.finetune_epochs, batch_size=args.batch_size,
-        lr=args.lr, weight_decay=args.weight_decay, schedule="step", search_lr=args.search_lr, arch_lr=args.arch_lr,
+        lr=args.lr, finetune_lr=args.finetune_lr, bn_recalibration=args.bn_recalibration,
+        weight_decay=args.weight_decay, schedule="step", search_lr=args.search_lr, arch_lr=args.arch_lr,
         lam=args.lam, beta=args.beta, importance=args.importance, train_subset=args.train_subset,
         test_subset=args.test_subset, init_weights=args.init_weights, device=args.device, amp=args.amp,
         seed=args.seed, resume=args.resume, progress=args.progress,
