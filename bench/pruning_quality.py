@@ -9,7 +9,7 @@ test accuracy, params, MACs and wall time. RARTS is also run with the other scor
 Writes ``bench/results/pruning_quality.json`` and ``bench/results/pruning_quality.md``; every run keeps its own
 folder (``--work``) so an interrupted benchmark continues where it stopped.
 
-    python bench/pruning_quality.py                  # CPU default: depth 20, 4k-image subset (~1 h on 2 cores)
+    python bench/pruning_quality.py                  # CPU default: depth 20, 4k-image subset (~1.3 h on 2 cores)
     python bench/pruning_quality.py --full --device cuda   # ResNet-164, all 50k images, the paper's schedule
 """
 
