@@ -19,7 +19,7 @@ Examples:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -36,19 +36,6 @@ def _tracking_layers(model: nn.Module) -> list[_BatchNorm]:
 def has_running_stats(model: nn.Module) -> bool:
     """True if ``model`` has a BatchNorm layer that tracks running statistics (what `recalibrate_bn` updates)."""
     return bool(_tracking_layers(model))
-
-
-class _Counted:
-    """Iterate over at most ``limit`` items of ``batches`` and count them."""
-
-    def __init__(self, batches: Iterable[Any], limit: int | None) -> None:
-        self._it = iter(batches) if limit is None else itertools.islice(batches, limit)
-        self.count = 0
-
-    def __iter__(self) -> Iterator[Any]:
-        for item in self._it:
-            self.count += 1
-            yield item
 
 
 def recalibrate_bn(
@@ -98,11 +85,12 @@ def recalibrate_bn(
     saved_stats = [{k: b.detach().clone() for k, b in m.named_buffers(recurse=False)} for m in layers]
     saved_momentum = [m.momentum for m in layers]
     saved_modes = [(m, m.training) for m in model.modules()]
-    counted = _Counted(batches, num_batches)
+    limited = batches if num_batches is None else itertools.islice(batches, num_batches)
     ok = False
     try:
-        torch.optim.swa_utils.update_bn(counted, model, device=device)
-        if counted.count == 0:
+        torch.optim.swa_utils.update_bn(limited, model, device=device)
+        # update_bn zeroes each layer's batch counter, then every forward in training mode adds one
+        if all(int(m.num_batches_tracked) == 0 for m in layers):
             raise ValueError("batches yielded no batch; the running statistics were left as they were")
         ok = True
     finally:

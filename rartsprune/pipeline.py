@@ -117,14 +117,11 @@ class PruneJob:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
-        for name in ("lr", "search_lr", "arch_lr", "finetune_lr"):
-            value = getattr(self, name)
-            if name == "finetune_lr" and value is None:
-                continue
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        rates = {"lr": self.lr, "search_lr": self.search_lr, "arch_lr": self.arch_lr, "finetune_lr": self.finetune_lr}
+        for name, value in rates.items():
+            if value is not None and (not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
-        if self.schedule not in ("step", "cosine"):
-            raise ValueError(f"schedule must be 'step' or 'cosine', got {self.schedule!r}")
+        _check_schedule(self.schedule)
         _amp_dtype(self.amp)
 
     def to_dict(self) -> dict[str, Any]:
@@ -199,12 +196,16 @@ def _sgd(model: nn.Module, job: PruneJob, lr: float) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=job.momentum, weight_decay=job.weight_decay)
 
 
+def _check_schedule(schedule: str) -> None:
+    if schedule not in ("step", "cosine"):
+        raise ValueError(f"schedule must be 'step' or 'cosine', got {schedule!r}")
+
+
 def _scheduler(opt: torch.optim.Optimizer, epochs: int, schedule: str) -> torch.optim.lr_scheduler.LRScheduler:
+    _check_schedule(schedule)
     if schedule == "step":  # Network Slimming: /10 at 50% and 75% of the epochs
         return torch.optim.lr_scheduler.MultiStepLR(opt, [max(1, epochs // 2), max(1, (3 * epochs) // 4)], 0.1)
-    if schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
-    raise ValueError(f"schedule must be 'step' or 'cosine', got {schedule!r}")
+    return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
 
 
 def _save(path: Path, state: dict[str, Any]) -> None:

@@ -93,3 +93,23 @@ def test_check_and_flops_commands() -> None:
     assert json.loads(proc.stdout)["ok"] is True
     proc = cli("flops", "--model", "torchvision:resnet18")
     assert "1.82G MACs" in proc.stdout and "11.69M parameters" in proc.stdout
+
+
+def test_finetune_lr_and_recalibration_switch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """finetune_lr sets the fine-tuning optimizer's LR only; bn_recalibration=0 skips the re-estimation."""
+    import rartsprune.pipeline as pipeline
+
+    lrs: list[float] = []
+    real_sgd = pipeline._sgd
+
+    def spy(model: torch.nn.Module, job: PruneJob, lr: float) -> torch.optim.Optimizer:
+        lrs.append(lr)
+        return real_sgd(model, job, lr)
+
+    monkeypatch.setattr(pipeline, "_sgd", spy)
+    job = PruneJob(model="torchvision:resnet18", data="fake", train_subset=64, test_subset=32, batch_size=32,
+                   pretrain_epochs=1, search_epochs=1, finetune_epochs=1, lr=0.05, finetune_lr=0.002,
+                   bn_recalibration=0, plots=False, progress=False, out=str(tmp_path / "run"))
+    res = run(job)
+    assert lrs == [0.05, 0.002]  # pretraining at lr, fine-tuning at finetune_lr
+    assert "after_prune_stale_bn" not in res and "bn_recalibration" not in res["wall_time_s"]
