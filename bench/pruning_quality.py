@@ -68,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--importances", default="alpha_gamma,normalized",
                     help="extra RARTS runs with these score criteria (at the first ratio)")
+    ap.add_argument("--layer-scope-methods", default="rarts,l1_norm",
+                    help="methods also run with scope='layer' (the same fraction removed from every layer), so "
+                         "selection criteria are compared at equal sizes; '' for none")
+    ap.add_argument("--no-control", action="store_true",
+                    help="skip the control: the unpruned baseline trained as long as the fine-tuning, same LR")
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--search-lr", type=float, default=0.01)
     ap.add_argument("--arch-lr", type=float, default=1e-2)
@@ -107,21 +112,27 @@ def main(argv: list[str] | None = None) -> int:
                                resume=(base_dir / "checkpoint.pt").exists()))
     print(f"baseline: {baseline['before']['test_acc']:.2f}% ({format_count(baseline['before']['params'])} params, "
           f"{format_count(baseline['before']['macs'])} MACs)", flush=True)
-    plan = [(m, r, "alpha", s) for r in ratios for m in methods for s in seeds]
-    plan += [("rarts", ratios[0], imp, s) for imp in importances for s in seeds]
+    layer_methods = [m for m in args.layer_scope_methods.split(",") if m and m in methods]
+    plan = [(m, r, "alpha", s, "global") for r in ratios for m in methods for s in seeds]
+    plan += [(m, r, "alpha", s, "layer") for r in ratios for m in layer_methods for s in seeds]
+    plan += [("rarts", ratios[0], imp, s, "global") for imp in importances for s in seeds]
+    control = [] if args.no_control or args.finetune_epochs == 0 else [
+        _control(common, base_dir, args.work / f"d{args.depth}" / f"unpruned_ft{args.finetune_epochs}_s{s}",
+                 args.finetune_epochs, args.finetune_lr, s) for s in seeds]
     runs = []
-    for method, ratio, importance, seed in plan:
-        tag = f"{method}_{importance}_r{int(round(ratio * 100))}_s{seed}"
+    for method, ratio, importance, seed, scope in plan:
+        tag = f"{method}_{importance}_r{int(round(ratio * 100))}_s{seed}" + ("_layer" if scope == "layer" else "")
         d = args.work / f"d{args.depth}" / tag
         if (d / "results.json").exists():
             res = json.loads((d / "results.json").read_text())
         else:
             t0 = time.perf_counter()
             res = run(replace(common, out=str(d), init_weights=str(base_dir / "baseline.pt"), method=method,
-                              ratio=ratio, importance=importance, seed=seed, search_epochs=args.search_epochs,
+                              ratio=ratio, importance=importance, scope=scope, seed=seed,
+                              search_epochs=args.search_epochs,
                               finetune_epochs=args.finetune_epochs, resume=(d / "checkpoint.pt").exists()))
             res["wall_s"] = time.perf_counter() - t0
-        runs.append({"method": method, "ratio": ratio, "importance": importance, "seed": seed,
+        runs.append({"method": method, "ratio": ratio, "importance": importance, "scope": scope, "seed": seed,
                      "acc_pruned": res["after_prune"]["test_acc"], "acc": res["after_finetune"]["test_acc"],
                      "acc_pruned_stale_bn": res.get("after_prune_stale_bn", res["after_prune"])["test_acc"],
                      "params": res["after_prune"]["params"], "macs": res["after_prune"]["macs"],
@@ -130,10 +141,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{tag}: {runs[-1]['acc']:.2f}% (pruned {runs[-1]['acc_pruned']:.2f}%)", flush=True)
     # aggregate
     rows = []
-    for (method, ratio, importance) in dict.fromkeys((r["method"], r["ratio"], r["importance"]) for r in runs):
-        sel = [r for r in runs if (r["method"], r["ratio"], r["importance"]) == (method, ratio, importance)]
+    def key(r: dict) -> tuple:
+        return r["method"], r["ratio"], r["importance"], r["scope"]
+
+    for (method, ratio, importance, scope) in dict.fromkeys(key(r) for r in runs):
+        sel = [r for r in runs if key(r) == (method, ratio, importance, scope)]
         accs = [r["acc"] for r in sel]
-        rows.append({"method": method if importance == "alpha" else f"{method} ({importance})", "ratio": ratio,
+        label = (method + ("" if importance == "alpha" else f" ({importance})")
+                 + (" (layer scope)" if scope == "layer" else ""))
+        rows.append({"method": label, "ratio": ratio,
                      "acc_mean": statistics.mean(accs), "acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
                      "acc": _mean_std(accs), "acc_pruned": _mean_std([r["acc_pruned"] for r in sel]),
                      "acc_pruned_stale_bn": _mean_std([r["acc_pruned_stale_bn"] for r in sel]),
@@ -141,8 +157,12 @@ def main(argv: list[str] | None = None) -> int:
                      "wall_s": statistics.mean(r["wall_s"] for r in sel), "seeds": len(sel)})
     unpruned = baseline["before"]
     targets = _targets(rows, unpruned["test_acc"])
+    control_acc = statistics.mean(control) if control else None
+    comparisons = _comparisons(rows, control_acc)
     result = {"settings": {k: portable(v) for k, v in vars(args).items()},
-              "baseline": unpruned, "rows": rows, "runs": runs, "targets": targets,
+              "baseline": unpruned, "control": {"runs": control, "acc_mean": control_acc,
+                                                "epochs": args.finetune_epochs, "lr": args.finetune_lr},
+              "rows": rows, "runs": runs, "targets": targets, "comparisons": comparisons,
               "total_wall_s": time.perf_counter() - t_start}
     lines = [f"# Pruning quality: PreResNet-{args.depth} on CIFAR-10 "
              f"({args.train_subset or 'all'} training images, {len(seeds)} seeds)", "",
@@ -154,17 +174,48 @@ def main(argv: list[str] | None = None) -> int:
              "| PRC | method | test acc (fine-tuned) | pruned, BN re-estimated | pruned, stale BN | params | MACs "
              "| wall s |",
              "|---|---|---|---|---|---|---|---|"]
+    if control:
+        lines.append(f"| 0% | unpruned + {args.finetune_epochs} more epochs at LR {args.finetune_lr} (control) | "
+                     f"{_mean_std(control)} | - | - | {format_count(unpruned['params'])} | "
+                     f"{format_count(unpruned['macs'])} | - |")
     for r in sorted(rows, key=lambda r: (r["ratio"], -r["acc_mean"])):
         lines.append(f"| {100 * r['ratio']:.0f}% | {r['method']} | {r['acc']} | {r['acc_pruned']} | "
                      f"{r['acc_pruned_stale_bn']} | {format_count(r['params'])} | {format_count(r['macs'])} | {r['wall_s']:.0f} |")
     lines += ["", "Targets (project issue 6): " + (", ".join(f"{k}: {'met' if v else 'missed'}"
                                                          for k, v in targets.items()) or "no RARTS rows")]
+    if comparisons:
+        lines += ["", "Other comparisons (not targets): " + ", ".join(f"{k}: {v:+.2f}" for k, v in comparisons.items())]
     lines += ["", f"Command: `python bench/pruning_quality.py {' '.join(argv or sys.argv[1:])}`".rstrip()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
+
+
+def _control(common: PruneJob, base_dir: Path, out: Path, epochs: int, lr: float, seed: int) -> float:
+    """The unpruned baseline trained ``epochs`` more epochs at ``lr``: what the fine-tuning budget buys unpruned."""
+    if (out / "results.json").exists():
+        res = json.loads((out / "results.json").read_text())
+    else:
+        res = run(replace(common, out=str(out), init_weights=str(base_dir / "baseline.pt"), pretrain_epochs=epochs,
+                          lr=lr, seed=seed, stop_after="pretrain", resume=(out / "checkpoint.pt").exists()))
+    print(f"control (unpruned, {epochs} more epochs, seed {seed}): {res['before']['test_acc']:.2f}%", flush=True)
+    return res["before"]["test_acc"]
+
+
+def _comparisons(rows: list[dict], control_acc: float | None) -> dict[str, float]:
+    """Accuracy differences that are not targets: equal-allocation (layer scope) rows, and the control."""
+    by = {(r["method"], r["ratio"]): r["acc_mean"] for r in rows}
+    out: dict[str, float] = {}
+    for ratio in sorted({r["ratio"] for r in rows}):
+        pct = f"{100 * ratio:.0f}"
+        a, b = by.get(("rarts (layer scope)", ratio)), by.get(("l1_norm (layer scope)", ratio))
+        if a is not None and b is not None:
+            out[f"rarts - l1_norm, both layer scope, PRC {pct}%"] = a - b
+        if control_acc is not None and ("rarts", ratio) in by:
+            out[f"rarts - unpruned control, PRC {pct}%"] = by[("rarts", ratio)] - control_acc
+    return out
 
 
 def _targets(rows: list[dict], unpruned_acc: float) -> dict[str, bool]:

@@ -35,13 +35,21 @@ def test_pruning_quality_smoke(tmp_path: Path) -> None:
     assert {r["method"] for r in res["runs"]} == {"rarts", "l1_norm", "random"}
     for r in res["runs"]:
         assert abs(r["prc"] - 0.4) < 0.05 and r["params"] < res["baseline"]["params"]
+    # rarts and l1_norm also run with the same fraction removed from every layer: equal sizes
+    layer = {r["method"]: r for r in res["runs"] if r["scope"] == "layer"}
+    assert set(layer) == {"rarts", "l1_norm"} and layer["rarts"]["params"] == layer["l1_norm"]["params"]
+    assert {"rarts (layer scope)", "l1_norm (layer scope)"} <= {r["method"] for r in res["rows"]}
+    # the control trains the unpruned baseline as long as the fine-tuning
+    assert len(res["control"]["runs"]) == 1 and res["control"]["epochs"] == 1
+    assert set(res["comparisons"]) == {"rarts - l1_norm, both layer scope, PRC 40%",
+                                       "rarts - unpruned control, PRC 40%"}
     # committed results must not name this machine's directories
     assert not [v for v in res["settings"].values() if isinstance(v, str) and os.path.isabs(v)], res["settings"]
     assert res["settings"]["out"] == os.path.relpath(out, ROOT)
     assert set(res["targets"]) == {"rarts >= l1_norm + 0.5 at PRC 40%", "rarts >= random + 0.5 at PRC 40%",
                                    "rarts >= unpruned at PRC 40%"}
     text = out.with_suffix(".md").read_text()
-    assert "| 40% | rarts |" in text and "Targets" in text
+    assert "| 40% | rarts |" in text and "Targets" in text and "(control)" in text
     # finished runs are reused: a rerun does no training and gives the same rows
     _run(*args)
     assert json.loads(out.read_text())["runs"] == res["runs"]
