@@ -123,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     ]
     lines += md_section("Width-search quality (`bench/pruning_quality.py`)", "pruning_quality.md",
                         "python bench/pruning_quality.py")
+    lines += md_section("Width-search quality with 10 fine-tuning epochs (PRC 40%)", "pruning_quality_ft10.md",
+                        "python bench/pruning_quality.py --work runs/pq_ft10 --finetune-epochs 10 --ratios 0.4 "
+                        "--methods rarts,l1_norm,slimming,random --importances '' "
+                        "--out bench/results/pruning_quality_ft10.json")
     lines += md_section("Real speed-up against the MACs ratio (`bench/speedup.py`)", "speedup.md",
                         "python bench/speedup.py")
     lines += md_section("Speed-up, PreResNet-164 in channels_last", "speedup_preresnet164_channels_last.md",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import sys
 import time
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                                                          for k, v in targets.items()) or "no RARTS rows")]
     if comparisons:
         lines += ["", "Other comparisons (not targets): " + ", ".join(f"{k}: {v:+.2f}" for k, v in comparisons.items())]
-    lines += ["", f"Command: `python bench/pruning_quality.py {' '.join(argv or sys.argv[1:])}`".rstrip()]
+    lines += ["", f"Command: `python bench/pruning_quality.py {shlex.join(argv or sys.argv[1:])}`".rstrip()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")

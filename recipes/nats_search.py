@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--N", type=int, default=5, help="search cells per stage")
     p.add_argument("--ops", default=",".join(NATS_PRIMITIVES),
                    help="comma-separated candidate ops (a subset of the benchmark's five)")
+    p.add_argument("--exclude-none", action="store_true",
+                   help="derive the cell with the argmax over the ops other than none (the DARTS convention; "
+                        "by default none is a candidate, as in the benchmark's own search code)")
     p.add_argument("--table", default=None, help="NATS-Bench accuracy CSV (tss_test_accuracy_200ep.csv)")
     p.add_argument("--out", default="runs/nats_search", help="directory for checkpoint and plots")
     return p
@@ -101,12 +104,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         max_steps=args.max_steps,
         stop_after=args.stop_after,
     )
-    arch = search.derive()
+    arch = search.derive(exclude_none=args.exclude_none)
     result: dict[str, Any] = {
         "method": args.method,
         "seed": args.seed,
         "data": args.data,
         "arch": arch,
+        "exclude_none": args.exclude_none,
         "skip_ratio": skip_ratio(arch),
         "op_counts": op_histogram(arch),
         "search_seconds": search.search_seconds,

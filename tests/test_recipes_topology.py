@@ -100,10 +100,14 @@ def test_nats_search_latency_penalty(tmp_path):
     _run(
         "nats_search.py", "--data", "fake", "--train-subset", "64", "--C", "4", "--N", "1", "--epochs", "1",
         "--batch-size", "16", "--max-steps", "2", "--method", "darts1", "--latency-weight", "0.5",
-        "--out", str(out), "--no-progress", "--no-plots",
+        "--out", str(out), "--no-progress", "--no-plots", "--exclude-none",
     )
     res = json.loads((out / "result.json").read_text())
     assert res["latency_ms"] > 0 and res["benchmark"] is None
+    # --exclude-none: every edge gets its strongest op other than none
+    alpha = torch.tensor(res["alpha_final"]["cell"])
+    assert res["exclude_none"] and list(parse_nats_arch(res["arch"])) == [
+        NATS_PRIMITIVES[1 + k] for k in alpha[:, 1:].argmax(1).tolist()]
     table = json.loads((out / "latency.json").read_text())
     assert table["unit"] == "ms" and len(table["entries"]) == 15  # 5 ops x 3 stage shapes
     assert res["log"][0]["penalty"] > 0
@@ -159,10 +163,17 @@ def test_nats_quality_bench_smoke(tmp_path, synthetic_table):
         assert r["cifar10"] == pytest.approx(10.0 * ops.count("nor_conv_3x3"), abs=0.2)
         assert r["skip_ratio"] == pytest.approx(ops.count("skip_connect") / 6)
         assert r["steps"] == 2
+        # diagnostic: the cell of the same final alpha with none excluded, looked up in the same table
+        alpha = torch.tensor(r["alpha_final"])
+        no_none = [NATS_PRIMITIVES[1 + k] for k in alpha[:, 1:].argmax(1).tolist()]
+        assert list(parse_nats_arch(r["arch_without_none"])) == no_none
+        assert r["cifar10_without_none"] == pytest.approx(10.0 * no_none.count("nor_conv_3x3"), abs=0.2)
+    assert set(res["diagnostics"]) == {"rarts_cifar10_mean_ge_93_without_none",
+                                       "rarts_ahead_of_darts1_every_seed_without_none"}
     assert set(res["targets"]) == {
         "rarts_cifar10_mean_ge_93", "rarts_zero_skip_every_seed", "rarts_ahead_of_darts1_every_seed"}
     text = md.read_text()
-    assert "| rarts | 0 |" in text and "Targets:" in text
+    assert "| rarts | 0 |" in text and "Targets:" in text and "none excluded" in text
     # a rerun with the same settings reuses the finished runs
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
     assert proc.returncode == 0

@@ -68,6 +68,24 @@ def test_derive_nats_arch_argmax_none_allowed():
         derive_nats_arch(torch.zeros(5, 5))
 
 
+def test_derive_nats_arch_exclude_none():
+    # none is the strongest op on every edge; the runner-up differs per edge
+    alpha = torch.full((6, 5), -1.0)
+    alpha[:, 0] = 5.0
+    second = [1, 2, 3, 4, 3, 2]
+    for e, k in enumerate(second):
+        alpha[e, k] = 0.5
+    assert parse_nats_arch(derive_nats_arch(alpha)) == ("none",) * 6
+    arch = derive_nats_arch(alpha, exclude_none=True)
+    assert parse_nats_arch(arch) == tuple(NATS_PRIMITIVES[k] for k in second)
+    # without none among the candidates the option changes nothing; with only none it is an error
+    ops = ["skip_connect", "nor_conv_3x3"]
+    sub = torch.tensor([[0.1, 0.2]] * 6)
+    assert derive_nats_arch(sub, ops, exclude_none=True) == derive_nats_arch(sub, ops)
+    with pytest.raises(ValueError, match="needs an op other than 'none'"):
+        derive_nats_arch(torch.zeros(6, 1), ["none"], exclude_none=True)
+
+
 def test_derive_darts_genotype_top2_by_best_non_none_weight():
     a = torch.full((14, 8), -5.0)
     none = DARTS_PRIMITIVES.index("none")

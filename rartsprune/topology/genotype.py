@@ -1,6 +1,7 @@
 """Genotypes: deriving a discrete architecture from alpha, and reading / writing it.
 
-* NATS-Bench: the arch string ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`` (argmax per edge, ``none`` allowed).
+* NATS-Bench: the arch string ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`` (argmax per edge, ``none`` allowed, as
+  the benchmark's own search code derives it; ``exclude_none=True`` takes the argmax over the other ops).
 * DARTS: `DartsGenotype`, per intermediate node the two strongest incoming edges (ranked by their
   best non-``none`` weight) with their argmax non-``none`` op, for a normal and a reduction cell.
 
@@ -119,17 +120,35 @@ def validate_nats_arch(arch: str) -> str:
     return arch
 
 
-def derive_nats_arch(alpha: torch.Tensor, op_names: Sequence[str] = NATS_PRIMITIVES) -> str:
+def derive_nats_arch(alpha: torch.Tensor, op_names: Sequence[str] = NATS_PRIMITIVES, *,
+                     exclude_none: bool = False) -> str:
     """Argmax op per edge of a ``(6, len(op_names))`` alpha, as the benchmark arch string.
 
-    Ties go to the op listed first. Example in the module docstring.
+    Args:
+        alpha: the raw architecture weights, one row per edge in the benchmark's edge order.
+        op_names: the candidate op of each column.
+        exclude_none: take the argmax over the ops other than ``none`` (the DARTS convention, which never
+            drops an edge); the default keeps ``none`` as a candidate, as the benchmark's own search code does.
+
+    Ties go to the op listed first.
+
+    Examples:
+        >>> alpha = torch.zeros(6, 5)
+        >>> alpha[:, 0], alpha[:, 2] = 2.0, 1.0   # `none` strongest, then nor_conv_1x1
+        >>> derive_nats_arch(alpha).count("none"), derive_nats_arch(alpha, exclude_none=True).count("nor_conv_1x1")
+        (6, 6)
     """
     if alpha.dim() != 2 or alpha.shape[0] != len(NATS_EDGES) or alpha.shape[1] != len(op_names):
         raise ValueError(
             f"NATS alpha must have shape ({len(NATS_EDGES)}, {len(op_names)}), got {tuple(alpha.shape)}"
         )
-    best = alpha.detach().float().argmax(dim=-1).tolist()
-    return format_nats_arch([op_names[k] for k in best])
+    keep = list(range(len(op_names)))
+    if exclude_none:
+        keep = [k for k in keep if op_names[k] != "none"]
+        if not keep:
+            raise ValueError("exclude_none=True needs an op other than 'none' among op_names")
+    best = alpha.detach().float()[:, keep].argmax(dim=-1).tolist()
+    return format_nats_arch([op_names[keep[k]] for k in best])
 
 
 # ---- DARTS genotypes ------------------------------------------------------------------------------------

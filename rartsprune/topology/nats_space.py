@@ -135,9 +135,10 @@ class NatsSearchNetwork(nn.Module):
         """``softmax(alpha)`` over the ops of each edge, shape ``(6, num_ops)``."""
         return F.softmax(self.alpha, dim=-1)
 
-    def derive_arch(self) -> str:
-        """The benchmark arch string of the current alpha (argmax per edge, ``none`` allowed)."""
-        return derive_nats_arch(self.alpha.detach(), self.op_names)
+    def derive_arch(self, *, exclude_none: bool = False) -> str:
+        """The benchmark arch string of the current alpha (argmax per edge; ``none`` allowed unless
+        ``exclude_none``, see `rartsprune.topology.derive_nats_arch`)."""
+        return derive_nats_arch(self.alpha.detach(), self.op_names, exclude_none=exclude_none)
 
     # -- forward ---------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:

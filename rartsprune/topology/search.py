@@ -107,10 +107,13 @@ def arch_snapshot(net: nn.Module) -> dict[str, list[list[float]]]:
     return {name: a.detach().float().cpu().tolist() for name, a in net.named_arch_parameters().items()}
 
 
-def derive(net: nn.Module) -> Any:
-    """The discrete architecture of ``net``: a NATS arch string or a DARTS genotype dict."""
+def derive(net: nn.Module, *, exclude_none: bool = False) -> Any:
+    """The discrete architecture of ``net``: a NATS arch string or a DARTS genotype dict.
+
+    ``exclude_none`` applies to NATS cells (DARTS genotypes never pick ``none``).
+    """
     if isinstance(net, NatsSearchNetwork):
-        return net.derive_arch()
+        return net.derive_arch(exclude_none=exclude_none)
     if isinstance(net, DartsSearchNetwork):
         return net.genotype().to_dict()
     raise TypeError(f"unsupported search network {type(net).__name__}")
@@ -194,9 +197,9 @@ class TopologySearch:
         self.search_seconds = 0.0
 
     # -- running ---------------------------------------------------------------------------------------------
-    def derive(self) -> Any:
-        """The current discrete architecture (NATS arch string or DARTS genotype dict)."""
-        return derive(self.net)
+    def derive(self, *, exclude_none: bool = False) -> Any:
+        """The current discrete architecture (NATS arch string or DARTS genotype dict); see `derive`."""
+        return derive(self.net, exclude_none=exclude_none)
 
     def run_epoch(
         self,
