@@ -123,10 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     ]
     lines += md_section("Width-search quality (`bench/pruning_quality.py`)", "pruning_quality.md",
                         "python bench/pruning_quality.py")
-    lines += md_section("Width-search quality with 10 fine-tuning epochs (PRC 40%)", "pruning_quality_ft10.md",
-                        "python bench/pruning_quality.py --work runs/pq_ft10 --finetune-epochs 10 --ratios 0.4 "
+    lines += md_section("Width-search quality with 10 fine-tuning epochs", "pruning_quality_ft10.md",
+                        "python bench/pruning_quality.py --work runs/pq_ft10 --finetune-epochs 10 --ratios 0.4,0.6 "
                         "--methods rarts,l1_norm,slimming,random --importances '' "
                         "--out bench/results/pruning_quality_ft10.json")
+    lines += md_section("Width-search pilot: 4 search epochs, PRC 60%", "pruning_quality_search4_r60.md",
+                        "python bench/pruning_quality.py --work runs/pq_s4 --search-epochs 4 --ratios 0.6 "
+                        "--methods rarts,l1_norm --layer-scope-methods '' --no-control --importances '' "
+                        "--out bench/results/pruning_quality_search4_r60.json")
     lines += md_section("Real speed-up against the MACs ratio (`bench/speedup.py`)", "speedup.md",
                         "python bench/speedup.py")
     lines += md_section("Speed-up, PreResNet-164 in channels_last", "speedup_preresnet164_channels_last.md",
@@ -135,7 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     lines += step_cost_section()
     lines += overhead_section()
     lines += md_section("NATS-Bench topology search quality (`bench/nats_quality.py`)", "nats_quality.md",
-                        "python bench/nats_quality.py")
+                        "python bench/nats_quality.py --seeds 0 1 2 3 4")
+    lines += md_section("NATS-Bench proxy search, held-out seeds", "nats_quality_heldout.md",
+                        "python bench/nats_quality.py --seeds 5 6 --out bench/results/nats_quality_heldout.json "
+                        "--md bench/results/nats_quality_heldout.md")
     lines += coverage_section()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines).rstrip() + "\n")
