@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                         "python bench/pruning_quality.py")
     lines += md_section("Width-search quality with 10 fine-tuning epochs", "pruning_quality_ft10.md",
                         "python bench/pruning_quality.py --work runs/pq_ft10 --finetune-epochs 10 --ratios 0.4,0.6 "
-                        "--methods rarts,l1_norm,slimming,random --importances '' "
+                        "--methods rarts,darts1,darts2,milenas,l1_norm,slimming,random --importances '' "
                         "--out bench/results/pruning_quality_ft10.json")
     lines += md_section("Width-search pilot: 4 search epochs, PRC 60%", "pruning_quality_search4_r60.md",
                         "python bench/pruning_quality.py --work runs/pq_s4 --search-epochs 4 --ratios 0.6 "
