@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         accs = [r["acc"] for r in sel]
         label = (method + ("" if importance == "alpha" else f" ({importance})")
                  + (" (layer scope)" if scope == "layer" else ""))
-        rows.append({"method": label, "ratio": ratio,
+        rows.append({"method": label, "base_method": method, "importance": importance, "scope": scope, "ratio": ratio,
                      "acc_mean": statistics.mean(accs), "acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
                      "acc": _mean_std(accs), "acc_pruned": _mean_std([r["acc_pruned"] for r in sel]),
                      "acc_pruned_stale_bn": _mean_std([r["acc_pruned_stale_bn"] for r in sel]),
@@ -207,15 +207,15 @@ def _control(common: PruneJob, base_dir: Path, out: Path, epochs: int, lr: float
 
 def _comparisons(rows: list[dict], control_acc: float | None) -> dict[str, float]:
     """Accuracy differences that are not targets: equal-allocation (layer scope) rows, and the control."""
-    by = {(r["method"], r["ratio"]): r["acc_mean"] for r in rows}
+    by = {(r["base_method"], r["scope"], r["ratio"]): r["acc_mean"] for r in rows if r["importance"] == "alpha"}
     out: dict[str, float] = {}
     for ratio in sorted({r["ratio"] for r in rows}):
         pct = f"{100 * ratio:.0f}"
-        a, b = by.get(("rarts (layer scope)", ratio)), by.get(("l1_norm (layer scope)", ratio))
+        a, b = by.get(("rarts", "layer", ratio)), by.get(("l1_norm", "layer", ratio))
         if a is not None and b is not None:
             out[f"rarts - l1_norm, both layer scope, PRC {pct}%"] = a - b
-        if control_acc is not None and ("rarts", ratio) in by:
-            out[f"rarts - unpruned control, PRC {pct}%"] = by[("rarts", ratio)] - control_acc
+        if control_acc is not None and ("rarts", "global", ratio) in by:
+            out[f"rarts - unpruned control, PRC {pct}%"] = by[("rarts", "global", ratio)] - control_acc
     return out
 
 

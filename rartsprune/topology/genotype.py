@@ -142,13 +142,17 @@ def derive_nats_arch(alpha: torch.Tensor, op_names: Sequence[str] = NATS_PRIMITI
         raise ValueError(
             f"NATS alpha must have shape ({len(NATS_EDGES)}, {len(op_names)}), got {tuple(alpha.shape)}"
         )
-    keep = list(range(len(op_names)))
-    if exclude_none:
-        keep = [k for k in keep if op_names[k] != "none"]
-        if not keep:
-            raise ValueError("exclude_none=True needs an op other than 'none' among op_names")
+    keep = _non_none_columns(op_names, "exclude_none=True") if exclude_none else list(range(len(op_names)))
     best = alpha.detach().float()[:, keep].argmax(dim=-1).tolist()
     return format_nats_arch([op_names[keep[k]] for k in best])
+
+
+def _non_none_columns(op_names: Sequence[str], what: str) -> list[int]:
+    """Indices of the ops other than ``none``; ``what`` names the caller in the error when there are none."""
+    keep = [k for k, name in enumerate(op_names) if name != "none"]
+    if not keep:
+        raise ValueError(f"{what} needs an op other than 'none' among op_names")
+    return keep
 
 
 # ---- DARTS genotypes ------------------------------------------------------------------------------------
@@ -245,13 +249,7 @@ class DartsGenotype:
 
 
 def _derive_cell(weights: torch.Tensor, op_names: Sequence[str], steps: int) -> tuple[tuple[str, int], ...]:
-    if "none" in op_names:
-        none_idx = op_names.index("none")
-        if len(op_names) == 1:
-            raise ValueError("cannot derive a DARTS genotype when 'none' is the only op")
-    else:
-        none_idx = -1
-    keep = [k for k in range(len(op_names)) if k != none_idx]
+    keep = _non_none_columns(op_names, "a DARTS genotype")
     gene: list[tuple[str, int]] = []
     start = 0
     for i in range(steps):
