@@ -13,6 +13,7 @@ Examples::
 
     python -m rartsprune prune --model torchvision:resnet18 --data ../shared/data/cifar10 --ratio 0.4 \\
         --search-epochs 10 --finetune-epochs 20 --out runs/r18
+    python -m rartsprune prune --model timm:efficientnet_b0 --data fake --macs 0.5 --out runs/b0-half-macs
     python -m rartsprune check --model timm:efficientnet_b0
 """
 
@@ -30,11 +31,17 @@ _HELP = {
     "model": "torchvision:NAME, timm:NAME or path/to/file.py:FUNCTION (called with num_classes=...)",
     "data": "cifar10, cifar100 (torchvision, see --download), fake, or an ImageFolder path with train/ and test/",
     "out": "output folder (checkpoint, plan, pruned weights, results.json, plots)",
-    "ratio": "pruning ratio of channels (fraction of prunable channels removed), mode=ratio",
+    "ratio": "pruning ratio of channels (fraction of prunable channels removed), mode=ratio (default: 0.4); "
+             "exclusive with --macs and --params",
+    "macs": "fraction of the model's MACs to keep (fvcore multiply-accumulates, batch 1); exclusive with --ratio",
+    "params": "fraction of the model's parameters to keep; exclusive with --ratio and --macs",
     "mode": "ratio (fixed PRC) or l1 (sparsity penalty decides)",
     "method": "rarts, darts1, darts2, milenas, or the one-shot baselines l1_norm, random, slimming",
     "pretrain_epochs": "plain training epochs before the search (0: use the model as built / --init-weights)",
     "search_epochs": "epochs of the search (one epoch = one pass over each half of the split)",
+    "train_during_search": "the search is the training (the paper's protocol, with --pretrain-epochs 0): the weights' "
+                           "SGD in the search uses --lr, --weight-decay, --momentum and --schedule over --search-epochs "
+                           "instead of --search-lr with a cosine decay",
     "finetune_epochs": "fine-tuning epochs of the pruned model",
     "batch_size": "batch size (per half during the search)",
     "lr": "SGD learning rate of pre-training and fine-tuning",
@@ -61,16 +68,24 @@ _HELP = {
 }
 
 
+#: PruneJob fields that set the size of the pruned model; at most one may be given.
+_SIZE_FLAGS = ("ratio", "macs", "params")
+
+
 def _prune_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("prune", help="search, prune and fine-tune a model", description=_HELP["out"])
     defaults = PruneJob()
+    size = p.add_mutually_exclusive_group()  # the size of the pruned model: a PRC or a MACs / parameter budget
     for f in fields(PruneJob):
         if f.name in ("model_factory",):
             continue
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
         help_ = _HELP.get(f.name, f.name.replace("_", " "))
-        if isinstance(default, bool):
+        if f.name in _SIZE_FLAGS:
+            # no default here (None): argparse then reliably refuses two of them; PruneJob's ratio default applies
+            size.add_argument(flag, type=float, default=None, metavar=f.name.upper(), help=help_)
+        elif isinstance(default, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_)
         elif f.name in ("round_to", "train_subset", "test_subset", "image_size"):
             p.add_argument(flag, type=int, default=default, help=help_)
@@ -88,7 +103,7 @@ def _prune_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rartsprune", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    _prune_parser(sub)
+    prune_parser = _prune_parser(sub)
     c = sub.add_parser("check", help="check that a model can be scored and pruned exactly (random weights, perturbed so that "
         "zero-initialised layers do not hide errors)")
     c.add_argument("--model", required=True, help=_HELP["model"])
@@ -112,7 +127,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "prune":
         from .pipeline import run
 
-        job = PruneJob(**{k: v for k, v in vars(args).items() if k != "command"})
+        settings = {k: v for k, v in vars(args).items() if k != "command" and not (k in _SIZE_FLAGS and v is None)}
+        try:
+            job = PruneJob(**settings)
+        except ValueError as exc:
+            prune_parser.error(str(exc))  # exits with status 2 and the usage, like argparse's own errors
         results = run(job)
         print(json.dumps(results["summary"], indent=1))
         return 0

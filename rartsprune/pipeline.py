@@ -9,9 +9,10 @@ Used by ``python -m rartsprune prune`` and the recipes. Every phase writes a che
 * ``plan.json`` + ``pruned.pt`` — the pruned model (re-create it with `rartsprune.apply_plan` on a fresh
   model, then ``load_state_dict``),
 * ``results.json`` — accuracies (before search, after search, after pruning, after fine-tuning), parameters and
-  MACs before/after, PRC, per-layer widths, wall times, per-epoch history. Right after surgery the BatchNorm
-  statistics are re-estimated on ``bn_recalibration`` training batches (`rartsprune.recalibrate_bn`; 0 turns it
-  off): ``after_prune`` is measured after that, ``after_prune_stale_bn`` before it,
+  MACs before/after, PRC, the MACs or parameter budget when one was given (``pruning.budget``), per-layer
+  widths, wall times, per-epoch history. Right after surgery the BatchNorm statistics are re-estimated on
+  ``bn_recalibration`` training batches (`rartsprune.recalibrate_bn`; 0 turns it off): ``after_prune`` is
+  measured after that, ``after_prune_stale_bn`` before it,
 * ``scores.png`` (|α| histogram per layer) and ``widths.png`` (kept channels per layer) when matplotlib is there.
 
 Examples:
@@ -46,11 +47,13 @@ from .flops import flops_report
 from .optim import get_rng_state, set_rng_state
 from .surgery import PruningPlan, apply_plan
 from .width import prune
+from .width.budget import BUDGET_KINDS, check_budget
 from .zoo import build_model
 
 __all__ = ["PruneJob", "run", "evaluate", "train_epoch", "resolve_device"]
 
 _CKPT_FORMAT = "rartsprune-job/1"
+_DEFAULT_RATIO = 0.4
 
 
 @dataclass
@@ -59,16 +62,45 @@ class PruneJob:
 
     ``model_factory(num_classes) -> nn.Module`` replaces ``model`` (a spec string) for recipes with their own
     architectures; it is not saved in checkpoints, so pass the same one when resuming.
+
+    The size of the pruned model (``mode="ratio"``) is given by one of:
+
+    * ``ratio``: the pruning ratio of channels (PRC) to remove (default 0.4);
+    * ``macs``: the fraction of the model's MACs to keep (fvcore multiply-accumulates at batch size 1, on one
+      training image), in (0, 1);
+    * ``params``: the fraction of the model's parameters to keep, in (0, 1).
+
+    Two protocols:
+
+    * prune after training (default): ``pretrain_epochs`` of plain training (or ``init_weights``), then a
+      short search whose weight SGD uses ``search_lr`` / ``search_weight_decay`` with a cosine decay;
+    * the search *is* the training (the paper's protocol, ``train_during_search=True``, usually with
+      ``pretrain_epochs=0``): the search's weight SGD uses the training settings ``lr``, ``weight_decay``,
+      ``momentum`` and ``schedule`` over ``search_epochs``, so scores and weights learn together from the
+      start; ``finetune_epochs`` follow the surgery as before.
+
+    ``macs`` and ``params`` are exclusive with each other and with ``ratio``: when a budget is given, ``ratio``
+    is not passed to `rartsprune.prune` (it is ignored; a dataclass cannot tell an explicit 0.4 from the
+    default, so only a ``ratio`` other than 0.4 is refused). Budgets need ``mode="ratio"``. The achieved
+    fractions are ``summary.macs_ratio`` / ``summary.params_ratio`` in ``results.json``, the requested budget
+    is ``pruning.budget`` (e.g. ``{"macs": 0.5}``).
+
+    Raises:
+        ValueError: a bad setting (negative epochs, non-positive learning rates, a budget outside (0, 1),
+            ``macs`` and ``params`` together, a budget with ``mode="l1"`` or with a non-default ``ratio``).
     """
 
     model: str = "torchvision:resnet18"
     data: str = "fake"
     out: str = "runs/prune"
-    ratio: float = 0.4
+    ratio: float = _DEFAULT_RATIO
+    macs: float | None = None
+    params: float | None = None
     mode: str = "ratio"
     method: str = "rarts"
     pretrain_epochs: int = 0
     search_epochs: int = 10
+    train_during_search: bool = False
     finetune_epochs: int = 20
     batch_size: int = 64
     lr: float = 0.1
@@ -123,6 +155,32 @@ class PruneJob:
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
         _check_schedule(self.schedule)
         _amp_dtype(self.amp)
+        self._check_budget()
+
+    def _check_budget(self) -> None:
+        given = [kind for kind in BUDGET_KINDS if getattr(self, kind) is not None]
+        if not given:
+            return
+        if len(given) > 1:
+            raise ValueError(f"pass one of macs= or params=, not {' and '.join(given)}")
+        kind = given[0]
+        setattr(self, kind, check_budget(getattr(self, kind), kind))
+        if self.mode != "ratio":
+            raise ValueError(f"{kind}= is a budget for mode='ratio'; mode={self.mode!r} decides the size by its threshold")
+        if self.ratio != _DEFAULT_RATIO:
+            raise ValueError(
+                f"ratio={self.ratio!r} and {kind}={getattr(self, kind)!r} are exclusive: a budget sets the size of the "
+                f"pruned model, leave ratio at its default ({_DEFAULT_RATIO}, ignored when a budget is given)"
+            )
+
+    @property
+    def budget(self) -> tuple[str, float] | None:
+        """``(kind, fraction)`` of the MACs or parameter budget, or ``None`` when ``ratio`` sets the size."""
+        for kind in BUDGET_KINDS:
+            value = getattr(self, kind)
+            if value is not None:
+                return kind, value
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -294,13 +352,22 @@ def _train_phase(ctx: _Job, model: nn.Module, phase: str, epochs: int, start: in
 def _make_pruner(ctx: _Job, model: nn.Module) -> Any:
     job = ctx.job
     epochs = max(1, job.search_epochs)
+    budget = job.budget  # a MACs / parameter budget replaces the ratio (PruneJob refuses both together)
+    if job.train_during_search:  # the search is the training: its SGD, its learning rate and schedule
+        weights: dict[str, Any] = {
+            "weight_optimizer": lambda params: torch.optim.SGD(params, lr=job.lr, momentum=job.momentum,
+                                                               weight_decay=job.weight_decay),
+            "weight_scheduler": lambda opt: _scheduler(opt, epochs, job.schedule)}
+    else:
+        weights = {"lr": job.search_lr, "weight_decay": job.search_weight_decay,
+                   "weight_scheduler": lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(
+                       opt, epochs, eta_min=job.search_lr * 0.04)}
     return prune(
-        model, job.ratio, mode=job.mode, method=job.method, example_inputs=ctx.example.to(ctx.device),
+        model, None if budget is not None else job.ratio, macs=job.macs, params=job.params, mode=job.mode,
+        method=job.method, example_inputs=ctx.example.to(ctx.device),
         lam=job.lam, beta=job.beta, rarts_mode=job.rarts_mode, round_to=job.round_to, scope=job.scope,
         importance=job.importance, l1=job.l1, prox=job.prox, threshold=job.threshold, cost_weight=job.cost_weight,
-        sparsity=job.sparsity, lr=job.search_lr, weight_decay=job.search_weight_decay, arch_lr=job.arch_lr,
-        arch_weight_decay=job.arch_weight_decay,
-        weight_scheduler=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs, eta_min=job.search_lr * 0.04),
+        sparsity=job.sparsity, arch_lr=job.arch_lr, arch_weight_decay=job.arch_weight_decay, **weights,
         amp_dtype=ctx.amp, grad_scaler=torch.amp.GradScaler(ctx.device.type) if ctx.amp == torch.float16 else None,
         seed=job.seed,
     )

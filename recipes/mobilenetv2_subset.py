@@ -1,13 +1,14 @@
-"""MobileNetV2 on an ImageFolder subset: ℓ1-mode RARTS learns the pruning ratio, baselines prune to the same PRC.
+"""MobileNetV2 on an ImageFolder subset: ℓ1-mode RARTS learns the pruning ratio, baselines prune to the same size.
 
 The paper prunes torchvision's MobileNetV2 on 20 ImageNet classes: point ``--data`` at an ImageFolder tree
 holding those classes (``train/`` and ``test/`` or ``val/`` folders). Steps:
 
 1. one shared baseline: ``--epochs`` of plain training (OUT/baseline/baseline.pt);
 2. RARTS in ℓ1 mode from that baseline: the sparsity penalty decides how many channels go (PRC p);
-3. DARTS-1, DARTS-2 and random pruning from the same baseline at exactly PRC p (ratio mode);
-4. every pruned model fine-tuned with the same budget; a table of accuracy, params and MACs is printed and
-   written to OUT/comparison.json / OUT/comparison.md.
+3. DARTS-1, DARTS-2 and random pruning from the same baseline at exactly PRC p (ratio mode), or, with
+   ``--match macs``, at RARTS' MACs (a MACs budget: ``macs=`` the fraction of the MACs RARTS kept);
+4. every pruned model fine-tuned for the same number of epochs; a table of accuracy, params and MACs is
+   printed and written to OUT/comparison.json / OUT/comparison.md.
 
 GPU-scale defaults; on a CPU:
 
@@ -43,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--l1", type=float, default=5e-4, help="ℓ1 strength on the scores (RARTS, ℓ1 mode)")
     ap.add_argument("--threshold", type=float, default=0.05, help="remove channels with |score| <= this")
     ap.add_argument("--arch-lr", type=float, default=3e-3)
-    ap.add_argument("--methods", default=",".join(BASELINES), help="methods pruned to RARTS' PRC")
+    ap.add_argument("--methods", default=",".join(BASELINES), help="methods pruned to RARTS' size")
+    ap.add_argument("--match", choices=("prc", "macs"), default="prc",
+                    help="prune the other methods to RARTS' PRC (channels removed) or to its MACs (a budget: the "
+                         "fraction of the model's MACs to keep, fvcore multiply-accumulates, batch 1)")
     ap.add_argument("--train-subset", type=int, default=None)
     ap.add_argument("--test-subset", type=int, default=None)
     ap.add_argument("--pretrained", action="store_true", help="start from torchvision's ImageNet weights")
@@ -79,8 +83,11 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = {"rarts (l1)": job("rarts_l1", method="rarts", mode="l1", l1=args.l1, threshold=args.threshold)}
     prc = rows["rarts (l1)"]["summary"]["prc"]
+    macs = rows["rarts (l1)"]["summary"]["macs_ratio"]
+    # a MACs budget must be in (0, 1): when RARTS removed nothing, match the PRC (0) instead
+    size = {"macs": macs} if args.match == "macs" and 0.0 < macs < 1.0 else {"ratio": prc}
     for m in methods:
-        rows[m] = job(m, method=m, mode="ratio", ratio=prc)
+        rows[m] = job(m, method=m, mode="ratio", **size)
     table = ["| method | PRC | params | MACs | acc pruned | acc fine-tuned |", "|---|---|---|---|---|---|"]
     summary = {}
     for name, r in rows.items():
@@ -92,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     first = next(iter(rows.values()))["before"]
     table.insert(2, f"| unpruned | 0% | {format_count(first['params'])} | {format_count(first['macs'])} | "
                     f"{first['test_acc']:.2f} | |")
-    (out / "comparison.json").write_text(json.dumps({"baseline": first, "methods": summary}, indent=1))
+    (out / "comparison.json").write_text(json.dumps({"baseline": first, "matched": size, "methods": summary}, indent=1))
     (out / "comparison.md").write_text("\n".join(table) + "\n")
     print("\n".join(table))
     return 0

@@ -5,6 +5,8 @@ Phases: train → width search (RARTS, or --method darts1/darts2/milenas/slimmin
 1e-4, batch 64, 160 epochs, LR /10 at 50% and 75%. GPU-scale defaults; tiny settings run on a CPU:
 
     python recipes/resnet164_cifar.py --data ../shared/data/cifar10 --ratio 0.4 --out runs/r164
+    python recipes/resnet164_cifar.py --data ../shared/data/cifar10 --macs 0.5 --out runs/r164-half-macs
+    python recipes/resnet164_cifar.py --data ../shared/data/cifar10 --from-scratch --out runs/r164-scratch
     python recipes/resnet164_cifar.py --data fake --depth 11 --epochs 1 --search-epochs 1 \\
         --finetune-epochs 1 --train-subset 256 --test-subset 100 --out /tmp/r164-tiny
 
@@ -44,7 +46,9 @@ def table(results: dict) -> str:
         f"{format_count(p['macs'])} |",
     ]
     s = results["summary"]
-    rows.append(f"\nPRC {100 * s['prc']:.1f}%, params x{s['params_ratio']:.3f}, MACs x{s['macs_ratio']:.3f}")
+    budget = (results.get("pruning") or {}).get("budget")
+    asked = f" (budget: {', '.join(f'{k} x{v:g}' for k, v in budget.items())})" if budget else ""
+    rows.append(f"\nPRC {100 * s['prc']:.1f}%, params x{s['params_ratio']:.3f}, MACs x{s['macs_ratio']:.3f}{asked}")
     return "\n".join(rows)
 
 
@@ -55,10 +59,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-root", default=None, help="where torchvision keeps CIFAR")
     ap.add_argument("--depth", type=int, default=164, help=f"9n+2, e.g. {preresnet_depths(200)[:6]} ... 164")
     ap.add_argument("--bn", action=argparse.BooleanOptionalAction, default=True, help="BatchNorm (--no-bn: none)")
-    ap.add_argument("--ratio", type=float, default=0.4, help="pruning ratio of channels (0.4 or 0.6 in the paper)")
+    size = ap.add_mutually_exclusive_group()
+    size.add_argument("--ratio", type=float, default=None,
+                      help="pruning ratio of channels (0.4 or 0.6 in the paper; default 0.4)")
+    size.add_argument("--macs", type=float, default=None,
+                      help="fraction of the model's MACs to keep (fvcore multiply-accumulates, batch 1); "
+                           "exclusive with --ratio")
     ap.add_argument("--method", choices=ALL_METHODS, default="rarts")
     ap.add_argument("--mode", choices=("ratio", "l1"), default="ratio")
-    ap.add_argument("--epochs", type=int, default=160, help="training epochs before the search")
+    ap.add_argument("--epochs", type=int, default=160,
+                    help="training epochs before the search; with --from-scratch: the epochs of the search")
+    ap.add_argument("--from-scratch", action="store_true",
+                    help="the paper's protocol: the search is the training (scores attached before the first "
+                         "epoch, --epochs of search at --lr with the step schedule, then surgery and fine-tuning); "
+                         "--search-epochs is then ignored")
     ap.add_argument("--search-epochs", type=int, default=20)
     ap.add_argument("--finetune-epochs", type=int, default=160)
     ap.add_argument("--batch-size", type=int, default=64)
@@ -85,10 +99,23 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.depth not in preresnet_depths(max(args.depth, 2)):
         ap.error(f"--depth must be 9n+2 (e.g. 11, 20, 29, 56, 110, 164), got {args.depth}")
-    job = PruneJob(
+    try:
+        job = make_job(args)
+    except ValueError as exc:  # e.g. --macs outside (0, 1) or with --mode l1
+        ap.error(str(exc))
+    results = run(job)
+    print(table(results))
+    return 0
+
+
+def make_job(args: argparse.Namespace) -> PruneJob:
+    """The `PruneJob` of the parsed command line."""
+    return PruneJob(
         model=f"preresnet{args.depth}", data=args.data, download=args.download, data_root=args.data_root,
-        out=args.out, ratio=args.ratio, mode=args.mode, method=args.method, pretrain_epochs=args.epochs,
-        search_epochs=args.search_epochs, finetune_epochs=args.finetune_epochs, batch_size=args.batch_size,
+        out=args.out, ratio=0.4 if args.ratio is None else args.ratio, macs=args.macs, mode=args.mode,
+        method=args.method, pretrain_epochs=0 if args.from_scratch else args.epochs,
+        search_epochs=args.epochs if args.from_scratch else args.search_epochs, train_during_search=args.from_scratch,
+        finetune_epochs=args.finetune_epochs, batch_size=args.batch_size,
         lr=args.lr, finetune_lr=args.finetune_lr, bn_recalibration=args.bn_recalibration,
         weight_decay=args.weight_decay, schedule="step", search_lr=args.search_lr, arch_lr=args.arch_lr,
         lam=args.lam, beta=args.beta, importance=args.importance, train_subset=args.train_subset,
@@ -96,9 +123,6 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed, resume=args.resume, progress=args.progress,
         model_factory=partial(build, depth=args.depth, bn=args.bn),
     )
-    results = run(job)
-    print(table(results))
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Width search: learn which channels to keep with RARTS (or a baseline), then remove the others."""
 
 from .baselines import BASELINES, baseline_importance
+from .budget import BUDGET_KINDS, CostModel, check_budget, select_by_budget
 from .penalties import WidthPenalty, soft_threshold_, unit_macs
 from .pruner import ALL_METHODS, MODES, WidthPruner, prune
 from .selection import CRITERIA, Selection, select_by_ratio, select_by_threshold, unit_importance
@@ -8,13 +9,17 @@ from .selection import CRITERIA, Selection, select_by_ratio, select_by_threshold
 __all__ = [
     "ALL_METHODS",
     "BASELINES",
+    "BUDGET_KINDS",
     "CRITERIA",
+    "CostModel",
     "MODES",
     "Selection",
     "WidthPenalty",
     "WidthPruner",
     "baseline_importance",
+    "check_budget",
     "prune",
+    "select_by_budget",
     "select_by_ratio",
     "select_by_threshold",
     "soft_threshold_",

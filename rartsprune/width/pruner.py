@@ -36,6 +36,7 @@ from ..optim import METHODS, make_search_optimizer
 from ..scores import ScoreHandle, _detach, _map_tensors, _model_device, is_pruned
 from ..surgery import PruningPlan, apply_surgery, plan_from_scores
 from .baselines import BASELINES, BaselineTrainer, baseline_importance, slimming_layers
+from .budget import CostModel, check_budget, select_by_budget
 from .penalties import WidthPenalty, soft_threshold_
 from .selection import CRITERIA, Selection, select_by_ratio, select_by_threshold, unit_importance
 
@@ -99,6 +100,7 @@ class WidthPruner:
         self._plan: PruningPlan | None = None
         self._final_steps = 0
         self._penalty: WidthPenalty | None = None
+        self._cost: CostModel | None = None
         self._input_spec = _input_spec(handle.example_inputs)
 
     # ------------------------------------------------------------------ the loop
@@ -167,7 +169,17 @@ class WidthPruner:
             if self._is_search:
                 return select_by_threshold(self.handle, self.config["threshold"])
             raise ValueError("mode='l1' needs a search method (rarts, darts1, darts2, milenas)")
+        if self.config["budget"] is not None:
+            kind, fraction = self.config["budget"]
+            return select_by_budget(self.handle, fraction, kind=kind, importance=self.importance(),
+                                    scope=self.config["scope"], cost=self.cost_model())
         return select_by_ratio(self.handle, self.config["ratio"], importance=self.importance(), scope=self.config["scope"])
+
+    def cost_model(self) -> CostModel:
+        """The `rartsprune.width.budget.CostModel` of the scored model (built once, with ``round_to``)."""
+        if self._cost is None:
+            self._cost = CostModel(self.handle, round_to=self.config["round_to"])
+        return self._cost
 
     def plan(self) -> PruningPlan:
         """The pruning plan: a preview before `finalize`, the executed plan after."""
@@ -199,6 +211,7 @@ class WidthPruner:
             "method": self.config["method"],
             "mode": self.config["mode"],
             "requested_ratio": self.config["ratio"] if self.config["mode"] == "ratio" else None,
+            "budget": dict([self.config["budget"]]) if self.config["budget"] is not None else None,
             "prc": 1.0 - kept / total if total else 0.0,
             "prunable_channels": total,
             "removed_channels": total - kept,
@@ -239,7 +252,7 @@ class WidthPruner:
             raise ValueError(f"not a rartsprune pruner state (format {_STATE_FORMAT!r} expected)")
         if state["groups"] != [g.name for g in self.handle.groups]:
             raise ValueError("the checkpoint was made for a model with other channel groups")
-        for key in ("method", "mode"):
+        for key in ("method", "mode", "ratio", "macs", "params", "importance", "scope"):
             if state["config"].get(key) != self.config[key]:
                 raise ValueError(f"checkpoint {key}={state['config'].get(key)!r}, this pruner {key}={self.config[key]!r}")
         self.search.load_state_dict(state["search"])
@@ -298,8 +311,10 @@ def _check_batch(batch: Any, spec: tuple[int, int | None] | None, which: str) ->
 
 def prune(
     model: nn.Module,
-    ratio: float | None = 0.4,
+    ratio: float | None = None,
     *,
+    macs: float | None = None,
+    params: float | None = None,
     mode: str = "ratio",
     method: str = "rarts",
     criterion: nn.Module | None = None,
@@ -339,7 +354,12 @@ def prune(
         model: a classifier (torchvision, timm, your own). It becomes the primary network y of RARTS.
             A ``DistributedDataParallel`` model is unwrapped and searched with ``distributed=True``.
         ratio: ``mode="ratio"``: the pruning ratio of channels (PRC) to remove, in [0, 1) (see the module
-            docstring). Ignored by ``mode="l1"``.
+            docstring); 0.4 when neither ``macs`` nor ``params`` is given. Ignored by ``mode="l1"``.
+        macs: instead of ``ratio``, keep this fraction (in (0, 1)) of the model's MACs (fvcore, batch 1):
+            the least important units go first, each counted with the MACs it causes
+            (`rartsprune.width.budget`); with ``round_to`` the MACs after surgery stay within 2% of it.
+        params: likewise, a fraction of the model's parameters to keep. ``ratio``, ``macs`` and ``params``
+            are exclusive.
         mode: ``"ratio"`` (fixed PRC) or ``"l1"`` (an ℓ1 penalty of strength ``l1`` on the scores decides;
             channels with |α| <= ``threshold`` are removed, optionally with a proximal soft-threshold step,
             ``prox=True``, which makes scores exactly zero).
@@ -397,10 +417,19 @@ def prune(
         raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(ALL_METHODS)}")
     if importance not in CRITERIA:
         raise ValueError(f"unknown importance {importance!r}; valid: {', '.join(CRITERIA)}")
-    if mode == "ratio":
+    given = [k for k, v in (("ratio", ratio), ("macs", macs), ("params", params)) if v is not None]
+    if len(given) > 1:
+        raise ValueError(f"pass one of ratio=, macs= or params=, not {' and '.join(given)}")
+    budget = ("macs", check_budget(macs, "macs")) if macs is not None else (
+        ("params", check_budget(params, "params")) if params is not None else None)
+    if budget is not None and mode != "ratio":
+        raise ValueError(f"{budget[0]}= is a budget for mode='ratio'; mode={mode!r} decides the size by its threshold")
+    if ratio is None and budget is None:
+        ratio = 0.4
+    if mode == "ratio" and budget is None:
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or math.isnan(ratio) or not 0.0 <= ratio < 1.0:
             raise ValueError(f"ratio must be a number in [0, 1) (the fraction of channels removed), got {ratio!r}")
-    elif method in BASELINES:
+    elif mode == "l1" and method in BASELINES:
         raise ValueError(f"mode='l1' needs a search method ({', '.join(METHODS)}); {method!r} is one-shot")
     if rarts_mode not in ("exact", "fused"):
         raise ValueError(f"rarts_mode must be 'exact' or 'fused', got {rarts_mode!r}")
@@ -408,6 +437,10 @@ def prune(
         raise ValueError("pass either criterion= or loss_fn=, not both")
     if criterion is not None and not callable(criterion):
         raise TypeError("criterion must be callable, e.g. nn.CrossEntropyLoss()")
+    if scope not in ("global", "layer"):
+        raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
+    if round_to is not None and (isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1):
+        raise ValueError(f"round_to must be a positive integer or None, got {round_to!r}")
     if is_pruned(model):
         raise RartsPruneError(
             f"{type(model).__name__} is already under search or scored; finalize() or rartsprune.remove() it first"
@@ -424,7 +457,7 @@ def prune(
         groups = handle.groups
         total = sum(g.channels for g in groups)
         floor = sum(g.channels // g.num_units for g in groups)
-        if mode == "ratio" and ratio * total > total - floor + 0.5:
+        if mode == "ratio" and budget is None and ratio * total > total - floor + 0.5:
             raise ValueError(
                 f"ratio={ratio} would empty the model: at most {(total - floor) / total:.3f} of its {total} prunable "
                 "channels can go (every layer keeps at least one)"
@@ -444,15 +477,16 @@ def prune(
             resolved_loss = loss_fn
         w_opt = weight_optimizer or _sgd(lr, weight_decay)
         config = {
-            "ratio": ratio, "mode": mode, "method": method, "lam": lam, "beta": beta, "rarts_mode": rarts_mode,
+            "ratio": ratio, "macs": macs, "params": params, "budget": budget, "mode": mode, "method": method, "lam": lam, "beta": beta, "rarts_mode": rarts_mode,
             "round_to": round_to, "scope": scope, "importance": importance, "l1": l1, "prox": prox,
             "threshold": threshold, "cost_weight": cost_weight, "sparsity": sparsity, "seed": seed,
             "loss_fn": resolved_loss,
         }
-        if scope not in ("global", "layer"):
-            raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
-        if round_to is not None and (isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1):
-            raise ValueError(f"round_to must be a positive integer or None, got {round_to!r}")
+        cost = None
+        if budget is not None:  # refuse a budget below the reachable minimum before anything is built
+            cost = CostModel(handle, round_to=round_to)
+            select_by_budget(handle, budget[1], kind=budget[0], scope=scope, cost=cost,
+                             importance={g.name: torch.ones(g.num_units) for g in groups}, check_only=True)
         if method in METHODS:
             penalty = WidthPenalty(handle, l1=l1 if mode == "l1" else 0.0, cost_weight=cost_weight,
                                    include_l1=not prox)
@@ -481,5 +515,6 @@ def prune(
         _detach(model, fold=False)
         raise
     pruner = WidthPruner(model, handle, search, config)
+    pruner._cost = cost
     return pruner
 

@@ -1,0 +1,459 @@
+"""Criterion diagnostic: how well does each channel criterion rank units, against the oracle, in minutes.
+
+On the trained baseline of the quality benchmark (``bench/pruning_quality.py``: PreResNet-20 on 4k CIFAR-10
+images; trained here if ``--work`` has none) this script
+
+1. computes every unit's *oracle importance*: the rise of the loss on held-out images when that unit alone is
+   zeroed (its score set to 0; eval mode; a seeded sample of ``--oracle-units`` units);
+2. runs each *variant* — a search method with one setting of the levers (score optimizer and learning rate,
+   initialisation, a sparsity pressure on the scores, a warm-up with frozen scores) — for each search length of
+   ``--search-epochs`` through `rartsprune.prune` on the same data halves as the pipeline, and reads its
+   criteria (|α|, |α·γ|); plus the one-shot criteria on the trained baseline (ℓ1-norm, BN γ, random);
+3. reports, for every criterion, the Spearman correlation of its ranking with the oracle over the sampled units
+   (``global``: across layers; ``layer``: the mean of the per-layer correlations) and the accuracy right after
+   pruning to each MACs budget of ``--budgets`` (`rartsprune.prune`'s budget selection, BatchNorm
+   re-estimated on training batches) — each criterion also in a *cost-aware* form (importance divided by the
+   unit's MACs: the greedy answer to "most importance per MAC").
+
+Every image used here comes from the CIFAR-10 *training* split: the search subset is the benchmark's; the oracle
+and the accuracies use training images outside it. The test images the benchmarks report are never touched, so
+settings can be chosen on this diagnostic.
+
+Writes ``bench/results/criterion_quality.json`` (``--out``) and ``.md``, and ``criterion_quality.png``
+(accuracy vs MACs per criterion) when matplotlib is installed. Finished variants are cached in ``--work``.
+
+    python bench/criterion_quality.py --threads 2                 # ~30 min on 2 cores
+    python bench/criterion_quality.py --variants default,adam_lr1e-2 --search-epochs 1 --oracle-units 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import math
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from _paths import portable  # noqa: E402  (bench/ is on sys.path when a script runs)
+
+import rartsprune  # noqa: E402
+from rartsprune.data import default_augment, load_dataset, make_loader, to_device_batch  # noqa: E402
+from rartsprune.data.datasets import stratified_indices  # noqa: E402
+from rartsprune.data.split import PairedLoader, split_dataset  # noqa: E402
+from rartsprune.models import preresnet  # noqa: E402
+from rartsprune.width.baselines import baseline_importance  # noqa: E402
+from rartsprune.width.budget import CostModel, select_by_budget  # noqa: E402
+from rartsprune.width.penalties import WidthPenalty, unit_macs  # noqa: E402
+from rartsprune.width.selection import unit_importance  # noqa: E402
+
+DATA = ROOT / ".." / "shared" / "data" / "cifar10"
+
+
+def _adam(lr: float, betas: tuple[float, float] = (0.5, 0.999), wd: float = 1e-3) -> Callable:
+    return lambda params: torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=wd)
+
+
+def _sgd(lr: float, momentum: float = 0.9) -> Callable:
+    return lambda params: torch.optim.SGD(params, lr=lr, momentum=momentum)
+
+
+#: name -> (method, prune() keywords, extras). Extras: "warmup" (fraction of the steps with frozen scores).
+VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "default": ("rarts", {}, {}),
+    "adam_lr1e-2": ("rarts", {"arch_lr": 1e-2}, {}),
+    "adam_lr1e-1": ("rarts", {"arch_lr": 1e-1}, {}),
+    "sgd_lr1": ("rarts", {"arch_optimizer": _sgd(1.0)}, {}),
+    "sgd_lr10": ("rarts", {"arch_optimizer": _sgd(10.0)}, {}),
+    "adam_lr1e-2_l1_1e-3": ("rarts", {"arch_lr": 1e-2, "pressure": 1e-3}, {}),
+    "adam_lr1e-2_l1_4e-3": ("rarts", {"arch_lr": 1e-2, "pressure": 4e-3}, {}),
+    "adam_lr1e-2_l1_1e-2": ("rarts", {"arch_lr": 1e-2, "pressure": 1e-2}, {}),
+    "adam_lr3e-2_l1_4e-3": ("rarts", {"arch_lr": 3e-2, "pressure": 4e-3}, {}),
+    "adam_lr1e-1_l1_4e-3": ("rarts", {"arch_lr": 1e-1, "pressure": 4e-3}, {}),
+    "adam_lr3e-2_l1_1e-2": ("rarts", {"arch_lr": 3e-2, "pressure": 1e-2}, {}),
+    "sgd_lr1_l1_4e-3": ("rarts", {"arch_optimizer": _sgd(1.0), "pressure": 4e-3}, {}),
+    "adam_lr1e-2_warmup": ("rarts", {"arch_lr": 1e-2}, {"warmup": 0.5}),
+    "darts1": ("darts1", {"arch_lr": 1e-2}, {}),
+    "darts2": ("darts2", {"arch_lr": 1e-2}, {}),
+    "milenas": ("milenas", {"arch_lr": 1e-2}, {}),
+}
+ONE_SHOT = ("l1_norm", "bn_gamma", "random", "fisher")
+
+
+# ---------------------------------------------------------------------------------------------- statistics
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks with ties averaged (as Spearman's rho needs)."""
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x), dtype=np.float64)
+    sx = x[order]
+    i = 0
+    while i < len(x):
+        j = i
+        while j + 1 < len(x) and sx[j + 1] == sx[i]:
+            j += 1
+        ranks[order[i:j + 1]] = 0.5 * (i + j)
+        i = j + 1
+    return ranks
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation of two vectors (nan when either is constant)."""
+    ra, rb = _ranks(np.asarray(a, dtype=np.float64)), _ranks(np.asarray(b, dtype=np.float64))
+    if ra.std() == 0 or rb.std() == 0:
+        return math.nan
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+# ---------------------------------------------------------------------------------------------- data
+class Data:
+    """The search subset (the benchmark's 4k images, split in halves) and held-out training images."""
+
+    def __init__(self, root: str, subset: int, oracle_images: int, eval_images: int, batch_size: int,
+                 device: torch.device) -> None:
+        full = load_dataset(root, "train")
+        idx = stratified_indices(full.targets, subset, seed=0)  # the pipeline's subset for seed 0
+        rest = torch.tensor(sorted(set(range(len(full))) - set(idx.tolist())))
+        perm = rest[torch.randperm(len(rest), generator=torch.Generator().manual_seed(12345))]
+        self.train = full.subset(idx)
+        self.oracle = full.subset(perm[:oracle_images].sort().values)
+        self.heldout = full.subset(perm[oracle_images:oracle_images + eval_images].sort().values)
+        self.half_t, self.half_v = split_dataset(self.train, 0.5, seed=0)
+        self.batch_size = batch_size
+        self.device = device
+        self.train_aug = default_augment(self.train, train=True).to(device)
+        self.test_aug = default_augment(self.train, train=False).to(device)
+        self.oracle_batches = [to_device_batch(b, device, self.test_aug)
+                               for b in make_loader(self.oracle, 256, train=False)]
+        self.heldout_loader = make_loader(self.heldout, 256, train=False)
+
+    def pairs(self, epoch: int, seed: int) -> PairedLoader:
+        return PairedLoader(make_loader(self.half_t, self.batch_size, seed=seed * 100_003 + 2 * epoch),
+                            make_loader(self.half_v, self.batch_size, seed=seed * 100_003 + 2 * epoch + 1))
+
+    def batch(self, b: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        return to_device_batch(b, self.device, self.train_aug)
+
+    @torch.no_grad()
+    def accuracy(self, model: torch.nn.Module) -> float:
+        model.eval()
+        correct = total = 0
+        for b in self.heldout_loader:
+            x, y = to_device_batch(b, self.device, self.test_aug)
+            correct += int((model(x).argmax(1) == y).sum())
+            total += len(y)
+        return 100.0 * correct / total
+
+    @torch.no_grad()
+    def oracle_loss(self, model: torch.nn.Module) -> float:
+        model.eval()
+        total = n = 0.0
+        for x, y in self.oracle_batches:
+            total += float(F.cross_entropy(model(x), y, reduction="sum"))
+            n += len(y)
+        return total / n
+
+
+# ---------------------------------------------------------------------------------------------- oracle
+def oracle(model: torch.nn.Module, data: Data, n_units: int, seed: int) -> dict[str, Any]:
+    """Loss rise on the oracle images when each sampled unit alone is zeroed (scores attached, eval mode)."""
+    net = copy.deepcopy(model)
+    handle = rartsprune.attach_scores(net, torch.zeros(1, 3, 32, 32, device=data.device))
+    units = [(g.name, u) for g in handle.groups for u in range(g.num_units)]
+    gen = torch.Generator().manual_seed(seed)
+    if n_units < len(units):
+        pick = sorted(torch.randperm(len(units), generator=gen)[:n_units].tolist())
+        units = [units[i] for i in pick]
+    base = data.oracle_loss(net)
+    rise = []
+    t0 = time.perf_counter()
+    for k, (name, u) in enumerate(units):
+        alpha = handle.score(name)
+        with torch.no_grad():
+            alpha[u] = 0.0
+        rise.append(data.oracle_loss(net) - base)
+        with torch.no_grad():
+            alpha[u] = 1.0
+        if k % 64 == 63:
+            print(f"  oracle {k + 1}/{len(units)} units, {time.perf_counter() - t0:.0f} s", flush=True)
+    return {"base_loss": base, "units": [[n, u] for n, u in units], "rise": rise,
+            "total_units": sum(g.num_units for g in handle.groups)}
+
+
+# ---------------------------------------------------------------------------------------------- criteria
+def _flat(imp: dict[str, torch.Tensor], units: list[list[Any]]) -> np.ndarray:
+    return np.array([float(imp[n][u]) for n, u in units])
+
+
+def correlations(imp: dict[str, torch.Tensor], orc: dict[str, Any],
+                 macs: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
+    """Spearman of ``imp`` with the oracle (with ``macs``: with the oracle's loss rise per MAC)."""
+    units, rise = orc["units"], np.array(orc["rise"])
+    if macs is not None:
+        rise = rise / _flat(macs, units)
+    vals = _flat(imp, units)
+    per_layer = []
+    for name in dict.fromkeys(n for n, _ in units):
+        sel = np.array([n == name for n, _ in units])
+        if sel.sum() >= 5:
+            r = spearman(vals[sel], rise[sel])
+            if not math.isnan(r):
+                per_layer.append(r)
+    return {"spearman_global": spearman(vals, rise),
+            "spearman_layer": statistics.mean(per_layer) if per_layer else math.nan}
+
+
+def accuracy_at_budgets(model: torch.nn.Module, imp: dict[str, torch.Tensor], budgets: list[float], data: Data,
+                        bn_batches: int, seed: int) -> dict[str, float]:
+    """Accuracy on held-out training images right after pruning to each MACs budget (BN re-estimated)."""
+    out = {}
+    cost = None
+    for b in budgets:
+        net = copy.deepcopy(model)
+        handle = rartsprune.get_handle(net)
+        cost = cost or CostModel(handle)
+        cost.handle = handle
+        sel = select_by_budget(handle, b, importance=imp, cost=cost)
+        rartsprune.apply_surgery(net, sel.keep)
+        loader = make_loader(data.train, data.batch_size, train=True, seed=seed * 100_003 + 99_991)
+        rartsprune.recalibrate_bn(net, (data.batch(x)[0] for x in loader), num_batches=bn_batches)
+        out[f"{b:g}"] = data.accuracy(net)
+    return out
+
+
+def cost_aware(imp: dict[str, torch.Tensor], macs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Importance per MAC (each unit's MACs relative to the mean unit's)."""
+    mean = torch.cat(list(macs.values())).mean()
+    return {k: v / (macs[k] / mean).clamp(min=1e-6) for k, v in imp.items()}
+
+
+def fisher(model: torch.nn.Module, handle: Any, data: Data, seed: int) -> dict[str, torch.Tensor]:
+    """Σ over one epoch of D_t batches of (∂L/∂α)² at α = 1 (empirical Fisher; Molchanov et al.'s Taylor
+    criterion of the scores): what the gradients alone say, as a reference for the searched scores."""
+    model.train()
+    acc = [torch.zeros_like(a) for a in handle.scores]
+    state = copy.deepcopy(model.state_dict())
+    for bt, _ in data.pairs(0, seed):
+        x, y = data.batch(bt)
+        grads = torch.autograd.grad(F.cross_entropy(model(x), y), handle.scores)
+        for s, g in zip(acc, grads):
+            s += g.detach() ** 2
+    model.load_state_dict(state)  # the training-mode passes moved the BatchNorm statistics
+    return {g.name: s.cpu() for g, s in zip(handle.groups, acc)}
+
+
+def run_search(base: torch.nn.Module, data: Data, variant: str, epochs: int, seed: int) -> Any:
+    """The variant's search for ``epochs`` epochs on a copy of the baseline; returns the pruner."""
+    method, kwargs, extras = VARIANTS[variant]
+    model = copy.deepcopy(base)
+    torch.manual_seed(seed)
+    kwargs = dict(kwargs)
+    pressure = kwargs.pop("pressure", 0.0)
+    if "lr" not in kwargs:
+        kwargs["lr"] = 0.01  # the quality benchmark's search LR of the weights (trained net, fine LR)
+    pruner = rartsprune.prune(model, ratio=0.4, method=method, example_inputs=torch.zeros(1, 3, 32, 32),
+                              seed=seed, **kwargs)
+    if pressure:
+        pruner.search.arch_penalty = WidthPenalty(pruner.handle, l1=pressure)
+    steps = epochs * len(data.pairs(0, seed))
+    frozen = int(extras.get("warmup", 0.0) * steps)
+    arch_opt = pruner.search.optimizers.get("arch")
+    lr0 = arch_opt.param_groups[0]["lr"] if arch_opt is not None else 0.0
+    k = 0
+    for epoch in range(epochs):
+        for bt, bv in data.pairs(epoch, seed):
+            if arch_opt is not None:
+                for group in arch_opt.param_groups:
+                    group["lr"] = 0.0 if k < frozen else lr0
+            pruner.step(data.batch(bt), data.batch(bv))
+            k += 1
+    return pruner
+
+
+def evaluate_criteria(model: torch.nn.Module, handle: Any, criteria: dict[str, dict[str, torch.Tensor]],
+                      orc: dict[str, Any], data: Data, args: argparse.Namespace) -> dict[str, Any]:
+    macs, _ = unit_macs(handle)
+    out = {}
+    for name, imp in criteria.items():
+        forms = [(name, imp, None)]
+        if args.cost_aware:
+            forms.append((f"{name}/macs", cost_aware(imp, macs), macs))
+        for label, values, per_mac in forms:
+            row: dict[str, Any] = correlations(values, orc, per_mac)
+            row["acc"] = accuracy_at_budgets(model, values, args.budgets, data, args.bn_batches, args.seed)
+            out[label] = row
+            print(f"  {label}: spearman {row['spearman_global']:.3f} (layer {row['spearman_layer']:.3f}), acc "
+                  + " ".join(f"{k}x:{v:.1f}" for k, v in row["acc"].items()), flush=True)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- main
+def _baseline(args: argparse.Namespace) -> Path:
+    ckpt = args.work / f"baseline_d{args.depth}" / "baseline.pt"
+    if ckpt.exists():
+        return ckpt
+    import pruning_quality
+
+    pruning_quality.main(["--data", str(args.data), "--depth", str(args.depth), "--work", str(args.work),
+                          "--methods", "", "--importances", "", "--layer-scope-methods", "", "--no-control",
+                          "--out", str(args.work / "baseline_only.json")])
+    return ckpt
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(DATA), help="CIFAR-10 ImageFolder tree with train/")
+    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "pq",
+                    help="the quality benchmark's work folder (its baseline is reused or trained there)")
+    ap.add_argument("--depth", type=int, default=20)
+    ap.add_argument("--train-subset", type=int, default=4000)
+    ap.add_argument("--oracle-units", type=int, default=256, help="units sampled for the oracle (0: all)")
+    ap.add_argument("--oracle-images", type=int, default=512)
+    ap.add_argument("--eval-images", type=int, default=2000)
+    ap.add_argument("--bn-batches", type=int, default=20)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--budgets", default="0.8,0.6,0.45,0.35",
+                    type=lambda s: [float(x) for x in s.split(",") if x])
+    ap.add_argument("--search-epochs", default="1,3", type=lambda s: [int(x) for x in s.split(",") if x])
+    ap.add_argument("--variants", default=",".join(VARIANTS),
+                    help=f"comma-separated, from: {', '.join(VARIANTS)}")
+    ap.add_argument("--cost-aware", action=argparse.BooleanOptionalAction, default=False,
+                    help="also rank every criterion by importance per MAC (label suffix /macs)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "criterion_quality.json")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variants {unknown}; valid: {', '.join(VARIANTS)}")
+    if not (Path(args.data) / "train").is_dir():
+        print(f"CIFAR-10 tree not found at {args.data}; pass --data (see ../shared/data/README.md)")
+        return 2
+    t_start = time.perf_counter()
+    device = torch.device("cpu")
+    ckpt = _baseline(args)
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    base = preresnet(depth=args.depth, num_classes=10)
+    base.load_state_dict(state)
+    digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()[:12]
+    data = Data(args.data, args.train_subset, args.oracle_images, args.eval_images, args.batch_size, device)
+    cache = args.work / "criterion_quality" / digest
+    cache.mkdir(parents=True, exist_ok=True)
+    ofile = cache / f"oracle_u{args.oracle_units}_i{args.oracle_images}_s{args.seed}.json"
+    if ofile.exists():
+        orc = json.loads(ofile.read_text())
+    else:
+        print(f"oracle: {args.oracle_units or 'all'} units on {args.oracle_images} held-out images", flush=True)
+        orc = oracle(base, data, args.oracle_units or 10**9, args.seed)
+        ofile.write_text(json.dumps(orc))
+    settings = (f"b{'-'.join(f'{b:g}' for b in args.budgets)}_bn{args.bn_batches}_e{args.eval_images}"
+                + ("_ca" if args.cost_aware else ""))
+    rows: dict[str, Any] = {}
+
+    def cached(key: str, compute: Callable[[], dict[str, Any]]) -> None:
+        f = cache / f"{key}_{settings}_u{args.oracle_units}_s{args.seed}.json"
+        if f.exists():
+            res = json.loads(f.read_text())
+        else:
+            t0 = time.perf_counter()
+            res = compute()
+            res = {k: {**v, "wall_s": time.perf_counter() - t0} for k, v in res.items()}
+            f.write_text(json.dumps(res))
+        rows.update(res)
+
+    def one_shot() -> dict[str, Any]:
+        net = copy.deepcopy(base)
+        handle = rartsprune.attach_scores(net, torch.zeros(1, 3, 32, 32))
+        gen = torch.Generator().manual_seed(args.seed)
+        criteria = {"l1_norm": baseline_importance(handle, "l1_norm"),
+                    "bn_gamma": unit_importance(handle, "alpha_gamma"),
+                    "random": {g.name: torch.rand(g.num_units, generator=gen) for g in handle.groups},
+                    "fisher": fisher(net, handle, data, args.seed)}
+        return evaluate_criteria(net, handle, criteria, orc, data, args)
+
+    print("one-shot criteria on the baseline", flush=True)
+    cached("one_shot", one_shot)
+    for epochs in args.search_epochs:
+        for variant in variants:
+            def searched(variant: str = variant, epochs: int = epochs) -> dict[str, Any]:
+                pruner = run_search(base, data, variant, epochs, args.seed)
+                criteria = {f"{variant}@{epochs}ep |a|": unit_importance(pruner.handle, "alpha"),
+                            f"{variant}@{epochs}ep |a*g|": unit_importance(pruner.handle, "alpha_gamma")}
+                res = evaluate_criteria(pruner.model, pruner.handle, criteria, orc, data, args)
+                scores = torch.cat([a.detach().flatten() for a in pruner.handle.scores])
+                for v in res.values():
+                    v["alpha"] = {"mean": float(scores.mean()), "std": float(scores.std()),
+                                  "min": float(scores.min()), "max": float(scores.max())}
+                return res
+
+            print(f"{variant}, {epochs} search epoch(s)", flush=True)
+            cached(f"{variant}_e{epochs}", searched)
+    result = {"settings": {k: portable(v) for k, v in vars(args).items()}, "baseline": portable(str(ckpt)),
+              "baseline_sha256": digest, "oracle": {"units": len(orc["units"]), "total_units": orc["total_units"],
+                                                   "base_loss": orc["base_loss"]},
+              "rows": rows, "total_wall_s": time.perf_counter() - t_start}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    _markdown(result, args, argv)
+    _plot(rows, args)
+    return 0
+
+
+def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] | None) -> None:
+    budgets = [f"{b:g}" for b in args.budgets]
+    lines = [f"# Criterion diagnostic: PreResNet-{args.depth}, CIFAR-10 training images only", "",
+             f"Oracle: loss rise when one unit is zeroed, {result['oracle']['units']} of "
+             f"{result['oracle']['total_units']} units, {args.oracle_images} held-out training images. Accuracy: "
+             f"{args.eval_images} other held-out training images, right after pruning to the MACs budget with "
+             f"BatchNorm re-estimated on {args.bn_batches} batches (no fine-tuning).", "",
+             "| criterion | Spearman (global) | Spearman (per layer) | " + " | ".join(f"acc @ {b}x MACs" for b in budgets)
+             + " |", "|---|---|---|" + "---|" * len(budgets)]
+    for name, r in sorted(result["rows"].items(), key=lambda kv: -(kv[1]["spearman_global"]
+                                                                  if not math.isnan(kv[1]["spearman_global"]) else -9)):
+        lines.append(f"| {name} | {r['spearman_global']:.3f} | {r['spearman_layer']:.3f} | "
+                     + " | ".join(f"{r['acc'][b]:.1f}" for b in budgets) + " |")
+    lines += ["", f"Command: `python bench/criterion_quality.py {shlex.join(argv or sys.argv[1:])}`".rstrip()]
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def _plot(rows: dict[str, Any], args: argparse.Namespace) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, r in rows.items():
+        if name.endswith("/macs"):
+            continue
+        xs = [float(b) for b in r["acc"]]
+        ax.plot(xs, list(r["acc"].values()), marker="o", label=name)
+    ax.set_xlabel("MACs kept (fraction)")
+    ax.set_ylabel("held-out accuracy after pruning, BN re-estimated (%)")
+    ax.invert_xaxis()
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(args.out.with_suffix(".png"), dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
