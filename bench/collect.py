@@ -86,6 +86,20 @@ def overhead_section() -> list[str]:
     return out + [""]
 
 
+#: The width-quality sections with the current defaults: (title, results markdown, command).
+WIDTH_QUALITY = (
+    ("Width search at equal MACs, after training (`bench/equal_macs.py`)", "equal_macs_after.md",
+     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2 --out bench/results/equal_macs_after.json"),
+    ("Width search at equal MACs, from scratch", "equal_macs_scratch.md",
+     "python bench/equal_macs.py --threads 1 --protocols scratch --seeds 0,1,2 --out bench/results/equal_macs_scratch.json"),
+    ("Channel criteria against the oracle (`bench/criterion_quality.py`)", "criterion_quality.md",
+     "python bench/criterion_quality.py --threads 1 --search-epochs 1 --budgets 0.6,0.35"),
+    ("Channel criteria after 3 search epochs", "criterion_quality_e3.md",
+     "python bench/criterion_quality.py --threads 1 --search-epochs 3 --budgets 0.6,0.35 "
+     "--variants default,former_default,adam_lr1e-2_l1_4e-3 --out bench/results/criterion_quality_e3.json"),
+)
+
+
 def md_section(title: str, name: str, command: str) -> list[str]:
     path = RESULTS / name
     out = [f"## {title}", ""]
@@ -121,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         "with `python bench/collect.py` after running the benchmarks.",
         "",
     ]
-    lines += md_section("Width-search quality (`bench/pruning_quality.py`)", "pruning_quality.md",
+    for title, name, command in WIDTH_QUALITY:
+        lines += md_section(title, name, command)
+    lines += md_section("Width-search quality (`bench/pruning_quality.py`, former defaults: history)", "pruning_quality.md",
                         "python bench/pruning_quality.py")
     lines += md_section("Width-search quality with 10 fine-tuning epochs", "pruning_quality_ft10.md",
                         "python bench/pruning_quality.py --work runs/pq_ft10 --finetune-epochs 10 --ratios 0.4,0.6 "

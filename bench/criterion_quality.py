@@ -57,7 +57,7 @@ from rartsprune.data.split import PairedLoader, split_dataset  # noqa: E402
 from rartsprune.models import preresnet  # noqa: E402
 from rartsprune.width.baselines import baseline_importance  # noqa: E402
 from rartsprune.width.budget import CostModel, select_by_budget  # noqa: E402
-from rartsprune.width.penalties import WidthPenalty, unit_macs  # noqa: E402
+from rartsprune.width.penalties import unit_macs  # noqa: E402
 from rartsprune.width.selection import unit_importance  # noqa: E402
 
 DATA = ROOT / ".." / "shared" / "data" / "cifar10"
@@ -71,24 +71,26 @@ def _sgd(lr: float, momentum: float = 0.9) -> Callable:
     return lambda params: torch.optim.SGD(params, lr=lr, momentum=momentum)
 
 
-#: name -> (method, prune() keywords, extras). Extras: "warmup" (fraction of the steps with frozen scores).
+#: name -> (method, rartsprune.prune keywords, extras). Extras: "warmup" (fraction of the steps with frozen
+#: scores). "l1" is prune()'s ℓ1 pressure on the scores (0: none; ratio mode's default is 4e-3).
 VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
-    "default": ("rarts", {}, {}),
-    "adam_lr1e-2": ("rarts", {"arch_lr": 1e-2}, {}),
-    "adam_lr1e-1": ("rarts", {"arch_lr": 1e-1}, {}),
-    "sgd_lr1": ("rarts", {"arch_optimizer": _sgd(1.0)}, {}),
-    "sgd_lr10": ("rarts", {"arch_optimizer": _sgd(10.0)}, {}),
-    "adam_lr1e-2_l1_1e-3": ("rarts", {"arch_lr": 1e-2, "pressure": 1e-3}, {}),
-    "adam_lr1e-2_l1_4e-3": ("rarts", {"arch_lr": 1e-2, "pressure": 4e-3}, {}),
-    "adam_lr1e-2_l1_1e-2": ("rarts", {"arch_lr": 1e-2, "pressure": 1e-2}, {}),
-    "adam_lr3e-2_l1_4e-3": ("rarts", {"arch_lr": 3e-2, "pressure": 4e-3}, {}),
-    "adam_lr1e-1_l1_4e-3": ("rarts", {"arch_lr": 1e-1, "pressure": 4e-3}, {}),
-    "adam_lr3e-2_l1_1e-2": ("rarts", {"arch_lr": 3e-2, "pressure": 1e-2}, {}),
-    "sgd_lr1_l1_4e-3": ("rarts", {"arch_optimizer": _sgd(1.0), "pressure": 4e-3}, {}),
-    "adam_lr1e-2_warmup": ("rarts", {"arch_lr": 1e-2}, {"warmup": 0.5}),
-    "darts1": ("darts1", {"arch_lr": 1e-2}, {}),
-    "darts2": ("darts2", {"arch_lr": 1e-2}, {}),
-    "milenas": ("milenas", {"arch_lr": 1e-2}, {}),
+    "default": ("rarts", {}, {}),  # rartsprune.prune's defaults (width.DEFAULTS["ratio"])
+    "former_default": ("rarts", {"arch_lr": 3e-4, "l1": 0.0}, {}),  # the defaults before the diagnostic
+    "adam_lr1e-2": ("rarts", {"arch_lr": 1e-2, "l1": 0.0}, {}),
+    "adam_lr1e-1": ("rarts", {"arch_lr": 1e-1, "l1": 0.0}, {}),
+    "sgd_lr1": ("rarts", {"arch_optimizer": _sgd(1.0), "l1": 0.0}, {}),
+    "sgd_lr10": ("rarts", {"arch_optimizer": _sgd(10.0), "l1": 0.0}, {}),
+    "adam_lr1e-2_l1_1e-3": ("rarts", {"arch_lr": 1e-2, "l1": 1e-3}, {}),
+    "adam_lr1e-2_l1_4e-3": ("rarts", {"arch_lr": 1e-2, "l1": 4e-3}, {}),
+    "adam_lr1e-2_l1_1e-2": ("rarts", {"arch_lr": 1e-2, "l1": 1e-2}, {}),
+    "adam_lr3e-2_l1_4e-3": ("rarts", {"arch_lr": 3e-2, "l1": 4e-3}, {}),
+    "adam_lr1e-1_l1_4e-3": ("rarts", {"arch_lr": 1e-1, "l1": 4e-3}, {}),
+    "adam_lr3e-2_l1_1e-2": ("rarts", {"arch_lr": 3e-2, "l1": 1e-2}, {}),
+    "sgd_lr1_l1_4e-3": ("rarts", {"arch_optimizer": _sgd(1.0), "l1": 4e-3}, {}),
+    "default_warmup": ("rarts", {}, {"warmup": 0.5}),
+    "darts1": ("darts1", {}, {}),
+    "darts2": ("darts2", {}, {}),
+    "milenas": ("milenas", {}, {}),
 }
 ONE_SHOT = ("l1_norm", "bn_gamma", "random", "fisher")
 
@@ -260,13 +262,10 @@ def run_search(base: torch.nn.Module, data: Data, variant: str, epochs: int, see
     model = copy.deepcopy(base)
     torch.manual_seed(seed)
     kwargs = dict(kwargs)
-    pressure = kwargs.pop("pressure", 0.0)
     if "lr" not in kwargs:
         kwargs["lr"] = 0.01  # the quality benchmark's search LR of the weights (trained net, fine LR)
     pruner = rartsprune.prune(model, ratio=0.4, method=method, example_inputs=torch.zeros(1, 3, 32, 32),
                               seed=seed, **kwargs)
-    if pressure:
-        pruner.search.arch_penalty = WidthPenalty(pruner.handle, l1=pressure)
     steps = epochs * len(data.pairs(0, seed))
     frozen = int(extras.get("warmup", 0.0) * steps)
     arch_opt = pruner.search.optimizers.get("arch")

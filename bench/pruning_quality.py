@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--search-lr", type=float, default=0.01)
     ap.add_argument("--arch-lr", type=float, default=1e-2)
+    ap.add_argument("--l1", type=float, default=0.0,
+                    help="ℓ1 pressure on the scores (0: the settings of the committed tables; bench/equal_macs.py "
+                         "measures rartsprune.prune's defaults)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "pruning_quality")
@@ -100,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     common = PruneJob(
         model=f"preresnet{args.depth}", data=data, batch_size=args.batch_size, lr=0.1, weight_decay=1e-4,
         schedule="step", finetune_lr=args.finetune_lr, bn_recalibration=args.bn_recalibration,
-        search_lr=args.search_lr, arch_lr=args.arch_lr, train_subset=args.train_subset,
+        search_lr=args.search_lr, arch_lr=args.arch_lr, l1=args.l1, train_subset=args.train_subset,
         test_subset=args.test_subset, device=args.device, progress=False, plots=False,
         model_factory=partial(_factory, depth=args.depth),
     )

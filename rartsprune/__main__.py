@@ -48,14 +48,15 @@ _HELP = {
     "finetune_lr": "SGD learning rate of fine-tuning (default: --lr); short fine-tunes keep more with a lower one",
     "schedule": "LR schedule of pre-training/fine-tuning: step (/10 at 50%%, 75%%) or cosine",
     "search_lr": "SGD learning rate of the network weights during the search (cosine-annealed)",
-    "arch_lr": "Adam learning rate of the channel scores",
+    "arch_lr": "Adam learning rate of the channel scores (default: 1e-1 with --mode ratio, 3e-4 with --mode l1)",
     "lam": "RARTS lambda (weight of the auxiliary net's loss); also MiLeNAS' lambda",
     "beta": "RARTS beta (coupling of the two networks)",
     "rarts_mode": "exact (Eq. 7, four passes per step) or fused (two passes, approximation)",
     "importance": "score criterion for the ranking: alpha, alpha_gamma, normalized",
     "scope": "global (rank channels across layers) or layer (same ratio per layer)",
     "round_to": "round kept channel counts up to a multiple of this",
-    "l1": "l1 strength on the scores (mode=l1)",
+    "l1": "strength of the l1 penalty on the scores: with --mode l1 it decides the size (default 1e-4); with --mode "
+          "ratio a sparsity pressure that separates the ranking (default 4e-3; 0: off)",
     "threshold": "mode=l1: remove channels with |score| <= threshold",
     "cost_weight": "weight of the MACs cost of the kept channels",
     "sparsity": "Network Slimming's l1 on BN scales (method=slimming)",
@@ -89,10 +90,10 @@ def _prune_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_)
         elif f.name in ("round_to", "train_subset", "test_subset", "image_size"):
             p.add_argument(flag, type=int, default=default, help=help_)
-        elif f.name == "finetune_lr":
+        elif f.name in ("finetune_lr", "arch_lr", "l1"):
             p.add_argument(flag, type=float, default=default, help=help_)
         elif f.name == "stop_after":
-            p.add_argument(flag, choices=("pretrain",), default=None, help="end the job after this phase")
+            p.add_argument(flag, choices=("pretrain", "search"), default=None, help="end the job after this phase")
         elif f.name in ("init_weights", "data_root"):
             p.add_argument(flag, type=str, default=default, help=help_)
         else:
@@ -170,7 +171,7 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"demo: torchvision ResNet-18, data={data}, ratio={args.ratio}, out={args.out}")
     job = PruneJob(model="torchvision:resnet18", data=data, out=args.out, ratio=args.ratio, pretrain_epochs=1,
                    search_epochs=1, finetune_epochs=1, train_subset=args.train_subset, test_subset=1000,
-                   lr=0.05, search_lr=0.01, arch_lr=3e-3, resume=args.resume)
+                   lr=0.05, search_lr=0.01, resume=args.resume)  # the scores: prune()'s defaults
     r = run(job)
     b, a = r["before"], r["after_prune"]
     print(f"{'':12s}{'params':>12s}{'MACs':>12s}{'test acc':>10s}")

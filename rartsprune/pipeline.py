@@ -5,7 +5,9 @@ Used by ``python -m rartsprune prune`` and the recipes. Every phase writes a che
 ``resume=True`` continues from it. At the end ``OUT`` holds:
 
 * ``baseline.pt`` — the model before the search (after ``pretrain_epochs``; ``stop_after="pretrain"`` ends
-  the job there, to share one baseline between several searches via ``init_weights``),
+  the job there, to share one baseline between several searches via ``init_weights``; ``stop_after="search"``
+  ends it after the search, and a copy of its ``checkpoint.pt`` resumed with another ``ratio`` / ``macs`` /
+  ``params`` finalizes the same search at another size),
 * ``plan.json`` + ``pruned.pt`` — the pruned model (re-create it with `rartsprune.apply_plan` on a fresh
   model, then ``load_state_dict``),
 * ``results.json`` — accuracies (before search, after search, after pruning, after fine-tuning), parameters and
@@ -44,7 +46,7 @@ from .data import default_augment, load_dataset, make_loader, num_classes, to_de
 from .data.split import PairedLoader, split_dataset
 from .devices import resolve_device
 from .flops import flops_report
-from .optim import get_rng_state, set_rng_state
+from .optim import METHODS, get_rng_state, set_rng_state
 from .surgery import PruningPlan, apply_plan
 from .width import prune
 from .width.budget import BUDGET_KINDS, check_budget
@@ -110,7 +112,7 @@ class PruneJob:
     schedule: str = "step"
     search_lr: float = 0.025
     search_weight_decay: float = 3e-4
-    arch_lr: float = 3e-4
+    arch_lr: float | None = None
     arch_weight_decay: float = 1e-3
     lam: float = 1.0
     beta: float = 1.0
@@ -118,7 +120,7 @@ class PruneJob:
     importance: str = "alpha"
     scope: str = "global"
     round_to: int | None = None
-    l1: float = 1e-4
+    l1: float | None = None
     prox: bool = False
     threshold: float = 1e-2
     cost_weight: float = 0.0
@@ -155,6 +157,11 @@ class PruneJob:
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
         _check_schedule(self.schedule)
         _amp_dtype(self.amp)
+        if self.l1 is not None and (isinstance(self.l1, bool) or not isinstance(self.l1, (int, float))
+                                    or not math.isfinite(self.l1) or self.l1 < 0):
+            raise ValueError(f"l1 must be a non-negative number, got {self.l1!r}")
+        if self.stop_after not in (None, "pretrain", "search"):
+            raise ValueError(f"stop_after must be None, 'pretrain' or 'search', got {self.stop_after!r}")
         self._check_budget()
 
     def _check_budget(self) -> None:
@@ -398,7 +405,29 @@ def _search_phase(ctx: _Job, model: nn.Module, start: int, pruner_state: dict | 
                  "score_zeros": report["scores"]["zeros"]})
         ctx.save("search", epoch + 1, pruner=pruner.state_dict())
     ctx.results["wall_time_s"]["search"] = ctx.results["wall_time_s"].get("search", 0.0) + time.perf_counter() - t0
+    _check_collapse(ctx, pruner)
     return pruner
+
+
+#: Below this mean |α| the scores have collapsed (see `_check_collapse`).
+_COLLAPSED = 0.05
+
+
+def _check_collapse(ctx: _Job, pruner: Any) -> None:
+    """Warn when the ℓ1 pressure has pushed every score towards 0 (a search much longer than one epoch).
+
+    The scores then carry little ranking information and the search-time network is damaged: e.g. the
+    ratio-mode defaults over a 10-epoch from-scratch search end with mean |α| 0.007 (bench/equal_macs.py).
+    """
+    if ctx.job.method not in METHODS or not pruner.handle.scores:
+        return
+    mean = float(torch.cat([a.detach().abs().flatten() for a in pruner.handle.scores]).mean())
+    if mean < _COLLAPSED:
+        message = (f"the channel scores collapsed during the search (mean |score| {mean:.4f} < {_COLLAPSED}): the l1 "
+                   f"pressure outweighed the loss over {ctx.job.search_epochs} epoch(s); lower --arch-lr (e.g. so that "
+                   "arch_lr x search steps is about 3) or --l1")
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        ctx.results.setdefault("warnings", []).append(message)
 
 
 def _mean(rows: list[dict[str, float]], key: str) -> float:
@@ -442,6 +471,7 @@ def run(job: PruneJob) -> dict[str, Any]:
         if state.get("format") != _CKPT_FORMAT:
             raise ValueError(f"{ctx.ckpt} is not a rartsprune job checkpoint")
         ctx.results = json.loads(state["results"])
+        ctx.results["job"] = job.to_dict()  # the settings this run finishes with (e.g. another budget)
         set_rng_state(state["rng"])
     elif ctx.ckpt.exists() and not job.resume:
         raise FileExistsError(f"{ctx.ckpt} exists: pass resume=True (--resume) to continue or use another --out")
@@ -461,7 +491,7 @@ def run(job: PruneJob) -> dict[str, Any]:
         ctx.results["before"] = {"test_acc": ctx.eval(model), **_counts(model, ctx.example.to(ctx.device))}
         torch.save(model.state_dict(), ctx.out / "baseline.pt")
         ctx.save("search", 0, pretrained=model.state_dict())
-    if job.stop_after == "pretrain":
+    if job.stop_after == "pretrain":  # the results so far; checkpoint.pt holds the trained model
         (ctx.out / "results.json").write_text(json.dumps(ctx.results, indent=1))
         return ctx.results
     # ---- search + finalize
@@ -470,6 +500,9 @@ def run(job: PruneJob) -> dict[str, Any]:
         if state is not None and "pretrained" in state:
             model.load_state_dict(state["pretrained"])
         pruner = _search_phase(ctx, model, epoch, state.get("pruner") if state else None)
+        if job.stop_after == "search":  # checkpoint.pt holds the finished search: resume it with any size
+            (ctx.out / "results.json").write_text(json.dumps(ctx.results, indent=1))
+            return ctx.results
         ctx.results["after_search"] = {"test_acc": ctx.eval(model)}
         scores = pruner.importance()
         t0 = time.perf_counter()

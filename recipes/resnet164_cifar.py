@@ -82,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="training batches to re-estimate BatchNorm statistics after surgery (0: off)")
     ap.add_argument("--weight-decay", type=float, default=1e-4)
     ap.add_argument("--search-lr", type=float, default=0.01)
-    ap.add_argument("--arch-lr", type=float, default=1e-3)
+    ap.add_argument("--arch-lr", type=float, default=None,
+                    help="Adam LR of the scores (default: rartsprune.prune's, 1e-1 in ratio mode, 3e-4 in l1 mode)")
+    ap.add_argument("--l1", type=float, default=None,
+                    help="l1 penalty on the scores (default: rartsprune.prune's, 4e-3 in ratio mode, 1e-4 in l1 mode)")
     ap.add_argument("--lam", type=float, default=1.0)
     ap.add_argument("--beta", type=float, default=1.0)
     ap.add_argument("--importance", default="alpha", choices=("alpha", "alpha_gamma", "normalized"))
@@ -117,7 +120,7 @@ def make_job(args: argparse.Namespace) -> PruneJob:
         search_epochs=args.epochs if args.from_scratch else args.search_epochs, train_during_search=args.from_scratch,
         finetune_epochs=args.finetune_epochs, batch_size=args.batch_size,
         lr=args.lr, finetune_lr=args.finetune_lr, bn_recalibration=args.bn_recalibration,
-        weight_decay=args.weight_decay, schedule="step", search_lr=args.search_lr, arch_lr=args.arch_lr,
+        weight_decay=args.weight_decay, schedule="step", search_lr=args.search_lr, arch_lr=args.arch_lr, l1=args.l1,
         lam=args.lam, beta=args.beta, importance=args.importance, train_subset=args.train_subset,
         test_subset=args.test_subset, init_weights=args.init_weights, device=args.device, amp=args.amp,
         seed=args.seed, resume=args.resume, progress=args.progress,

@@ -6,6 +6,7 @@ Nothing here times anything: only that the scripts work and their outputs are co
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -98,3 +99,72 @@ def test_coverage_and_collect(tmp_path: Path) -> None:
     _run("bench/collect.py", "--out", str(out))
     page = out.read_text()
     assert page.startswith("# Benchmarks") and "## Cost of one search step" in page
+
+
+def _tiny_image_folder(root: Path, per_class: int = 30, classes: int = 10) -> Path:
+    """A CIFAR-like ImageFolder tree (32x32 PNGs, class-dependent colours) made for the test."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", per_class), ("test", 2)):  # test/: only so that the tree is a valid split folder
+        for c in range(classes):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                img = rng.integers(0, 64, (32, 32, 3), dtype=np.uint8) + np.uint8(16 * c)
+                Image.fromarray(img).save(d / f"{i}.png")
+    return root
+
+
+def test_criterion_quality_smoke(tmp_path: Path) -> None:
+    import torch
+
+    from rartsprune.models import preresnet
+
+    data = _tiny_image_folder(tmp_path / "data")
+    work = tmp_path / "work"
+    (work / "baseline_d11").mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(preresnet(depth=11, num_classes=10).state_dict(), work / "baseline_d11" / "baseline.pt")
+    out = tmp_path / "cq.json"
+    args = ["bench/criterion_quality.py", "--data", str(data), "--work", str(work), "--depth", "11",
+            "--train-subset", "200", "--oracle-units", "16", "--oracle-images", "40", "--eval-images", "40",
+            "--bn-batches", "2", "--batch-size", "16", "--budgets", "0.6", "--search-epochs", "1",
+            "--variants", "default,former_default", "--threads", "1", "--out", str(out)]
+    _run(*args)
+    res = json.loads(out.read_text())
+    rows = res["rows"]
+    assert {"l1_norm", "bn_gamma", "random", "fisher", "default@1ep |a|", "former_default@1ep |a|"} <= set(rows)
+    assert res["oracle"]["units"] == 16
+    for name, r in rows.items():  # nan: a constant criterion (an untrained net's BN scales are all 1)
+        assert 0.0 <= r["acc"]["0.6"] <= 100.0, name
+        assert -1.0 <= r["spearman_global"] <= 1.0 or (name == "bn_gamma" and math.isnan(r["spearman_global"])), name
+    # the default search (ratio mode's l1 pressure, Adam 1e-1) moves the scores; the former one barely did
+    spread = {k: rows[f"{k}@1ep |a|"]["alpha"]["std"] for k in ("default", "former_default")}
+    assert spread["default"] > 10 * spread["former_default"]
+    assert "| l1_norm |" in out.with_suffix(".md").read_text()
+    _run(*args)  # cached: the same rows
+    assert json.loads(out.read_text())["rows"].keys() == rows.keys()
+
+
+def test_equal_macs_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "em.json"
+    args = ["bench/equal_macs.py", "--data", "fake", "--depth", "11", "--train-subset", "96", "--test-subset", "32",
+            "--baseline-epochs", "1", "--search-epochs", "1", "--scratch-epochs", "1", "--finetune-epochs", "1",
+            "--batch-size", "16", "--seeds", "0", "--methods", "rarts,l1_norm", "--budgets", "0.6,0.35",
+            "--threads", "1", "--device", "cpu", "--work", str(tmp_path / "work"), "--out", str(out)]
+    _run(*args)
+    res = json.loads(out.read_text())
+    assert {(r["protocol"], r["method"], r["budget"]) for r in res["runs"]} == {
+        (p, m, b) for p in ("after", "scratch") for m in ("rarts", "l1_norm") for b in (0.6, 0.35)}
+    for r in res["runs"]:  # every method at the same MACs
+        assert abs(r["macs_ratio"] - r["budget"]) <= 0.02 * r["budget"], r
+    # one search per seed serves both budgets; the scratch arms were never pre-trained
+    work = tmp_path / "work" / "equal_macs_d11"
+    assert (work / "after" / "rarts_s0_search").is_dir() and (work / "scratch" / "rarts_s0_search").is_dir()
+    scratch = json.loads((work / "scratch" / "rarts_m0.6_s0" / "results.json").read_text())
+    assert scratch["job"]["train_during_search"] and scratch["job"]["pretrain_epochs"] == 0
+    assert set(res["control"]) == {"after", "scratch"} and all(len(c["runs"]) == 1 for c in res["control"].values())
+    assert "after 0.6x MACs: rarts >= l1_norm (best other) + 0.5" in res["targets"]
+    assert "## scratch" in out.with_suffix(".md").read_text()

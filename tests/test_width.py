@@ -142,13 +142,18 @@ def test_every_method_runs_through_the_same_entry_point(method: str) -> None:
 
 def test_width_cost_penalty_prefers_expensive_channels() -> None:
     model = new_model()
-    pruner = rartsprune.prune(model, ratio=0.3, example_inputs=EXAMPLE, cost_weight=1.0, method="darts1")
+    pruner = rartsprune.prune(model, ratio=0.3, example_inputs=EXAMPLE, cost_weight=1.0, method="darts1", l1=0.0)
     penalty = pruner.search.arch_penalty
     assert penalty is not None
     value = float(penalty().detach())
     assert 0.0 < value <= 2.0  # at alpha = 1: marginal MACs of the scored channels over the model's MACs
     costs = {g.name: c for g, c in zip(pruner.handle.groups, penalty.costs)}
     assert costs["plain"].mean() < costs["conv1"].mean()  # stride-2 output map: cheaper per channel
+    # ratio mode's default ℓ1 pressure adds DEFAULTS["ratio"]["l1"] * (number of scores) at alpha = 1
+    default = rartsprune.prune(new_model(), ratio=0.3, example_inputs=EXAMPLE, cost_weight=1.0, method="darts1")
+    units = sum(a.numel() for a in default.handle.scores)
+    l1 = rartsprune.width.DEFAULTS["ratio"]["l1"]
+    assert float(default.search.arch_penalty().detach()) == pytest.approx(value + l1 * units, rel=1e-5)
 
 
 def test_resume_is_exact(tmp_path) -> None:

@@ -94,3 +94,36 @@ def test_cli_and_recipe_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert recipe.main(["--data", "fake", "--from-scratch", "--epochs", "12", "--out", str(tmp_path / "r")]) == 0
     job = captured[-1]
     assert (job.pretrain_epochs, job.search_epochs, job.train_during_search) == (0, 12, True)
+
+
+def test_one_search_finalized_at_two_budgets(tmp_path: Path) -> None:
+    import shutil
+
+    searched = run(tiny(tmp_path, search_epochs=2, finetune_epochs=0, stop_after="search"))
+    assert "after_prune" not in searched and (tmp_path / "run" / "checkpoint.pt").exists()
+    sizes = {}
+    for macs in (0.6, 0.35):
+        d = tmp_path / f"m{macs}"
+        d.mkdir()
+        shutil.copy(tmp_path / "run" / "checkpoint.pt", d / "checkpoint.pt")
+        res = run(tiny(tmp_path, search_epochs=2, finetune_epochs=0, macs=macs, resume=True, out=str(d)))
+        assert res["summary"]["macs_ratio"] == pytest.approx(macs, rel=0.02)
+        assert res["job"]["macs"] == macs and res["pruning"]["budget"] == {"macs": macs}
+        assert [r["epoch"] for r in res["history"] if r["phase"] == "search"] == [1, 2]  # not searched again
+        sizes[macs] = res["after_prune"]["macs"]
+    assert sizes[0.35] < sizes[0.6]
+
+
+def test_stop_after_is_validated() -> None:
+    with pytest.raises(ValueError, match="stop_after must be None, 'pretrain' or 'search'"):
+        PruneJob(stop_after="finetune")
+
+
+def test_collapsed_scores_are_reported(tmp_path: Path) -> None:
+    # an l1 pressure that swamps the loss: Adam moves every score by arch_lr per step, 1 -> ~0 in 4 steps
+    job = tiny(tmp_path, search_epochs=2, finetune_epochs=0, arch_lr=0.25, l1=1.0)  # 4 steps of 0.25 from 1
+    with pytest.warns(RuntimeWarning, match="channel scores collapsed"):
+        results = run(job)
+    assert "collapsed" in results["warnings"][0]
+    quiet = run(tiny(tmp_path, search_epochs=1, finetune_epochs=0, out=str(tmp_path / "quiet")))
+    assert "warnings" not in quiet

@@ -3,7 +3,7 @@
 from .baselines import BASELINES, baseline_importance
 from .budget import BUDGET_KINDS, CostModel, check_budget, select_by_budget
 from .penalties import WidthPenalty, soft_threshold_, unit_macs
-from .pruner import ALL_METHODS, MODES, WidthPruner, prune
+from .pruner import ALL_METHODS, DEFAULTS, MODES, WidthPruner, prune
 from .selection import CRITERIA, Selection, select_by_ratio, select_by_threshold, unit_importance
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "BASELINES",
     "BUDGET_KINDS",
     "CRITERIA",
+    "DEFAULTS",
     "CostModel",
     "MODES",
     "Selection",

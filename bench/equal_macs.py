@@ -1,0 +1,310 @@
+"""Width-search quality at equal MACs, both protocols: is RARTS the better criterion at the same cost?
+
+PreResNet (depth ``--depth``) on a CIFAR-10 subset; every method is pruned to the same MACs budgets
+(``--budgets``, fractions of the unpruned MACs kept; `rartsprune.prune`'s ``macs=`` selection), with
+`rartsprune.prune`'s *default* search settings for RARTS:
+
+* ``after`` — prune after training (the quality benchmark's protocol): one trained baseline (shared with
+  ``bench/pruning_quality.py`` through ``--work``), then per seed: RARTS' search and Network Slimming's
+  sparsity training for ``--search-epochs`` from it, ℓ1-norm and random one-shot on it; surgery to each
+  budget, BatchNorm re-estimated, ``--finetune-epochs`` of fine-tuning;
+* ``scratch`` — the search is the training (the paper's protocol): RARTS searching for ``--scratch-epochs``
+  from random weights (`PruneJob.train_during_search`), Network Slimming's sparsity training for the same
+  epochs, plain training for the same epochs then ℓ1-norm or random pruning; then surgery and the same
+  fine-tuning.
+
+One search per seed serves both budgets (``stop_after="search"``, the checkpoint resumed at each budget), so
+at each seed every budget sees the same search. The control trains the unpruned network (the baseline, or the
+plain from-scratch network) for the fine-tuning epochs at the fine-tuning LR: what the extra epochs buy
+without pruning. Means ± std over ``--seeds``; JSON and markdown under ``bench/results/``, one plot.
+
+    python bench/equal_macs.py --threads 1 --seeds 0,1,2           # CPU: see bench/README.md for the cost
+    python bench/equal_macs.py --protocols after --seeds 0 --finetune-epochs 1 --scratch-epochs 1  # quick look
+
+Runs are kept in ``--work``, so several processes with different ``--seeds`` can run side by side and a last
+call with all seeds only aggregates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import statistics
+import sys
+import time
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from _paths import portable  # noqa: E402  (bench/ is on sys.path when a script runs)
+
+from rartsprune.flops import format_count  # noqa: E402
+from rartsprune.models import preresnet  # noqa: E402
+from rartsprune.pipeline import PruneJob, run  # noqa: E402
+
+METHODS = ("rarts", "slimming", "l1_norm", "random")
+SEARCHED = ("rarts", "slimming")  # methods whose scores come from a search phase
+DATA = ROOT / ".." / "shared" / "data" / "cifar10"
+
+
+def _factory(num_classes: int, depth: int):  # noqa: ANN202 - model factory
+    return preresnet(depth=depth, num_classes=num_classes)
+
+
+def _mean_std(vals: list[float]) -> str:
+    if len(vals) < 2:
+        return f"{vals[0]:.2f}" if vals else "-"
+    return f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f}"
+
+
+def _load_or_run(job: PruneJob) -> dict[str, Any]:
+    out = Path(job.out)
+    if (out / "results.json").exists() and (job.stop_after or not (out / "checkpoint.pt").exists()
+                                             or "after_finetune" in json.loads((out / "results.json").read_text())):
+        return json.loads((out / "results.json").read_text())
+    return run(replace(job, resume=(out / "checkpoint.pt").exists()))
+
+
+def _at_budget(job: PruneJob, searched: Path | None, out: Path, macs: float) -> dict[str, Any]:
+    """``job`` finalized at ``macs``: from a copy of the finished search in ``searched`` (or from scratch)."""
+    if searched is not None and not (out / "results.json").exists() and not (out / "checkpoint.pt").exists():
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copy(searched / "checkpoint.pt", out / "checkpoint.pt")
+    return _load_or_run(replace(job, out=str(out), macs=macs, stop_after=None))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(DATA), help="CIFAR-10 ImageFolder tree (or cifar10 / fake)")
+    ap.add_argument("--depth", type=int, default=20)
+    ap.add_argument("--train-subset", type=int, default=4000)
+    ap.add_argument("--test-subset", type=int, default=2000)
+    ap.add_argument("--baseline-epochs", type=int, default=30, help="training of the 'after' protocol's baseline")
+    ap.add_argument("--search-epochs", type=int, default=1, help="'after': search / sparsity epochs")
+    ap.add_argument("--scratch-epochs", type=int, default=10, help="'scratch': epochs of every arm before surgery")
+    ap.add_argument("--finetune-epochs", type=int, default=5)
+    ap.add_argument("--finetune-lr", type=float, default=0.01)
+    ap.add_argument("--bn-recalibration", type=int, default=50)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--budgets", default="0.6,0.35", type=lambda s: [float(x) for x in s.split(",") if x])
+    ap.add_argument("--methods", default=",".join(METHODS), type=lambda s: [m for m in s.split(",") if m])
+    ap.add_argument("--protocols", default="after,scratch", type=lambda s: [p for p in s.split(",") if p])
+    ap.add_argument("--seeds", default="0,1,2", type=lambda s: [int(x) for x in s.split(",") if x])
+    ap.add_argument("--no-control", action="store_true")
+    ap.add_argument("--search-lr", type=float, default=0.01, help="'after': weight LR of the search")
+    ap.add_argument("--rarts-arch-lr", type=float, default=None,
+                    help="RARTS' score LR (default: rartsprune.prune's); its runs then get their own folders")
+    ap.add_argument("--rarts-l1", type=float, default=None,
+                    help="RARTS' l1 pressure on the scores (default: rartsprune.prune's)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "pq",
+                    help="work folder (the 'after' baseline is shared with bench/pruning_quality.py)")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "equal_macs.json")
+    args = ap.parse_args(argv)
+    bad = [m for m in args.methods if m not in METHODS] + [p for p in args.protocols if p not in ("after", "scratch")]
+    if bad:
+        ap.error(f"unknown methods / protocols {bad}; methods: {', '.join(METHODS)}; protocols: after, scratch")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.data not in ("cifar10", "fake") and not (Path(args.data) / "train").is_dir():
+        print(f"CIFAR-10 tree not found at {args.data}; pass --data (see ../shared/data/README.md)")
+        return 2
+    common = PruneJob(
+        model=f"preresnet{args.depth}", data=args.data, batch_size=args.batch_size, lr=0.1, weight_decay=1e-4,
+        schedule="step", finetune_lr=args.finetune_lr, bn_recalibration=args.bn_recalibration,
+        search_lr=args.search_lr, train_subset=args.train_subset, test_subset=args.test_subset,
+        device=args.device, progress=False, plots=False, finetune_epochs=args.finetune_epochs,
+        model_factory=partial(_factory, depth=args.depth),
+    )
+    t_start = time.perf_counter()
+    work = args.work / f"equal_macs_d{args.depth}"
+    rarts_settings = {k: v for k, v in (("arch_lr", args.rarts_arch_lr), ("l1", args.rarts_l1)) if v is not None}
+    suffix = "".join(f"_{k}{v:g}" for k, v in rarts_settings.items())
+
+    def folder(method: str) -> str:
+        return method + (suffix if method == "rarts" else "")
+
+    def settings(method: str) -> dict[str, Any]:
+        return rarts_settings if method == "rarts" else {}
+    runs: list[dict[str, Any]] = []
+    controls: dict[str, list[float]] = {p: [] for p in args.protocols}
+    bases: dict[str, dict[str, Any]] = {}
+
+    def record(protocol: str, method: str, seed: int, macs: float, res: dict[str, Any]) -> None:
+        runs.append({"protocol": protocol, "method": method, "seed": seed, "budget": macs,
+                     "acc": res["after_finetune"]["test_acc"], "acc_pruned": res["after_prune"]["test_acc"],
+                     "acc_before": res["before"]["test_acc"],
+                     "params": res["after_prune"]["params"], "macs": res["after_prune"]["macs"],
+                     "macs_ratio": res["summary"]["macs_ratio"], "params_ratio": res["summary"]["params_ratio"],
+                     "prc": res["summary"]["prc"]})
+        print(f"{protocol} {method} macs {macs:g} seed {seed}: {runs[-1]['acc']:.2f}% "
+              f"(pruned {runs[-1]['acc_pruned']:.2f}%, MACs x{runs[-1]['macs_ratio']:.3f})", flush=True)
+
+    def control(protocol: str, init: Path, seed: int) -> None:
+        if args.no_control or args.finetune_epochs == 0:
+            return
+        res = _load_or_run(replace(common, out=str(work / protocol / f"control_s{seed}"), init_weights=str(init),
+                                   pretrain_epochs=args.finetune_epochs, lr=args.finetune_lr, seed=seed,
+                                   stop_after="pretrain"))
+        controls[protocol].append(res["before"]["test_acc"])
+
+    if "after" in args.protocols:
+        base_dir = args.work / f"baseline_d{args.depth}"
+        base = _load_or_run(replace(common, out=str(base_dir), pretrain_epochs=args.baseline_epochs,
+                                    stop_after="pretrain"))
+        bases["after"] = base["before"]
+        init = str(base_dir / "baseline.pt")
+        for seed in args.seeds:
+            for method in args.methods:
+                job = replace(common, init_weights=init, method=method, seed=seed, search_epochs=args.search_epochs,
+                              **settings(method))
+                searched = None
+                if method in SEARCHED:
+                    searched = work / "after" / f"{folder(method)}_s{seed}_search"
+                    _load_or_run(replace(job, out=str(searched), stop_after="search"))
+                for macs in args.budgets:
+                    res = _at_budget(job, searched, work / "after" / f"{folder(method)}_m{macs:g}_s{seed}", macs)
+                    record("after", method, seed, macs, res)
+            control("after", base_dir / "baseline.pt", seed)
+    if "scratch" in args.protocols:
+        for seed in args.seeds:
+            plain_dir = work / "scratch" / f"plain_s{seed}"
+            plain = _load_or_run(replace(common, out=str(plain_dir), pretrain_epochs=args.scratch_epochs, seed=seed,
+                                         stop_after="pretrain"))
+            bases.setdefault("scratch", plain["before"])
+            for method in args.methods:
+                if method in SEARCHED:  # the search is the training: same epochs, same LR and schedule
+                    job = replace(common, method=method, seed=seed, search_epochs=args.scratch_epochs,
+                                  train_during_search=True, **settings(method))
+                    searched = work / "scratch" / f"{folder(method)}_s{seed}_search"
+                    _load_or_run(replace(job, out=str(searched), stop_after="search"))
+                else:  # plain training, then the one-shot criterion on the trained network
+                    job = replace(common, method=method, seed=seed, search_epochs=0,
+                                  init_weights=str(plain_dir / "baseline.pt"))
+                    searched = None
+                for macs in args.budgets:
+                    res = _at_budget(job, searched, work / "scratch" / f"{folder(method)}_m{macs:g}_s{seed}", macs)
+                    record("scratch", method, seed, macs, res)
+            control("scratch", plain_dir / "baseline.pt", seed)
+
+    rows = []
+    for protocol in args.protocols:
+        for macs in args.budgets:
+            for method in args.methods:
+                sel = [r for r in runs if (r["protocol"], r["budget"], r["method"]) == (protocol, macs, method)]
+                if not sel:
+                    continue
+                accs = [r["acc"] for r in sel]
+                rows.append({"protocol": protocol, "budget": macs, "method": method, "seeds": len(sel),
+                             "acc_mean": statistics.mean(accs),
+                             "acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0, "acc": _mean_std(accs),
+                             "acc_pruned": _mean_std([r["acc_pruned"] for r in sel]),
+                             "acc_pruned_mean": statistics.mean(r["acc_pruned"] for r in sel),
+                             "params": statistics.mean(r["params"] for r in sel),
+                             "macs": statistics.mean(r["macs"] for r in sel),
+                             "macs_ratio": statistics.mean(r["macs_ratio"] for r in sel)})
+    control_mean = {p: statistics.mean(v) for p, v in controls.items() if v}
+    targets = _targets(rows, control_mean)
+    result = {"settings": {k: portable(v) for k, v in vars(args).items()}, "rarts_settings": rarts_settings or "defaults",
+              "unpruned": bases,
+              "control": {p: {"runs": v, "acc_mean": control_mean.get(p), "epochs": args.finetune_epochs,
+                              "lr": args.finetune_lr} for p, v in controls.items()},
+              "rows": rows, "runs": runs, "targets": targets, "total_wall_s": time.perf_counter() - t_start}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    _markdown(result, args, argv)
+    _plot(rows, args)
+    return 0
+
+
+def _targets(rows: list[dict[str, Any]], control: dict[str, float]) -> dict[str, bool]:
+    """RARTS >= the best of the others + 0.5 at each protocol and budget; within 1.0 of the control at 0.6x."""
+    out: dict[str, bool] = {}
+    for protocol in dict.fromkeys(r["protocol"] for r in rows):
+        for macs in dict.fromkeys(r["budget"] for r in rows if r["protocol"] == protocol):
+            by = {r["method"]: r["acc_mean"] for r in rows if (r["protocol"], r["budget"]) == (protocol, macs)}
+            others = [m for m in by if m != "rarts"]
+            if "rarts" not in by or not others:
+                continue
+            best = max(others, key=lambda m: by[m])
+            out[f"{protocol} {macs:g}x MACs: rarts >= {best} (best other) + 0.5"] = by["rarts"] >= by[best] + 0.5
+            if abs(macs - 0.6) < 1e-9 and protocol in control:
+                out[f"{protocol} 0.6x MACs: rarts within 1.0 of the unpruned control"] = (
+                    by["rarts"] >= control[protocol] - 1.0)
+    return out
+
+
+def rarts_settings_text(args: argparse.Namespace) -> str:
+    given = [f"`{k}={v:g}`" for k, v in (("arch_lr", args.rarts_arch_lr), ("l1", args.rarts_l1)) if v is not None]
+    return ("the score settings " + ", ".join(given) + " (the rest: `prune()`'s defaults)") if given else ""
+
+
+def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] | None) -> None:
+    lines = [f"# Width search at equal MACs: PreResNet-{args.depth}, {args.train_subset or 'all'} CIFAR-10 "
+             f"training images, {len(args.seeds)} seed(s)", "",
+             f"RARTS with {rarts_settings_text(args) or 'the default search settings of `prune()`'}. `after`: from the baseline trained "
+             f"{args.baseline_epochs} epochs, {args.search_epochs} search / sparsity epoch(s). `scratch`: every arm "
+             f"{args.scratch_epochs} epochs from random weights (RARTS and slimming searching / sparsity-training "
+             f"the whole time; l1_norm and random prune the plainly trained network). Then surgery to the MACs "
+             f"budget, BatchNorm re-estimated on {args.bn_recalibration} batches, {args.finetune_epochs} fine-tuning "
+             f"epochs at LR {args.finetune_lr}. Test images: {args.test_subset or 'all'}.", ""]
+    for protocol in args.protocols:
+        unpruned = result["unpruned"].get(protocol)
+        ctrl = result["control"][protocol]
+        lines += [f"## {protocol}", ""]
+        if unpruned:
+            lines.append(f"Unpruned: {unpruned['test_acc']:.2f}% ({format_count(unpruned['params'])} params, "
+                         f"{format_count(unpruned['macs'])} MACs); control (unpruned + {args.finetune_epochs} "
+                         f"epochs): {_mean_std(ctrl['runs'])}.")
+            lines.append("")
+        lines += ["| MACs budget | method | test acc (fine-tuned) | pruned, BN re-estimated | params | MACs |",
+                  "|---|---|---|---|---|---|"]
+        for r in sorted((r for r in result["rows"] if r["protocol"] == protocol),
+                        key=lambda r: (-r["budget"], -r["acc_mean"])):
+            lines.append(f"| {r['budget']:g}x | {r['method']} | {r['acc']} | {r['acc_pruned']} | "
+                         f"{format_count(r['params'])} | {format_count(r['macs'])} (x{r['macs_ratio']:.3f}) |")
+        lines.append("")
+    lines += ["Targets: " + (", ".join(f"{k}: {'met' if v else 'missed'}" for k, v in result["targets"].items())
+                             or "none evaluated"), "",
+              f"Command: `python bench/equal_macs.py {shlex.join(argv or sys.argv[1:])}`".rstrip()]
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def _plot(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, axes = plt.subplots(1, len(args.protocols), figsize=(5 * len(args.protocols), 4), squeeze=False)
+    for ax, protocol in zip(axes[0], args.protocols):
+        for method in args.methods:
+            sel = sorted((r for r in rows if (r["protocol"], r["method"]) == (protocol, method)),
+                         key=lambda r: r["budget"])
+            if sel:
+                ax.errorbar([r["macs_ratio"] for r in sel], [r["acc_mean"] for r in sel],
+                            yerr=[r["acc_std"] for r in sel], marker="o", capsize=3, label=method)
+        ax.set_title(protocol)
+        ax.set_xlabel("MACs kept (fraction)")
+        ax.set_ylabel("test accuracy after fine-tuning (%)")
+        ax.invert_xaxis()
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(args.out.with_suffix(".png"), dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
