@@ -89,9 +89,13 @@ def overhead_section() -> list[str]:
 #: The width-quality sections with the current defaults: (title, results markdown, command).
 WIDTH_QUALITY = (
     ("Width search at equal MACs, after training (`bench/equal_macs.py`)", "equal_macs_after.md",
-     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2 --out bench/results/equal_macs_after.json"),
+     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1 --out bench/results/equal_macs_after.json"),
     ("Width search at equal MACs, from scratch", "equal_macs_scratch.md",
-     "python bench/equal_macs.py --threads 1 --protocols scratch --seeds 0,1,2 --out bench/results/equal_macs_scratch.json"),
+     "python bench/equal_macs.py --threads 1 --protocols scratch --seeds 0 --out bench/results/equal_macs_scratch.json"),
+    ("Width search from scratch with arch_lr=1e-2 (arch_lr x steps as in a one-epoch default search)",
+     "equal_macs_scratch_arch_lr1e-2.md",
+     "python bench/equal_macs.py --threads 1 --protocols scratch --seeds 0 --methods rarts --no-control "
+     "--rarts-arch-lr 1e-2 --out bench/results/equal_macs_scratch_arch_lr1e-2.json"),
     ("Channel criteria against the oracle (`bench/criterion_quality.py`)", "criterion_quality.md",
      "python bench/criterion_quality.py --threads 1 --search-epochs 1 --budgets 0.6,0.35"),
     ("Channel criteria after 3 search epochs", "criterion_quality_e3.md",
