@@ -56,7 +56,7 @@ from rartsprune.data.datasets import stratified_indices  # noqa: E402
 from rartsprune.data.split import PairedLoader, split_dataset  # noqa: E402
 from rartsprune.models import preresnet  # noqa: E402
 from rartsprune.width.baselines import baseline_importance  # noqa: E402
-from rartsprune.width.budget import CostModel, select_by_budget  # noqa: E402
+from rartsprune.width.budget import select_by_budget  # noqa: E402
 from rartsprune.width.penalties import unit_macs  # noqa: E402
 from rartsprune.width.selection import unit_importance  # noqa: E402
 
@@ -221,13 +221,10 @@ def accuracy_at_budgets(model: torch.nn.Module, imp: dict[str, torch.Tensor], bu
                         bn_batches: int, seed: int) -> dict[str, float]:
     """Accuracy on held-out training images right after pruning to each MACs budget (BN re-estimated)."""
     out = {}
-    cost = None
     for b in budgets:
         net = copy.deepcopy(model)
         handle = rartsprune.get_handle(net)
-        cost = cost or CostModel(handle)
-        cost.handle = handle
-        sel = select_by_budget(handle, b, importance=imp, cost=cost)
+        sel = select_by_budget(handle, b, importance=imp)
         rartsprune.apply_surgery(net, sel.keep)
         loader = make_loader(data.train, data.batch_size, train=True, seed=seed * 100_003 + 99_991)
         rartsprune.recalibrate_bn(net, (data.batch(x)[0] for x in loader), num_batches=bn_batches)

@@ -46,16 +46,15 @@ from .data import default_augment, load_dataset, make_loader, num_classes, to_de
 from .data.split import PairedLoader, split_dataset
 from .devices import resolve_device
 from .flops import flops_report
-from .optim import METHODS, get_rng_state, set_rng_state
+from .optim import get_rng_state, set_rng_state
 from .surgery import PruningPlan, apply_plan
-from .width import prune
-from .width.budget import BUDGET_KINDS, check_budget
+from .width import DEFAULT_RATIO, prune
+from .width.budget import BUDGET_KINDS, resolve_budget
 from .zoo import build_model
 
 __all__ = ["PruneJob", "run", "evaluate", "train_epoch", "resolve_device"]
 
 _CKPT_FORMAT = "rartsprune-job/1"
-_DEFAULT_RATIO = 0.4
 
 
 @dataclass
@@ -95,7 +94,7 @@ class PruneJob:
     model: str = "torchvision:resnet18"
     data: str = "fake"
     out: str = "runs/prune"
-    ratio: float = _DEFAULT_RATIO
+    ratio: float = DEFAULT_RATIO
     macs: float | None = None
     params: float | None = None
     mode: str = "ratio"
@@ -165,19 +164,15 @@ class PruneJob:
         self._check_budget()
 
     def _check_budget(self) -> None:
-        given = [kind for kind in BUDGET_KINDS if getattr(self, kind) is not None]
-        if not given:
+        budget = resolve_budget(self.macs, self.params, mode=self.mode)  # the same checks as rartsprune.prune
+        if budget is None:
             return
-        if len(given) > 1:
-            raise ValueError(f"pass one of macs= or params=, not {' and '.join(given)}")
-        kind = given[0]
-        setattr(self, kind, check_budget(getattr(self, kind), kind))
-        if self.mode != "ratio":
-            raise ValueError(f"{kind}= is a budget for mode='ratio'; mode={self.mode!r} decides the size by its threshold")
-        if self.ratio != _DEFAULT_RATIO:
+        kind, value = budget
+        setattr(self, kind, value)
+        if self.ratio != DEFAULT_RATIO:
             raise ValueError(
-                f"ratio={self.ratio!r} and {kind}={getattr(self, kind)!r} are exclusive: a budget sets the size of the "
-                f"pruned model, leave ratio at its default ({_DEFAULT_RATIO}, ignored when a budget is given)"
+                f"ratio={self.ratio!r} and {kind}={value!r} are exclusive: a budget sets the size of the "
+                f"pruned model, leave ratio at its default ({DEFAULT_RATIO}, ignored when a budget is given)"
             )
 
     @property
@@ -409,24 +404,10 @@ def _search_phase(ctx: _Job, model: nn.Module, start: int, pruner_state: dict | 
     return pruner
 
 
-#: Below this mean |α| the scores have collapsed (see `_check_collapse`).
-_COLLAPSED = 0.05
-
-
 def _check_collapse(ctx: _Job, pruner: Any) -> None:
-    """Warn when the ℓ1 pressure has pushed every score towards 0 (a search much longer than one epoch).
-
-    The scores then carry little ranking information and the search-time network is damaged: e.g. the
-    ratio-mode defaults over a 10-epoch from-scratch search end with mean |α| 0.007 (bench/equal_macs.py).
-    """
-    if ctx.job.method not in METHODS or not pruner.handle.scores:
-        return
-    mean = float(torch.cat([a.detach().abs().flatten() for a in pruner.handle.scores]).mean())
-    if mean < _COLLAPSED:
-        message = (f"the channel scores collapsed during the search (mean |score| {mean:.4f} < {_COLLAPSED}): the l1 "
-                   f"pressure outweighed the loss over {ctx.job.search_epochs} epoch(s); lower --arch-lr (e.g. so that "
-                   "arch_lr x search steps is about 3) or --l1")
-        warnings.warn(message, RuntimeWarning, stacklevel=2)
+    """Record `WidthPruner.collapsed`'s message in the results (``finalize`` warns with it)."""
+    message = pruner.collapsed()
+    if message is not None:
         ctx.results.setdefault("warnings", []).append(message)
 
 

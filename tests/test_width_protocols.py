@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +128,12 @@ def test_collapsed_scores_are_reported(tmp_path: Path) -> None:
     assert "collapsed" in results["warnings"][0]
     quiet = run(tiny(tmp_path, search_epochs=1, finetune_epochs=0, out=str(tmp_path / "quiet")))
     assert "warnings" not in quiet
+
+
+def test_l1_mode_does_not_report_a_collapse(tmp_path: Path) -> None:
+    # the same swamping pressure in mode="l1" is what that mode is for: no warning, no results entry
+    job = tiny(tmp_path, search_epochs=2, finetune_epochs=0, mode="l1", arch_lr=0.25, l1=1.0, threshold=1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        results = run(job)
+    assert "warnings" not in results

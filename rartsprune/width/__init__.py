@@ -1,16 +1,18 @@
 """Width search: learn which channels to keep with RARTS (or a baseline), then remove the others."""
 
 from .baselines import BASELINES, baseline_importance
-from .budget import BUDGET_KINDS, CostModel, check_budget, select_by_budget
+from .budget import BUDGET_KINDS, CostModel, check_budget, resolve_budget, select_by_budget
 from .penalties import WidthPenalty, soft_threshold_, unit_macs
-from .pruner import ALL_METHODS, DEFAULTS, MODES, WidthPruner, prune
+from .pruner import ALL_METHODS, COLLAPSED_SCORE, DEFAULT_RATIO, DEFAULTS, MODES, WidthPruner, prune
 from .selection import CRITERIA, Selection, select_by_ratio, select_by_threshold, unit_importance
 
 __all__ = [
     "ALL_METHODS",
     "BASELINES",
     "BUDGET_KINDS",
+    "COLLAPSED_SCORE",
     "CRITERIA",
+    "DEFAULT_RATIO",
     "DEFAULTS",
     "CostModel",
     "MODES",
@@ -20,6 +22,7 @@ __all__ = [
     "baseline_importance",
     "check_budget",
     "prune",
+    "resolve_budget",
     "select_by_budget",
     "select_by_ratio",
     "select_by_threshold",

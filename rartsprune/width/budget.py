@@ -20,7 +20,7 @@ channels differ widely in what they cost (a channel of a 56x56 layer costs 16x o
 Examples:
     >>> cost = CostModel(handle)  # doctest: +SKIP
     >>> sel = select_by_budget(handle, 0.5, importance=imp, cost=cost)  # doctest: +SKIP
-    >>> cost.macs_fraction(sel.keep) <= 0.5  # doctest: +SKIP
+    >>> cost.fraction(sel.keep, "macs") <= 0.5  # doctest: +SKIP
     True
 """
 
@@ -38,7 +38,7 @@ from ..scores import ScoreHandle, _check_inputs
 from ..surgery import layer_widths, plan_from_scores
 from .selection import Selection, _check_importance, _finish, select_by_ratio
 
-__all__ = ["BUDGET_KINDS", "CostModel", "check_budget", "select_by_budget"]
+__all__ = ["BUDGET_KINDS", "CostModel", "check_budget", "resolve_budget", "select_by_budget"]
 
 #: The costs a budget can be given in.
 BUDGET_KINDS = ("macs", "params")
@@ -57,6 +57,25 @@ def check_budget(value: Any, kind: str) -> float:
 
 
 _WHAT = {"macs": "MACs", "params": "parameters"}
+
+
+def resolve_budget(macs: Any = None, params: Any = None, *, mode: str = "ratio") -> tuple[str, float] | None:
+    """The ``(kind, fraction)`` budget of ``macs=`` / ``params=`` (at most one), or ``None``.
+
+    Shared by `rartsprune.prune` and `rartsprune.pipeline.PruneJob` so both refuse the same inputs with the
+    same messages: both given, a value outside (0, 1), or a budget with ``mode="l1"`` (whose threshold decides
+    the size).
+    """
+    given = [(kind, value) for kind, value in (("macs", macs), ("params", params)) if value is not None]
+    if len(given) > 1:
+        raise ValueError("pass one of macs= or params=, not macs and params")
+    if not given:
+        return None
+    kind, value = given[0]
+    budget = (kind, check_budget(value, kind))
+    if mode != "ratio":
+        raise ValueError(f"{kind}= is a budget for mode='ratio'; mode={mode!r} decides the size by its threshold")
+    return budget
 
 
 def _scale_rules(module: nn.Module, width: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], float]:
@@ -127,9 +146,6 @@ class CostModel:
         """Predicted fraction of the unpruned MACs (``kind="macs"``) or parameters (``"params"``) kept."""
         macs, params = self.counts(keep)
         return macs / max(self.macs, 1) if kind == "macs" else params / max(self.params, 1)
-
-    def macs_fraction(self, keep: Mapping[str, Any]) -> float:
-        return self.fraction(keep, "macs")
 
 
 def _minimum_keep(handle: ScoreHandle, imp: Mapping[str, torch.Tensor]) -> dict[str, list[int]]:

@@ -22,6 +22,7 @@ Torch-Pruning's ``pruning_ratio`` with ``global_pruning=False``). No group is ev
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -36,11 +37,17 @@ from ..optim import METHODS, make_search_optimizer
 from ..scores import ScoreHandle, _detach, _map_tensors, _model_device, is_pruned
 from ..surgery import PruningPlan, apply_surgery, plan_from_scores
 from .baselines import BASELINES, BaselineTrainer, baseline_importance, slimming_layers
-from .budget import CostModel, check_budget, select_by_budget
+from .budget import CostModel, resolve_budget, select_by_budget
 from .penalties import WidthPenalty, soft_threshold_
 from .selection import CRITERIA, Selection, select_by_ratio, select_by_threshold, unit_importance
 
-__all__ = ["prune", "WidthPruner", "MODES", "ALL_METHODS", "DEFAULTS"]
+__all__ = ["prune", "WidthPruner", "MODES", "ALL_METHODS", "DEFAULTS", "DEFAULT_RATIO", "COLLAPSED_SCORE"]
+
+#: The PRC of ``prune(model)`` when no ``ratio``, ``macs`` or ``params`` is given.
+DEFAULT_RATIO = 0.4
+
+#: Mean |α| below which a finished search's scores count as collapsed (`WidthPruner.finalize` warns).
+COLLAPSED_SCORE = 0.05
 
 #: Score-search defaults per mode (``prune(l1=None, arch_lr=None)``). ``"ratio"``: chosen on the criterion
 #: diagnostic (``bench/criterion_quality.py``, training images only, one search epoch): Adam at ``1e-1`` with an
@@ -101,7 +108,8 @@ class WidthPruner:
         result: after `finalize`, a dict with the achieved PRC, widths and the plan.
     """
 
-    def __init__(self, model: nn.Module, handle: ScoreHandle, search: Any, config: dict[str, Any]) -> None:
+    def __init__(self, model: nn.Module, handle: ScoreHandle, search: Any, config: dict[str, Any], *,
+                 cost: CostModel | None = None) -> None:
         self.model = model
         self.handle = handle
         self.search = search
@@ -111,7 +119,7 @@ class WidthPruner:
         self._plan: PruningPlan | None = None
         self._final_steps = 0
         self._penalty: WidthPenalty | None = None
-        self._cost: CostModel | None = None
+        self._cost = cost  # built on first use when a budget did not need it already
         self._input_spec = _input_spec(handle.example_inputs)
 
     # ------------------------------------------------------------------ the loop
@@ -210,6 +218,9 @@ class WidthPruner:
             SurgeryError: the surgery failed (the model is left scored and the search can go on).
         """
         self._alive("finalize()")
+        collapsed = self.collapsed()
+        if collapsed is not None:
+            warnings.warn(collapsed, RuntimeWarning, stacklevel=2)
         selection = self.selection()
         groups = {g.name: g for g in self.handle.groups}
         before = sum(p.numel() for n, p in self.model.named_parameters() if not n.startswith("rartsprune_alpha_"))
@@ -234,6 +245,22 @@ class WidthPruner:
         self._final_steps = self.num_steps
         self.search = None  # release w, the optimizer states and the snapshots
         return self.model
+
+    def collapsed(self) -> str | None:
+        """Ratio mode: a message when the scores have collapsed towards 0 (mean |α| < `COLLAPSED_SCORE`), else None.
+
+        The ℓ1 pressure then outweighed the loss (a search much longer than the one epoch the ratio-mode
+        defaults were chosen for): the ranking carries little information and the network behind the scores is
+        damaged. `finalize` warns with this message.
+        """
+        if not self._is_search or self.config["mode"] != "ratio" or not self.handle.scores:
+            return None  # in mode="l1" scores at 0 are the point: the threshold decides the size
+        mean = float(torch.cat([a.detach().abs().flatten() for a in self.handle.scores]).mean())
+        if mean >= COLLAPSED_SCORE:
+            return None
+        return (f"the channel scores collapsed during the search (mean |score| {mean:.4f} < {COLLAPSED_SCORE}): the l1 "
+                f"pressure outweighed the loss over {self.num_steps} steps; lower arch_lr (e.g. so that arch_lr x "
+                "search steps is about 3) or l1")
 
     def remove(self) -> nn.Module:
         """Stop the search without pruning: fold the scores into the weights (like ``rartsprune.remove``)."""
@@ -435,15 +462,11 @@ def prune(
         raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(ALL_METHODS)}")
     if importance not in CRITERIA:
         raise ValueError(f"unknown importance {importance!r}; valid: {', '.join(CRITERIA)}")
-    given = [k for k, v in (("ratio", ratio), ("macs", macs), ("params", params)) if v is not None]
-    if len(given) > 1:
-        raise ValueError(f"pass one of ratio=, macs= or params=, not {' and '.join(given)}")
-    budget = ("macs", check_budget(macs, "macs")) if macs is not None else (
-        ("params", check_budget(params, "params")) if params is not None else None)
-    if budget is not None and mode != "ratio":
-        raise ValueError(f"{budget[0]}= is a budget for mode='ratio'; mode={mode!r} decides the size by its threshold")
+    if ratio is not None and (macs is not None or params is not None):
+        raise ValueError(f"pass one of ratio=, macs= or params=, not ratio and {'macs' if macs is not None else 'params'}")
+    budget = resolve_budget(macs, params, mode=mode)
     if ratio is None and budget is None:
-        ratio = 0.4
+        ratio = DEFAULT_RATIO
     for name, value in (("l1", l1), ("arch_lr", arch_lr)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not math.isfinite(value) or value < 0 or (name == "arch_lr" and value == 0)):
@@ -502,7 +525,8 @@ def prune(
             resolved_loss = loss_fn
         w_opt = weight_optimizer or _sgd(lr, weight_decay)
         config = {
-            "ratio": ratio, "macs": macs, "params": params, "budget": budget, "mode": mode, "method": method, "lam": lam, "beta": beta, "rarts_mode": rarts_mode,
+            "ratio": ratio, "budget": budget, "mode": mode, "method": method, "lam": lam, "beta": beta,
+            "rarts_mode": rarts_mode,
             "round_to": round_to, "scope": scope, "importance": importance, "l1": l1, "prox": prox,
             "threshold": threshold, "cost_weight": cost_weight, "sparsity": sparsity, "seed": seed,
             "loss_fn": resolved_loss,
@@ -538,7 +562,5 @@ def prune(
     except BaseException:
         _detach(model, fold=False)
         raise
-    pruner = WidthPruner(model, handle, search, config)
-    pruner._cost = cost
-    return pruner
+    return WidthPruner(model, handle, search, config, cost=cost)
 
