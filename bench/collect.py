@@ -88,8 +88,15 @@ def overhead_section() -> list[str]:
 
 #: The width-quality sections with the current defaults: (title, results markdown, command).
 WIDTH_QUALITY = (
-    ("Width search at equal MACs, after training (`bench/equal_macs.py`)", "equal_macs_after.md",
-     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1 --out bench/results/equal_macs_after.json"),
+    ("Width search at equal MACs, after training, 3 seeds (`bench/equal_macs.py`)", "equal_macs_after_3seeds.md",
+     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2 "
+     "--out bench/results/equal_macs_after_3seeds.json"),
+    ("Same, RARTS ranked by |α| (the former ranking) from the same searches", "equal_macs_after_3seeds_alpha.md",
+     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2 --methods rarts --no-control "
+     "--rarts-importance alpha --out bench/results/equal_macs_after_3seeds_alpha.json"),
+    ("History: width search at equal MACs, after training, 2 seeds, |α| ranking", "equal_macs_after.md",
+     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1 --rarts-importance alpha "
+     "--out bench/results/equal_macs_after.json"),
     ("Width search at equal MACs, from scratch", "equal_macs_scratch.md",
      "python bench/equal_macs.py --threads 1 --protocols scratch --seeds 0 --out bench/results/equal_macs_scratch.json"),
     ("Width search from scratch with arch_lr=1e-2 (arch_lr x steps as in a one-epoch default search)",

@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
-    for spec in tqdm(specs, desc="coverage", unit="model"):
+    for spec in tqdm(specs, desc="coverage", unit="model", disable=None):
         if spec in rows and not args.force:
             continue
         cmd = [sys.executable, __file__, "--worker", spec, "--ratio", str(args.ratio)]

@@ -88,6 +88,14 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "adam_lr3e-2_l1_1e-2": ("rarts", {"arch_lr": 3e-2, "l1": 1e-2}, {}),
     "sgd_lr1_l1_4e-3": ("rarts", {"arch_optimizer": _sgd(1.0), "l1": 4e-3}, {}),
     "default_warmup": ("rarts", {}, {"warmup": 0.5}),
+    # the RARTS objective's own knobs, with the default score settings
+    "rarts_beta10": ("rarts", {"beta": 10.0}, {}),
+    "rarts_beta0.1": ("rarts", {"beta": 0.1}, {}),
+    "rarts_lam0.1": ("rarts", {"lam": 0.1}, {}),
+    "rarts_fused": ("rarts", {"rarts_mode": "fused"}, {}),
+    "rarts_frozen_w": ("rarts", {"lr": 1e-9}, {}),
+    "rarts_cost2": ("rarts", {"l1": 0.0, "cost_weight": 2.0}, {}),  # pressure in proportion to each unit's MACs  # the weights do not move: only the scores learn
+    "slimming": ("slimming", {}, {}),  # Network Slimming's sparsity epoch; |a*g| is then its BN-scale ranking
     "darts1": ("darts1", {}, {}),
     "darts2": ("darts2", {}, {}),
     "milenas": ("milenas", {}, {}),
@@ -265,7 +273,7 @@ def run_search(base: torch.nn.Module, data: Data, variant: str, epochs: int, see
                               seed=seed, **kwargs)
     steps = epochs * len(data.pairs(0, seed))
     frozen = int(extras.get("warmup", 0.0) * steps)
-    arch_opt = pruner.search.optimizers.get("arch")
+    arch_opt = getattr(pruner.search, "optimizers", {}).get("arch")  # one-shot trainers have no score optimizer
     lr0 = arch_opt.param_groups[0]["lr"] if arch_opt is not None else 0.0
     k = 0
     for epoch in range(epochs):

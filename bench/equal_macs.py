@@ -102,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="RARTS' score LR (default: rartsprune.prune's); its runs then get their own folders")
     ap.add_argument("--rarts-l1", type=float, default=None,
                     help="RARTS' l1 pressure on the scores (default: rartsprune.prune's)")
+    ap.add_argument("--rarts-cost-weight", type=float, default=None,
+                    help="RARTS' MACs-weighted pressure on the scores (prune()'s cost_weight; default 0)")
+    ap.add_argument("--rarts-importance", default=None, choices=("alpha", "alpha_gamma", "normalized"),
+                    help="RARTS' ranking criterion (default: rartsprune.prune's); the search is shared, only the "
+                         "finalized runs get their own folders")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "pq",
@@ -127,11 +132,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     t_start = time.perf_counter()
     work = args.work / f"equal_macs_d{args.depth}"
-    rarts_settings = {k: v for k, v in (("arch_lr", args.rarts_arch_lr), ("l1", args.rarts_l1)) if v is not None}
-    suffix = "".join(f"_{k}{v:g}" for k, v in rarts_settings.items())
+    search_settings = {k: v for k, v in (("arch_lr", args.rarts_arch_lr), ("l1", args.rarts_l1),
+                                         ("cost_weight", args.rarts_cost_weight)) if v is not None}
+    suffix = "".join(f"_{k}{v:g}" for k, v in search_settings.items())
+    rarts_settings: dict[str, Any] = dict(search_settings)
+    if args.rarts_importance is not None:
+        rarts_settings["importance"] = args.rarts_importance
 
-    def folder(method: str) -> str:
-        return method + (suffix if method == "rarts" else "")
+    def folder(method: str, finalized: bool = True) -> str:
+        """Run folder: the search settings name the search; the ranking criterion only the finalized runs."""
+        if method != "rarts":
+            return method
+        imp = f"_imp{args.rarts_importance}" if finalized and args.rarts_importance is not None else ""
+        return method + suffix + imp
 
     def settings(method: str) -> dict[str, Any]:
         return rarts_settings if method == "rarts" else {}
@@ -169,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                               **settings(method))
                 searched = None
                 if method in SEARCHED:
-                    searched = work / "after" / f"{folder(method)}_s{seed}_search"
+                    searched = work / "after" / f"{folder(method, finalized=False)}_s{seed}_search"
                     _load_or_run(replace(job, out=str(searched), stop_after="search"))
                 for macs in args.budgets:
                     res = _at_budget(job, searched, work / "after" / f"{folder(method)}_m{macs:g}_s{seed}", macs)
@@ -185,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                 if method in SEARCHED:  # the search is the training: same epochs, same LR and schedule
                     job = replace(common, method=method, seed=seed, search_epochs=args.scratch_epochs,
                                   train_during_search=True, **settings(method))
-                    searched = work / "scratch" / f"{folder(method)}_s{seed}_search"
+                    searched = work / "scratch" / f"{folder(method, finalized=False)}_s{seed}_search"
                     _load_or_run(replace(job, out=str(searched), stop_after="search"))
                 else:  # plain training, then the one-shot criterion on the trained network
                     job = replace(common, method=method, seed=seed, search_epochs=0,
@@ -244,7 +257,10 @@ def _targets(rows: list[dict[str, Any]], control: dict[str, float]) -> dict[str,
 
 
 def rarts_settings_text(args: argparse.Namespace) -> str:
-    given = [f"`{k}={v:g}`" for k, v in (("arch_lr", args.rarts_arch_lr), ("l1", args.rarts_l1)) if v is not None]
+    given = [f"`{k}={v:g}`" for k, v in (("arch_lr", args.rarts_arch_lr), ("l1", args.rarts_l1),
+                                          ("cost_weight", args.rarts_cost_weight)) if v is not None]
+    if args.rarts_importance is not None:
+        given.append(f"`importance={args.rarts_importance!r}`")
     return ("the score settings " + ", ".join(given) + " (the rest: `prune()`'s defaults)") if given else ""
 
 

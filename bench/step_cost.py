@@ -188,7 +188,7 @@ def time_methods(args: argparse.Namespace, device: torch.device) -> dict[str, li
     sync(device)
     times: dict[str, list[float]] = {m: [] for m in steppers}
     order = list(steppers)
-    for r in tqdm(range(args.rounds), desc="rounds (interleaved)"):
+    for r in tqdm(range(args.rounds), desc="rounds (interleaved)", disable=None):
         rotated = order[r % len(order):] + order[: r % len(order)]
         for m in rotated:
             sync(device)
@@ -259,7 +259,7 @@ def memory_probe(args: argparse.Namespace, method: str, device: torch.device) ->
 
 def measure_memory(args: argparse.Namespace, device: torch.device) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
-    for m in tqdm(METHODS, desc="memory"):
+    for m in tqdm(METHODS, desc="memory", disable=None):
         if device.type == "cuda":
             out[m] = memory_probe(args, m, device)
             continue

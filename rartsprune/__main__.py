@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import fields
 
 from .pipeline import PruneJob
+from .width.selection import CRITERIA
 
 _HELP = {
     "model": "torchvision:NAME, timm:NAME or path/to/file.py:FUNCTION (called with num_classes=...)",
@@ -94,6 +95,9 @@ def _prune_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             p.add_argument(flag, type=float, default=default, help=help_)
         elif f.name == "stop_after":
             p.add_argument(flag, choices=("pretrain", "search"), default=None, help="end the job after this phase")
+        elif f.name == "importance":
+            p.add_argument(flag, choices=CRITERIA, default=None,
+                           help=f"{help_} (default: alpha_gamma in ratio mode, alpha in l1 mode)")
         elif f.name in ("init_weights", "data_root"):
             p.add_argument(flag, type=str, default=default, help=help_)
         else:

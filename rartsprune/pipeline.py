@@ -50,6 +50,7 @@ from .optim import get_rng_state, set_rng_state
 from .surgery import PruningPlan, apply_plan
 from .width import DEFAULT_RATIO, prune
 from .width.budget import BUDGET_KINDS, resolve_budget
+from .width.selection import CRITERIA
 from .zoo import build_model
 
 __all__ = ["PruneJob", "run", "evaluate", "train_epoch", "resolve_device"]
@@ -116,7 +117,7 @@ class PruneJob:
     lam: float = 1.0
     beta: float = 1.0
     rarts_mode: str = "exact"
-    importance: str = "alpha"
+    importance: str | None = None
     scope: str = "global"
     round_to: int | None = None
     l1: float | None = None
@@ -159,6 +160,9 @@ class PruneJob:
         if self.l1 is not None and (isinstance(self.l1, bool) or not isinstance(self.l1, (int, float))
                                     or not math.isfinite(self.l1) or self.l1 < 0):
             raise ValueError(f"l1 must be a non-negative number, got {self.l1!r}")
+        if self.importance is not None and self.importance not in CRITERIA:
+            raise ValueError(f"unknown importance {self.importance!r}; valid: None (the mode's default), "
+                             f"{', '.join(CRITERIA)}")
         if self.stop_after not in (None, "pretrain", "search"):
             raise ValueError(f"stop_after must be None, 'pretrain' or 'search', got {self.stop_after!r}")
         self._check_budget()
@@ -230,7 +234,7 @@ def train_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer,
     """One epoch of plain supervised training; returns mean loss and accuracy."""
     model.train()
     loss_sum = correct = total = 0.0
-    for batch in tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch"):
+    for batch in tqdm(loader, desc=desc, leave=False, disable=None if progress else True, unit="batch"):
         x, y = to_device_batch(batch, device, augment, memory_format=memory_format)
         with _autocast(device, amp):
             out = model(x)
@@ -379,7 +383,7 @@ def _search_phase(ctx: _Job, model: nn.Module, start: int, pruner_state: dict | 
     job = ctx.job
     pruner = _make_pruner(ctx, model)
     if pruner_state is not None:
-        pruner.load_state_dict(pruner_state)
+        pruner.load_state_dict(pruner_state, other_selection=True)  # a resumed job may finalize at another size
     half_t, half_v = split_dataset(ctx.train_set, 0.5, seed=job.seed)
     t0 = time.perf_counter()
     for epoch in range(start, job.search_epochs):
@@ -388,7 +392,7 @@ def _search_phase(ctx: _Job, model: nn.Module, start: int, pruner_state: dict | 
                              make_loader(half_v, job.batch_size, seed=job.seed * 100_003 + 2 * epoch + 1))
         losses = []
         for batch_t, batch_v in tqdm(pairs, desc=f"search {epoch + 1}/{job.search_epochs}", leave=False,
-                                     disable=not job.progress, unit="step"):
+                                     disable=None if job.progress else True, unit="step"):
             bt = to_device_batch(batch_t, ctx.device, ctx.train_aug, memory_format=ctx.memory_format)
             bv = to_device_batch(batch_v, ctx.device, ctx.train_aug, memory_format=ctx.memory_format)
             losses.append(pruner.step(bt, bv))

@@ -1,18 +1,27 @@
 #!/usr/bin/env python
-"""Train a DARTS genotype from scratch with the DARTS CIFAR-10 evaluation protocol.
+"""Train a DARTS genotype from scratch with the DARTS evaluation protocol (CIFAR, or ImageNet with --imagenet).
 
-Defaults: 20 cells, C=36, auxiliary head (weight 0.4), cutout 16, drop-path 0.2 (ramped linearly over the
-epochs), 600 epochs, batch 96, SGD lr 0.025 cosine to 0, momentum 0.9, wd 3e-4, grad clip 5.
+CIFAR defaults: 20 cells, C=36, auxiliary head (weight 0.4), cutout 16, drop-path 0.2 (ramped linearly over
+the epochs), 600 epochs, batch 96, SGD lr 0.025 cosine to 0, momentum 0.9, wd 3e-4, grad clip 5.
+
+``--imagenet``: DARTS's mobile setting on any ImageFolder tree with ``train/`` and ``val/`` (or ``test/``)
+class folders (`rartsprune.topology.DartsImageNetNetwork`): 14 cells, C=48, two stride-2 stems, auxiliary
+head (weight 0.4), label smoothing 0.1, 250 epochs, batch 128, SGD lr 0.1 multiplied by 0.97 every epoch,
+momentum 0.9, wd 3e-5, grad clip 5, no drop-path or cutout; images streamed from disk with
+RandomResizedCrop 224, flip and colour jitter 0.4 (val: resize 256, centre crop 224). ``--image-size``
+shrinks the images (a multiple of 32; the auxiliary head needs 224, else pass ``--no-auxiliary``).
+Every hyper-parameter flag overrides the default of the chosen protocol.
 
 ``--genotype`` is a JSON file (``genotype.json`` or the ``result.json`` of ``recipes/darts_search.py``) or the
 name ``DARTS_V2`` (the published DARTS cell). Writes ``checkpoint.pt`` per epoch under ``--out``
 (``--resume`` continues), a learning-curve plot and the JSON result: genotype, params (without the
-auxiliary head, as DARTS reports them), MACs of one 32x32 image, per-epoch train/test loss and accuracy,
-final and best test accuracy.
+auxiliary head, as DARTS reports them), MACs of one image (32x32, or ``--image-size`` with ``--imagenet``),
+per-epoch train/test loss and accuracy, final and best test accuracy.
 
-Example::
+Examples::
 
     python recipes/darts_train.py --genotype runs/darts_rarts/genotype.json --data ../shared/data/cifar10
+    python recipes/darts_train.py --imagenet --genotype DARTS_V2 --data /data/imagenet --out runs/dt_imagenet
 """
 
 from __future__ import annotations
@@ -33,36 +42,73 @@ from rartsprune.topology import (
     DARTS_V2,
     DartsEvalNetwork,
     DartsGenotype,
+    DartsImageNetNetwork,
+    DartsImageNetTrainConfig,
     DartsTrainConfig,
     evaluate,
     train_epoch,
 )
+from rartsprune.topology.imagenet import IMAGENET_MIN_AUX_SIZE, darts_imagenet_dataset, imagenet_split_dir
 from rartsprune.topology.runner import resolve_device
+
+#: flag dest -> config field, for the hyper-parameters whose default depends on the protocol
+_CONFIG_FLAGS = {
+    "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "lr_min": "lr_min", "momentum": "momentum",
+    "weight_decay": "weight_decay", "C": "C", "layers": "layers", "auxiliary_weight": "auxiliary_weight",
+    "drop_path": "drop_path_prob", "cutout": "cutout", "grad_clip": "grad_clip",
+}
+#: flags of the ImageNet protocol only
+_IMAGENET_FLAGS = {"label_smoothing": "label_smoothing", "lr_gamma": "lr_gamma", "image_size": "image_size"}
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show ``(default: ...)`` except for flags whose default depends on --imagenet (their help says it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = DartsTrainConfig()
+    cifar, imnet = DartsTrainConfig(), DartsImageNetTrainConfig()
     p = argparse.ArgumentParser(
-        description="Train a DARTS genotype with the DARTS evaluation protocol.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train a DARTS genotype with the DARTS evaluation protocol (CIFAR, or ImageNet with --imagenet).",
+        formatter_class=_HelpFormatter,
     )
+
+    def hyper(flag: str, kind: type, text: str, *aliases: str) -> None:
+        dest = flag[2:].replace("-", "_")
+        field = _CONFIG_FLAGS[dest]
+        p.add_argument(flag, *aliases, dest=dest, type=kind, default=None,
+                       help=f"{text} (default {getattr(cifar, field)}; --imagenet: {getattr(imnet, field)})")
+
     p.add_argument("--genotype", default="DARTS_V2", help="genotype JSON file, or DARTS_V2")
+    p.add_argument("--imagenet", action="store_true",
+                   help="DARTS's ImageNet mobile setting on --data, an ImageFolder with train/ and val/ (or test/)")
     p.add_argument("--data", default="cifar10", help="cifar10 | cifar100 | fake | ImageFolder path")
     p.add_argument("--data-root", default=None)
     p.add_argument("--download", action="store_true")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--lr-min", type=float, default=d.lr_min)
-    p.add_argument("--momentum", type=float, default=d.momentum)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--C", type=int, default=d.C, help="initial channels")
-    p.add_argument("--layers", type=int, default=d.layers, help="cells")
+    hyper("--epochs", int, "epochs")
+    hyper("--batch-size", int, "batch size")
+    hyper("--lr", float, "initial learning rate")
+    hyper("--lr-min", float, "final learning rate of the cosine schedule (CIFAR)")
+    hyper("--momentum", float, "SGD momentum")
+    hyper("--weight-decay", float, "weight decay")
+    hyper("--C", int, "initial channels", "--init-channels")
+    hyper("--layers", int, "cells")
     p.add_argument("--no-auxiliary", action="store_true", help="drop the auxiliary head")
-    p.add_argument("--auxiliary-weight", type=float, default=d.auxiliary_weight)
-    p.add_argument("--drop-path", type=float, default=d.drop_path_prob, help="final drop-path probability")
-    p.add_argument("--cutout", type=int, default=d.cutout, help="cutout length (0: off)")
-    p.add_argument("--grad-clip", type=float, default=d.grad_clip, help="0: off")
+    hyper("--auxiliary-weight", float, "weight of the auxiliary loss")
+    hyper("--drop-path", float, "final drop-path probability")
+    hyper("--cutout", int, "cutout length (0: off)")
+    hyper("--grad-clip", float, "gradient-norm clip (0: off)")
+    p.add_argument("--label-smoothing", type=float, default=None,
+                   help=f"--imagenet only: label smoothing of both losses (default {imnet.label_smoothing})")
+    p.add_argument("--lr-gamma", type=float, default=None,
+                   help=f"--imagenet only: lr factor per epoch (StepLR step 1; default {imnet.lr_gamma})")
+    p.add_argument("--image-size", type=int, default=None,
+                   help=f"--imagenet only: crop size, a multiple of 32 (default {imnet.image_size})")
+    p.add_argument("--workers", type=int, default=None, help="data-loading processes of --imagenet (default: CPUs, <= 8)")
     p.add_argument("--train-subset", type=int, default=None)
     p.add_argument("--test-subset", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -75,6 +121,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     return p
+
+
+def make_config(args: argparse.Namespace) -> DartsTrainConfig:
+    """The protocol's defaults (CIFAR, or ImageNet with ``--imagenet``) overridden by the flags given.
+
+    Examples:
+        >>> make_config(build_parser().parse_args(["--imagenet", "--epochs", "3"])).epochs
+        3
+    """
+    cls = DartsImageNetTrainConfig if args.imagenet else DartsTrainConfig
+    fields = dict(_CONFIG_FLAGS)
+    if args.imagenet:
+        fields.update(_IMAGENET_FLAGS)
+    else:
+        given = [f"--{k.replace('_', '-')}" for k in _IMAGENET_FLAGS if getattr(args, k) is not None]
+        if given:
+            raise SystemExit(f"{', '.join(given)} apply to --imagenet only")
+    values = {field: getattr(args, dest) for dest, field in fields.items() if getattr(args, dest) is not None}
+    config = cls(auxiliary=not args.no_auxiliary, **values)
+    if args.imagenet:
+        if config.image_size < 32 or config.image_size % 32:
+            raise SystemExit(f"--image-size must be a positive multiple of 32 (the network downsamples 32x), "
+                             f"got {config.image_size}")
+        if config.auxiliary and config.image_size < IMAGENET_MIN_AUX_SIZE:
+            raise SystemExit(f"the auxiliary head needs --image-size >= {IMAGENET_MIN_AUX_SIZE} (got "
+                             f"{config.image_size}); pass --no-auxiliary for smaller images")
+    return config
 
 
 def load_genotype(spec: str) -> DartsGenotype:
@@ -120,34 +193,50 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     from tqdm.auto import tqdm
 
+    config = make_config(args)
+    if args.imagenet:
+        if not Path(args.data).is_dir():
+            raise SystemExit(f"--imagenet needs --data pointing at an ImageFolder tree with train/ and val/ "
+                             f"(or test/) class folders; {args.data!r} is not a folder")
+        for split in ("train", "val"):
+            imagenet_split_dir(args.data, split)  # FileNotFoundError naming the missing folder
+    genotype = load_genotype(args.genotype)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     json_path = Path(args.json) if args.json else out / "result.json"
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
-    genotype = load_genotype(args.genotype)
-    config = DartsTrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_min=args.lr_min, momentum=args.momentum,
-        weight_decay=args.weight_decay, C=args.C, layers=args.layers, auxiliary=not args.no_auxiliary,
-        auxiliary_weight=args.auxiliary_weight, drop_path_prob=args.drop_path, cutout=args.cutout,
-        grad_clip=args.grad_clip,
-    )
-    train = load_dataset(args.data, "train", root=args.data_root, download=args.download,
-                         subset=args.train_subset, seed=args.seed)
-    test = load_dataset(args.data, "test", root=args.data_root, download=args.download,
-                        subset=args.test_subset, seed=args.seed)
+    if args.imagenet:
+        size = config.image_size
+        train = darts_imagenet_dataset(args.data, "train", image_size=size, subset=args.train_subset, seed=args.seed)
+        test = darts_imagenet_dataset(args.data, "val", image_size=size, subset=args.test_subset, seed=args.seed)
+        if list(train.classes) != list(test.classes):
+            raise SystemExit(f"train/ has {len(train.classes)} classes and the val/ (or test/) folder "
+                             f"{len(test.classes)}; they must hold the same class folders")
+        workers = args.workers
+    else:
+        size = 32
+        train = load_dataset(args.data, "train", root=args.data_root, download=args.download,
+                             subset=args.train_subset, seed=args.seed)
+        test = load_dataset(args.data, "test", root=args.data_root, download=args.download,
+                            subset=args.test_subset, seed=args.seed)
+        workers = None
     n_cls = num_classes(train)
     aug_train = default_augment(train, train=True, cutout=config.cutout > 0,
                                 cutout_length=max(config.cutout, 1)).to(device)
     aug_test = default_augment(test, train=False).to(device)
 
-    net = DartsEvalNetwork(genotype, C=config.C, layers=config.layers, num_classes=n_cls,
-                           auxiliary=config.auxiliary).to(device)
+    network = DartsImageNetNetwork if args.imagenet else DartsEvalNetwork
+    net = network(genotype, C=config.C, layers=config.layers, num_classes=n_cls,
+                  auxiliary=config.auxiliary).to(device)
     aux_params = sum(p.numel() for p in net.auxiliary_head.parameters()) if net.auxiliary_head is not None else 0
-    report = flops_report(net, torch.randn(1, 3, 32, 32, device=device))
+    report = flops_report(net, torch.randn(1, 3, size, size, device=device))
     optimizer = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs, eta_min=config.lr_min)
+    if args.imagenet:
+        scheduler: Any = torch.optim.lr_scheduler.StepLR(optimizer, 1, gamma=config.lr_gamma)
+    else:
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs, eta_min=config.lr_min)
     epoch, log, seconds = 0, [], 0.0
     ckpt = out / "checkpoint.pt"
     if args.resume and ckpt.is_file():
@@ -165,17 +254,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         net.drop_path_prob = config.drop_path_prob * epoch / config.epochs
         t0 = time.perf_counter()
         loader = make_loader(train, config.batch_size, train=True, seed=args.seed * 100_003 + epoch,
-                             num_workers=0 if getattr(train, "in_memory", False) else None)
+                             num_workers=0 if getattr(train, "in_memory", False) else workers)
         steps = len(loader) if args.max_steps is None else min(len(loader), args.max_steps)
-        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", disable=args.no_progress, leave=False)
+        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
+                   disable=True if args.no_progress else None)  # None: off when not a terminal
         tr = train_epoch(net, _batches(loader, device, aug_train, args.max_steps), optimizer,
                          auxiliary_weight=config.auxiliary_weight if config.auxiliary else 0.0,
                          grad_clip=config.grad_clip if config.grad_clip > 0 else None,
-                         on_step=lambda _loss, bar=bar: bar.update(1))
+                         on_step=lambda _loss, bar=bar: bar.update(1),
+                         label_smoothing=getattr(config, "label_smoothing", 0.0))
         bar.close()
         scheduler.step()
         te = evaluate(net, _batches(make_loader(test, 256, train=False, num_workers=0 if getattr(
-            test, "in_memory", False) else None), device, aug_test, None))
+            test, "in_memory", False) else workers), device, aug_test, None))
         seconds += time.perf_counter() - t0
         epoch += 1
         log.append({"epoch": epoch, "train_loss": tr["loss"], "train_accuracy": tr["accuracy"],
@@ -194,6 +285,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {
         "genotype": genotype.to_dict(),
         "data": args.data,
+        "imagenet": args.imagenet,
+        "image_size": size,
+        "num_classes": n_cls,
         "seed": args.seed,
         "config": config.to_dict(),
         "params": report.params - aux_params,

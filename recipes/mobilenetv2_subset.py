@@ -1,28 +1,36 @@
 """MobileNetV2 on an ImageFolder subset: ℓ1-mode RARTS learns the pruning ratio, baselines prune to the same size.
 
-The paper prunes torchvision's MobileNetV2 on 20 ImageNet classes: point ``--data`` at an ImageFolder tree
-holding those classes (``train/`` and ``test/`` or ``val/`` folders). Steps:
+The paper prunes torchvision's MobileNetV2 on 20 ImageNet classes (Table 6, the average of 5 runs): build
+that subset with ``recipes/imagenet_subset.py --root IMAGENET --out IMAGENET20 --classes 20 --seed 0`` and
+point ``--data`` at it (``train/`` and ``val/`` or ``test/`` folders). Steps, for each of ``--runs`` seeds
+(``--seed``, ``--seed`` + 1, ...; default 5 runs, seeds 0..4):
 
-1. one shared baseline: ``--epochs`` of plain training (OUT/baseline/baseline.pt);
+1. one shared baseline: ``--epochs`` of plain training (RUN/baseline/baseline.pt);
 2. RARTS in ℓ1 mode from that baseline: the sparsity penalty decides how many channels go (PRC p);
 3. DARTS-1, DARTS-2 and random pruning from the same baseline at exactly PRC p (ratio mode), or, with
    ``--match macs``, at RARTS' MACs (a MACs budget: ``macs=`` the fraction of the MACs RARTS kept);
 4. every pruned model fine-tuned for the same number of epochs; a table of accuracy, params and MACs is
-   printed and written to OUT/comparison.json / OUT/comparison.md.
+   printed and written to RUN/comparison.json / RUN/comparison.md.
 
-GPU-scale defaults; on a CPU:
+RUN is OUT for the first seed and OUT/seed<k> for the others. Finally the mean ± sample standard deviation
+over the runs of every method's PRC, params, MACs and accuracies is printed and written to
+OUT/summary.json / OUT/summary.md.
+
+GPU-scale defaults; on a CPU (one run):
 
     python recipes/mobilenetv2_subset.py --data ../shared/data/cifar10 --train-subset 500 --test-subset 200 \\
-        --epochs 1 --search-epochs 1 --finetune-epochs 1 --out /tmp/mbv2
+        --epochs 1 --search-epochs 1 --finetune-epochs 1 --runs 1 --out /tmp/mbv2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -30,6 +38,51 @@ from rartsprune.flops import format_count  # noqa: E402
 from rartsprune.pipeline import PruneJob, run  # noqa: E402
 
 BASELINES = ("darts1", "darts2", "random")
+#: per-method numbers averaged over the runs
+METRICS = ("prc", "params", "macs", "acc_pruned", "acc_finetuned")
+
+
+def _mean_std(values: list[float]) -> dict[str, Any]:
+    """Mean and sample standard deviation (``None`` for one run) of a metric over the runs."""
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
+            "values": values}
+
+
+def summarize(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Mean ± std over the runs (seed -> the run's comparison dict) of every metric of every method.
+
+    Examples:
+        >>> run = {"baseline": {"test_acc": 50.0}, "methods": {"rarts (l1)": dict.fromkeys(METRICS, 1.0)}}
+        >>> s = summarize({0: run, 1: {**run, "baseline": {"test_acc": 52.0}}})
+        >>> s["baseline_acc"]["mean"], round(s["methods"]["rarts (l1)"]["prc"]["std"], 3)
+        (51.0, 0.0)
+    """
+    first = next(iter(runs.values()))
+    return {
+        "seeds": list(runs),
+        "baseline_acc": _mean_std([float(r["baseline"]["test_acc"]) for r in runs.values()]),
+        "methods": {name: {m: _mean_std([float(r["methods"][name][m]) for r in runs.values()]) for m in METRICS}
+                    for name in first["methods"]},
+    }
+
+
+def summary_table(summary: dict[str, Any]) -> str:
+    """Markdown table of `summarize`'s result: mean ± std of every metric per method."""
+    def cell(v: dict[str, Any], fmt: str) -> str:
+        return f"{v['mean']:{fmt}}" + (f" ± {v['std']:{fmt}}" if v["std"] is not None else "")
+
+    seeds = summary["seeds"]
+    lines = [f"Mean ± std over {len(seeds)} run(s), seeds {', '.join(map(str, seeds))}; unpruned accuracy "
+             f"{cell(summary['baseline_acc'], '.2f')}.", "",
+             "| method | PRC (%) | params (M) | MACs (M) | acc pruned | acc fine-tuned |", "|---|---|---|---|---|---|"]
+    for name, m in summary["methods"].items():
+        pct = {k: m["prc"][k] * 100 if m["prc"][k] is not None else None for k in ("mean", "std")}
+        mega = {k: {q: (m[k][q] / 1e6 if m[k][q] is not None else None) for q in ("mean", "std")}
+                for k in ("params", "macs")}
+        lines.append(f"| {name} | {cell(pct, '.1f')} | {cell(mega['params'], '.3f')} | "
+                     f"{cell(mega['macs'], '.1f')} | {cell(m['acc_pruned'], '.2f')} | "
+                     f"{cell(m['acc_finetuned'], '.2f')} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pretrained", action="store_true", help="start from torchvision's ImageNet weights")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the first run")
+    ap.add_argument("--runs", type=int, default=5, help="runs with seeds --seed, --seed + 1, ... (the paper: 5)")
     ap.add_argument("--out", default="runs/mobilenetv2_subset")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--no-progress", dest="progress", action="store_false")
@@ -62,16 +116,31 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(methods) - {"darts1", "darts2", "milenas", "random", "l1_norm", "slimming"}
     if unknown:
         ap.error(f"unknown methods {sorted(unknown)}")
+    if args.runs < 1:
+        ap.error(f"--runs must be >= 1, got {args.runs}")
+    if args.pretrained:
+        raise SystemExit("--pretrained needs 1000 classes; train the subset baseline instead (--epochs)")
     out = Path(args.out)
+    runs = {}
+    for k in range(args.runs):
+        seed = args.seed + k
+        runs[seed] = one_run(args, methods, seed, out if k == 0 else out / f"seed{seed}")
+    summary = summarize(runs)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out / "summary.md").write_text(summary_table(summary))
+    print(summary_table(summary))
+    return 0
+
+
+def one_run(args: argparse.Namespace, methods: list[str], seed: int, out: Path) -> dict[str, Any]:
+    """Baseline, ℓ1-mode RARTS and the other methods at RARTS' size for one seed; returns the comparison."""
     base = PruneJob(
         model="torchvision:mobilenet_v2", data=args.data, image_size=args.image_size, pretrained=args.pretrained,
         batch_size=args.batch_size, lr=args.lr, schedule="cosine", search_epochs=args.search_epochs,
         finetune_epochs=args.finetune_epochs, arch_lr=args.arch_lr, train_subset=args.train_subset,
-        test_subset=args.test_subset, device=args.device, amp=args.amp, seed=args.seed, resume=args.resume,
+        test_subset=args.test_subset, device=args.device, amp=args.amp, seed=seed, resume=args.resume,
         progress=args.progress,
     )
-    if args.pretrained:
-        raise SystemExit("--pretrained needs 1000 classes; train the subset baseline instead (--epochs)")
     baseline_dir = out / "baseline"
     run(replace(base, out=str(baseline_dir), pretrain_epochs=args.epochs, stop_after="pretrain",
                 resume=args.resume and (baseline_dir / "checkpoint.pt").exists()))
@@ -99,10 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     first = next(iter(rows.values()))["before"]
     table.insert(2, f"| unpruned | 0% | {format_count(first['params'])} | {format_count(first['macs'])} | "
                     f"{first['test_acc']:.2f} | |")
-    (out / "comparison.json").write_text(json.dumps({"baseline": first, "matched": size, "methods": summary}, indent=1))
+    comparison = {"seed": seed, "baseline": first, "matched": size, "methods": summary}
+    (out / "comparison.json").write_text(json.dumps(comparison, indent=1))
     (out / "comparison.md").write_text("\n".join(table) + "\n")
+    print(f"seed {seed}:")
     print("\n".join(table))
-    return 0
+    return comparison
 
 
 if __name__ == "__main__":

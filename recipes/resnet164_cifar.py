@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="l1 penalty on the scores (default: rartsprune.prune's, 4e-3 in ratio mode, 1e-4 in l1 mode)")
     ap.add_argument("--lam", type=float, default=1.0)
     ap.add_argument("--beta", type=float, default=1.0)
-    ap.add_argument("--importance", default="alpha", choices=("alpha", "alpha_gamma", "normalized"))
+    ap.add_argument("--importance", default=None, choices=("alpha", "alpha_gamma", "normalized"),
+                    help="ranking criterion (default: alpha_gamma in ratio mode, alpha in l1 mode)")
     ap.add_argument("--train-subset", type=int, default=None)
     ap.add_argument("--test-subset", type=int, default=None)
     ap.add_argument("--init-weights", default=None, help="start from this trained state_dict (skips nothing: "

@@ -132,7 +132,7 @@ def run(
     opt = opt if opt is not None else build(method, **kwargs)
     traj = trajectory if trajectory is not None else [point(opt)]
     start = opt.num_steps
-    for _ in tqdm(range(start, steps), desc=method, disable=not progress, initial=start, total=steps):
+    for _ in tqdm(range(start, steps), desc=method, disable=None if progress else True, initial=start, total=steps):
         opt.step(None, None)
         traj.append(point(opt))
         if checkpoint is not None and checkpoint_every and opt.num_steps % checkpoint_every == 0:

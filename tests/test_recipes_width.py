@@ -43,7 +43,7 @@ def test_mobilenetv2_recipe_compares_at_equal_prc(tmp_path: Path) -> None:
     proc = recipe("mobilenetv2_subset.py", "--data", "fake", "--train-subset", "128", "--test-subset", "50",
                   "--batch-size", "32", "--epochs", "1", "--search-epochs", "1", "--finetune-epochs", "1",
                   "--l1", "0.05", "--arch-lr", "0.05", "--threshold", "0.9", "--methods", "darts1,random",
-                  "--out", str(out), "--no-progress")
+                  "--runs", "1", "--out", str(out), "--no-progress")
     comparison = json.loads((out / "comparison.json").read_text())
     methods = comparison["methods"]
     assert set(methods) == {"rarts (l1)", "darts1", "random"}

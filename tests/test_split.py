@@ -125,6 +125,35 @@ def test_pair_loaders_of_user_loaders():
         PairedLoader(DataLoader([], batch_size=2), lv)
 
 
+def _order(pairs: PairedLoader) -> list[tuple[list[int], list[int]]]:
+    return [(t[0].tolist(), v[0].tolist()) for t, v in pairs]
+
+
+def _shuffled(data: TensorDataset, seed: int) -> DataLoader:
+    return DataLoader(data, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(seed))
+
+
+def test_paired_loader_respects_the_callers_generators():
+    # the bug: the pair reseeded every generator from its own seed, so loaders seeded 1, 2, 3 gave one order
+    data = TensorDataset(torch.arange(40))
+    orders = [_order(PairedLoader(_shuffled(data, s), _shuffled(data, s + 10))) for s in (1, 2, 3)]
+    assert orders[0] != orders[1] != orders[2] != orders[0]
+    same = _order(PairedLoader(_shuffled(data, 1), _shuffled(data, 11)))
+    assert same == orders[0]  # the caller's seed decides, reproducibly
+    pairs = PairedLoader(_shuffled(data, 1), _shuffled(data, 11))
+    first, second = _order(pairs), _order(pairs)
+    assert first != second  # the generators advance from epoch to epoch
+    # seed= reseeds from (seed, epoch): a resumed run that calls set_epoch sees the same batches
+    a = PairedLoader(_shuffled(data, 1), _shuffled(data, 11), seed=7)
+    b = PairedLoader(_shuffled(data, 2), _shuffled(data, 12), seed=7)
+    assert _order(a) == _order(b)
+    a_next = _order(a)
+    b.set_epoch(1)
+    assert _order(b) == a_next
+    with pytest.raises(TypeError, match="seed must be an int or None"):
+        PairedLoader(_shuffled(data, 1), _shuffled(data, 2), seed=1.5)
+
+
 def test_stratified_split_of_real_cifar10():
     root = DATA / "cifar10" / "train"
     if not root.is_dir():

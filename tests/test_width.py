@@ -213,3 +213,37 @@ def test_bf16_autocast_and_channels_last_on_cpu() -> None:
     assert all(a.dtype == torch.float32 for a in pruner.handle.scores)  # scores stay in full precision
     pruner.finalize()
     assert model(X[:2]).shape == (2, 4)
+
+
+def test_alpha_gamma_is_the_ratio_default_and_invariant_to_the_alpha_gamma_trade() -> None:
+    model = new_model()
+    pruner = rartsprune.prune(model, ratio=0.25, example_inputs=EXAMPLE)
+    assert pruner.config["importance"] == "alpha_gamma"
+    assert rartsprune.prune(new_model(), mode="l1", example_inputs=EXAMPLE).config["importance"] == "alpha"
+    handle = pruner.handle
+    from rartsprune.width.selection import unit_importance
+
+    def raw(bn: nn.Module, name: str = "weight") -> torch.Tensor:  # the BN parameter under the score
+        return bn.parametrizations[name].original
+
+    with torch.no_grad():
+        raw(model.bn1).copy_(torch.linspace(0.5, 2.0, 16))
+        raw(model.stem[1]).fill_(1.5)
+        raw(model.bn2).fill_(1.5)
+    imp = unit_importance(handle, "alpha_gamma")
+    torch.testing.assert_close(imp["conv1"], torch.linspace(0.5, 2.0, 16))
+    # the plain conv has no BatchNorm: its |α| is scaled by the median |γ| of the model's BN units
+    gammas = torch.cat([torch.linspace(0.5, 2.0, 16), torch.full((16,), 1.5)])
+    torch.testing.assert_close(imp["plain"], torch.full((32,), float(gammas.median())))
+    # α and γ are one degree of freedom where the score follows the BN: the output and the ranking stay put
+    model.eval()
+    before_out, before_imp = model(X[:4]), imp["conv1"].clone()
+    with torch.no_grad():
+        alpha = handle.score("conv1")
+        alpha.mul_(torch.linspace(0.2, 3.0, 16))
+        raw(model.bn1).div_(torch.linspace(0.2, 3.0, 16))
+        raw(model.bn1, "bias").div_(torch.linspace(0.2, 3.0, 16))
+    torch.testing.assert_close(model(X[:4]), before_out, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(unit_importance(handle, "alpha_gamma")["conv1"], before_imp)
+    assert not torch.allclose(unit_importance(handle, "alpha")["conv1"], torch.ones(16))
+    rartsprune.remove(model)

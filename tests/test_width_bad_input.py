@@ -102,6 +102,9 @@ def test_prune_twice_is_refused() -> None:
         ((torch.randn(4, 3, 16, 16), torch.zeros(4)), "targets must be a 1-d integer"),
         ((torch.randn(4, 3, 16, 16), torch.zeros(3, dtype=torch.long)), "one entry per input"),
         (torch.randn(4, 3, 16, 16), "must be \\(inputs, targets\\)"),
+        ((torch.randn(0, 3, 16, 16), torch.zeros(0, dtype=torch.long)), "is empty"),
+        ((torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 4, 2])), "labels from 0 to 4, but the model's head has 4"),
+        ((torch.randn(4, 3, 16, 16), torch.tensor([0, -1, 3, 2])), "labels from -1 to 3"),
     ],
 )
 def test_bad_batches_leave_the_search_untouched(batch: object, match: str) -> None:
@@ -115,6 +118,61 @@ def test_bad_batches_leave_the_search_untouched(batch: object, match: str) -> No
         pruner.step(batch, good)
     assert_same(model, before)
     assert pruner.num_steps == 0
+
+
+def test_step_without_gradients_is_refused() -> None:
+    model = new_model()
+    pruner = rartsprune.prune(model, example_inputs=EXAMPLE)
+    before = snapshot(model)
+    for context in (torch.no_grad, torch.inference_mode):
+        with context(), pytest.raises(SearchError, match="gradients disabled"):
+            pruner.step(*batches(1)[0])
+    assert_same(model, before)
+    assert pruner.num_steps == 0
+    pruner.step(*batches(1)[0])
+    assert pruner.num_steps == 1
+
+
+def test_empty_batch_with_a_custom_loss() -> None:
+    model = new_model()
+    pruner = rartsprune.prune(model, example_inputs=EXAMPLE,
+                              loss_fn=lambda net, b: nn.functional.cross_entropy(net(b[0]), b[1]))
+    before = snapshot(model)
+    empty = (torch.randn(0, 3, 16, 16), torch.zeros(0, dtype=torch.long))
+    with pytest.raises(ValueError, match="batch_v is empty"):
+        pruner.step(batches(1)[0][0], empty)
+    assert_same(model, before)
+
+
+def test_resuming_with_other_settings() -> None:
+    data = batches(2)
+    first = rartsprune.prune(new_model(), ratio=0.4, example_inputs=EXAMPLE)
+    first.step(*data[0])
+    state = first.state_dict()
+    other_search = rartsprune.prune(new_model(), ratio=0.4, example_inputs=EXAMPLE, beta=2.0)
+    with pytest.raises(ValueError, match="the checkpoint's search used beta=1.0, this pruner beta=2.0"):
+        other_search.load_state_dict(state)
+    assert other_search.num_steps == 0
+    other_size = rartsprune.prune(new_model(), macs=0.6, example_inputs=EXAMPLE)
+    with pytest.warns(UserWarning, match=r"ratio=0.4 -> None.*this pruner's selection applies"):
+        other_size.load_state_dict(state)
+    assert other_size.num_steps == 1
+    import warnings
+
+    quiet = rartsprune.prune(new_model(), macs=0.6, example_inputs=EXAMPLE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quiet.load_state_dict(state, other_selection=True)
+
+
+def test_compiled_model_is_searched_through_its_original_module() -> None:
+    model = new_model()
+    compiled = torch.compile(model)
+    pruner = rartsprune.prune(compiled, ratio=0.25, example_inputs=EXAMPLE)
+    assert pruner.model is model and rartsprune.is_pruned(model)
+    pruner.step(*batches(1)[0])
+    assert pruner.finalize() is model
+    assert model(EXAMPLE).shape == (1, 4)
 
 
 def test_non_finite_loss_restores_the_last_good_state() -> None:

@@ -474,7 +474,7 @@ def _decode_files(paths: list[str], size: tuple[int, int] | None, num_workers: i
         total=len(paths),
         desc="decoding images",
         unit="img",
-        disable=len(paths) < _POOL_MIN_FILES,
+        disable=True if len(paths) < _POOL_MIN_FILES else None,  # None: off when not a terminal
         leave=False,
     )
     parts: list[np.ndarray] = []

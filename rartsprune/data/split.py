@@ -152,11 +152,12 @@ class PairedLoader:
     """Iterate two loaders in lock step, yielding ``(batch_t, batch_v)``.
 
     An epoch has ``len(self) = max(len(loader_t), len(loader_v))`` pairs; the shorter loader is restarted
-    whenever it runs out. Deterministic reshuffling: at the start of every epoch the loaders' ``generator``
-    (when they have one) is reseeded from ``(seed, epoch)`` and their samplers' ``set_epoch(epoch)`` (e.g.
-    `torch.utils.data.DistributedSampler`) is called. The epoch is the one given to
-    `set_epoch`, else it counts iterations (0, 1, 2, ...), so a resumed run calls
-    ``set_epoch(start_epoch)`` and sees the same batches as an uninterrupted one.
+    whenever it runs out. At the start of every epoch the samplers' ``set_epoch(epoch)`` (e.g.
+    `torch.utils.data.DistributedSampler`) is called. The loaders' own ``generator`` is left alone by default
+    (``seed=None``): a caller who seeded it decides the order. With ``seed=`` an int, the loaders' generators
+    (when they have one) are reseeded from ``(seed, epoch)`` every epoch (`split_loaders` does this with the
+    loaders it builds), so a resumed run sees the same batches as an uninterrupted one. The epoch is the one
+    given to `set_epoch`, else it counts iterations (0, 1, 2, ...).
 
     Examples:
         >>> import torch
@@ -166,7 +167,7 @@ class PairedLoader:
         [([0, 1], [0, 1]), ([2, 3], [0, 1]), ([4, 5], [0, 1])]
     """
 
-    def __init__(self, loader_t: Any, loader_v: Any, *, seed: int = 0) -> None:
+    def __init__(self, loader_t: Any, loader_v: Any, *, seed: int | None = None) -> None:
         for name, loader in (("loader_t", loader_t), ("loader_v", loader_v)):
             if not hasattr(loader, "__iter__") or not hasattr(loader, "__len__"):
                 raise TypeError(f"{name} must be an iterable with len() (e.g. a DataLoader)")
@@ -174,7 +175,9 @@ class PairedLoader:
                 raise ValueError(f"{name} yields no batches (is the half smaller than the batch size?)")
         self.loader_t = loader_t
         self.loader_v = loader_v
-        self.seed = int(seed)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise TypeError(f"seed must be an int or None (leave the loaders' generators alone), got {seed!r}")
+        self.seed = seed
         self._epoch = 0
 
     def __len__(self) -> int:
@@ -193,7 +196,7 @@ class PairedLoader:
 
     def _prepare(self, loader: Any, epoch: int, which: int) -> None:
         gen = getattr(loader, "generator", None)
-        if isinstance(gen, torch.Generator):
+        if self.seed is not None and isinstance(gen, torch.Generator):
             gen.manual_seed(_epoch_seed(self.seed, epoch, which))
         sampler = getattr(loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
@@ -222,8 +225,9 @@ class PairedLoader:
             yield b_t, b_v
 
 
-def pair_loaders(loader_t: Any, loader_v: Any, *, seed: int = 0) -> PairedLoader:
-    """``PairedLoader(loader_t, loader_v, seed=seed)``: pair two loaders the caller built."""
+def pair_loaders(loader_t: Any, loader_v: Any, *, seed: int | None = None) -> PairedLoader:
+    """``PairedLoader(loader_t, loader_v, seed=seed)``: pair two loaders the caller built (their own shuffling
+    generators decide the order unless ``seed`` is given)."""
     return PairedLoader(loader_t, loader_v, seed=seed)
 
 

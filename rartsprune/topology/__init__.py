@@ -22,6 +22,7 @@ from .genotype import (
     parse_nats_arch,
     validate_nats_arch,
 )
+from .imagenet import AuxiliaryHeadImageNet, DartsImageNetNetwork, DartsImageNetTrainConfig
 from .latency import LatencyPenalty, LatencyTable, arch_latency, latency_matrices, measure_latency_table
 from .nats_space import NatsSearchCell, NatsSearchNetwork
 from .nats_table import NatsRecord, NatsTable, default_nats_table_path, load_nats_table, lookup_nats
@@ -31,6 +32,7 @@ from .search import SearchConfig, TopologySearch
 from .train import DartsEvalNetwork, DartsTrainConfig, evaluate, train_epoch
 
 __all__ = [
+    "AuxiliaryHeadImageNet",
     "DARTS_OPS",
     "DARTS_PRIMITIVES",
     "DARTS_V2",
@@ -39,6 +41,8 @@ __all__ = [
     "NATS_PRIMITIVES",
     "DartsEvalNetwork",
     "DartsGenotype",
+    "DartsImageNetNetwork",
+    "DartsImageNetTrainConfig",
     "DartsSearchCell",
     "DartsSearchNetwork",
     "DartsTrainConfig",

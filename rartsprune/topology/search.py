@@ -222,7 +222,7 @@ class TopologySearch:
         bar = tqdm(
             total=total,
             desc=f"{self.config.method} epoch {self.epoch + 1}/{self.config.epochs}",
-            disable=not progress,
+            disable=None if progress else True,  # None: off when output is not a terminal
             leave=False,
             dynamic_ncols=True,
         )

@@ -70,28 +70,40 @@ class DartsEvalCell(nn.Module):
 
 
 class AuxiliaryHeadCIFAR(nn.Module):
-    """DARTS auxiliary classifier for 8x8 feature maps."""
+    """DARTS auxiliary classifier for 8x8 feature maps.
+
+    ReLU, AvgPool 5 (stride ``pool_stride``), conv1x1 to 128, BN, ReLU, conv2x2 to 768, BN (if
+    ``bn_after_768``), ReLU, global pool, linear; subclasses change the class attributes (see
+    `rartsprune.topology.imagenet.AuxiliaryHeadImageNet`).
+    """
+
+    pool_stride = 3
+    bn_after_768 = True
+    #: smallest feature map it accepts, and the input size that gives it
+    min_size, min_input = 8, "32 px"
 
     def __init__(self, c: int, num_classes: int) -> None:
         super().__init__()
-        self.features = nn.Sequential(
+        layers: list[nn.Module] = [
             nn.ReLU(inplace=True),
-            nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False),
+            nn.AvgPool2d(5, stride=self.pool_stride, padding=0, count_include_pad=False),
             nn.Conv2d(c, 128, 1, bias=False),
             nn.BatchNorm2d(128),
             nn.ReLU(inplace=True),
             nn.Conv2d(128, 768, 2, bias=False),
-            nn.BatchNorm2d(768),
-            nn.ReLU(inplace=True),
-        )
+        ]
+        if self.bn_after_768:
+            layers.append(nn.BatchNorm2d(768))
+        self.features = nn.Sequential(*layers, nn.ReLU(inplace=True))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(768, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if min(x.shape[-2:]) < 8:
+        if min(x.shape[-2:]) < self.min_size:
             raise ValueError(
-                f"the auxiliary head needs feature maps of at least 8x8 (32 px inputs), got "
-                f"{tuple(x.shape[-2:])}; build the network with auxiliary=False for smaller images"
+                f"the auxiliary head needs feature maps of at least {self.min_size}x{self.min_size} "
+                f"({self.min_input} inputs), got {tuple(x.shape[-2:])}; build the network with auxiliary=False "
+                "for smaller images"
             )
         return self.classifier(self.pool(self.features(x)).flatten(1))
 
@@ -114,19 +126,40 @@ class DartsEvalNetwork(nn.Module):
         stem_multiplier: int = 3,
     ) -> None:
         super().__init__()
+        self._check_args(genotype, C, layers, num_classes)
+        c_stem = stem_multiplier * C
+        self.stem = nn.Sequential(nn.Conv2d(3, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem))
+        self._build_body(genotype, c_stem, C, layers, num_classes, reduction_prev=False,
+                         aux_head=AuxiliaryHeadCIFAR if auxiliary else None)
+
+    @staticmethod
+    def _check_args(genotype: DartsGenotype, C: int, layers: int, num_classes: int) -> None:
         if not isinstance(genotype, DartsGenotype):
             raise TypeError(f"genotype must be a DartsGenotype, got {type(genotype).__name__}")
         if C < 1 or layers < 1 or num_classes < 1:
             raise ValueError(f"C, layers and num_classes must be >= 1, got {C}, {layers}, {num_classes}")
+
+    def _build_body(
+        self,
+        genotype: DartsGenotype,
+        c_stem: int,
+        C: int,
+        layers: int,
+        num_classes: int,
+        *,
+        reduction_prev: bool,
+        aux_head: type[nn.Module] | None,
+    ) -> None:
+        """Everything after the stems (which output ``c_stem`` channels): cells with reductions at 1/3 and
+        2/3 depth, an ``aux_head(channels, num_classes)`` after the 2/3-depth one (``aux_index``; none if
+        ``aux_head`` is None), global pooling and the classifier. Also sets ``genotype`` and ``drop_path_prob``.
+        """
         self.genotype = genotype
         self.drop_path_prob = 0.0
-        c_curr = stem_multiplier * C
-        self.stem = nn.Sequential(nn.Conv2d(3, c_curr, 3, padding=1, bias=False), nn.BatchNorm2d(c_curr))
-        c_pp, c_p, c_curr = c_curr, c_curr, C
+        c_pp, c_p, c_curr = c_stem, c_stem, C
         reductions = reduction_layers(layers)
         self.aux_index = max(reductions)
         self.cells = nn.ModuleList()
-        reduction_prev = False
         c_aux = None
         for i in range(layers):
             reduction = i in reductions
@@ -138,13 +171,18 @@ class DartsEvalNetwork(nn.Module):
             c_pp, c_p = c_p, cell.multiplier * c_curr
             if i == self.aux_index:
                 c_aux = c_p
-        self.auxiliary_head = AuxiliaryHeadCIFAR(c_aux, num_classes) if auxiliary and c_aux else None
+        self.auxiliary_head = aux_head(c_aux, num_classes) if aux_head is not None and c_aux else None
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_p, num_classes)
 
+    def _stems(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two inputs ``(s0, s1)`` of the first cell."""
+        s = self.stem(x)
+        return s, s
+
     def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         aux = None
-        s0 = s1 = self.stem(x)
+        s0, s1 = self._stems(x)
         for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
             if i == self.aux_index and self.auxiliary_head is not None and self.training:
@@ -187,20 +225,24 @@ def train_epoch(
     grad_clip: float | None = 5.0,
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     on_step: Callable[[float], None] | None = None,
+    label_smoothing: float = 0.0,
 ) -> dict[str, float]:
     """One training epoch (loss = CE + ``auxiliary_weight`` * auxiliary CE); returns mean loss and accuracy.
 
     Batches must already be on the network's device; ``augment`` (e.g. crop/flip/cutout) runs per batch.
+    ``label_smoothing`` applies to both cross-entropies (DARTS's ImageNet protocol uses 0.1).
     """
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
     net.train()
     total, correct, loss_sum = 0, 0, 0.0
     for x, y in batches:
         if augment is not None:
             x = augment(x)
         logits, aux = net.forward_with_aux(x)
-        loss = F.cross_entropy(logits, y)
+        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
         if aux is not None and auxiliary_weight > 0:
-            loss = loss + auxiliary_weight * F.cross_entropy(aux, y)
+            loss = loss + auxiliary_weight * F.cross_entropy(aux, y, label_smoothing=label_smoothing)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite training loss {float(loss)}")
         optimizer.zero_grad(set_to_none=True)

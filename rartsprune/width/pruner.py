@@ -33,6 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .._version import __version__
 from ..attach import attach_scores
 from ..errors import RartsPruneError, SearchError
+from ..graph import _call_model, preserved_state
 from ..optim import METHODS, make_search_optimizer
 from ..scores import ScoreHandle, _detach, _map_tensors, _model_device, is_pruned
 from ..surgery import PruningPlan, apply_surgery, plan_from_scores
@@ -53,14 +54,19 @@ COLLAPSED_SCORE = 0.05
 #: diagnostic (``bench/criterion_quality.py``, training images only, one search epoch): Adam at ``1e-1`` with an
 #: ℓ1 pressure of ``4e-3`` gives a ranking that agrees with the oracle (Spearman 0.30, vs 0.06 for the former
 #: ``arch_lr=3e-4`` without pressure and 0.16 for the ℓ1-norm of the weights) and the best accuracy right
-#: after pruning to 0.6x / 0.35x MACs among the settings tried (docs/width.md). ``"l1"``: unchanged (there
-#: the penalty decides the size; a slow search keeps the threshold stable).
-DEFAULTS: dict[str, dict[str, float]] = {
-    "ratio": {"l1": 4e-3, "arch_lr": 1e-1},
-    "l1": {"l1": 1e-4, "arch_lr": 3e-4},
+#: after pruning to 0.6x / 0.35x MACs among the settings tried (docs/width.md). The ranking reads |α|·|γ|
+#: (``importance="alpha_gamma"``, scale-invariant where a score follows a BatchNorm): Spearman 0.32 vs 0.28
+#: for |α| after one epoch, 0.27 vs 0.23 after three. ``"l1"``: unchanged (there the penalty decides the
+#: size and the threshold is on |α|; a slow search keeps it stable).
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "ratio": {"l1": 4e-3, "arch_lr": 1e-1, "importance": "alpha_gamma"},
+    "l1": {"l1": 1e-4, "arch_lr": 3e-4, "importance": "alpha"},
 }
 
 MODES = ("ratio", "l1")
+#: Config keys a resumed search must share with the saved one, and the keys of the selection (may differ).
+_SEARCH_KEYS = ("lam", "beta", "rarts_mode", "l1", "prox", "cost_weight", "sparsity")
+_SELECTION_KEYS = ("ratio", "budget", "importance", "scope", "round_to", "threshold")
 ALL_METHODS = METHODS + BASELINES
 _STATE_FORMAT = "rartsprune-pruner/1"
 
@@ -121,6 +127,7 @@ class WidthPruner:
         self._penalty: WidthPenalty | None = None
         self._cost = cost  # built on first use when a budget did not need it already
         self._input_spec = _input_spec(handle.example_inputs)
+        self._num_classes = _num_classes(model, handle.example_inputs) if config["loss_fn"] is None else None
 
     # ------------------------------------------------------------------ the loop
     @property
@@ -137,8 +144,11 @@ class WidthPruner:
     def _prepare(self, batch: Any, which: str) -> Any:
         device = _model_device(self.model)
         batch = _map_tensors(batch, lambda t: t.to(device, non_blocking=True))
+        empty = [t for t in _tensors(batch) if t.dim() >= 1 and t.shape[0] == 0]
+        if empty:
+            raise ValueError(f"{which} is empty (a tensor of shape {tuple(empty[0].shape)}): nothing to learn from")
         if self.config["loss_fn"] is None:
-            _check_batch(batch, self._input_spec, which)
+            _check_batch(batch, self._input_spec, which, self._num_classes)
         return batch
 
     def step(self, batch_t: Any, batch_v: Any) -> dict[str, float]:
@@ -150,9 +160,14 @@ class WidthPruner:
         Raises:
             SearchError: after `finalize`, after ``rartsprune.remove``, or on a non-finite loss (the
                 step is undone: the model, the scores and the optimizer states are as before the call).
-            ValueError: a batch of the wrong shape or dtype (default loss only).
+            SearchError: called inside ``torch.no_grad()`` / ``torch.inference_mode()``.
+            ValueError: an empty batch; (default loss) a batch of the wrong shape or dtype, or labels outside
+                the model's classes. Nothing is changed.
         """
         self._alive("step()")
+        if not torch.is_grad_enabled() or torch.is_inference_mode_enabled():
+            raise SearchError("step() was called with gradients disabled (inside torch.no_grad() or "
+                              "torch.inference_mode()): a search step trains; call it outside that block")
         batch_t = self._prepare(batch_t, "batch_t")
         batch_v = self._prepare(batch_v, "batch_v")
         try:
@@ -283,8 +298,14 @@ class WidthPruner:
             "search": self.search.state_dict(),
         }
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore `state_dict` into a pruner created by the same ``prune`` call on a fresh model."""
+    def load_state_dict(self, state: Mapping[str, Any], *, other_selection: bool = False) -> None:
+        """Restore `state_dict` into a pruner created by the same ``prune`` call on a fresh model.
+
+        The search settings (method, mode, λ, β, the penalties) must match: a mismatch raises ValueError
+        naming the setting. The selection (ratio or budget, importance, scope, round_to, threshold) may
+        differ — one search can be finalized at several sizes — and this pruner's selection applies; a
+        UserWarning names the differences unless ``other_selection=True`` says that is intended.
+        """
         self._alive("load_state_dict()")
         if not isinstance(state, Mapping) or state.get("format") != _STATE_FORMAT:
             raise ValueError(f"not a rartsprune pruner state (format {_STATE_FORMAT!r} expected)")
@@ -295,7 +316,16 @@ class WidthPruner:
         for key in ("method", "mode"):
             if state["config"].get(key) != self.config[key]:
                 raise ValueError(f"checkpoint {key}={state['config'].get(key)!r}, this pruner {key}={self.config[key]!r}")
+        for key in _SEARCH_KEYS:  # what the search optimizes: a resumed search with other settings is another search
+            if key in state["config"] and state["config"][key] != self.config[key]:
+                raise ValueError(f"the checkpoint's search used {key}={state['config'][key]!r}, this pruner "
+                                 f"{key}={self.config[key]!r}: build the pruner with the checkpoint's setting")
         self.search.load_state_dict(state["search"])
+        differ = [f"{k}={state['config'][k]!r} -> {self.config[k]!r}" for k in _SELECTION_KEYS
+                  if k in state["config"] and state["config"][k] != self.config[k]]
+        if differ and not other_selection:
+            warnings.warn("the checkpoint was saved by a pruner with another selection (" + ", ".join(differ)
+                          + "); this pruner's selection applies at finalize()", UserWarning, stacklevel=2)
 
     def report(self) -> dict[str, Any]:
         """Current numbers: steps, PRC the selection would reach, score statistics, widths."""
@@ -329,7 +359,25 @@ def _input_spec(example_inputs: Any) -> tuple[int, int | None] | None:
     return None
 
 
-def _check_batch(batch: Any, spec: tuple[int, int | None] | None, which: str) -> None:
+def _tensors(batch: Any) -> list[torch.Tensor]:
+    if isinstance(batch, torch.Tensor):
+        return [batch]
+    if isinstance(batch, Mapping):
+        return [t for v in batch.values() for t in _tensors(v)]
+    if isinstance(batch, (tuple, list)):
+        return [t for v in batch for t in _tensors(v)]
+    return []
+
+
+def _num_classes(model: nn.Module, example_inputs: Any) -> int | None:
+    """Classes of a classifier (the last dim of its 2-d output on the example), else None."""
+    with preserved_state(model), torch.no_grad():
+        model.eval()
+        out = _call_model(model, example_inputs)
+    return int(out.shape[-1]) if isinstance(out, torch.Tensor) and out.dim() == 2 else None
+
+
+def _check_batch(batch: Any, spec: tuple[int, int | None] | None, which: str, classes: int | None = None) -> None:
     if not isinstance(batch, (tuple, list)) or len(batch) != 2:
         raise ValueError(f"{which} must be (inputs, targets) for the default loss; got {type(batch).__name__}")
     x, t = batch
@@ -347,6 +395,11 @@ def _check_batch(batch: Any, spec: tuple[int, int | None] | None, which: str) ->
             f"{which} targets must be a 1-d integer tensor of class indices with one entry per input, got "
             f"{t.dtype} of shape {tuple(t.shape)}"
         )
+    if classes is not None:
+        low, high = int(t.min()), int(t.max())
+        if low < 0 or high >= classes:
+            raise ValueError(f"{which} has labels from {low} to {high}, but the model's head has {classes} classes "
+                             f"(0 to {classes - 1}): check the dataset's labels or the head's size")
 
 
 def prune(
@@ -366,7 +419,7 @@ def prune(
     rarts_mode: str = "exact",
     round_to: int | None = None,
     scope: str = "global",
-    importance: str = "alpha",
+    importance: str | None = None,
     l1: float | None = None,
     prox: bool = False,
     threshold: float = 1e-2,
@@ -415,7 +468,8 @@ def prune(
         round_to: round each group's kept channel count up to a multiple of this (faster kernels).
         scope: ``"global"`` or ``"layer"`` ranking for ``mode="ratio"``.
         importance: score criterion for the ranking: ``"alpha"``, ``"alpha_gamma"`` or ``"normalized"``
-            (see `rartsprune.width.selection`).
+            (see `rartsprune.width.selection`); default ``"alpha_gamma"`` in ratio mode, ``"alpha"`` in ℓ1 mode
+            (``DEFAULTS``).
         l1: strength of the ℓ1 penalty ``l1 * Σ|α|`` on the scores, in both modes. ``mode="l1"``: it decides
             the size (default ``1e-4``). ``mode="ratio"``: a sparsity pressure that makes the scores of
             channels the loss does not need fall fast, so the ranking separates within one epoch (default
@@ -440,7 +494,9 @@ def prune(
         RartsPruneError: the model is already under search or scored.
         UnsupportedModelError: no prunable layer, or the model is on the meta device.
 
-    On any error the model is left exactly as it was.
+    On any error the model is left exactly as it was. A ``torch.compile``d model is searched through its
+    original module (``model._orig_mod``: its layers change under the search, which would recompile at every
+    step); `WidthPruner.finalize` returns that module — compile the pruned model afterwards.
 
     Examples:
         >>> import torch, torchvision, rartsprune
@@ -454,13 +510,15 @@ def prune(
     """
     if isinstance(model, DistributedDataParallel):
         model, distributed = model.module, True
+    if type(model).__name__ == "OptimizedModule" and isinstance(getattr(model, "_orig_mod", None), nn.Module):
+        model = model._orig_mod  # torch.compile's wrapper: score, probe and search the original module
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
     if method not in ALL_METHODS:
         raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(ALL_METHODS)}")
-    if importance not in CRITERIA:
+    if importance is not None and importance not in CRITERIA:
         raise ValueError(f"unknown importance {importance!r}; valid: {', '.join(CRITERIA)}")
     if ratio is not None and (macs is not None or params is not None):
         raise ValueError(f"pass one of ratio=, macs= or params=, not ratio and {'macs' if macs is not None else 'params'}")
@@ -474,6 +532,7 @@ def prune(
                              f"got {value!r}")
     l1 = float(DEFAULTS[mode]["l1"] if l1 is None else l1)
     arch_lr = float(DEFAULTS[mode]["arch_lr"] if arch_lr is None else arch_lr)
+    importance = DEFAULTS[mode]["importance"] if importance is None else importance
     if mode == "ratio" and budget is None:
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or math.isnan(ratio) or not 0.0 <= ratio < 1.0:
             raise ValueError(f"ratio must be a number in [0, 1) (the fraction of channels removed), got {ratio!r}")

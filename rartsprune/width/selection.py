@@ -13,9 +13,13 @@ Both never empty a group (its best unit always survives) and report the achieved
 Importance criteria (`unit_importance`), all computed from the scores α of a scored model:
 
 * ``"alpha"`` — |α|. Every α starts at 1 and is trained with one learning rate, so the raw values are
-  comparable across layers. Default.
-* ``"alpha_gamma"`` — |α| × |γ|, γ the BatchNorm scale the score sits next to (the channel's effective
-  output scale; BN's γ is a redundant scale that the search does not see). Groups without BN use |α|.
+  comparable across layers. The ℓ1 mode's threshold is on |α|.
+* ``"alpha_gamma"`` — |α| × |γ|, γ the BatchNorm scale the score sits next to: the channel's effective
+  output scale. Where a score follows a BatchNorm, α and γ are one degree of freedom (α·γ is all the network
+  sees), and an ℓ1 pressure on α alone moves scale from α into γ; the product is invariant to that trade.
+  Units without a BatchNorm next to them use |α| times the median |γ| of the model's BN units, so a global
+  ranking compares like with like (a model without BatchNorm gets plain |α|). Default in ratio mode
+  (``width.DEFAULTS``): it agrees better with the oracle than |α| (``bench/criterion_quality.py``).
 * ``"normalized"`` — |α| divided by the mean |α| of its group: removes the same *relative* weakness
   everywhere, closer to a per-layer ratio.
 
@@ -92,6 +96,7 @@ def unit_importance(handle: ScoreHandle, criterion: str = "alpha") -> dict[str, 
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
     modules = dict(handle.model.named_modules())
     out: dict[str, torch.Tensor] = {}
+    bn: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # group -> (mean |γ| per unit, unit has a BN)
     for g, alpha in zip(handle.groups, handle.scores):
         imp = alpha.detach().abs().float().cpu()
         if criterion == "alpha_gamma":
@@ -108,11 +113,15 @@ def unit_importance(handle: ScoreHandle, criterion: str = "alpha") -> dict[str, 
                 gamma.index_add_(0, torch.tensor(units), vals)
                 count.index_add_(0, torch.tensor(units), torch.ones(len(units)))
             has = count > 0
-            if bool(has.any()):
-                imp = torch.where(has, imp * gamma / count.clamp(min=1), imp)
+            bn[g.name] = (gamma / count.clamp(min=1), has)
         elif criterion == "normalized":
             imp = imp / imp.mean().clamp(min=1e-12)
         out[g.name] = imp
+    if criterion == "alpha_gamma":
+        seen = [gamma[has] for gamma, has in bn.values() if bool(has.any())]
+        neutral = float(torch.cat(seen).median()) if seen else 1.0
+        for name, (gamma, has) in bn.items():
+            out[name] = out[name] * torch.where(has, gamma, torch.full_like(gamma, neutral))
     return out
 
 
