@@ -360,13 +360,9 @@ def _input_spec(example_inputs: Any) -> tuple[int, int | None] | None:
 
 
 def _tensors(batch: Any) -> list[torch.Tensor]:
-    if isinstance(batch, torch.Tensor):
-        return [batch]
-    if isinstance(batch, Mapping):
-        return [t for v in batch.values() for t in _tensors(v)]
-    if isinstance(batch, (tuple, list)):
-        return [t for v in batch for t in _tensors(v)]
-    return []
+    found: list[torch.Tensor] = []
+    _map_tensors(batch, found.append)
+    return found
 
 
 def _num_classes(model: nn.Module, example_inputs: Any) -> int | None:
