@@ -6,6 +6,8 @@ Subcommands:
   (see `rartsprune.pipeline` for what lands in ``--out``).
 * ``check`` — can rartsprune score and prune this model exactly? (attach, zero 40 %, surgery, compare).
 * ``flops`` — MACs and parameters of a model, per module.
+* ``export`` — a job's ``plan.json`` + ``pruned.pt`` as a ``torch.export`` (``.pt2``), ONNX or TorchScript
+  file, checked against the module (`rartsprune.export`).
 * ``demo`` — score and prune a torchvision ResNet-18 on CIFAR-10 (``../shared/data/cifar10`` when present,
   else FakeData) and print MACs and parameters before and after.
 
@@ -15,6 +17,8 @@ Examples::
         --search-epochs 10 --finetune-epochs 20 --out runs/r18
     python -m rartsprune prune --model timm:efficientnet_b0 --data fake --macs 0.5 --out runs/b0-half-macs
     python -m rartsprune check --model timm:efficientnet_b0
+    python -m rartsprune export --model torchvision:resnet18 --plan runs/r18/plan.json \\
+        --weights runs/r18/pruned.pt --out r18.onnx --size 32
 """
 
 from __future__ import annotations
@@ -125,10 +129,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     d.add_argument("--ratio", type=float, default=0.4)
     d.add_argument("--train-subset", type=int, default=2000)
     d.add_argument("--resume", action="store_true")
+    _export_parser(sub)
     args = parser.parse_args(argv)
 
     if args.command == "demo":
         return _demo(args)
+    if args.command == "export":
+        return _export(args)
     if args.command == "prune":
         from .pipeline import run
 
@@ -184,6 +191,56 @@ def _demo(args: argparse.Namespace) -> int:
           f"{r['after_finetune']['test_acc']:>9.1f}%")
     print(f"PRC {100 * r['summary']['prc']:.1f}% -> params x{r['summary']['params_ratio']:.2f}, "
           f"MACs x{r['summary']['macs_ratio']:.2f}; files in {args.out}")
+    return 0
+
+
+def _export_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from .export import FORMATS
+
+    p = sub.add_parser("export", help="export a pruned model (plan + weights) to torch.export, ONNX or TorchScript",
+                       description="Rebuild the pruned model from --plan and --weights (what `prune` writes) and "
+                                   "export it; the written file is reloaded and compared with the module.")
+    p.add_argument("--model", required=True, help=_HELP["model"] + "; the architecture the plan was made for")
+    p.add_argument("--plan", required=True, help="plan.json of the pruned model")
+    p.add_argument("--weights", required=True, help="pruned.pt: the pruned model's state_dict")
+    p.add_argument("--out", required=True, help="file to write (.pt2, .onnx or .ts)")
+    p.add_argument("--format", choices=FORMATS, default=None, help="default: from the suffix of --out")
+    p.add_argument("--size", type=int, default=None, help="input image size (default: the model's default size)")
+    p.add_argument("--batch", type=int, default=1, help="batch size of the example input (default: 1)")
+    p.add_argument("--num-classes", type=int, default=None, help="default: read from the plan")
+    p.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=True,
+                   help="export a dynamic batch dimension (default: on)")
+    p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
+                   help="reload the file and compare its outputs with the module's (default: on)")
+    p.add_argument("--atol", type=float, default=1e-5, help="allowed difference x max(1, output scale)")
+    return p
+
+
+def _export(args: argparse.Namespace) -> int:
+    """``export``: errors are one line on stderr and exit status 2, never a traceback.
+
+    RuntimeError covers rartsprune's own errors and torch's unreadable-file errors.
+    """
+    import pickle
+
+    import torch
+
+    from .export import export_model, format_for_path, load_pruned
+    from .zoo import input_size_for
+
+    try:
+        if args.batch < 1 or (args.size is not None and args.size < 1):
+            raise ValueError("--batch and --size must be positive")
+        fmt = args.format or format_for_path(args.out)
+        size = args.size or input_size_for(args.model, small=False)
+        x = torch.randn(args.batch, 3, size, size)
+        model = load_pruned(args.plan, args.weights, args.model, example_inputs=x[:1], num_classes=args.num_classes)
+        result = export_model(model, x, args.out, fmt, dynamic_batch=args.dynamic_batch, check=args.check,
+                              atol=args.atol)
+    except (RuntimeError, ValueError, TypeError, ImportError, OSError, KeyError, pickle.UnpicklingError) as exc:
+        print(f"rartsprune export: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result.to_dict(), indent=1))
     return 0
 
 

@@ -26,6 +26,7 @@ import torch.nn as nn
 
 from .errors import RartsPruneError, UnsupportedModelError
 from .graph import ChannelGroup, _call_model, analyze_groups, build_dependency_graph, preserved_state
+from .heads import convert_multihead_attention, restore_modules
 from .scores import (
     ALPHA_PREFIX,
     BANK_ATTR,
@@ -41,7 +42,7 @@ from .scores import (
     get_handle,
     is_pruned,
 )
-from .surgery import _expected_widths, _max_diff, layer_widths
+from .surgery import _expected_widths, _max_diff, _prune_one, layer_widths
 
 __all__ = ["attach_scores"]
 
@@ -72,6 +73,7 @@ def _dry_run(
     handle = get_handle(work)
     removed = _zero_half(handle, seed)
     by_name = {g.name: g for g in handle.groups}
+    heads = {g.name: {"attention": g.attention, "head_dim": g.head_dim} for g in handle.groups if g.attention}
     _detach(work, fold=True)
     bad: dict[str, str] = {}
     with torch.no_grad(), preserved_state(work):
@@ -82,9 +84,7 @@ def _dry_run(
         for name in groups:
             expected = _expected_widths(work, [by_name[name]], {name: removed[name]})
             try:
-                root = modules[name]
-                pruner = graph.get_pruner_of_module(root)
-                graph.get_pruning_group(root, pruner.prune_out_channels, removed[name]).prune()
+                _prune_one(graph, modules, work, name, removed[name], heads)
             except Exception as exc:  # noqa: BLE001 - any Torch-Pruning failure
                 bad[name] = f"Torch-Pruning cannot remove its channels: {type(exc).__name__}: {exc}"
                 return bad, True
@@ -132,13 +132,14 @@ def _demote(model: nn.Module, groups: list[ChannelGroup], reasons: dict[str, str
     _detach(model, fold=False)
     for g in groups:
         if g.name in reasons:
-            g.status, g.reason, g.placements = status, reasons[g.name], []
+            g.status, g.reason, g.placements, g.in_placements = status, reasons[g.name], [], []
     if not any(g.scorable for g in groups):
         name, why = next(iter(reasons.items()))
         raise UnsupportedModelError(
             f"{type(model).__name__}: no channel group can be removed exactly (e.g. {name}: {why})"
         )
     fresh = ScoreBank(groups, old.example_inputs, old.backend, old.allow_inexact, _model_device(model))
+    fresh.converted = set(old.converted)
     _install_bank(model, fresh)
     _place(model, fresh)
     return fresh
@@ -165,6 +166,7 @@ def attach_scores(
     backend: str = "param",
     validate: bool = True,
     seed: int = 0,
+    prune_heads: bool = False,
 ) -> ScoreHandle:
     """Insert one learnable score vector α into every prunable channel group of ``model``, in place.
 
@@ -183,6 +185,11 @@ def attach_scores(
         validate: run the probe and the dry-run surgery (see the module docstring) and leave groups that
             fail unscored. Costs a copy of the model and one forward pass per group.
         seed: seed of the random channel subsets used by the checks.
+        prune_heads: also score whole attention heads (one score per head, on the output projection's
+            input; see `rartsprune.heads`), searched together with the other groups (e.g. a ViT's MLP width).
+            Every ``nn.MultiheadAttention`` used as self-attention is replaced, in place, by the equivalent
+            `rartsprune.heads.HeadAttention` (outputs checked equal; it stays after `rartsprune.remove`,
+            except where none of its heads could be scored). Off by default.
 
     Returns:
         A `rartsprune.scores.ScoreHandle` giving access to the scores and their groups.
@@ -219,22 +226,53 @@ def attach_scores(
             _call_model(model, inputs)
     except (RuntimeError, TypeError, ValueError, IndexError) as exc:
         raise ValueError(f"example_inputs do not fit {type(model).__name__}: {type(exc).__name__}: {exc}") from exc
-    groups = analyze_groups(model, inputs, ignored_layers=ignored_layers, allow_inexact=allow_inexact)
-    if not any(g.scorable for g in groups):
-        reasons = sorted({f"{g.status}: {g.reason}" for g in groups})[:6]
-        raise UnsupportedModelError(
-            f"{type(model).__name__} has no prunable channel group ({len(groups)} groups found: {reasons})"
-        )
-    cpu_inputs = _map_tensors(inputs, lambda t: t.detach().cpu().clone())
-    bank = ScoreBank(groups, cpu_inputs, backend, allow_inexact, _model_device(model))
-    with _attached(model, bank):
-        _place(model, bank)
-        if validate:
-            leaks = _probe_exactness(model, getattr(model, BANK_ATTR), inputs, seed=seed)
-            if leaks:
-                _demote(model, groups, leaks, "inexact")
-            names = [g.name for g in groups if g.scorable]
-            failed = _find_failing_groups(model, inputs, names, seed, check_outputs=not allow_inexact)
-            if failed:
-                _demote(model, groups, failed, "unsupported")
+    originals: dict[str, nn.Module] = {}
+    if prune_heads:
+        originals, _ = convert_multihead_attention(model, lambda m: _eval_forward(m, inputs))
+    try:
+        groups = analyze_groups(model, inputs, ignored_layers=ignored_layers, allow_inexact=allow_inexact,
+                                prune_heads=prune_heads)
+        if not any(g.scorable for g in groups):
+            reasons = sorted({f"{g.status}: {g.reason}" for g in groups})[:6]
+            raise UnsupportedModelError(
+                f"{type(model).__name__} has no prunable channel group ({len(groups)} groups found: {reasons})"
+            )
+        cpu_inputs = _map_tensors(inputs, lambda t: t.detach().cpu().clone())
+        bank = ScoreBank(groups, cpu_inputs, backend, allow_inexact, _model_device(model))
+        bank.converted = set(originals)
+        with _attached(model, bank):
+            _place(model, bank)
+            if validate:
+                leaks = _probe_exactness(model, getattr(model, BANK_ATTR), inputs, seed=seed)
+                if leaks:
+                    _demote(model, groups, leaks, "inexact")
+                names = [g.name for g in groups if g.scorable]
+                failed = _find_failing_groups(model, inputs, names, seed, check_outputs=not allow_inexact)
+                if failed:
+                    _demote(model, groups, failed, "unsupported")
+    except BaseException:
+        restore_modules(model, originals)
+        raise
+    _restore_unscored(model, originals)
     return ScoreHandle(model)
+
+
+def _eval_forward(model: nn.Module, inputs: Any) -> Any:
+    with preserved_state(model), torch.no_grad():
+        model.eval()
+        return _call_model(model, inputs)
+
+
+def _restore_unscored(model: nn.Module, originals: dict[str, nn.Module]) -> None:
+    """Put back the ``nn.MultiheadAttention`` blocks that were replaced for nothing (no scored group touches them)."""
+    bank: ScoreBank = getattr(model, BANK_ATTR)
+    used = [
+        n for g in bank.groups if g.scorable
+        for n in [m.name for m in g.members] + [p[0] for p in g.placements + g.in_placements]
+    ]
+    unused = {
+        name: mha for name, mha in originals.items()
+        if not any(n == name or n.startswith(name + ".") for n in used)
+    }
+    restore_modules(model, unused)
+    bank.converted -= set(unused)

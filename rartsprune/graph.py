@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from .errors import UnsupportedModelError
+from .heads import HeadSpec, find_attention_blocks, head_of_qkv_channel
 
 __all__ = [
     "GroupMember",
@@ -182,6 +183,11 @@ class ChannelGroup:
         reason: human-readable explanation when ``status != "scored"``.
         placements: ``(module name, module channel idxs, unit idxs)`` where the score multiplies the
             layer's output channels (filled for scored groups).
+        in_placements: ``(module name, module input channel idxs, unit idxs)`` where the score multiplies a
+            layer's *input* channels (its weight columns): the head scores of an attention block sit on the
+            output projection's input (see `rartsprune.heads`).
+        attention: for a head group (one unit per attention head), the attention module's name; else ``""``.
+        head_dim: for a head group, the width of one head; else 0.
     """
 
     name: str
@@ -192,6 +198,9 @@ class ChannelGroup:
     status: str = "scored"
     reason: str = ""
     placements: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    in_placements: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    attention: str = ""
+    head_dim: int = 0
 
     @property
     def scorable(self) -> bool:
@@ -211,6 +220,7 @@ class ChannelGroup:
             "units": self.num_units,
             "status": self.status,
             "reason": self.reason,
+            **({"attention": self.attention, "head_dim": self.head_dim} if self.attention else {}),
             "members": [f"{m.name}:{m.op}:{m.side}" for m in self.members],
         }
 
@@ -565,6 +575,7 @@ def analyze_groups(
     *,
     ignored_layers: Sequence[nn.Module | str] | None = None,
     allow_inexact: bool = False,
+    prune_heads: bool = False,
     graph: tp.DependencyGraph | None = None,
 ) -> list[ChannelGroup]:
     """List every channel group of ``model`` with its status and score placements.
@@ -577,6 +588,9 @@ def analyze_groups(
         allow_inexact: also score groups normalised across channels (LayerNorm, GroupNorm). Removing
             such channels changes the remaining channels' normalisation, so surgery is then only
             approximately output-preserving.
+        prune_heads: score whole attention heads (one unit per head, rooted at the block's fused qkv
+            layer) of the attention blocks `rartsprune.heads.find_attention_blocks` supports; the other
+            attention internals stay left alone, with the reason.
         graph: a dependency graph already built for ``model`` (internal use).
 
     Returns:
@@ -588,6 +602,7 @@ def analyze_groups(
     modules.update({graph._param_to_name[p]: p for p in graph._param_to_name})
     ignored = resolve_modules(model, ignored_layers, "ignored_layers")
     attention = _attention_module_names(model)
+    head_specs, head_refused = find_attention_blocks(model) if prune_heads else ({}, {})
 
     groups: list[ChannelGroup] = []
     for raw in _raw_groups(graph, groups):
@@ -631,8 +646,10 @@ def analyze_groups(
             group.status, group.reason = "protected", "its channels reach the model output"
         elif any(m.name in ignored for m in outs):
             group.status, group.reason = "ignored", "contains a layer listed in ignored_layers"
+        elif root_name in head_specs:
+            _score_heads(group, head_specs[root_name], has_sink, modules)
         elif any(m.name in attention for m in outs):
-            group.status, group.reason = "attention", "attention internals (heads / head_dim) are left alone"
+            group.status, group.reason = "attention", _attention_reason(outs, head_refused, prune_heads)
         elif any(m.op in _UNSCORABLE_PRODUCERS for m in members):
             bad = next(m for m in members if m.op in _UNSCORABLE_PRODUCERS)
             group.status, group.reason = "unsupported", f"{bad.op} layer {bad.name} cannot be pruned exactly"
@@ -655,4 +672,64 @@ def analyze_groups(
             else:
                 group.placements = placements
         groups.append(group)
+    traced = {g.name for g in groups}
+    for block, why in head_refused.items():
+        if block not in traced:
+            groups.append(ChannelGroup(block, 0, [], [], 0, "attention", f"heads of {block} are left alone: {why}",
+                                       attention=block))
+    for spec in head_specs.values():
+        if spec.qkv not in traced:
+            groups.append(ChannelGroup(
+                spec.qkv, spec.num_heads * spec.head_dim * 3, [], [], 0, "unsupported",
+                f"heads of {spec.name}: its qkv layer is not called as a module (the forward uses its weight "
+                "directly, e.g. with a separate q / v bias), so the dependency graph cannot follow the heads",
+                attention=spec.name, head_dim=spec.head_dim,
+            ))
     return groups
+
+
+def _attention_reason(outs: list[GroupMember], refused: dict[str, str], prune_heads: bool) -> str:
+    """Why a group inside an attention block is not scored."""
+    for m in outs:
+        for block, why in refused.items():
+            if m.name == block or m.name.startswith(block + "."):
+                return f"attention internals of {block} are left alone: {why}"
+    if prune_heads:
+        return "attention internals other than whole heads (head_dim, q / k widths) are left alone"
+    return "attention internals (heads / head_dim) are left alone; pass prune_heads=True to score whole heads"
+
+
+def _score_heads(group: ChannelGroup, spec: HeadSpec, has_sink: bool, modules: dict[str, Any]) -> None:
+    """Make the qkv group of an attention block a head group: one unit per head, scored on proj's input.
+
+    The group may only touch the block's qkv (outputs) and proj (inputs), and Torch-Pruning must map each
+    head's value rows to that head's columns of proj; otherwise it is left unsupported with the reason.
+    Per-head parameters (`HeadSpec.per_head`) are dropped from the members: Torch-Pruning maps channels,
+    not heads, onto them, and `rartsprune.heads.remove_heads` slices them instead.
+    """
+    group.members = [m for m in group.members if m.name not in spec.per_head]
+    unit_error = _index_error(group.channels, group.members, modules)
+    group.attention, group.head_dim = spec.name, spec.head_dim
+    group.unit_of_channel = [head_of_qkv_channel(spec, c) for c in range(group.channels)]
+    group.num_units = spec.num_heads
+    group.placements = []
+    others = [m for m in group.members if m.name not in (spec.qkv, spec.proj)]
+    proj = [m for m in group.members if m.name == spec.proj and m.side == "in"]
+    if has_sink:
+        group.status, group.reason = "protected", "its channels reach the model output"
+    elif unit_error:
+        group.status, group.reason = "unsupported", f"heads of {spec.name}: {unit_error}"
+    elif group.channels != 3 * spec.num_heads * spec.head_dim:
+        group.status, group.reason = "unsupported", f"heads of {spec.name}: qkv has {group.channels} outputs"
+    elif others:
+        group.status = "unsupported"
+        group.reason = f"heads of {spec.name} are coupled to {others[0].name} ({others[0].op}), outside qkv and proj"
+    elif len(proj) != 1 or len(proj[0].idxs) != spec.num_heads * spec.head_dim:
+        group.status, group.reason = "unsupported", f"Torch-Pruning does not map the heads of {spec.name} to {spec.proj}"
+    elif any(i // spec.head_dim != group.unit_of_channel[r] for i, r in zip(proj[0].idxs, proj[0].root_idxs)):
+        group.status = "unsupported"
+        group.reason = f"Torch-Pruning maps the heads of {spec.name} to other columns of {spec.proj} (not the q|k|v layout)"
+    elif spec.num_heads < 2:
+        group.status, group.reason = "unsupported", "a single head (nothing to choose)"
+    else:
+        group.in_placements = [(spec.proj, proj[0].idxs, tuple(group.unit_of_channel[r] for r in proj[0].root_idxs))]

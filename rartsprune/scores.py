@@ -165,6 +165,7 @@ class ScoreBank:
         self.allow_inexact = allow_inexact
         self.scales: dict[str, _Scale] = {}
         self.placed: dict[str, str] = {}  # module name -> "param" | "hook"
+        self.converted: set[str] = set()  # nn.MultiheadAttention blocks replaced by HeadAttention (prune_heads)
 
     def __repr__(self) -> str:
         n = sum(a.numel() for a in self.alpha.values())
@@ -348,23 +349,30 @@ def _use_param_backend(module: nn.Module, backend: str) -> bool:
     return True
 
 
+#: Suffix of the `ScoreBank.placed` / `ScoreBank.scales` keys of input-channel placements (head scores).
+_IN_SUFFIX = "#in"
+
+
 def _place(model: nn.Module, bank: ScoreBank) -> None:
     """Install the scale of every placed layer."""
     modules = dict(model.named_modules())
     per_module: dict[str, list[tuple[nn.Parameter, Sequence[int], Sequence[int]]]] = {}
+    per_input: dict[str, list[tuple[nn.Parameter, Sequence[int], Sequence[int]]]] = {}
     for g in bank.groups:
         if not g.scorable:
             continue
         alpha = bank.alpha[bank.keys[g.name]]
         for name, idxs, units in g.placements:
             per_module.setdefault(name, []).append((alpha, idxs, units))
+        for name, idxs, units in g.in_placements:
+            per_input.setdefault(name, []).append((alpha, idxs, units))
     device = _model_device(model)
     for name, entries in per_module.items():
         module = modules[name]
         length = module.weight.shape[_weight_channel_dim(module)]
         scale = _Scale(length, entries).to(device)
         bank.scales[name] = scale
-        if _use_param_backend(module, bank.backend):
+        if _use_param_backend(module, bank.backend) or name in per_input:
             wdim = _weight_channel_dim(module)
             parametrize.register_parametrization(module, "weight", _ScaleParametrization(scale, wdim), unsafe=True)
             if getattr(module, "bias", None) is not None:
@@ -374,6 +382,15 @@ def _place(model: nn.Module, bank: ScoreBank) -> None:
         else:
             module.register_forward_hook(_OutputScaleHook(scale, _output_channel_dim(module)))
             bank.placed[name] = "hook"
+    for name, entries in per_input.items():
+        # input channels of a Linear: its weight columns (the bias is not touched); always a parametrization
+        module = modules[name]
+        if not isinstance(module, nn.Linear):
+            raise UnsupportedModelError(f"input-channel scores need an nn.Linear, {name} is {type(module).__name__}")
+        scale = _Scale(module.weight.shape[1], entries).to(device)
+        bank.scales[name + _IN_SUFFIX] = scale
+        parametrize.register_parametrization(module, "weight", _ScaleParametrization(scale, 1), unsafe=True)
+        bank.placed[name + _IN_SUFFIX] = "param"
 
 
 def _remove_parametrizations(module: nn.Module, fold: bool) -> None:
@@ -403,7 +420,7 @@ def _unplace(model: nn.Module, bank: ScoreBank, fold: bool) -> None:
     """Remove every scale, folding α into the weights when ``fold``."""
     modules = dict(model.named_modules())
     for name, kind in list(bank.placed.items()):
-        module = modules[name]
+        module = modules[name.removesuffix(_IN_SUFFIX)]
         if kind == "param":
             _remove_parametrizations(module, fold)
         else:
@@ -441,9 +458,10 @@ def _probe_exactness(model: nn.Module, bank: ScoreBank, example_inputs: Any, see
         zero = perm[: max(1, g.num_units // 2)]
         alpha[zero.to(alpha.device)] = 0.0
         zero_set = set(zero.tolist())
+        scored_inputs = {name for name, _, _ in g.in_placements}  # these layers' inputs are not zeroed, their weights are
         for m in g.members:
             module = modules.get(m.name)
-            if m.side != "in" or not isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
+            if m.side != "in" or not isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)) or m.name in scored_inputs:
                 continue
             idx = [i for i, r in zip(m.idxs, m.root_idxs) if g.unit_of_channel[r] in zero_set]
             if idx:

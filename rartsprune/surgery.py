@@ -34,6 +34,14 @@ import torch.nn as nn
 from ._version import __version__
 from .errors import SurgeryError
 from .graph import ChannelGroup, _call_model, analyze_groups, build_dependency_graph, preserved_state
+from .heads import (
+    HeadAttention,
+    HeadSpec,
+    _set_module,
+    head_of_qkv_channel,
+    per_head_parameter_names,
+    remove_heads,
+)
 from .scores import (
     BANK_ATTR,
     _check_inputs,
@@ -59,6 +67,9 @@ class PruningPlan:
             ``{"shape": [...]}`` for bare parameters).
         version: rartsprune version that wrote the plan.
         model: class name of the model the plan was made for (informational).
+        heads: head groups (``prune_heads=True``): root layer name -> ``{"attention": module name,
+            "head_dim": int, "heads": heads kept, "convert": bool}`` (``convert``: the block was an
+            ``nn.MultiheadAttention``, replaced by `rartsprune.heads.HeadAttention`).
     """
 
     groups: dict[str, list[int]]
@@ -66,6 +77,7 @@ class PruningPlan:
     widths: dict[str, dict[str, Any]] = field(default_factory=dict)
     version: str = __version__
     model: str = ""
+    heads: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def removed(self) -> dict[str, list[int]]:
         """Root layer name -> removed channel indices (only groups that lose channels)."""
@@ -89,6 +101,7 @@ class PruningPlan:
             "model": self.model,
             "groups": {k: {"channels": self.channels[k], "kept": list(v)} for k, v in self.groups.items()},
             "widths": self.widths,
+            **({"heads": self.heads} if self.heads else {}),
         }
 
     def to_json(self) -> str:
@@ -110,7 +123,12 @@ class PruningPlan:
             if not kept or min(kept) < 0 or max(kept) >= n or len(set(kept)) != len(kept):
                 raise ValueError(f"plan entry {name!r}: kept indices must be distinct, in [0, {n}) and non-empty")
             groups[name], channels[name] = sorted(kept), n
-        return cls(groups, channels, dict(data.get("widths", {})), str(data.get("rartsprune_version", "")), str(data.get("model", "")))
+        heads = {str(k): dict(v) for k, v in dict(data.get("heads", {})).items()}
+        unknown = sorted(set(heads) - set(groups))
+        if unknown:
+            raise ValueError(f"plan heads entries {unknown[:3]} are not groups of the plan")
+        return cls(groups, channels, dict(data.get("widths", {})), str(data.get("rartsprune_version", "")),
+                   str(data.get("model", "")), heads)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PruningPlan:
@@ -269,20 +287,42 @@ def plan_from_scores(
     removed = {n: sorted(set(range(channels[n])) - set(k)) for n, k in groups.items()}
     removed = {n: v for n, v in removed.items() if v}
     widths = _expected_widths(model, handle.all_groups, removed)
-    return PruningPlan(groups, channels, widths, __version__, type(model).__name__)
+    converted = set(getattr(getattr(model, BANK_ATTR), "converted", ()))
+    heads = {
+        g.name: {"attention": g.attention, "head_dim": g.head_dim, "heads": len({g.unit_of_channel[c] for c in groups[g.name]}),
+                 "convert": g.attention in converted}
+        for g in handle.groups if g.attention
+    }
+    return PruningPlan(groups, channels, widths, __version__, type(model).__name__, heads)
 
 
-def _prune_groups(work: nn.Module, removed: Mapping[str, Sequence[int]], inputs: Any) -> None:
+def _prune_one(graph: Any, modules: Mapping[str, nn.Module], work: nn.Module, name: str, gone: Sequence[int],
+               heads: Mapping[str, Mapping[str, Any]]) -> None:
+    """Remove root channels ``gone`` of group ``name`` with Torch-Pruning; for a head group, also update
+    the attention block's ``num_heads`` and per-head parameters (``heads``: the plan's head entries)."""
+    root = modules.get(name)
+    if root is None or root not in graph.module2node:
+        raise SurgeryError(f"layer {name!r} of the plan is not part of the traced model")
+    pruner = graph.get_pruner_of_module(root)
+    group = graph.get_pruning_group(root, pruner.prune_out_channels, list(gone))
+    entry = heads.get(name)
+    if entry:  # per-head parameters are sliced by remove_heads, not by Torch-Pruning's channel mapping
+        per_head = per_head_parameter_names(work, str(entry["attention"]))
+        group._group = [it for it in group._group if graph._param_to_name.get(it.dep.target.module) not in per_head]
+    group.prune()
+    if entry:
+        block = work.get_submodule(entry["attention"])
+        spec = HeadSpec(entry["attention"], name, "", int(block.num_heads), int(entry["head_dim"]))
+        remove_heads(work, spec.name, sorted({head_of_qkv_channel(spec, c) for c in gone}), spec.head_dim)
+
+
+def _prune_groups(work: nn.Module, removed: Mapping[str, Sequence[int]], inputs: Any,
+                  heads: Mapping[str, Mapping[str, Any]] | None = None) -> None:
     """Remove root channels group by group with Torch-Pruning (index mappings refresh after each group)."""
     graph = build_dependency_graph(work, inputs)
     modules = dict(work.named_modules())
     for name, gone in removed.items():
-        root = modules.get(name)
-        if root is None or root not in graph.module2node:
-            raise SurgeryError(f"layer {name!r} of the plan is not part of the traced model")
-        pruner = graph.get_pruner_of_module(root)
-        group = graph.get_pruning_group(root, pruner.prune_out_channels, list(gone))
-        group.prune()
+        _prune_one(graph, modules, work, name, gone, heads or {})
 
 
 def _transplant(model: nn.Module, work: nn.Module) -> None:
@@ -350,12 +390,16 @@ def apply_surgery(
     allow_inexact = getattr(work, BANK_ATTR).allow_inexact
     _detach(work, fold=True)
     try:
-        _prune_groups(work, removed, inputs)
+        if plan.heads:
+            _prune_groups(work, removed, inputs, plan.heads)
+        else:
+            _prune_groups(work, removed, inputs)
     except SurgeryError:
         raise
     except Exception as exc:  # noqa: BLE001 - any Torch-Pruning failure
         raise SurgeryError(f"Torch-Pruning failed while removing channels: {type(exc).__name__}: {exc}") from exc
     _check_widths(work, plan.widths)
+    _check_heads(work, plan.heads)
     if verify:
         with torch.no_grad(), preserved_state(work):
             work.eval()
@@ -401,8 +445,10 @@ def apply_plan(
     if is_pruned(model):
         raise ValueError("apply_plan expects a plain model; this one has scores attached (rartsprune.remove it first)")
     inputs = _check_inputs(model, example_inputs)
+    work = copy.deepcopy(model)
+    _convert_for_plan(work, plan)
     if plan.widths:
-        layers = set(layer_widths(model))
+        layers = set(layer_widths(work))
         planned = {n for n, w in plan.widths.items() if "shape" not in w}
         if layers != planned:
             extra, missing = sorted(layers - planned), sorted(planned - layers)
@@ -410,19 +456,44 @@ def apply_plan(
                 f"the plan was made for another architecture ({plan.model or 'unknown'}): layers not in the plan "
                 f"{extra[:3]}, plan layers missing from the model {missing[:3]}"
             )
-    groups = {g.name: g for g in analyze_groups(model, inputs)}
+    groups = {g.name: g for g in analyze_groups(work, inputs, prune_heads=bool(plan.heads))}
     for name, n in plan.channels.items():
         if name not in groups:
             raise ValueError(f"the plan prunes layer {name!r}, which is not a channel-group root of this model")
         if groups[name].channels != n:
             raise ValueError(f"layer {name!r} has {groups[name].channels} channels, the plan expects {n}")
-    work = copy.deepcopy(model)
     try:
-        _prune_groups(work, plan.removed(), inputs)
+        if plan.heads:
+            _prune_groups(work, plan.removed(), inputs, plan.heads)
+        else:
+            _prune_groups(work, plan.removed(), inputs)
     except SurgeryError:
         raise
     except Exception as exc:  # noqa: BLE001 - any Torch-Pruning failure
         raise SurgeryError(f"Torch-Pruning failed while removing channels: {type(exc).__name__}: {exc}") from exc
     _check_widths(work, plan.widths)
+    _check_heads(work, plan.heads)
     _transplant(model, work)
     return model
+
+
+def _convert_for_plan(work: nn.Module, plan: PruningPlan) -> None:
+    """Replace the ``nn.MultiheadAttention`` blocks whose heads the plan prunes by `HeadAttention`."""
+    for entry in plan.heads.values():
+        if entry.get("convert"):
+            name = str(entry["attention"])
+            try:
+                mha = work.get_submodule(name)
+            except AttributeError as exc:
+                raise ValueError(f"the plan prunes the heads of {name!r}, which this model does not have") from exc
+            if not isinstance(mha, nn.MultiheadAttention):
+                raise ValueError(f"the plan expects an nn.MultiheadAttention at {name!r}, found {type(mha).__name__}")
+            _set_module(work, name, HeadAttention.from_multihead_attention(mha))
+
+
+def _check_heads(work: nn.Module, heads: Mapping[str, Mapping[str, Any]]) -> None:
+    """Every pruned attention block has the planned number of heads."""
+    for entry in heads.values():
+        block = work.get_submodule(str(entry["attention"]))
+        if int(block.num_heads) != int(entry["heads"]):
+            raise SurgeryError(f"after surgery {entry['attention']} has {block.num_heads} heads, the plan keeps {entry['heads']}")
