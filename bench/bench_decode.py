@@ -20,7 +20,7 @@ import torch
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import PILToTensor
 
-from rartsprune.data import load_dataset
+from rartsprune.app.data import load_dataset
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10"
 

@@ -34,9 +34,9 @@ def run_one(spec: str, ratio: float) -> dict:
     warnings.filterwarnings("ignore")
     import torch
 
+    from rartsprune.app.zoo import build_model, example_inputs_for
     from rartsprune.check import check_model, perturb_parameters
     from rartsprune.flops import flops_report
-    from rartsprune.zoo import build_model, example_inputs_for
 
     torch.manual_seed(0)
     row: dict = {"model": spec}
@@ -71,7 +71,7 @@ def _worker(spec: str, ratio: float) -> None:
 
 
 def _specs(suite: str, models: str | None) -> list[str]:
-    from rartsprune.zoo import TIMM_COVERAGE, torchvision_classification_models
+    from rartsprune.app.zoo import TIMM_COVERAGE, torchvision_classification_models
 
     if models:
         names = [m.strip() for m in models.split(",") if m.strip()]

@@ -51,10 +51,10 @@ sys.path.insert(0, str(ROOT))
 from _paths import portable  # noqa: E402  (bench/ is on sys.path when a script runs)
 
 import rartsprune  # noqa: E402
-from rartsprune.data import default_augment, load_dataset, make_loader, to_device_batch  # noqa: E402
-from rartsprune.data.datasets import stratified_indices  # noqa: E402
-from rartsprune.data.split import PairedLoader, split_dataset  # noqa: E402
-from rartsprune.models import preresnet  # noqa: E402
+from rartsprune.app.data import default_augment, load_dataset, make_loader, to_device_batch  # noqa: E402
+from rartsprune.app.data.datasets import stratified_indices  # noqa: E402
+from rartsprune.app.models import preresnet  # noqa: E402
+from rartsprune.split import PairedLoader, split_dataset  # noqa: E402
 from rartsprune.width.baselines import baseline_importance  # noqa: E402
 from rartsprune.width.budget import select_by_budget  # noqa: E402
 from rartsprune.width.penalties import unit_macs  # noqa: E402

@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from _paths import portable  # noqa: E402  (bench/ is on sys.path when a script runs)
 
+from rartsprune.app.topology.runner import load_search_data, resolve_device, run_search  # noqa: E402
 from rartsprune.optim import METHODS  # noqa: E402
 from rartsprune.topology import (  # noqa: E402
     NATS_PRIMITIVES,
@@ -50,7 +51,6 @@ from rartsprune.topology import (  # noqa: E402
     load_nats_table,
     skip_ratio,
 )
-from rartsprune.topology.runner import load_search_data, resolve_device, run_search  # noqa: E402
 from rartsprune.topology.search import SearchConfig, TopologySearch  # noqa: E402
 
 DATA = ROOT / ".." / "shared" / "data"

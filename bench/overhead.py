@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import rartsprune  # noqa: E402
+from rartsprune.app.models import preresnet  # noqa: E402
 from rartsprune.check import random_keep  # noqa: E402
-from rartsprune.models import preresnet  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

@@ -30,9 +30,9 @@ sys.path.insert(0, str(ROOT))
 
 from _paths import portable  # noqa: E402  (bench/ is on sys.path when a script runs)
 
+from rartsprune.app.models import preresnet  # noqa: E402
+from rartsprune.app.pipeline import PruneJob, run  # noqa: E402
 from rartsprune.flops import format_count  # noqa: E402
-from rartsprune.models import preresnet  # noqa: E402
-from rartsprune.pipeline import PruneJob, run  # noqa: E402
 
 METHODS = ("rarts", "darts1", "darts2", "milenas", "slimming", "l1_norm", "random")
 DATA = ROOT / ".." / "shared" / "data" / "cifar10"

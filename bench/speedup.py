@@ -30,8 +30,8 @@ TARGET = 0.85  # speed-up / MACs ratio, at every batch size (project issue 6)
 sys.path.insert(0, str(ROOT))
 
 import rartsprune  # noqa: E402
+from rartsprune.app.models import preresnet  # noqa: E402
 from rartsprune.flops import flops_report, format_count  # noqa: E402
-from rartsprune.models import preresnet  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

@@ -40,7 +40,7 @@ from .scores import (
     _place,
     _probe_exactness,
     get_handle,
-    is_pruned,
+    has_scores,
 )
 from .surgery import _expected_widths, _max_diff, _prune_one, layer_widths
 
@@ -152,7 +152,7 @@ def _attached(model: nn.Module, bank: ScoreBank) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        if is_pruned(model):
+        if has_scores(model):
             _detach(model, fold=False)
         raise
 
@@ -213,7 +213,7 @@ def attach_scores(
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if backend not in ("param", "hook"):
         raise ValueError(f"backend must be 'param' or 'hook', got {backend!r}")
-    if is_pruned(model):
+    if has_scores(model):
         raise RartsPruneError(
             f"{type(model).__name__} already has scores attached; call rartsprune.remove(model) first"
         )

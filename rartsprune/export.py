@@ -7,7 +7,7 @@ dimension, refusals with the cause named (scores still attached, a missing ONNX 
 own error), and a check that reloads the written file and compares its outputs to the module's.
 
 `load_pruned` rebuilds a pruned module from what a job writes (``plan.json`` + ``pruned.pt``, see
-`rartsprune.pipeline`); ``python -m rartsprune export`` does both from the command line.
+`rartsprune.app.pipeline`); ``python -m rartsprune export`` does both from the command line.
 
 ONNX needs the ``export`` extra (``pip install "rartsprune[export]"``: onnx, onnxscript for the
 ``torch.export``-based exporter, onnxruntime for the check).
@@ -43,10 +43,10 @@ import torch.nn as nn
 from .check import _flat
 from .errors import RartsPruneError
 from .graph import preserved_state
-from .scores import _check_inputs, is_pruned
-from .surgery import PruningPlan, apply_plan, layer_widths
+from .scores import _check_inputs, has_scores
+from .surgery import PruningPlan, apply_plan
 
-__all__ = ["FORMATS", "ExportError", "ExportResult", "export_model", "format_for_path", "load_pruned"]
+__all__ = ["FORMATS", "ExportError", "ExportResult", "export_model", "format_for_path", "load_pruned", "read_plan"]
 
 #: Export formats: the ``torch.export`` program (``.pt2``), ONNX (``.onnx``), TorchScript (``torch.jit.trace``).
 FORMATS: tuple[str, ...] = ("torch_export", "onnx", "torchscript")
@@ -59,9 +59,6 @@ _ONNX_EXTRA = 'pip install "rartsprune[export]"'
 
 #: ONNX files hold at most 2 GiB; above this many parameter bytes the weights go to ``PATH.data``.
 _ONNX_INLINE_BYTES = 1_800_000_000
-
-#: A num_classes value no layer of a real model has by chance (`load_pruned` finds the classifier with it).
-_PROBE_CLASSES = 997
 
 
 class ExportError(RartsPruneError):
@@ -360,7 +357,7 @@ def export_model(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     name = type(model).__name__
-    if is_pruned(model):
+    if has_scores(model):
         raise ExportError(
             f"{name} still has rartsprune scores attached: export the finished model, after pruner.finalize() "
             "(or rartsprune.apply_surgery), or fold the scores into the weights with rartsprune.remove(model)"
@@ -405,44 +402,39 @@ def export_model(
     return result
 
 
-def _infer_num_classes(spec: str, plan: PruningPlan, **kwargs: Any) -> int | None:
-    """The classifier width of the plan: build ``spec`` (on the meta device) with a probe class count."""
-    from .zoo import build_model
+def read_plan(plan: PruningPlan | str | os.PathLike[str]) -> PruningPlan:
+    """``plan`` itself, or the `PruningPlan` read from that JSON file (``ValueError`` naming the file if it is not one).
 
+    Examples:
+        >>> read_plan("no-such-plan.json")  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        ValueError: no-such-plan.json is not a rartsprune pruning plan: ...
+    """
+    if isinstance(plan, PruningPlan):
+        return plan
     try:
-        with torch.device("meta"):
-            probe = build_model(spec, num_classes=_PROBE_CLASSES, **kwargs)
-    except Exception:  # noqa: BLE001 - some constructors do not build on the meta device
-        probe = build_model(spec, num_classes=_PROBE_CLASSES, **kwargs)
-    heads = [n for n, w in layer_widths(probe).items() if w.get("out") == _PROBE_CLASSES]
-    found = {int(plan.widths[n]["out"]) for n in heads if "out" in plan.widths.get(n, {})}
-    if len(found) > 1:
-        raise ValueError(f"the plan's classifier layers {heads} disagree on the number of classes: {sorted(found)}")
-    return found.pop() if found else None
+        return PruningPlan.load(plan)
+    except (ValueError, KeyError, TypeError, OSError) as exc:  # bad JSON and bad UTF-8 are ValueErrors
+        raise ValueError(f"{os.fspath(plan)} is not a rartsprune pruning plan: {_short(exc, 200)}") from exc
 
 
 def load_pruned(
     plan: PruningPlan | str | os.PathLike[str],
     weights: str | os.PathLike[str] | Mapping[str, torch.Tensor],
-    model: nn.Module | str,
+    model: nn.Module,
     *,
-    example_inputs: Any = None,
-    num_classes: int | None = None,
+    example_inputs: Any,
     map_location: str | torch.device = "cpu",
-    **model_kwargs: Any,
 ) -> nn.Module:
     """Rebuild a pruned model from its plan and weights (a job's ``plan.json`` + ``pruned.pt``).
 
     Args:
         plan: a `PruningPlan` or the path of its JSON.
         weights: the pruned model's ``state_dict`` or the path of the file holding it.
-        model: a fresh, unpruned model of the architecture the plan was made for, or its spec
-            (``torchvision:NAME``, ``timm:NAME``, ``file.py:FUNCTION``, as in `rartsprune.zoo.build_model`).
-        example_inputs: inputs for one forward pass (to trace the channel dependencies); default for a
-            spec: one image at the architecture's default size. Required with a module.
-        num_classes: classes of a spec's model; default: read from the plan (the classifier's width).
+        model: a fresh, unpruned model of the architecture the plan was made for (from a model spec:
+            `rartsprune.app.zoo.load_pruned_spec`).
+        example_inputs: inputs for one forward pass (to trace the channel dependencies).
         map_location: where the weights are loaded.
-        **model_kwargs: passed to `rartsprune.zoo.build_model` with a spec.
 
     Returns:
         The pruned model with the weights loaded, in the train/eval mode it was built with.
@@ -452,31 +444,15 @@ def load_pruned(
         SurgeryError: the plan cannot be re-applied (see `rartsprune.apply_plan`).
 
     Examples:
-        >>> model = load_pruned("runs/r18/plan.json", "runs/r18/pruned.pt", "torchvision:resnet18")  # doctest: +SKIP
+        >>> model = load_pruned("runs/r18/plan.json", "runs/r18/pruned.pt", torchvision.models.resnet18(),
+        ...                     example_inputs=torch.randn(1, 3, 224, 224))  # doctest: +SKIP
         >>> export_model(model.eval(), torch.randn(1, 3, 224, 224), "r18.onnx", "onnx")  # doctest: +SKIP
     """
-    if not isinstance(plan, PruningPlan):
-        try:
-            plan = PruningPlan.load(plan)
-        except (ValueError, KeyError, TypeError) as exc:  # bad JSON and bad UTF-8 are ValueErrors
-            raise ValueError(f"{os.fspath(plan)} is not a rartsprune pruning plan: {_short(exc, 200)}") from exc
-    if isinstance(model, str):
-        from .zoo import build_model, input_size_for
-
-        planned = _infer_num_classes(model, plan, **model_kwargs)
-        if num_classes is None:
-            num_classes = planned or 1000
-        elif planned is not None and planned != num_classes:
-            raise ValueError(f"num_classes={num_classes}, but the plan's classifier has {planned} outputs")
-        spec = model
-        model = build_model(spec, num_classes=num_classes, **model_kwargs)
-        if example_inputs is None:
-            size = input_size_for(spec, small=False)
-            example_inputs = torch.randn(1, 3, size, size)
-    elif not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module or a model spec string, got {type(model).__name__}")
-    elif example_inputs is None:
-        raise ValueError("example_inputs is required when model is a module (a batch it accepts)")
+    plan = read_plan(plan)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module (for a model spec use rartsprune.app.zoo.load_pruned_spec), got {type(model).__name__}")
+    if example_inputs is None:
+        raise ValueError("example_inputs is required (a batch the model accepts)")
     apply_plan(model, plan, example_inputs)
     if isinstance(weights, Mapping):
         state = weights

@@ -35,6 +35,7 @@ __all__ = [
     "ChannelGroup",
     "analyze_groups",
     "build_dependency_graph",
+    "safe_index_mapping",
     "preserved_state",
     "resolve_modules",
 ]
@@ -78,20 +79,31 @@ _CHANNEL_MIXING_GRAD_FNS = (
 )
 
 
-def _patch_index_mappings() -> None:
+_INDEX_MAPPINGS = ("update_reshape_index_mapping", "update_concat_index_mapping", "update_split_index_mapping")
+
+
+@contextlib.contextmanager
+def safe_index_mapping() -> Iterator[None]:
     """Work around Torch-Pruning crashes while it maps channel indices through views and concatenations.
 
     ``update_reshape_index_mapping`` divides by an inferred channel count that is 0 for a channel shuffle
     (ShuffleNet), and ``update_concat_index_mapping`` adds up channel counts it could not infer (None) for
-    the tuple-passing blocks of DPN. Either crash aborts the whole graph. We skip the mapping of such a node
-    instead; the channel groups through it are then wrong, and the index checks and the dry-run surgery of
-    `rartsprune.attach_scores` leave them unscored.
+    the tuple-passing blocks of DPN. Either crash aborts the whole graph. Inside this context such a node's
+    mapping is skipped instead; the channel groups through it are then wrong, and the index checks and the
+    dry-run surgery of `rartsprune.attach_scores` leave them unscored. Torch-Pruning is patched only for the
+    duration of the block (rartsprune's own graph builds and group queries), never at import time; nested
+    blocks are fine.
+
+    Examples:
+        >>> with safe_index_mapping():  # doctest: +SKIP
+        ...     group = graph.get_pruning_group(conv, pruner.prune_out_channels, [0, 1])
     """
     module = tp.dependency.index_mapping
-    for name in ("update_reshape_index_mapping", "update_concat_index_mapping", "update_split_index_mapping"):
-        original = getattr(module, name)
-        if getattr(original, "_rartsprune_safe", False):
-            continue
+    originals = {name: getattr(module, name) for name in _INDEX_MAPPINGS}
+    if all(getattr(f, "_rartsprune_safe", False) for f in originals.values()):
+        yield  # an enclosing block already patched them
+        return
+    for name, original in originals.items():
 
         def safe(graph: Any, node: Any, _original: Any = original) -> None:
             try:
@@ -101,9 +113,11 @@ def _patch_index_mappings() -> None:
 
         safe._rartsprune_safe = True  # type: ignore[attr-defined]
         setattr(module, name, safe)
-
-
-_patch_index_mappings()
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(module, name, original)
 
 
 class _GroupTooLarge(RuntimeError):
@@ -266,16 +280,17 @@ def _trace(model: nn.Module, example_inputs: Any, train: bool) -> tp.DependencyG
         (id(m), attr): set(getattr(m, attr, {}).keys()) for m in model.modules() for attr in _HOOK_DICTS
     }
     try:
-        return tp.DependencyGraph().build_dependency(
-            model,
-            example_inputs=example_inputs,
-            forward_fn=forward,
-            ignored_layers=[],
-            ignored_params=[],
-            unwrapped_parameters=[],
-            customized_pruners={},
-            verbose=False,
-        )
+        with safe_index_mapping():
+            return tp.DependencyGraph().build_dependency(
+                model,
+                example_inputs=example_inputs,
+                forward_fn=forward,
+                ignored_layers=[],
+                ignored_params=[],
+                unwrapped_parameters=[],
+                customized_pruners={},
+                verbose=False,
+            )
     finally:
         for m in model.modules():
             for attr in _HOOK_DICTS:
@@ -555,7 +570,8 @@ def _raw_groups(graph: tp.DependencyGraph, failed: list[ChannelGroup]) -> Iterat
         try:
             with warnings.catch_warnings(), _bounded_group_expansion(max(5_000, 20 * len(graph.module2node))):
                 warnings.simplefilter("ignore")
-                group = graph.get_pruning_group(module, pruner.prune_out_channels, list(range(channels)))
+                with safe_index_mapping():
+                    group = graph.get_pruning_group(module, pruner.prune_out_channels, list(range(channels)))
         except Exception as exc:  # noqa: BLE001 - Torch-Pruning's index mappings raise arbitrary errors
             visited.add(id(module))
             failed.append(

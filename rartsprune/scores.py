@@ -14,22 +14,23 @@ Two backends put α in place:
   construction.
 * ``"hook"``: a forward hook multiplies the layer's output (only for plain ``torch.nn`` layers).
 
-`remove` folds α into the weights and detaches everything; `is_pruned` tells whether scores
+`remove` folds α into the weights and detaches everything; `has_scores` tells whether scores
 are attached.
 
 Examples:
     >>> import torch, torchvision, rartsprune
     >>> model = torchvision.models.resnet18(num_classes=10)
     >>> handle = rartsprune.attach_scores(model, torch.randn(1, 3, 32, 32))
-    >>> len(handle.scores) > 0 and rartsprune.is_pruned(model)
+    >>> len(handle.scores) > 0 and rartsprune.has_scores(model)
     True
     >>> model = rartsprune.remove(model)  # folds the scores into the weights
-    >>> rartsprune.is_pruned(model)
+    >>> rartsprune.has_scores(model)
     False
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -40,7 +41,7 @@ from torch.nn.utils import parametrize
 from .errors import RartsPruneError, UnsupportedModelError
 from .graph import ChannelGroup, _call_model, preserved_state
 
-__all__ = ["ScoreBank", "ScoreHandle", "remove", "is_pruned", "get_handle", "BANK_ATTR", "ALPHA_PREFIX"]
+__all__ = ["ScoreBank", "ScoreHandle", "remove", "has_scores", "is_pruned", "get_handle", "BANK_ATTR", "ALPHA_PREFIX"]
 
 #: Attribute under which the score bank is kept on the user's model.
 BANK_ATTR = "rartsprune_scores"
@@ -285,9 +286,31 @@ class ScoreHandle:
         return f"ScoreHandle({type(self.model).__name__}, groups={len(self.groups)}, channels={self.num_channels()})"
 
 
-def is_pruned(module: nn.Module) -> bool:
-    """True when ``module`` has rartsprune scores attached (like ``torch.nn.utils.prune.is_pruned``)."""
+def has_scores(module: nn.Module) -> bool:
+    """True while ``module`` has rartsprune scores attached (between `attach_scores` and ``finalize`` / `remove`).
+
+    A model that *was* pruned (its channels removed by surgery) has no scores: ``has_scores`` is False for it.
+
+    Examples:
+        >>> import torch, torchvision
+        >>> from rartsprune import attach_scores, remove
+        >>> model = torchvision.models.resnet18(num_classes=10)
+        >>> _ = attach_scores(model, torch.randn(2, 3, 32, 32)); has_scores(model)
+        True
+        >>> _ = remove(model); has_scores(model)
+        False
+    """
     return isinstance(getattr(module, BANK_ATTR, None), ScoreBank)
+
+
+def is_pruned(module: nn.Module) -> bool:
+    """Deprecated alias of `has_scores` (the name read as "was pruned"; it is True while scores are attached).
+
+    Kept for one release; warns with ``DeprecationWarning``.
+    """
+    warnings.warn("rartsprune.is_pruned is deprecated (it means 'has scores attached'); use rartsprune.has_scores",
+                  DeprecationWarning, stacklevel=2)
+    return has_scores(module)
 
 
 def get_handle(model: nn.Module) -> ScoreHandle:
@@ -509,7 +532,7 @@ def remove(module: nn.Module) -> nn.Module:
         >>> handle = attach_scores(model, x)  # doctest: +SKIP
         >>> rartsprune.remove(model)  # doctest: +SKIP
     """
-    if not is_pruned(module):
+    if not has_scores(module):
         raise RartsPruneError(f"{type(module).__name__} has no rartsprune scores attached; nothing to remove")
     search = getattr(module, "_rartsprune_search", None)
     if search is not None and hasattr(search, "_detach"):

@@ -33,7 +33,14 @@ import torch.nn as nn
 
 from ._version import __version__
 from .errors import SurgeryError
-from .graph import ChannelGroup, _call_model, analyze_groups, build_dependency_graph, preserved_state
+from .graph import (
+    ChannelGroup,
+    _call_model,
+    analyze_groups,
+    build_dependency_graph,
+    preserved_state,
+    safe_index_mapping,
+)
 from .heads import (
     HeadAttention,
     HeadSpec,
@@ -48,7 +55,7 @@ from .scores import (
     _detach,
     _map_tensors,
     get_handle,
-    is_pruned,
+    has_scores,
 )
 
 __all__ = ["PruningPlan", "plan_from_scores", "apply_surgery", "apply_plan", "layer_widths"]
@@ -304,7 +311,8 @@ def _prune_one(graph: Any, modules: Mapping[str, nn.Module], work: nn.Module, na
     if root is None or root not in graph.module2node:
         raise SurgeryError(f"layer {name!r} of the plan is not part of the traced model")
     pruner = graph.get_pruner_of_module(root)
-    group = graph.get_pruning_group(root, pruner.prune_out_channels, list(gone))
+    with safe_index_mapping():
+        group = graph.get_pruning_group(root, pruner.prune_out_channels, list(gone))
     entry = heads.get(name)
     if entry:  # per-head parameters are sliced by remove_heads, not by Torch-Pruning's channel mapping
         per_head = per_head_parameter_names(work, str(entry["attention"]))
@@ -442,7 +450,7 @@ def apply_plan(
         plan = PruningPlan.from_dict(plan)
     if not isinstance(plan, PruningPlan):
         raise TypeError(f"plan must be a PruningPlan, a dict or a path, got {type(plan).__name__}")
-    if is_pruned(model):
+    if has_scores(model):
         raise ValueError("apply_plan expects a plain model; this one has scores attached (rartsprune.remove it first)")
     inputs = _check_inputs(model, example_inputs)
     work = copy.deepcopy(model)

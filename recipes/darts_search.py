@@ -28,23 +28,22 @@ from typing import Any
 
 import torch
 
-from rartsprune.flops import flops_report
-from rartsprune.topology import (
-    DartsEvalNetwork,
-    DartsGenotype,
-    DartsSearchNetwork,
-    arch_latency,
-    draw_cell,
-    plot_alpha_history,
-    skip_ratio,
-)
-from rartsprune.topology.runner import (
+from rartsprune.app.topology.reports import draw_cell, plot_alpha_history
+from rartsprune.app.topology.runner import (
     add_search_arguments,
     config_from_arguments,
     latency_setup,
     load_search_data,
     resolve_device,
     run_search,
+)
+from rartsprune.flops import flops_report
+from rartsprune.topology import (
+    DartsEvalNetwork,
+    DartsGenotype,
+    DartsSearchNetwork,
+    arch_latency,
+    skip_ratio,
 )
 from rartsprune.topology.search import TopologySearch
 

@@ -36,7 +36,10 @@ from typing import Any
 
 import torch
 
-from rartsprune.data import default_augment, load_dataset, make_loader, num_classes, to_device_batch
+from rartsprune.app.data import default_augment, load_dataset, make_loader, num_classes, to_device_batch
+from rartsprune.app.data.imagenet import darts_imagenet_dataset, imagenet_split_dir
+from rartsprune.app.topology.runner import resolve_device
+from rartsprune.app.topology.train import evaluate, train_epoch
 from rartsprune.flops import flops_report
 from rartsprune.topology import (
     DARTS_V2,
@@ -45,11 +48,8 @@ from rartsprune.topology import (
     DartsImageNetNetwork,
     DartsImageNetTrainConfig,
     DartsTrainConfig,
-    evaluate,
-    train_epoch,
 )
-from rartsprune.topology.imagenet import IMAGENET_MIN_AUX_SIZE, darts_imagenet_dataset, imagenet_split_dir
-from rartsprune.topology.runner import resolve_device
+from rartsprune.topology.imagenet import IMAGENET_MIN_AUX_SIZE
 
 #: flag dest -> config field, for the hyper-parameters whose default depends on the protocol
 _CONFIG_FLAGS = {

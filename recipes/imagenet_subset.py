@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rartsprune.data.subset import LINK_MODES, build_class_subset  # noqa: E402
+from rartsprune.app.data.subset import LINK_MODES, build_class_subset  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

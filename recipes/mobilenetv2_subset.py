@@ -34,8 +34,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rartsprune.app.pipeline import PruneJob, run  # noqa: E402
 from rartsprune.flops import format_count  # noqa: E402
-from rartsprune.pipeline import PruneJob, run  # noqa: E402
 
 BASELINES = ("darts1", "darts2", "random")
 #: per-method numbers averaged over the runs

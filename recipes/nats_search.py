@@ -31,23 +31,22 @@ from typing import Any
 
 import torch
 
-from rartsprune.topology import (
-    NATS_PRIMITIVES,
-    NatsSearchNetwork,
-    arch_latency,
-    draw_cell,
-    lookup_nats,
-    op_histogram,
-    plot_alpha_history,
-    skip_ratio,
-)
-from rartsprune.topology.runner import (
+from rartsprune.app.topology.reports import draw_cell, plot_alpha_history
+from rartsprune.app.topology.runner import (
     add_search_arguments,
     config_from_arguments,
     latency_setup,
     load_search_data,
     resolve_device,
     run_search,
+)
+from rartsprune.topology import (
+    NATS_PRIMITIVES,
+    NatsSearchNetwork,
+    arch_latency,
+    lookup_nats,
+    op_histogram,
+    skip_ratio,
 )
 from rartsprune.topology.search import TopologySearch
 

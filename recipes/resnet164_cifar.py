@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rartsprune.app.models import preresnet, preresnet_depths  # noqa: E402
+from rartsprune.app.pipeline import PruneJob, run  # noqa: E402
 from rartsprune.flops import format_count  # noqa: E402
-from rartsprune.models import preresnet, preresnet_depths  # noqa: E402
-from rartsprune.pipeline import PruneJob, run  # noqa: E402
 from rartsprune.width import ALL_METHODS  # noqa: E402
 
 

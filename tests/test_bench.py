@@ -120,7 +120,7 @@ def _tiny_image_folder(root: Path, per_class: int = 30, classes: int = 10) -> Pa
 def test_criterion_quality_smoke(tmp_path: Path) -> None:
     import torch
 
-    from rartsprune.models import preresnet
+    from rartsprune.app.models import preresnet
 
     data = _tiny_image_folder(tmp_path / "data")
     work = tmp_path / "work"

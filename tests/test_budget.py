@@ -24,7 +24,7 @@ import torch.nn as nn
 import torchvision
 
 import rartsprune
-from rartsprune.pipeline import PruneJob, run
+from rartsprune.app.pipeline import PruneJob, run
 from rartsprune.width.budget import CostModel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +58,7 @@ def prune_to_budget(name: str, *, seed: int = 0, **kw: Any) -> tuple[dict[str, f
     random_scores(model, seed)
     model = pruner.finalize()
     after = rartsprune.flops_report(model, x)
-    assert not rartsprune.is_pruned(model)
+    assert not rartsprune.has_scores(model)
     return {"macs": after.macs / before.macs, "params": after.params / before.params}, pruner
 
 
@@ -157,7 +157,7 @@ def snapshot(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, Any]]
 
 def assert_untouched(model: nn.Module, before: tuple[dict[str, torch.Tensor], dict[str, Any]]) -> None:
     state, structure = snapshot(model)
-    assert not rartsprune.is_pruned(model)
+    assert not rartsprune.has_scores(model)
     assert structure == before[1]
     assert state.keys() == before[0].keys() and all(torch.equal(state[k], before[0][k]) for k in state)
     assert all(p.requires_grad for p in model.parameters())
@@ -212,7 +212,7 @@ def test_a_budget_below_the_reachable_minimum_names_it(kind: str) -> None:
     assert_untouched(model, before)
     # the refused call left nothing behind: the same model prunes to a reachable budget
     pruner = rartsprune.prune(model, example_inputs=x32(), **{kind: 0.5})
-    assert pruner.result is None and rartsprune.is_pruned(model)
+    assert pruner.result is None and rartsprune.has_scores(model)
     pruner.remove()
 
 
@@ -264,8 +264,8 @@ def test_pipeline_with_a_macs_budget(tmp_path: Path) -> None:
 
 @pytest.fixture
 def captured_job(monkeypatch: pytest.MonkeyPatch) -> list[PruneJob]:
-    """Replace `rartsprune.pipeline.run` so that ``python -m rartsprune prune`` only builds its job."""
-    import rartsprune.pipeline as pipeline
+    """Replace `rartsprune.app.pipeline.run` so that ``python -m rartsprune prune`` only builds its job."""
+    import rartsprune.app.pipeline as pipeline
 
     jobs: list[PruneJob] = []
 
@@ -278,7 +278,7 @@ def captured_job(monkeypatch: pytest.MonkeyPatch) -> list[PruneJob]:
 
 
 def test_cli_parses_the_budget_flags(captured_job: list[PruneJob], tmp_path: Path) -> None:
-    from rartsprune.__main__ import main
+    from rartsprune.app.cli import main
 
     out = ["--out", str(tmp_path)]
     assert main(["prune", "--macs", "0.5", *out]) == 0
@@ -301,7 +301,7 @@ def test_cli_parses_the_budget_flags(captured_job: list[PruneJob], tmp_path: Pat
 )
 def test_cli_rejects_bad_budget_flags(argv: list[str], message: str, captured_job: list[PruneJob],
                                       capsys: pytest.CaptureFixture[str]) -> None:
-    from rartsprune.__main__ import main
+    from rartsprune.app.cli import main
 
     with pytest.raises(SystemExit) as info:
         main(["prune", *argv])
@@ -311,7 +311,7 @@ def test_cli_rejects_bad_budget_flags(argv: list[str], message: str, captured_jo
 
 
 def test_cli_help_describes_the_budget(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from rartsprune.__main__ import main
+    from rartsprune.app.cli import main
 
     monkeypatch.setenv("COLUMNS", "300")  # one line per option: the help text is not wrapped
     with pytest.raises(SystemExit):

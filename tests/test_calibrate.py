@@ -8,7 +8,7 @@ from torch import nn
 
 import rartsprune
 from rartsprune import has_running_stats, recalibrate_bn
-from rartsprune.pipeline import PruneJob
+from rartsprune.app.pipeline import PruneJob
 
 
 def _net() -> nn.Sequential:

@@ -13,7 +13,7 @@ import torch
 import torchvision
 
 import rartsprune
-from rartsprune.pipeline import PruneJob, run
+from rartsprune.app.pipeline import PruneJob, run
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--data", "fake", "--train-subset", "128", "--test-subset", "50", "--batch-size", "32", "--no-progress"]
@@ -59,7 +59,7 @@ def test_prune_command_end_to_end(tmp_path: Path) -> None:
 
 
 def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import rartsprune.pipeline as pipeline
+    import rartsprune.app.pipeline as pipeline
 
     job = PruneJob(model="torchvision:resnet18", data="fake", train_subset=96, test_subset=32, batch_size=16,
                    pretrain_epochs=0, search_epochs=2, finetune_epochs=1, plots=False, progress=False,
@@ -97,7 +97,7 @@ def test_check_and_flops_commands() -> None:
 
 def test_finetune_lr_and_recalibration_switch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """finetune_lr sets the fine-tuning optimizer's LR only; bn_recalibration=0 skips the re-estimation."""
-    import rartsprune.pipeline as pipeline
+    import rartsprune.app.pipeline as pipeline
 
     lrs: list[float] = []
     real_sgd = pipeline._sgd

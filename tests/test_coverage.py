@@ -9,8 +9,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rartsprune.app.zoo import (
+    TIMM_COVERAGE,
+    build_model,
+    example_inputs_for,
+    torchvision_classification_models,
+)
 from rartsprune.check import check_model, perturb_parameters
-from rartsprune.zoo import TIMM_COVERAGE, build_model, example_inputs_for, torchvision_classification_models
 
 #: Representative models for the default run: residual, depthwise, grouped, concatenation (GoogLeNet, with
 #: training-only auxiliary heads), squeeze-excite gating, GhostNet (Torch-Pruning over-prunes parts of it),

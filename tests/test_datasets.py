@@ -1,4 +1,4 @@
-"""Tests of rartsprune.data: datasets, decode cache, stratified subsets, batch augmentation, loaders."""
+"""Tests of rartsprune.app.data: datasets, decode cache, stratified subsets, batch augmentation, loaders."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.datasets import ImageFolder
 
-from rartsprune.data import (
+from rartsprune.app.data import (
     CIFAR10_CLASSES,
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -33,7 +33,7 @@ from rartsprune.data import (
     stratified_indices,
     to_device_batch,
 )
-from rartsprune.data import datasets as datasets_module
+from rartsprune.app.data import datasets as datasets_module
 
 CIFAR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10"
 TORCHVISION_CIFAR10_ORDER = [

@@ -18,11 +18,25 @@ import torch.nn as nn
 import torchvision
 
 import rartsprune
-from rartsprune.__main__ import main
+from rartsprune.app.cli import main
+from rartsprune.app.pipeline import PruneJob, run
+from rartsprune.app.zoo import (
+    TIMM_COVERAGE,
+    build_model,
+    example_inputs_for,
+    load_pruned_spec,
+    torchvision_classification_models,
+)
 from rartsprune.check import check_model, perturb_parameters
-from rartsprune.export import FORMATS, SUFFIXES, ExportError, export_model, format_for_path, load_pruned
-from rartsprune.pipeline import PruneJob, run
-from rartsprune.zoo import TIMM_COVERAGE, build_model, example_inputs_for, torchvision_classification_models
+from rartsprune.export import (
+    FORMATS,
+    SUFFIXES,
+    ExportError,
+    export_model,
+    format_for_path,
+    load_pruned,
+    read_plan,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 ATOL = 1e-5
@@ -210,7 +224,7 @@ def test_refusals_leave_the_model_and_the_file_as_they_were(tmp_path: Path, monk
     with pytest.raises(ExportError, match=r"scores attached.*finalize\(\).*rartsprune\.remove"):
         export_model(scored, x, path)
     _assert_unchanged(scored, snap)
-    assert rartsprune.is_pruned(scored)
+    assert rartsprune.has_scores(scored)
 
     plain = Branchy().train()
     snap = _snapshot(plain)
@@ -253,7 +267,7 @@ def test_load_pruned_rebuilds_the_module(resnet: tuple, tmp_path: Path) -> None:
     model.eval()
     pruner.plan().save(tmp_path / "plan.json")
     torch.save(model.state_dict(), tmp_path / "pruned.pt")
-    rebuilt = load_pruned(tmp_path / "plan.json", tmp_path / "pruned.pt", "torchvision:resnet18").eval()
+    rebuilt = load_pruned_spec(tmp_path / "plan.json", tmp_path / "pruned.pt", "torchvision:resnet18").eval()
     assert rebuilt.fc.out_features == 10  # the class count is read from the plan
     assert sum(p.numel() for p in rebuilt.parameters()) == sum(p.numel() for p in model.parameters())
     with torch.no_grad():
@@ -263,11 +277,15 @@ def test_load_pruned_rebuilds_the_module(resnet: tuple, tmp_path: Path) -> None:
     with torch.no_grad():
         assert torch.equal(same(x), model(x))
     with pytest.raises(ValueError, match="example_inputs is required"):
-        load_pruned(pruner.plan(), model.state_dict(), torchvision.models.resnet18(num_classes=10))
+        load_pruned(pruner.plan(), model.state_dict(), torchvision.models.resnet18(num_classes=10), example_inputs=None)
+    with pytest.raises(TypeError, match="load_pruned_spec"):
+        load_pruned(pruner.plan(), model.state_dict(), "torchvision:resnet18", example_inputs=x[:1])
+    with pytest.raises(ValueError, match="is not a rartsprune pruning plan"):
+        read_plan(tmp_path / "pruned.pt")
     with pytest.raises(ValueError, match="the weights do not fit the pruned ResNet: .*size mismatch"):
-        load_pruned(pruner.plan(), torchvision.models.resnet18(num_classes=10).state_dict(), "torchvision:resnet18")
+        load_pruned_spec(pruner.plan(), torchvision.models.resnet18(num_classes=10).state_dict(), "torchvision:resnet18")
     with pytest.raises(ValueError, match="another architecture"):
-        load_pruned(tmp_path / "plan.json", tmp_path / "pruned.pt", "torchvision:resnet34")
+        load_pruned_spec(tmp_path / "plan.json", tmp_path / "pruned.pt", "torchvision:resnet34")
 
 
 TINY = '''
@@ -288,7 +306,7 @@ def test_cli_exports_a_jobs_plan_and_weights(tmp_path: Path, capsys: pytest.Capt
     run(PruneJob(model=spec, data="fake", train_subset=64, test_subset=32, batch_size=32, search_epochs=1,
                  finetune_epochs=0, ratio=0.5, plots=False, progress=False, out=str(job)))
     plan, weights = job / "plan.json", job / "pruned.pt"
-    reference = load_pruned(plan, weights, spec).eval()
+    reference = load_pruned_spec(plan, weights, spec).eval()
     assert reference[0].out_channels < 16
     fmt = "onnx" if HAS_ONNX and HAS_ORT else "torch_export"
     out = tmp_path / f"tiny{SUFFIXES[fmt]}"

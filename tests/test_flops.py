@@ -219,3 +219,27 @@ def test_format_count(n: float, text: str) -> None:
 def test_format_count_rejects_non_numbers() -> None:
     with pytest.raises(TypeError):
         format_count("12")  # type: ignore[arg-type]
+
+
+def test_fused_multihead_attention_is_counted() -> None:
+    # nn.MultiheadAttention takes its fused fast path in eval mode under no_grad (as fvcore traces); fvcore
+    # counts 0 for it. The handle must give what the unfused path counts: projections + attention.
+    from torchvision.models import VisionTransformer
+
+    model = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=32, mlp_dim=64,
+                              num_classes=10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    fused = flops_report(model, x)
+    assert "aten::_native_multi_head_attention" not in fused.unsupported_ops
+    previous = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        unfused = flops_report(model, x)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(previous)
+    assert fused.macs == unfused.macs
+    # by hand: B=2, L=S=17 tokens, E=32, per layer 4*B*L*E*E (projections) + 2*B*L*L*E (attention)
+    b, n, e = 2, 17, 32
+    per_layer = 4 * b * n * e * e + 2 * b * n * n * e
+    attn = sum(v["macs"] for k, v in fused.by_module.items() if k.endswith("self_attention"))
+    assert attn == 2 * per_layer

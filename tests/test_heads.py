@@ -81,7 +81,7 @@ def test_heads_removed_exactly_torchvision_vit() -> None:
         handle.score("encoder.layers.encoder_layer_0.mlp.0")[::2] = 0.0
         scored = model(x)
     plan = rartsprune.apply_surgery(model)
-    assert not rartsprune.is_pruned(model)
+    assert not rartsprune.has_scores(model)
     out = model(x)
     assert scored.abs().max().item() > 0.1
     assert (out - scored).abs().max().item() <= 1e-5
@@ -222,7 +222,7 @@ def test_refusal_leaves_the_model_unchanged() -> None:
     assert isinstance(model.encoder.layers[0].self_attention, nn.MultiheadAttention)
     assert model.state_dict().keys() == before.keys()
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
-    assert not rartsprune.is_pruned(model)
+    assert not rartsprune.has_scores(model)
 
 
 def test_unscored_blocks_are_not_replaced() -> None:
@@ -276,3 +276,25 @@ def test_vit_b_16_heads_and_mlp_macs() -> None:
     ratio = flops_report(model, x).macs / before
     assert sum(model.encoder.layers[i].self_attention.num_heads for i in range(12)) < 144
     assert ratio < 0.62  # MLP only at PRC 0.4, attention counted: 0.75x
+
+
+def test_prune_searches_heads_and_mlp_together() -> None:
+    # the width search end to end with prune_heads=True: steps run, finalize removes whole heads
+    model = small_vit().train()
+    x = torch.randn(8, 3, 32, 32)
+    y = torch.randint(0, 10, (8,))
+    with pytest.raises(TypeError, match="prune_heads must be True or False"):
+        rartsprune.prune(model, ratio=0.4, example_inputs=x[:2], prune_heads="yes")
+    assert not rartsprune.has_scores(model)
+    pruner = rartsprune.prune(model, ratio=0.4, example_inputs=x[:2], prune_heads=True, lr=0.01)
+    assert len(head_groups(pruner.handle)) == 2
+    losses = [pruner.step((x, y), (x, y))["loss_v"] for _ in range(6)]
+    assert losses[-1] < losses[0]
+    keep = pruner.selection().keep
+    heads = head_groups(pruner.handle)
+    pruned = pruner.finalize().eval()
+    for i, g in enumerate(heads):
+        attn = pruned.encoder.layers[i].self_attention
+        assert attn.num_heads == len(keep[g.name]) >= 1
+        assert attn.in_proj.out_features == 3 * attn.num_heads * g.head_dim
+    assert pruned(x).shape == (8, 10)

@@ -1,4 +1,4 @@
-"""Tests of the Network Slimming pre-activation ResNet (rartsprune.models.preresnet)."""
+"""Tests of the Network Slimming pre-activation ResNet (rartsprune.app.models.preresnet)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rartsprune.models import PreResNet, preresnet, preresnet_depths
+from rartsprune.app.models import PreResNet, preresnet, preresnet_depths
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from rartsprune.data.split import split_loaders
 from rartsprune.errors import SearchError
 from rartsprune.optim import DARTS, METHODS, RARTS, MiLeNAS, make_search_optimizer
+from rartsprune.split import split_loaders
 
 
 class GatedNet(nn.Module):

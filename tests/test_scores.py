@@ -53,7 +53,9 @@ def test_identity_with_scores_at_one_and_model_state_kept() -> None:
     with torch.no_grad():
         out = model(X32)
     assert (out - ref_train).abs().max().item() <= 1e-6
-    assert rartsprune.is_pruned(model)
+    assert rartsprune.has_scores(model)
+    with pytest.warns(DeprecationWarning, match="use rartsprune.has_scores"):
+        assert rartsprune.is_pruned(model)  # the old name, one release
     scores = handle.scores
     assert len(scores) == 12 and all(isinstance(a, nn.Parameter) and a.is_leaf for a in scores)
     assert all(torch.equal(a, torch.ones_like(a)) for a in scores)
@@ -98,7 +100,7 @@ def test_remove_folds_scores_exactly() -> None:
         scored = model(X32)
     params_before = {id(p) for p in model.parameters()}
     out = rartsprune.remove(model)
-    assert out is model and not rartsprune.is_pruned(model)
+    assert out is model and not rartsprune.has_scores(model)
     with torch.no_grad():
         folded = model(X32)
     assert (folded - scored).abs().max().item() <= 1e-5
@@ -294,7 +296,7 @@ def test_bad_inputs_leave_model_untouched(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(attach_mod, "_probe_exactness", boom)
     with pytest.raises(RuntimeError, match="injected failure"):
         rartsprune.attach_scores(model, X32[:1])
-    assert not rartsprune.is_pruned(model)
+    assert not rartsprune.has_scores(model)
     assert not any(parametrize.is_parametrized(m) for m in model.modules())
     assert _state_equal(model.state_dict(), state)
     monkeypatch.undo()

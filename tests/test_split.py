@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
-from rartsprune.data.split import PairedLoader, dataset_targets, pair_loaders, split_dataset, split_loaders
+from rartsprune.split import PairedLoader, dataset_targets, pair_loaders, split_dataset, split_loaders
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 

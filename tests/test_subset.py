@@ -1,4 +1,4 @@
-"""The seeded class subset of an ImageFolder tree (rartsprune.data.subset) and recipes/imagenet_subset.py."""
+"""The seeded class subset of an ImageFolder tree (rartsprune.app.data.subset) and recipes/imagenet_subset.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rartsprune.data.subset import build_class_subset
+from rartsprune.app.data.subset import build_class_subset
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = [f"n{i:08d}" for i in range(12)]

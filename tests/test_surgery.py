@@ -52,7 +52,7 @@ def test_surgery_is_exact_and_widths_follow_the_plan() -> None:
     assert model.fc.out_features == 10  # the head is protected
     assert abs(plan.pruned_fraction() - 0.4) < 0.01
     # a plain module again
-    assert not rartsprune.is_pruned(model)
+    assert not rartsprune.has_scores(model)
     assert not any(parametrize.is_parametrized(m) for m in model.modules())
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
     assert not any(n.startswith("rartsprune") for n, _ in model.named_parameters())
@@ -85,7 +85,7 @@ def test_round_to_and_never_empty() -> None:
         rartsprune.apply_surgery(model, {"fc": [0]})
     with pytest.raises(ValueError, match="round_to"):
         rartsprune.apply_surgery(model, {}, round_to=0)
-    assert rartsprune.is_pruned(model) and model.layer1[0].conv1.out_channels == 64
+    assert rartsprune.has_scores(model) and model.layer1[0].conv1.out_channels == 64
 
 
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -122,7 +122,7 @@ def test_failed_surgery_leaves_model_untouched(monkeypatch: pytest.MonkeyPatch, 
     match = {"midway": "injected failure", "widths": "planned width", "outputs": "differ"}[stage]
     with pytest.raises(SurgeryError, match=match):
         rartsprune.apply_surgery(model, keep)
-    assert rartsprune.is_pruned(model)
+    assert rartsprune.has_scores(model)
     after = _snapshot(model)
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     with torch.no_grad():

@@ -14,15 +14,15 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from rartsprune.app.topology.train import train_epoch
 from rartsprune.flops import flops_report
 from rartsprune.topology import (
     DARTS_V2,
     AuxiliaryHeadImageNet,
     DartsImageNetNetwork,
     DartsImageNetTrainConfig,
-    train_epoch,
 )
-from rartsprune.topology.train import DartsEvalCell
+from rartsprune.topology.network import DartsEvalCell
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rartsprune.topology import DARTS_PRIMITIVES, DARTS_V2, NATS_PRIMITIVES, draw_cell, plot_alpha_history
-from rartsprune.topology.reports import alpha_history_array
+from rartsprune.app.topology.reports import alpha_history_array, draw_cell, plot_alpha_history
+from rartsprune.topology import DARTS_PRIMITIVES, DARTS_V2, NATS_PRIMITIVES
 
 ARCH = "|nor_conv_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|nor_conv_1x1~1|nor_conv_3x3~2|"
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rartsprune.app.topology.runner import load_search_data, resolve_device
 from rartsprune.errors import SearchError
 from rartsprune.topology import (
     DartsSearchNetwork,
@@ -11,7 +12,6 @@ from rartsprune.topology import (
     NatsSearchNetwork,
     measure_latency_table,
 )
-from rartsprune.topology.runner import load_search_data, resolve_device
 from rartsprune.topology.search import SearchConfig, TopologySearch
 
 

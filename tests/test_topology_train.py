@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rartsprune.topology import DARTS_V2, DartsEvalNetwork, DartsTrainConfig, evaluate, train_epoch
+from rartsprune.app.topology.train import evaluate, train_epoch
+from rartsprune.topology import DARTS_V2, DartsEvalNetwork, DartsTrainConfig
 from rartsprune.topology.ops import Identity
 
 

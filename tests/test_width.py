@@ -65,7 +65,7 @@ def new_model(seed: int = 0) -> TinyResNet:
 def test_rarts_loop_lowers_loss_and_finalize_hits_the_ratio() -> None:
     model = new_model()
     pruner = rartsprune.prune(model, ratio=0.4, example_inputs=EXAMPLE, lr=0.05, arch_lr=0.01)
-    assert rartsprune.is_pruned(model)
+    assert rartsprune.has_scores(model)
     data = batches(30)
     first = [pruner.step(bt, bv) for bt, bv in data[:5]]
     last = [pruner.step(bt, bv) for bt, bv in data[5:]][-5:]
@@ -76,7 +76,7 @@ def test_rarts_loop_lowers_loss_and_finalize_hits_the_ratio() -> None:
     assert any(not torch.allclose(a, torch.ones_like(a)) for a in scores_before)  # the scores learned
     groups = {g.name: g for g in pruner.handle.groups}
     out = pruner.finalize()
-    assert out is model and not rartsprune.is_pruned(model)
+    assert out is model and not rartsprune.has_scores(model)
     res = pruner.result
     # achieved PRC equals the request within one channel per group
     assert abs(res["prc"] * res["prunable_channels"] - 0.4 * res["prunable_channels"]) <= len(groups)
@@ -189,9 +189,9 @@ def test_remove_during_search_and_plan_preview() -> None:
     pruner = rartsprune.prune(model, ratio=0.4, example_inputs=EXAMPLE)
     preview = pruner.plan()
     assert abs(preview.pruned_fraction() - 0.4) < 0.05
-    assert rartsprune.is_pruned(model)
+    assert rartsprune.has_scores(model)
     rartsprune.remove(model)
-    assert not rartsprune.is_pruned(model)
+    assert not rartsprune.has_scores(model)
     with pytest.raises(rartsprune.SearchError, match="scores were removed"):
         pruner.step(*batches(1)[0])
     assert model(X[:2]).shape == (2, 4)

@@ -50,7 +50,7 @@ def test_bad_arguments(kwargs: dict, error: type, match: str) -> None:
     args = {"example_inputs": EXAMPLE, **kwargs}
     with pytest.raises(error, match=match):
         rartsprune.prune(model, **args)
-    assert not rartsprune.is_pruned(model)
+    assert not rartsprune.has_scores(model)
     assert_same(model, before)
 
 
@@ -66,7 +66,7 @@ def test_models_that_cannot_be_searched() -> None:
         p.requires_grad_(False)
     with pytest.raises(ValueError, match="frozen"):
         rartsprune.prune(frozen, example_inputs=EXAMPLE)
-    assert not rartsprune.is_pruned(frozen)
+    assert not rartsprune.has_scores(frozen)
 
     meta = TinyResNet().to("meta")
     with pytest.raises(UnsupportedModelError, match="meta device"):
@@ -77,7 +77,7 @@ def test_models_that_cannot_be_searched() -> None:
     before = snapshot(no_bn)
     with pytest.raises(ValueError, match="slimming.*needs BatchNorm"):
         rartsprune.prune(no_bn, method="slimming", example_inputs=EXAMPLE)
-    assert not rartsprune.is_pruned(no_bn)
+    assert not rartsprune.has_scores(no_bn)
     assert_same(no_bn, before)
 
     with pytest.raises(ValueError, match="cannot infer example inputs"):
@@ -169,7 +169,7 @@ def test_compiled_model_is_searched_through_its_original_module() -> None:
     model = new_model()
     compiled = torch.compile(model)
     pruner = rartsprune.prune(compiled, ratio=0.25, example_inputs=EXAMPLE)
-    assert pruner.model is model and rartsprune.is_pruned(model)
+    assert pruner.model is model and rartsprune.has_scores(model)
     pruner.step(*batches(1)[0])
     assert pruner.finalize() is model
     assert model(EXAMPLE).shape == (1, 4)

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-import rartsprune.pipeline as pipeline
-from rartsprune.models import preresnet
-from rartsprune.pipeline import PruneJob, run
+import rartsprune.app.pipeline as pipeline
+from rartsprune.app.models import preresnet
+from rartsprune.app.pipeline import PruneJob, run
 
 
 def _preresnet11(num_classes: int) -> Any:
@@ -77,7 +77,7 @@ def test_cli_and_recipe_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     import importlib.util
     import sys
 
-    from rartsprune.__main__ import main
+    from rartsprune.app.cli import main
 
     jobs: list[PruneJob] = []
     monkeypatch.setattr(pipeline, "run", lambda job: jobs.append(job) or {"summary": {}})

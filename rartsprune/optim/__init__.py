@@ -5,7 +5,7 @@ search (channel scores) and topology search (op logits) switch method with one a
 
     from rartsprune.optim import make_search_optimizer
     opt = make_search_optimizer("rarts", model, [alpha], lam=1.0, beta=1.0, mode="exact")
-    for batch_t, batch_v in loader:          # e.g. rartsprune.data.split.split_loaders(train_set)
+    for batch_t, batch_v in loader:          # e.g. rartsprune.split.split_loaders(train_set)
         stats = opt.step(batch_t, batch_v)  # {"loss_t", "loss_v", "penalty", "dist", "lr", "lr_arch"}
     opt.step_schedulers()                   # once per epoch
 

@@ -19,17 +19,18 @@ from .genotype import (
     derive_darts_genotype,
     derive_nats_arch,
     format_nats_arch,
+    op_histogram,
     parse_nats_arch,
+    skip_ratio,
     validate_nats_arch,
 )
 from .imagenet import AuxiliaryHeadImageNet, DartsImageNetNetwork, DartsImageNetTrainConfig
 from .latency import LatencyPenalty, LatencyTable, arch_latency, latency_matrices, measure_latency_table
 from .nats_space import NatsSearchCell, NatsSearchNetwork
 from .nats_table import NatsRecord, NatsTable, default_nats_table_path, load_nats_table, lookup_nats
+from .network import DartsEvalNetwork, DartsTrainConfig
 from .ops import DARTS_OPS, DARTS_PRIMITIVES, NATS_OPS, NATS_PRIMITIVES, MixedOp
-from .reports import draw_cell, op_histogram, plot_alpha_history, skip_ratio
 from .search import SearchConfig, TopologySearch
-from .train import DartsEvalNetwork, DartsTrainConfig, evaluate, train_epoch
 
 __all__ = [
     "AuxiliaryHeadImageNet",
@@ -59,8 +60,6 @@ __all__ = [
     "default_nats_table_path",
     "derive_darts_genotype",
     "derive_nats_arch",
-    "draw_cell",
-    "evaluate",
     "format_nats_arch",
     "latency_matrices",
     "load_nats_table",
@@ -68,9 +67,7 @@ __all__ = [
     "measure_latency_table",
     "op_histogram",
     "parse_nats_arch",
-    "plot_alpha_history",
     "reduction_layers",
     "skip_ratio",
-    "train_epoch",
     "validate_nats_arch",
 ]

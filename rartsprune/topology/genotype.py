@@ -34,6 +34,8 @@ __all__ = [
     "derive_darts_genotype",
     "darts_edge_count",
     "DARTS_V2",
+    "skip_ratio",
+    "op_histogram",
 ]
 
 NATS_EDGES: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
@@ -323,3 +325,45 @@ DARTS_V2 = DartsGenotype(
     reduce_concat=(2, 3, 4, 5),
 )
 """The cell published by DARTS (second order) on CIFAR-10, for reference and tests."""
+
+
+def _ops_of(genotype: str | DartsGenotype, cell: str) -> list[str]:
+    if isinstance(genotype, str):
+        return list(parse_nats_arch(genotype))
+    if isinstance(genotype, DartsGenotype):
+        if cell == "normal":
+            return [op for op, _ in genotype.normal]
+        if cell == "reduce":
+            return [op for op, _ in genotype.reduce]
+        if cell == "all":
+            return [op for op, _ in genotype.normal + genotype.reduce]
+        raise ValueError(f"cell must be 'all', 'normal' or 'reduce', got {cell!r}")
+    raise TypeError(f"genotype must be a NATS arch string or a DartsGenotype, got {type(genotype).__name__}")
+
+
+def skip_ratio(genotype: str | DartsGenotype, cell: str = "all") -> float:
+    """Fraction of the chosen edges that are ``skip_connect`` (1.0 = full "architecture collapse").
+
+    NATS: over the 6 edges (``none`` edges count in the denominator). DARTS: over the 8 chosen edges of
+    the ``normal`` or ``reduce`` cell, or all 16 (``cell="all"``).
+
+    Examples:
+        >>> from rartsprune.topology.genotype import DARTS_V2
+        >>> skip_ratio(DARTS_V2, "normal")
+        0.25
+    """
+    ops = _ops_of(genotype, cell)
+    return sum(op == "skip_connect" for op in ops) / len(ops)
+
+
+def op_histogram(genotype: str | DartsGenotype, cell: str = "all") -> dict[str, int]:
+    """How often each op is chosen.
+
+    Examples:
+        >>> op_histogram("|none~0|+|none~0|none~1|+|none~0|none~1|skip_connect~2|")
+        {'none': 5, 'skip_connect': 1}
+    """
+    out: dict[str, int] = {}
+    for op in _ops_of(genotype, cell):
+        out[op] = out.get(op, 0) + 1
+    return out

@@ -2,7 +2,7 @@
 
 `DartsImageNetNetwork` is DARTS's ``NetworkImageNet``: two stride-2 stems (``stem0``: conv3x3 s2 to C/2,
 BN, ReLU, conv3x3 s2 to C, BN; ``stem1``: ReLU, conv3x3 s2 to C, BN; 224 px -> 28 px), 14 cells of
-`rartsprune.topology.train.DartsEvalCell` with ``C=48`` and reductions at 1/3 and 2/3 depth (the first cell
+`rartsprune.topology.network.DartsEvalCell` with ``C=48`` and reductions at 1/3 and 2/3 depth (the first cell
 reduces its ``s0`` input with a factorized reduce, as the stems leave it at twice the resolution), the
 `AuxiliaryHeadImageNet` after the 2/3-depth reduction cell, global average pooling (7x7 at 224 px) and a
 linear classifier. `DartsImageNetTrainConfig` holds DARTS's ImageNet protocol: 250 epochs, batch 128,
@@ -35,22 +35,18 @@ Examples:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
 from .genotype import DartsGenotype
-from .train import AuxiliaryHeadCIFAR, DartsEvalNetwork, DartsTrainConfig
+from .network import AuxiliaryHeadCIFAR, DartsEvalNetwork, DartsTrainConfig
 
 __all__ = [
     "AuxiliaryHeadImageNet",
     "DartsImageNetNetwork",
     "DartsImageNetTrainConfig",
     "IMAGENET_MIN_AUX_SIZE",
-    "imagenet_split_dir",
-    "darts_imagenet_dataset",
 ]
 
 #: Smallest input side (px) for which the auxiliary head gets the 7x7 feature map it needs.
@@ -152,76 +148,3 @@ class DartsImageNetTrainConfig(DartsTrainConfig):
     label_smoothing: float = 0.1
     lr_gamma: float = 0.97
     image_size: int = 224
-
-
-def imagenet_split_dir(root: str | Path, split: str) -> Path:
-    """``root/train`` for ``split="train"``; ``root/val`` (or ``root/test``) for ``"val"`` / ``"test"``.
-
-    Raises:
-        FileNotFoundError: the root or the split folder is missing (the message names which).
-        ValueError: an unknown split.
-
-    Examples:
-        >>> imagenet_split_dir("/data/imagenet", "train")  # doctest: +SKIP
-        PosixPath('/data/imagenet/train')
-    """
-    root = Path(root).expanduser()
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
-    if not root.is_dir():
-        raise FileNotFoundError(f"ImageNet root {root} is not a folder")
-    names = ("train",) if split == "train" else ("val", "test")
-    for name in names:
-        if (root / name).is_dir():
-            return root / name
-    raise FileNotFoundError(
-        f"{root} has no {' or '.join(n + '/' for n in names)} folder; expected an ImageFolder tree with "
-        "train/ and val/ (or test/) class folders"
-    )
-
-
-def darts_imagenet_dataset(
-    root: str | Path,
-    split: str,
-    *,
-    image_size: int = 224,
-    subset: int | None = None,
-    seed: int = 0,
-) -> Dataset:
-    """A split of an ImageFolder tree with DARTS's ImageNet preprocessing, streamed from disk.
-
-    Train: RandomResizedCrop(``image_size``), horizontal flip, ColorJitter(brightness 0.4, contrast 0.4,
-    saturation 0.4, hue 0.2) as in DARTS's ``train_imagenet.py``. Val/test: resize the shorter side to
-    ``image_size * 256 / 224`` (256 at 224 px), centre crop ``image_size``. Images come out as uint8 tensors
-    (a `rartsprune.data.LazyImageFolder` with ImageNet's mean/std), so
-    ``rartsprune.data.default_augment(ds)`` normalises the batch on the device and
-    ``rartsprune.data.make_loader`` loads it with worker processes. ``subset`` keeps a seeded,
-    class-stratified sample of that many images.
-
-    Examples:
-        >>> ds = darts_imagenet_dataset("/data/imagenet", "train")  # doctest: +SKIP
-        >>> ds[0][0].shape, ds[0][0].dtype  # doctest: +SKIP
-        (torch.Size([3, 224, 224]), torch.uint8)
-    """
-    from torchvision import transforms as T
-
-    from ..data import IMAGENET_MEAN, IMAGENET_STD, ClassSubset, LazyImageFolder, stratified_indices
-
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise ValueError(f"image_size must be a positive int, got {image_size!r}")
-    folder = imagenet_split_dir(root, split)
-    train = split == "train"
-    ds = LazyImageFolder(folder, train=train, image_size=image_size, small=False, name=Path(root).name)
-    if train:
-        ops = [
-            T.RandomResizedCrop(image_size, antialias=True),
-            T.RandomHorizontalFlip(),
-            T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.2),
-        ]
-    else:
-        ops = [T.Resize(round(image_size * 256 / 224), antialias=True), T.CenterCrop(image_size)]
-    ds.transform = T.Compose([*ops, T.PILToTensor()])
-    ds.mean, ds.std = IMAGENET_MEAN, IMAGENET_STD
-    if subset is None:
-        return ds
-    return ClassSubset(ds, stratified_indices(ds.targets, subset, seed=seed).tolist())

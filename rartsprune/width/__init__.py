@@ -2,11 +2,33 @@
 
 from .baselines import BASELINES, baseline_importance
 from .budget import BUDGET_KINDS, CostModel, check_budget, resolve_budget, select_by_budget
+from .importance import (
+    IMPORTANCES,
+    AlphaGammaImportance,
+    AlphaImportance,
+    BNScaleImportance,
+    FunctionImportance,
+    Importance,
+    MagnitudeImportance,
+    NormalizedAlphaImportance,
+    RandomImportance,
+    get_importance,
+)
 from .penalties import WidthPenalty, soft_threshold_, unit_macs
 from .pruner import ALL_METHODS, COLLAPSED_SCORE, DEFAULT_RATIO, DEFAULTS, MODES, WidthPruner, prune
 from .selection import CRITERIA, Selection, select_by_ratio, select_by_threshold, unit_importance
 
 __all__ = [
+    "IMPORTANCES",
+    "Importance",
+    "AlphaImportance",
+    "AlphaGammaImportance",
+    "NormalizedAlphaImportance",
+    "MagnitudeImportance",
+    "BNScaleImportance",
+    "RandomImportance",
+    "FunctionImportance",
+    "get_importance",
     "ALL_METHODS",
     "BASELINES",
     "BUDGET_KINDS",

@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from ..errors import SearchError
-from ..graph import build_dependency_graph
+from ..graph import build_dependency_graph, safe_index_mapping
 from ..optim import get_rng_state, set_rng_state
 from ..optim.base import default_loss
 from ..scores import ScoreHandle, _check_inputs, _detach
@@ -147,7 +147,8 @@ def _l1_importance(handle: ScoreHandle) -> dict[str, torch.Tensor]:
     for g in handle.groups:
         root = modules[g.name]
         pruner = graph.get_pruner_of_module(root)
-        group = graph.get_pruning_group(root, pruner.prune_out_channels, list(range(g.channels)))
+        with safe_index_mapping():
+            group = graph.get_pruning_group(root, pruner.prune_out_channels, list(range(g.channels)))
         with torch.no_grad():
             per_channel = scorer(group).detach().float().cpu()
         per_unit = torch.zeros(g.num_units).index_add_(0, torch.tensor(g.unit_of_channel), per_channel)

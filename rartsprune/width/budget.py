@@ -62,7 +62,7 @@ _WHAT = {"macs": "MACs", "params": "parameters"}
 def resolve_budget(macs: Any = None, params: Any = None, *, mode: str = "ratio") -> tuple[str, float] | None:
     """The ``(kind, fraction)`` budget of ``macs=`` / ``params=`` (at most one), or ``None``.
 
-    Shared by `rartsprune.prune` and `rartsprune.pipeline.PruneJob` so both refuse the same inputs with the
+    Shared by `rartsprune.prune` and `rartsprune.app.pipeline.PruneJob` so both refuse the same inputs with the
     same messages: both given, a value outside (0, 1), or a budget with ``mode="l1"`` (whose threshold decides
     the size).
     """

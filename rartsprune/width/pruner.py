@@ -35,12 +35,13 @@ from ..attach import attach_scores
 from ..errors import RartsPruneError, SearchError
 from ..graph import _call_model, preserved_state
 from ..optim import METHODS, make_search_optimizer
-from ..scores import ScoreHandle, _detach, _map_tensors, _model_device, is_pruned
+from ..scores import ScoreHandle, _detach, _map_tensors, _model_device, has_scores
 from ..surgery import PruningPlan, apply_surgery, plan_from_scores
-from .baselines import BASELINES, BaselineTrainer, baseline_importance, slimming_layers
+from .baselines import BASELINES, BaselineTrainer, slimming_layers
 from .budget import CostModel, resolve_budget, select_by_budget
+from .importance import Importance, get_importance
 from .penalties import WidthPenalty, soft_threshold_
-from .selection import CRITERIA, Selection, select_by_ratio, select_by_threshold, unit_importance
+from .selection import Selection, select_by_ratio, select_by_threshold
 
 __all__ = ["prune", "WidthPruner", "MODES", "ALL_METHODS", "DEFAULTS", "DEFAULT_RATIO", "COLLAPSED_SCORE"]
 
@@ -138,7 +139,7 @@ class WidthPruner:
     def _alive(self, what: str) -> None:
         if self.finalized:
             raise SearchError(f"{what} after finalize(): the search is over and the model is already pruned")
-        if not is_pruned(self.model):
+        if not has_scores(self.model):
             raise SearchError(f"{what}: the scores were removed from the model (rartsprune.remove); the search is over")
 
     def _prepare(self, batch: Any, which: str) -> Any:
@@ -191,10 +192,8 @@ class WidthPruner:
 
     # ------------------------------------------------------------------ decisions
     def importance(self) -> dict[str, torch.Tensor]:
-        """Per-unit importance used for the selection (α-based for searches, the baseline's otherwise)."""
-        if self._is_search:
-            return unit_importance(self.handle, self.config["importance"])
-        return baseline_importance(self.handle, self.config["method"], self.config["seed"])
+        """Per-unit importance used for the selection: the ``importance`` criterion (an `Importance`) applied now."""
+        return self.config["ranking"](self.handle)
 
     def selection(self) -> Selection:
         """Which units `finalize` would keep now (the model is not changed)."""
@@ -415,7 +414,7 @@ def prune(
     rarts_mode: str = "exact",
     round_to: int | None = None,
     scope: str = "global",
-    importance: str | None = None,
+    importance: str | Importance | None = None,
     l1: float | None = None,
     prox: bool = False,
     threshold: float = 1e-2,
@@ -435,6 +434,7 @@ def prune(
     distributed: bool = False,
     backend: str = "param",
     allow_inexact: bool = False,
+    prune_heads: bool = False,
     seed: int = 0,
 ) -> WidthPruner:
     """Start a width search on ``model`` (scores are attached in place) and return the pruner.
@@ -463,9 +463,12 @@ def prune(
         rarts_mode: ``"exact"`` (Eq. 7, four passes) or ``"fused"`` (two passes, an approximation).
         round_to: round each group's kept channel count up to a multiple of this (faster kernels).
         scope: ``"global"`` or ``"layer"`` ranking for ``mode="ratio"``.
-        importance: score criterion for the ranking: ``"alpha"``, ``"alpha_gamma"`` or ``"normalized"``
-            (see `rartsprune.width.selection`); default ``"alpha_gamma"`` in ratio mode, ``"alpha"`` in ℓ1 mode
-            (``DEFAULTS``).
+        importance: what the ranking uses: an `rartsprune.width.importance.Importance` (your own criterion
+            too) or a built-in name: ``"alpha"``, ``"alpha_gamma"``, ``"normalized"`` (score-based, see
+            `rartsprune.width.selection`), ``"l1_norm"``, ``"slimming"``, ``"random"``. Default: a search
+            ranks by ``"alpha_gamma"`` in ratio mode and ``"alpha"`` in ℓ1 mode (``DEFAULTS``; ℓ1 mode's
+            threshold is always on |α|), a baseline by its own criterion (``method="l1_norm"`` by
+            `MagnitudeImportance`, ...).
         l1: strength of the ℓ1 penalty ``l1 * Σ|α|`` on the scores, in both modes. ``mode="l1"``: it decides
             the size (default ``1e-4``). ``mode="ratio"``: a sparsity pressure that makes the scores of
             channels the loss does not need fall fast, so the ranking separates within one epoch (default
@@ -479,6 +482,8 @@ def prune(
         weight_scheduler, arch_scheduler: LR scheduler factories (step them with ``step_schedulers``).
         grad_clip, amp_dtype, grad_scaler, distributed: passed to the search optimizer.
         backend, allow_inexact: passed to `rartsprune.attach_scores`.
+        prune_heads: also score and remove whole attention heads of the supported vision transformers
+            (`rartsprune.attach_scores`'s ``prune_heads``; see docs/width.md, "Attention heads").
         seed: seed of the checks, the random baseline and the auxiliary copy.
 
     Returns:
@@ -514,8 +519,7 @@ def prune(
         raise ValueError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
     if method not in ALL_METHODS:
         raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(ALL_METHODS)}")
-    if importance is not None and importance not in CRITERIA:
-        raise ValueError(f"unknown importance {importance!r}; valid: {', '.join(CRITERIA)}")
+    ranking = None if importance is None else get_importance(importance, seed=seed)  # ValueError / TypeError
     if ratio is not None and (macs is not None or params is not None):
         raise ValueError(f"pass one of ratio=, macs= or params=, not ratio and {'macs' if macs is not None else 'params'}")
     budget = resolve_budget(macs, params, mode=mode)
@@ -528,7 +532,8 @@ def prune(
                              f"got {value!r}")
     l1 = float(DEFAULTS[mode]["l1"] if l1 is None else l1)
     arch_lr = float(DEFAULTS[mode]["arch_lr"] if arch_lr is None else arch_lr)
-    importance = DEFAULTS[mode]["importance"] if importance is None else importance
+    if ranking is None:
+        ranking = get_importance(DEFAULTS[mode]["importance"] if method in METHODS else method, seed=seed)
     if mode == "ratio" and budget is None:
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or math.isnan(ratio) or not 0.0 <= ratio < 1.0:
             raise ValueError(f"ratio must be a number in [0, 1) (the fraction of channels removed), got {ratio!r}")
@@ -544,17 +549,20 @@ def prune(
         raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
     if round_to is not None and (isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1):
         raise ValueError(f"round_to must be a positive integer or None, got {round_to!r}")
-    if is_pruned(model):
+    if has_scores(model):
         raise RartsPruneError(
             f"{type(model).__name__} is already under search or scored; finalize() or rartsprune.remove() it first"
         )
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError(f"{type(model).__name__} is frozen (no parameter requires grad): nothing can be trained")
 
+    if not isinstance(prune_heads, bool):
+        raise TypeError(f"prune_heads must be True or False, got {prune_heads!r}")
     if example_inputs is None:
         example_inputs = _infer_example_inputs(model)
     handle = attach_scores(
-        model, example_inputs, ignored_layers=ignored_layers, allow_inexact=allow_inexact, backend=backend, seed=seed
+        model, example_inputs, ignored_layers=ignored_layers, allow_inexact=allow_inexact, backend=backend, seed=seed,
+        prune_heads=prune_heads,
     )
     try:
         groups = handle.groups
@@ -582,7 +590,7 @@ def prune(
         config = {
             "ratio": ratio, "budget": budget, "mode": mode, "method": method, "lam": lam, "beta": beta,
             "rarts_mode": rarts_mode,
-            "round_to": round_to, "scope": scope, "importance": importance, "l1": l1, "prox": prox,
+            "round_to": round_to, "scope": scope, "importance": ranking.name, "ranking": ranking, "l1": l1, "prox": prox,
             "threshold": threshold, "cost_weight": cost_weight, "sparsity": sparsity, "seed": seed,
             "loss_fn": resolved_loss,
         }

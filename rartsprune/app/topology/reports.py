@@ -1,11 +1,11 @@
-"""Reports on a topology search: skip-connection ratio, alpha heat maps over the search, cell drawings.
+"""Plots of a topology search: alpha heat maps over the search, cell drawings.
 
 Alpha history format (what the search driver records, JSON-able): a list of snapshots
 ``{"epoch": int, "alpha": {arch_name: [[...], ...]}}`` holding the raw alpha of each tensor after that epoch.
 
 Examples:
-    >>> skip_ratio("|skip_connect~0|+|skip_connect~0|none~1|+|nor_conv_3x3~0|none~1|skip_connect~2|")
-    0.5
+    >>> alpha_history_array([{"epoch": 0, "alpha": {"a": [[0.0, 0.0]]}}], "a")[0]
+    [0]
 """
 
 from __future__ import annotations
@@ -17,51 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from .genotype import NATS_EDGES, DartsGenotype, parse_nats_arch
+from ...topology.genotype import NATS_EDGES, DartsGenotype, parse_nats_arch
 
-__all__ = ["skip_ratio", "op_histogram", "alpha_history_array", "plot_alpha_history", "draw_cell"]
-
-
-def _ops_of(genotype: str | DartsGenotype, cell: str) -> list[str]:
-    if isinstance(genotype, str):
-        return list(parse_nats_arch(genotype))
-    if isinstance(genotype, DartsGenotype):
-        if cell == "normal":
-            return [op for op, _ in genotype.normal]
-        if cell == "reduce":
-            return [op for op, _ in genotype.reduce]
-        if cell == "all":
-            return [op for op, _ in genotype.normal + genotype.reduce]
-        raise ValueError(f"cell must be 'all', 'normal' or 'reduce', got {cell!r}")
-    raise TypeError(f"genotype must be a NATS arch string or a DartsGenotype, got {type(genotype).__name__}")
-
-
-def skip_ratio(genotype: str | DartsGenotype, cell: str = "all") -> float:
-    """Fraction of the chosen edges that are ``skip_connect`` (1.0 = full "architecture collapse").
-
-    NATS: over the 6 edges (``none`` edges count in the denominator). DARTS: over the 8 chosen edges of
-    the ``normal`` or ``reduce`` cell, or all 16 (``cell="all"``).
-
-    Examples:
-        >>> from rartsprune.topology.genotype import DARTS_V2
-        >>> skip_ratio(DARTS_V2, "normal")
-        0.25
-    """
-    ops = _ops_of(genotype, cell)
-    return sum(op == "skip_connect" for op in ops) / len(ops)
-
-
-def op_histogram(genotype: str | DartsGenotype, cell: str = "all") -> dict[str, int]:
-    """How often each op is chosen.
-
-    Examples:
-        >>> op_histogram("|none~0|+|none~0|none~1|+|none~0|none~1|skip_connect~2|")
-        {'none': 5, 'skip_connect': 1}
-    """
-    out: dict[str, int] = {}
-    for op in _ops_of(genotype, cell):
-        out[op] = out.get(op, 0) + 1
-    return out
+__all__ = ["alpha_history_array", "plot_alpha_history", "draw_cell"]
 
 
 def _softmax(a: np.ndarray) -> np.ndarray:

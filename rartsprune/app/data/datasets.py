@@ -12,7 +12,7 @@
 * `LazyImageFolder` for larger images (e.g. a 224 px ImageNet subset): a torchvision
   ``ImageFolder`` whose transforms do the per-sample random-resized crop and flip (train) or resize +
   centre crop (test) and return uint8 tensors; normalisation happens on the batch
-  (`rartsprune.data.augment`).
+  (`rartsprune.app.data.augment`).
 
 Both carry ``classes``, ``num_classes``, ``mean``, ``std`` (normalisation constants: CIFAR-10's for
 ``cifar10``, ``fake`` and any tree whose classes are the CIFAR-10 classes, CIFAR-100's for ``cifar100``,
@@ -20,7 +20,7 @@ ImageNet's otherwise), ``name`` and ``loader_augments`` (True when random crop/f
 sample in the dataset, so the batch augmentation only normalises).
 
 Examples:
-    >>> from rartsprune.data import load_dataset
+    >>> from rartsprune.app.data import load_dataset
     >>> ds = load_dataset("fake", subset=100)
     >>> len(ds), ds.num_classes, ds.images.shape[1:]
     (100, 10, torch.Size([3, 32, 32]))
@@ -45,6 +45,8 @@ from torch.utils.data import Dataset, Subset
 from torchvision import datasets as tvd
 from torchvision import transforms as T
 from torchvision.transforms.v2 import functional as TF
+
+from . import constants
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -87,13 +89,10 @@ _CHUNK = 1024
 
 
 def _stats(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    # Imported lazily to keep augment -> datasets free of cycles.
-    from . import augment
-
     table = {
-        "cifar10": (augment.CIFAR10_MEAN, augment.CIFAR10_STD),
-        "cifar100": (augment.CIFAR100_MEAN, augment.CIFAR100_STD),
-        "imagenet": (augment.IMAGENET_MEAN, augment.IMAGENET_STD),
+        "cifar10": (constants.CIFAR10_MEAN, constants.CIFAR10_STD),
+        "cifar100": (constants.CIFAR100_MEAN, constants.CIFAR100_STD),
+        "imagenet": (constants.IMAGENET_MEAN, constants.IMAGENET_STD),
     }
     return table[name]
 
@@ -118,7 +117,7 @@ class InMemoryImageDataset(Dataset):
 
     Indexing with an int gives ``(image, label)`` like torchvision datasets; indexing with a sequence or
     tensor of indices gives a collated batch ``(images[idx], targets[idx])`` (used by
-    `rartsprune.data.augment.make_loader` for batch slicing without per-image work).
+    `rartsprune.app.data.augment.make_loader` for batch slicing without per-image work).
 
     Examples:
         >>> import torch

@@ -1,7 +1,7 @@
 """Reference models used by the recipes and benchmarks.
 
 Examples:
-    >>> from rartsprune.models import preresnet, preresnet_depths
+    >>> from rartsprune.app.models import preresnet, preresnet_depths
     >>> preresnet(depth=20, num_classes=10).depth
     20
 """

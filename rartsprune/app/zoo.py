@@ -3,7 +3,7 @@
 Used by the command line (``--model``), the coverage benchmark and the tests.
 
 Examples:
-    >>> from rartsprune.zoo import build_model, example_inputs_for
+    >>> from rartsprune.app.zoo import build_model, example_inputs_for
     >>> model = build_model("torchvision:resnet18", num_classes=10, small=True)
     >>> example_inputs_for("torchvision:resnet18").shape
     torch.Size([1, 3, 64, 64])
@@ -14,13 +14,17 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 import torch.nn as nn
 
+from ..export import load_pruned, read_plan
+from ..surgery import PruningPlan, layer_widths
+
 __all__ = [
+    "load_pruned_spec",
     "build_model",
     "example_inputs_for",
     "input_size_for",
@@ -195,3 +199,55 @@ def example_inputs_for(spec: str, batch: int = 1, small: bool = True, model: nn.
                 m.training = mode
     size = sizes[-1]
     return torch.randn(batch, 3, size, size)
+
+
+_PROBE_CLASSES = 997  # a class count no real head has, to find the classifier layers in a plan
+
+
+def _infer_num_classes(spec: str, plan: PruningPlan, **kwargs: Any) -> int | None:
+    """The classifier width of the plan: build ``spec`` (on the meta device) with a probe class count."""
+    try:
+        with torch.device("meta"):
+            probe = build_model(spec, num_classes=_PROBE_CLASSES, **kwargs)
+    except Exception:  # noqa: BLE001 - some constructors do not build on the meta device
+        probe = build_model(spec, num_classes=_PROBE_CLASSES, **kwargs)
+    heads = [n for n, w in layer_widths(probe).items() if w.get("out") == _PROBE_CLASSES]
+    found = {int(plan.widths[n]["out"]) for n in heads if "out" in plan.widths.get(n, {})}
+    if len(found) > 1:
+        raise ValueError(f"the plan's classifier layers {heads} disagree on the number of classes: {sorted(found)}")
+    return found.pop() if found else None
+
+
+def load_pruned_spec(
+    plan: PruningPlan | str | os.PathLike[str],
+    weights: str | os.PathLike[str] | Mapping[str, torch.Tensor],
+    spec: str,
+    *,
+    example_inputs: Any = None,
+    num_classes: int | None = None,
+    map_location: str | torch.device = "cpu",
+    **model_kwargs: Any,
+) -> nn.Module:
+    """`rartsprune.export.load_pruned` for a model spec (``torchvision:NAME``, ``timm:NAME``, ``file.py:FUNCTION``).
+
+    Args:
+        plan, weights, map_location: as in `rartsprune.export.load_pruned`.
+        spec: the unpruned architecture's spec, as in `build_model`.
+        example_inputs: default: one image at the architecture's default size (`input_size_for`).
+        num_classes: classes of the model; default: read from the plan (the classifier's width), else 1000.
+        **model_kwargs: passed to `build_model`.
+
+    Examples:
+        >>> model = load_pruned_spec("runs/r18/plan.json", "runs/r18/pruned.pt", "torchvision:resnet18")  # doctest: +SKIP
+    """
+    plan = read_plan(plan)
+    planned = _infer_num_classes(spec, plan, **model_kwargs)
+    if num_classes is None:
+        num_classes = planned or 1000
+    elif planned is not None and planned != num_classes:
+        raise ValueError(f"num_classes={num_classes}, but the plan's classifier has {planned} outputs")
+    model = build_model(spec, num_classes=num_classes, **model_kwargs)
+    if example_inputs is None:
+        size = input_size_for(spec, small=False)
+        example_inputs = torch.randn(1, 3, size, size)
+    return load_pruned(plan, weights, model, example_inputs=example_inputs, map_location=map_location)

@@ -1,10 +1,9 @@
 """Datasets, batch augmentation and loaders.
 
-``split_dataset`` / ``split_loaders`` (the D_t / D_v halves of a search) come from
-`rartsprune.data.split` and are re-exported here when that module is installed.
+The D_t / D_v halves of a search (``split_dataset`` / ``split_loaders``) are the core's: `rartsprune.split`.
 
 Examples:
-    >>> from rartsprune.data import load_dataset, make_loader, default_augment, to_device_batch
+    >>> from rartsprune.app.data import load_dataset, make_loader, default_augment, to_device_batch
     >>> ds = load_dataset("fake", subset=64)
     >>> x, y = to_device_batch(next(iter(make_loader(ds, 32))), "cpu", default_augment(ds))
     >>> tuple(x.shape), x.dtype
@@ -13,15 +12,7 @@ Examples:
 
 from __future__ import annotations
 
-import importlib.util
-
 from .augment import (
-    CIFAR10_MEAN,
-    CIFAR10_STD,
-    CIFAR100_MEAN,
-    CIFAR100_STD,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     BatchAugment,
     Cutout,
     DeviceLoader,
@@ -33,6 +24,7 @@ from .augment import (
     make_loader,
     to_device_batch,
 )
+from .constants import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD
 from .datasets import (
     CIFAR10_CLASSES,
     ClassSubset,
@@ -45,8 +37,11 @@ from .datasets import (
     num_classes,
     stratified_indices,
 )
+from .imagenet import darts_imagenet_dataset, imagenet_split_dir
 
 __all__ = [
+    "darts_imagenet_dataset",
+    "imagenet_split_dir",
     "CIFAR10_CLASSES",
     "CIFAR10_MEAN",
     "CIFAR10_STD",
@@ -74,9 +69,3 @@ __all__ = [
     "stratified_indices",
     "to_device_batch",
 ]
-
-# split.py is written separately; re-export it only when it exists (an import error inside it still raises).
-if importlib.util.find_spec(f"{__name__}.split") is not None:
-    from .split import split_dataset, split_loaders  # noqa: E402
-
-    __all__ += ["split_dataset", "split_loaders"]

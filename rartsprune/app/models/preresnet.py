@@ -23,7 +23,7 @@ initialisation every block is the identity, so activations neither explode nor v
 
 Examples:
     >>> import torch
-    >>> from rartsprune.models import preresnet
+    >>> from rartsprune.app.models import preresnet
     >>> model = preresnet(depth=164, num_classes=10)
     >>> sum(p.numel() for p in model.parameters())
     1703258

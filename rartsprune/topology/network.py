@@ -1,10 +1,10 @@
-"""Train a DARTS genotype with the DARTS evaluation protocol.
+"""The evaluation networks of a DARTS genotype and the DARTS evaluation protocol's settings.
 
 `DartsEvalNetwork` is the CIFAR evaluation network built from a `DartsGenotype` (defaults:
 20 cells, ``C=36``, auxiliary head after the 2/3-depth reduction, drop-path on non-identity ops).
 `DartsTrainConfig` holds the protocol's hyper-parameters (600 epochs, batch 96, SGD 0.025 cosine,
 momentum 0.9, wd 3e-4, auxiliary weight 0.4, drop-path 0.2 ramped linearly, cutout 16, grad clip 5);
-`train_epoch` / `evaluate` are the loop bodies the ``recipes/darts_train.py`` program drives.
+the loop bodies that train it are the app's (`rartsprune.app.topology.train`).
 
 Examples:
     >>> import torch
@@ -17,19 +17,17 @@ Examples:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .darts_space import reduction_layers
 from .genotype import DartsGenotype
 from .ops import DARTS_OPS, FactorizedReduce, Identity, ReLUConvBN, drop_path
 
-__all__ = ["DartsEvalCell", "AuxiliaryHeadCIFAR", "DartsEvalNetwork", "DartsTrainConfig", "train_epoch", "evaluate"]
+__all__ = ["DartsEvalCell", "AuxiliaryHeadCIFAR", "DartsEvalNetwork", "DartsTrainConfig"]
 
 
 class DartsEvalCell(nn.Module):
@@ -214,67 +212,3 @@ class DartsTrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict."""
         return asdict(self)
-
-
-def train_epoch(
-    net: DartsEvalNetwork,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    optimizer: torch.optim.Optimizer,
-    *,
-    auxiliary_weight: float = 0.4,
-    grad_clip: float | None = 5.0,
-    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    on_step: Callable[[float], None] | None = None,
-    label_smoothing: float = 0.0,
-) -> dict[str, float]:
-    """One training epoch (loss = CE + ``auxiliary_weight`` * auxiliary CE); returns mean loss and accuracy.
-
-    Batches must already be on the network's device; ``augment`` (e.g. crop/flip/cutout) runs per batch.
-    ``label_smoothing`` applies to both cross-entropies (DARTS's ImageNet protocol uses 0.1).
-    """
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-    net.train()
-    total, correct, loss_sum = 0, 0, 0.0
-    for x, y in batches:
-        if augment is not None:
-            x = augment(x)
-        logits, aux = net.forward_with_aux(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-        if aux is not None and auxiliary_weight > 0:
-            loss = loss + auxiliary_weight * F.cross_entropy(aux, y, label_smoothing=label_smoothing)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite training loss {float(loss)}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip is not None:
-            nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
-        optimizer.step()
-        n = y.shape[0]
-        total += n
-        loss_sum += float(loss.detach()) * n
-        correct += int((logits.detach().argmax(1) == y).sum())
-        if on_step is not None:
-            on_step(float(loss.detach()))
-    if total == 0:
-        raise ValueError("train_epoch got no batches")
-    return {"loss": loss_sum / total, "accuracy": 100.0 * correct / total}
-
-
-@torch.no_grad()
-def evaluate(net: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
-    """Mean cross-entropy and top-1 accuracy (%) of ``net`` in eval mode (mode restored afterwards)."""
-    was_training = net.training
-    net.eval()
-    total, correct, loss_sum = 0, 0, 0.0
-    try:
-        for x, y in batches:
-            logits = net(x)
-            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(1) == y).sum())
-            total += y.shape[0]
-    finally:
-        net.train(was_training)
-    if total == 0:
-        raise ValueError("evaluate got no batches")
-    return {"loss": loss_sum / total, "accuracy": 100.0 * correct / total}

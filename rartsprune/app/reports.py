@@ -4,7 +4,7 @@ matplotlib is optional (``pip install rartsprune[plot]``); the functions raise a
 without it and always use the non-interactive Agg backend.
 
 Examples:
-    >>> from rartsprune.reports import plot_score_histograms, plot_widths
+    >>> from rartsprune.app.reports import plot_score_histograms, plot_widths
     >>> plot_score_histograms({"conv1": torch.rand(64)}, "alpha.png")  # doctest: +SKIP
     >>> plot_widths({"conv1": {"kept": 40, "channels": 64}}, "widths.png")  # doctest: +SKIP
 """

@@ -44,6 +44,9 @@ from torch.utils.data import (
     Subset,
 )
 
+from .constants import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD
+from .datasets import InMemoryImageDataset
+
 __all__ = [
     "CIFAR10_MEAN",
     "CIFAR10_STD",
@@ -63,13 +66,6 @@ __all__ = [
     "DeviceLoader",
 ]
 
-#: Per-channel statistics of the CIFAR-10 / CIFAR-100 training sets (as used by DARTS) and ImageNet.
-CIFAR10_MEAN = (0.49139968, 0.48215827, 0.44653124)
-CIFAR10_STD = (0.24703233, 0.24348505, 0.26158768)
-CIFAR100_MEAN = (0.50707516, 0.48654887, 0.44091784)
-CIFAR100_STD = (0.26733429, 0.25643846, 0.27615047)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _check_batch(x: torch.Tensor) -> None:
@@ -347,13 +343,13 @@ def default_augment(
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> BatchAugment:
-    """The batch augmentation that fits a dataset from `rartsprune.data.load_dataset`.
+    """The batch augmentation that fits a dataset from `rartsprune.app.data.load_dataset`.
 
     Uses the dataset's ``mean``/``std``; when the dataset already crops and flips per sample
     (``loader_augments``, large lazy images) only normalisation (and cutout, if asked) is done here.
 
     Examples:
-        >>> from rartsprune.data import load_dataset
+        >>> from rartsprune.app.data import load_dataset
         >>> default_augment(load_dataset("fake"), train=True).crop.padding
         4
     """
@@ -399,7 +395,7 @@ def make_loader(
         pin_memory: default: CUDA is available and the data is on the CPU.
 
     Examples:
-        >>> from rartsprune.data import load_dataset
+        >>> from rartsprune.app.data import load_dataset
         >>> images, labels = next(iter(make_loader(load_dataset("fake"), 64)))
         >>> images.dtype, images.shape, labels.dtype
         (torch.uint8, torch.Size([64, 3, 32, 32]), torch.int64)
@@ -413,8 +409,6 @@ def make_loader(
     generator = torch.Generator().manual_seed(int(seed))
     on_cpu = getattr(dataset, "device", torch.device("cpu")).type == "cpu"
     pin = (torch.cuda.is_available() and on_cpu) if pin_memory is None else pin_memory
-
-    from .datasets import InMemoryImageDataset  # local: datasets imports this module lazily too
 
     if isinstance(dataset, Subset) and isinstance(dataset.dataset, InMemoryImageDataset):
         # e.g. a half from split_dataset: copy the rows out so batches are still sliced in one go
@@ -483,7 +477,7 @@ class DeviceLoader:
     """Iterate a uint8 loader as augmented device batches, copying the next batch while this one runs.
 
     Examples:
-        >>> from rartsprune.data import load_dataset
+        >>> from rartsprune.app.data import load_dataset
         >>> ds = load_dataset("fake", "test")
         >>> loader = DeviceLoader(make_loader(ds, 50, train=False), "cpu", default_augment(ds, train=False))
         >>> len(loader), next(iter(loader))[0].dtype

@@ -18,7 +18,7 @@ Used by ``python -m rartsprune prune`` and the recipes. Every phase writes a che
 * ``scores.png`` (|α| histogram per layer) and ``widths.png`` (kept channels per layer) when matplotlib is there.
 
 Examples:
-    >>> from rartsprune.pipeline import PruneJob, run
+    >>> from rartsprune.app.pipeline import PruneJob, run
     >>> results = run(PruneJob(model="torchvision:resnet18", data="fake", out="runs/demo",
     ...                        search_epochs=1, finetune_epochs=1, train_subset=256))  # doctest: +SKIP
 """
@@ -40,17 +40,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ._version import __version__
-from .calibrate import has_running_stats, recalibrate_bn
+from .._version import __version__
+from ..calibrate import has_running_stats, recalibrate_bn
+from ..devices import resolve_device
+from ..flops import flops_report
+from ..optim import get_rng_state, set_rng_state
+from ..split import PairedLoader, split_dataset
+from ..surgery import PruningPlan, apply_plan
+from ..width import DEFAULT_RATIO, prune
+from ..width.budget import BUDGET_KINDS, resolve_budget
+from ..width.importance import IMPORTANCES
 from .data import default_augment, load_dataset, make_loader, num_classes, to_device_batch
-from .data.split import PairedLoader, split_dataset
-from .devices import resolve_device
-from .flops import flops_report
-from .optim import get_rng_state, set_rng_state
-from .surgery import PruningPlan, apply_plan
-from .width import DEFAULT_RATIO, prune
-from .width.budget import BUDGET_KINDS, resolve_budget
-from .width.selection import CRITERIA
 from .zoo import build_model
 
 __all__ = ["PruneJob", "run", "evaluate", "train_epoch", "resolve_device"]
@@ -120,6 +120,7 @@ class PruneJob:
     importance: str | None = None
     scope: str = "global"
     round_to: int | None = None
+    prune_heads: bool = False
     l1: float | None = None
     prox: bool = False
     threshold: float = 1e-2
@@ -160,9 +161,11 @@ class PruneJob:
         if self.l1 is not None and (isinstance(self.l1, bool) or not isinstance(self.l1, (int, float))
                                     or not math.isfinite(self.l1) or self.l1 < 0):
             raise ValueError(f"l1 must be a non-negative number, got {self.l1!r}")
-        if self.importance is not None and self.importance not in CRITERIA:
+        if self.importance is not None and self.importance not in tuple(IMPORTANCES):
             raise ValueError(f"unknown importance {self.importance!r}; valid: None (the mode's default), "
-                             f"{', '.join(CRITERIA)}")
+                             f"{', '.join(tuple(IMPORTANCES))}")
+        if not isinstance(self.prune_heads, bool):
+            raise TypeError(f"prune_heads must be True or False, got {self.prune_heads!r}")
         if self.stop_after not in (None, "pretrain", "search"):
             raise ValueError(f"stop_after must be None, 'pretrain' or 'search', got {self.stop_after!r}")
         self._check_budget()
@@ -375,7 +378,7 @@ def _make_pruner(ctx: _Job, model: nn.Module) -> Any:
         importance=job.importance, l1=job.l1, prox=job.prox, threshold=job.threshold, cost_weight=job.cost_weight,
         sparsity=job.sparsity, arch_lr=job.arch_lr, arch_weight_decay=job.arch_weight_decay, **weights,
         amp_dtype=ctx.amp, grad_scaler=torch.amp.GradScaler(ctx.device.type) if ctx.amp == torch.float16 else None,
-        seed=job.seed,
+        prune_heads=job.prune_heads, seed=job.seed,
     )
 
 

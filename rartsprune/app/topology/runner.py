@@ -1,8 +1,8 @@
 """Plumbing shared by the topology recipes: device choice, search data, the checkpointed epoch loop.
 
 * `resolve_device` -- ``"auto"`` -> CUDA when available, else CPU.
-* `load_search_data` -- load a training set (`rartsprune.data.load_dataset`), split it into the
-  halves D_t / D_v (`rartsprune.data.split.split_dataset`), keep in-memory images on the device, and
+* `load_search_data` -- load a training set (`rartsprune.app.data.load_dataset`), split it into the
+  halves D_t / D_v (`rartsprune.split.split_dataset`), keep in-memory images on the device, and
   yield ``((x_t, t_t), (x_v, t_v))`` device batches per epoch, reshuffled deterministically from
   ``(seed, epoch)`` so a resumed run sees the same batches as an uninterrupted one.
 * `run_search` -- run the remaining epochs of a `TopologySearch`, checkpointing after each.
@@ -25,8 +25,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from ..devices import resolve_device
-from .search import TopologySearch
+from ...devices import resolve_device
+from ...topology.search import TopologySearch
 
 __all__ = ["resolve_device", "SearchData", "load_search_data", "run_search"]
 
@@ -63,8 +63,8 @@ class SearchData:
 
     def pairs(self, epoch: int) -> Iterator[tuple[Batch, Batch]]:
         """Augmented device batch pairs of ``epoch`` (the same for the same ``(seed, epoch)``)."""
+        from ...split import pair_loaders
         from ..data import make_loader, to_device_batch
-        from ..data.split import pair_loaders
 
         base = (self.seed * 1_000_003 + epoch * 2) & 0x7FFF_FFFF
         lt = make_loader(self.train_t, self.batch_size, train=True, seed=base, num_workers=0, pin_memory=False)
@@ -91,8 +91,8 @@ def load_search_data(
     keep a ``subset`` (class-stratified, seeded) if asked, split it 50/50 into D_t / D_v (stratified), and
     return a `SearchData`. Batches get the dataset's standard augmentation (crop, flip, normalise).
     """
+    from ...split import split_dataset
     from ..data import default_augment, load_dataset, num_classes
-    from ..data.split import split_dataset
 
     device = torch.device(device)
     ds = load_dataset(spec, "train", root=root, download=download, subset=subset, seed=seed)
@@ -157,7 +157,7 @@ def add_search_arguments(
     parser: Any, *, epochs: int, weight_decay: float, C: int
 ) -> None:
     """Add the options shared by the search recipes (method, data, optimizer, latency, checkpoints)."""
-    from ..optim import METHODS
+    from ...optim import METHODS
 
     p = parser
     p.add_argument("--method", choices=METHODS, default="rarts", help="search method")
@@ -194,7 +194,7 @@ def add_search_arguments(
 
 def config_from_arguments(args: Any) -> Any:
     """The `SearchConfig` of parsed `add_search_arguments` options."""
-    from .search import SearchConfig
+    from ...topology.search import SearchConfig
 
     return SearchConfig(
         method=args.method,
@@ -222,7 +222,7 @@ def latency_setup(
     """``(table, input_shape, penalty)`` for parsed options: load ``--latency-table`` (measuring missing
     entries on this device) or measure a new one into ``<out>/latency.json``; ``penalty`` is a
     `LatencyPenalty` when ``--latency-weight > 0``. All ``None`` when latency is not asked for."""
-    from .latency import LatencyPenalty, LatencyTable, measure_latency_table
+    from ...topology.latency import LatencyPenalty, LatencyTable, measure_latency_table
 
     shape = (int(args.latency_batch), 3, 32, 32)
     if args.latency_weight <= 0 and args.latency_table is None:

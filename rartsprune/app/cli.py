@@ -1,0 +1,249 @@
+"""Command line: ``python -m rartsprune prune ...`` (also installed as ``rartsprune``).
+
+Subcommands:
+
+* ``prune`` — train (optional) → width search → surgery → fine-tune, with checkpoints and ``--resume``
+  (see `rartsprune.app.pipeline` for what lands in ``--out``).
+* ``check`` — can rartsprune score and prune this model exactly? (attach, zero 40 %, surgery, compare).
+* ``flops`` — MACs and parameters of a model, per module.
+* ``export`` — a job's ``plan.json`` + ``pruned.pt`` as a ``torch.export`` (``.pt2``), ONNX or TorchScript
+  file, checked against the module (`rartsprune.export`).
+* ``demo`` — score and prune a torchvision ResNet-18 on CIFAR-10 (``../shared/data/cifar10`` when present,
+  else FakeData) and print MACs and parameters before and after.
+
+Examples::
+
+    python -m rartsprune prune --model torchvision:resnet18 --data ../shared/data/cifar10 --ratio 0.4 \\
+        --search-epochs 10 --finetune-epochs 20 --out runs/r18
+    python -m rartsprune prune --model timm:efficientnet_b0 --data fake --macs 0.5 --out runs/b0-half-macs
+    python -m rartsprune check --model timm:efficientnet_b0
+    python -m rartsprune export --model torchvision:resnet18 --plan runs/r18/plan.json \\
+        --weights runs/r18/pruned.pt --out r18.onnx --size 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import fields
+
+from ..width.importance import IMPORTANCES
+from .pipeline import PruneJob
+
+_HELP = {
+    "model": "torchvision:NAME, timm:NAME or path/to/file.py:FUNCTION (called with num_classes=...)",
+    "data": "cifar10, cifar100 (torchvision, see --download), fake, or an ImageFolder path with train/ and test/",
+    "out": "output folder (checkpoint, plan, pruned weights, results.json, plots)",
+    "ratio": "pruning ratio of channels (fraction of prunable channels removed), mode=ratio (default: 0.4); "
+             "exclusive with --macs and --params",
+    "macs": "fraction of the model's MACs to keep (fvcore multiply-accumulates, batch 1); exclusive with --ratio",
+    "params": "fraction of the model's parameters to keep; exclusive with --ratio and --macs",
+    "mode": "ratio (fixed PRC) or l1 (sparsity penalty decides)",
+    "method": "rarts, darts1, darts2, milenas, or the one-shot baselines l1_norm, random, slimming",
+    "pretrain_epochs": "plain training epochs before the search (0: use the model as built / --init-weights)",
+    "search_epochs": "epochs of the search (one epoch = one pass over each half of the split)",
+    "train_during_search": "the search is the training (the paper's protocol, with --pretrain-epochs 0): the weights' "
+                           "SGD in the search uses --lr, --weight-decay, --momentum and --schedule over --search-epochs "
+                           "instead of --search-lr with a cosine decay",
+    "finetune_epochs": "fine-tuning epochs of the pruned model",
+    "batch_size": "batch size (per half during the search)",
+    "lr": "SGD learning rate of pre-training and fine-tuning",
+    "finetune_lr": "SGD learning rate of fine-tuning (default: --lr); short fine-tunes keep more with a lower one",
+    "schedule": "LR schedule of pre-training/fine-tuning: step (/10 at 50%%, 75%%) or cosine",
+    "search_lr": "SGD learning rate of the network weights during the search (cosine-annealed)",
+    "arch_lr": "Adam learning rate of the channel scores (default: 1e-1 with --mode ratio, 3e-4 with --mode l1)",
+    "lam": "RARTS lambda (weight of the auxiliary net's loss); also MiLeNAS' lambda",
+    "beta": "RARTS beta (coupling of the two networks)",
+    "rarts_mode": "exact (Eq. 7, four passes per step) or fused (two passes, approximation)",
+    "importance": "criterion for the ranking: alpha, alpha_gamma, normalized (scores), l1_norm, slimming, random",
+    "prune_heads": "also score and remove whole attention heads (torchvision ViT, timm ViT / DeiT / Swin)",
+    "scope": "global (rank channels across layers) or layer (same ratio per layer)",
+    "round_to": "round kept channel counts up to a multiple of this",
+    "l1": "strength of the l1 penalty on the scores: with --mode l1 it decides the size (default 1e-4); with --mode "
+          "ratio a sparsity pressure that separates the ranking (default 4e-3; 0: off)",
+    "threshold": "mode=l1: remove channels with |score| <= threshold",
+    "cost_weight": "weight of the MACs cost of the kept channels",
+    "sparsity": "Network Slimming's l1 on BN scales (method=slimming)",
+    "bn_recalibration": "training batches to re-estimate BatchNorm statistics after surgery (0: off)",
+    "train_subset": "use a class-stratified subset of this many training images",
+    "test_subset": "use a class-stratified subset of this many test images",
+    "init_weights": "state_dict (.pt) to start from",
+    "device": "auto, cpu, cuda, cuda:1 ...",
+    "amp": "mixed precision: none, bf16, fp16",
+}
+
+
+#: PruneJob fields that set the size of the pruned model; at most one may be given.
+_SIZE_FLAGS = ("ratio", "macs", "params")
+
+
+def _prune_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("prune", help="search, prune and fine-tune a model", description=_HELP["out"])
+    defaults = PruneJob()
+    size = p.add_mutually_exclusive_group()  # the size of the pruned model: a PRC or a MACs / parameter budget
+    for f in fields(PruneJob):
+        if f.name in ("model_factory",):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        help_ = _HELP.get(f.name, f.name.replace("_", " "))
+        if f.name in _SIZE_FLAGS:
+            # no default here (None): argparse then reliably refuses two of them; PruneJob's ratio default applies
+            size.add_argument(flag, type=float, default=None, metavar=f.name.upper(), help=help_)
+        elif isinstance(default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_)
+        elif f.name in ("round_to", "train_subset", "test_subset", "image_size"):
+            p.add_argument(flag, type=int, default=default, help=help_)
+        elif f.name in ("finetune_lr", "arch_lr", "l1"):
+            p.add_argument(flag, type=float, default=default, help=help_)
+        elif f.name == "stop_after":
+            p.add_argument(flag, choices=("pretrain", "search"), default=None, help="end the job after this phase")
+        elif f.name == "importance":
+            p.add_argument(flag, choices=tuple(IMPORTANCES), default=None,
+                           help=f"{help_} (default: alpha_gamma in ratio mode, alpha in l1 mode)")
+        elif f.name in ("init_weights", "data_root"):
+            p.add_argument(flag, type=str, default=default, help=help_)
+        else:
+            p.add_argument(flag, type=type(default), default=default, help=f"{help_} (default: {default})")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rartsprune", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    prune_parser = _prune_parser(sub)
+    c = sub.add_parser("check", help="check that a model can be scored and pruned exactly (random weights, perturbed so that "
+        "zero-initialised layers do not hide errors)")
+    c.add_argument("--model", required=True, help=_HELP["model"])
+    c.add_argument("--ratio", type=float, default=0.4)
+    c.add_argument("--size", type=int, default=None, help="input image size (default: small where possible)")
+    f = sub.add_parser("flops", help="MACs and parameters per module")
+    f.add_argument("--model", required=True, help=_HELP["model"])
+    f.add_argument("--size", type=int, default=224)
+    f.add_argument("--num-classes", type=int, default=1000)
+    f.add_argument("--depth", type=int, default=2, help="module depth of the table")
+    d = sub.add_parser("demo", help="prune a ResNet-18 on CIFAR-10 (or FakeData) in a few minutes on a CPU")
+    d.add_argument("--data", default=None, help="default: ../shared/data/cifar10 if it exists, else fake")
+    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--ratio", type=float, default=0.4)
+    d.add_argument("--train-subset", type=int, default=2000)
+    d.add_argument("--resume", action="store_true")
+    _export_parser(sub)
+    args = parser.parse_args(argv)
+
+    if args.command == "demo":
+        return _demo(args)
+    if args.command == "export":
+        return _export(args)
+    if args.command == "prune":
+        from .pipeline import run
+
+        settings = {k: v for k, v in vars(args).items() if k != "command" and not (k in _SIZE_FLAGS and v is None)}
+        try:
+            job = PruneJob(**settings)
+        except ValueError as exc:
+            prune_parser.error(str(exc))  # exits with status 2 and the usage, like argparse's own errors
+        results = run(job)
+        print(json.dumps(results["summary"], indent=1))
+        return 0
+    import torch
+
+    from .zoo import build_model, example_inputs_for
+
+    classes = getattr(args, "num_classes", 10)
+    model = build_model(args.model, num_classes=classes, small=args.command == "check" and args.size is None).eval()
+    if args.command == "check":
+        from ..check import check_model, perturb_parameters
+
+        x = torch.randn(2, 3, args.size, args.size) if args.size else example_inputs_for(args.model, 2, model=model)
+        perturb_parameters(model)  # random weights: zero-initialised heads would make the comparison vacuous
+        result = check_model(model, x, ratio=args.ratio)
+        print(json.dumps(result.to_dict(), indent=1))
+        return 0 if result.ok else 1
+    from ..flops import flops_report, format_count
+
+    report = flops_report(model, torch.randn(1, 3, args.size, args.size))
+    print(report.table(max_depth=args.depth))
+    print(f"total: {format_count(report.macs)} MACs, {format_count(report.params)} parameters")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..flops import format_count
+    from .pipeline import run
+
+    data = args.data
+    if data is None:
+        shared = Path("../shared/data/cifar10")
+        data = str(shared) if (shared / "train").is_dir() else "fake"
+    print(f"demo: torchvision ResNet-18, data={data}, ratio={args.ratio}, out={args.out}")
+    job = PruneJob(model="torchvision:resnet18", data=data, out=args.out, ratio=args.ratio, pretrain_epochs=1,
+                   search_epochs=1, finetune_epochs=1, train_subset=args.train_subset, test_subset=1000,
+                   lr=0.05, search_lr=0.01, resume=args.resume)  # the scores: prune()'s defaults
+    r = run(job)
+    b, a = r["before"], r["after_prune"]
+    print(f"{'':12s}{'params':>12s}{'MACs':>12s}{'test acc':>10s}")
+    print(f"{'before':12s}{format_count(b['params']):>12s}{format_count(b['macs']):>12s}{b['test_acc']:>9.1f}%")
+    print(f"{'after':12s}{format_count(a['params']):>12s}{format_count(a['macs']):>12s}"
+          f"{r['after_finetune']['test_acc']:>9.1f}%")
+    print(f"PRC {100 * r['summary']['prc']:.1f}% -> params x{r['summary']['params_ratio']:.2f}, "
+          f"MACs x{r['summary']['macs_ratio']:.2f}; files in {args.out}")
+    return 0
+
+
+def _export_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from ..export import FORMATS
+
+    p = sub.add_parser("export", help="export a pruned model (plan + weights) to torch.export, ONNX or TorchScript",
+                       description="Rebuild the pruned model from --plan and --weights (what `prune` writes) and "
+                                   "export it; the written file is reloaded and compared with the module.")
+    p.add_argument("--model", required=True, help=_HELP["model"] + "; the architecture the plan was made for")
+    p.add_argument("--plan", required=True, help="plan.json of the pruned model")
+    p.add_argument("--weights", required=True, help="pruned.pt: the pruned model's state_dict")
+    p.add_argument("--out", required=True, help="file to write (.pt2, .onnx or .ts)")
+    p.add_argument("--format", choices=FORMATS, default=None, help="default: from the suffix of --out")
+    p.add_argument("--size", type=int, default=None, help="input image size (default: the model's default size)")
+    p.add_argument("--batch", type=int, default=1, help="batch size of the example input (default: 1)")
+    p.add_argument("--num-classes", type=int, default=None, help="default: read from the plan")
+    p.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=True,
+                   help="export a dynamic batch dimension (default: on)")
+    p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
+                   help="reload the file and compare its outputs with the module's (default: on)")
+    p.add_argument("--atol", type=float, default=1e-5, help="allowed difference x max(1, output scale)")
+    return p
+
+
+def _export(args: argparse.Namespace) -> int:
+    """``export``: errors are one line on stderr and exit status 2, never a traceback.
+
+    RuntimeError covers rartsprune's own errors and torch's unreadable-file errors.
+    """
+    import pickle
+
+    import torch
+
+    from ..export import export_model, format_for_path
+    from .zoo import input_size_for, load_pruned_spec
+
+    try:
+        if args.batch < 1 or (args.size is not None and args.size < 1):
+            raise ValueError("--batch and --size must be positive")
+        fmt = args.format or format_for_path(args.out)
+        size = args.size or input_size_for(args.model, small=False)
+        x = torch.randn(args.batch, 3, size, size)
+        model = load_pruned_spec(args.plan, args.weights, args.model, example_inputs=x[:1], num_classes=args.num_classes)
+        result = export_model(model, x, args.out, fmt, dynamic_batch=args.dynamic_batch, check=args.check,
+                              atol=args.atol)
+    except (RuntimeError, ValueError, TypeError, ImportError, OSError, KeyError, pickle.UnpicklingError) as exc:
+        print(f"rartsprune export: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result.to_dict(), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Criteria as objects: built-in names and `Importance` objects rank the same way, a user's criterion is used
+as given, and bad criteria are refused before the model is touched."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import rartsprune
+from rartsprune.width import (
+    IMPORTANCES,
+    AlphaGammaImportance,
+    FunctionImportance,
+    Importance,
+    MagnitudeImportance,
+    RandomImportance,
+    get_importance,
+)
+from tests.test_width import EXAMPLE, batches, new_model
+
+
+class KeepLastUnits(Importance):
+    """Importance = unit index: the selection removes the first units of every group."""
+
+    name = "keep_last"
+
+    def __call__(self, handle):
+        return {g.name: torch.arange(g.num_units, dtype=torch.float32) for g in handle.groups}
+
+
+def test_names_and_objects_resolve() -> None:
+    assert set(IMPORTANCES) == {"alpha", "alpha_gamma", "normalized", "l1_norm", "slimming", "random"}
+    for name in IMPORTANCES:
+        assert get_importance(name).name == name
+    crit = KeepLastUnits()
+    assert get_importance(crit) is crit
+    assert get_importance(lambda h: {}).name == "<lambda>" and isinstance(get_importance(lambda h: {}), FunctionImportance)
+    assert get_importance("random", seed=3).seed == 3
+    with pytest.raises(ValueError, match="unknown importance 'fisher'; valid: alpha, alpha_gamma"):
+        get_importance("fisher")
+    with pytest.raises(TypeError, match="importance must be a name, an Importance or a function"):
+        get_importance(3)
+
+
+def test_an_object_ranks_as_its_name() -> None:
+    results = []
+    for importance in ("alpha_gamma", AlphaGammaImportance()):
+        model = new_model()
+        pruner = rartsprune.prune(model, ratio=0.4, example_inputs=EXAMPLE, lr=0.05, importance=importance)
+        for bt, bv in batches(4):
+            pruner.step(bt, bv)
+        results.append((pruner.selection().keep, pruner.config["importance"]))
+    assert results[0] == results[1] and results[0][1] == "alpha_gamma"
+    # a baseline's default criterion is its own object: l1_norm ranks by Torch-Pruning's group magnitude
+    model = new_model()
+    base = rartsprune.prune(model, ratio=0.4, example_inputs=EXAMPLE, method="l1_norm")
+    assert base.config["importance"] == "l1_norm"
+    direct = MagnitudeImportance()(base.handle)
+    for name, imp in base.importance().items():
+        torch.testing.assert_close(imp, direct[name])
+
+
+def test_a_users_criterion_decides_what_is_kept() -> None:
+    model = new_model()
+    pruner = rartsprune.prune(model, ratio=0.5, example_inputs=EXAMPLE, method="l1_norm", importance=KeepLastUnits(),
+                              scope="layer")
+    keep = pruner.selection().keep
+    for g in pruner.handle.groups:
+        n = g.num_units
+        assert keep[g.name] == list(range(n - len(keep[g.name]), n)) and len(keep[g.name]) < n
+    pruned = pruner.finalize()
+    assert not rartsprune.has_scores(pruned)
+    # the random criterion is seeded: the same seed ranks the same way
+    a = RandomImportance(seed=5)(rartsprune.attach_scores(new_model(), EXAMPLE))
+    b = RandomImportance(seed=5)(rartsprune.attach_scores(new_model(), EXAMPLE))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_bad_criterion_leaves_the_model_alone() -> None:
+    model = new_model()
+    before = copy.deepcopy(model.state_dict())
+    for bad, err in (("fisher", ValueError), (object(), TypeError)):
+        with pytest.raises(err):
+            rartsprune.prune(model, ratio=0.4, example_inputs=EXAMPLE, importance=bad)
+        assert not rartsprune.has_scores(model)
+        assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
