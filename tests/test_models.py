@@ -164,3 +164,23 @@ def test_preresnet_depths() -> None:
     assert preresnet_depths(30) == [11, 20, 29]
     for d in depths[:3]:
         assert preresnet(d).depth == d
+
+
+def test_torchvision_builders_never_download_without_pretrained(monkeypatch: pytest.MonkeyPatch) -> None:
+    # segmentation / detection builders download backbone weights by default (weights_backbone): the zoo
+    # turns that off when pretrained=False, so a machine without network builds them
+    import urllib.error
+
+    import torchvision
+
+    from rartsprune.app.zoo import build_model
+
+    model = build_model("torchvision:lraspp_mobilenet_v3_large", num_classes=3)
+    assert type(model).__name__ == "LRASPP" and model.classifier.low_classifier.out_channels == 3
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(torchvision.models, "get_model", offline)
+    with pytest.raises(RuntimeError, match=r"torchvision:resnet18: downloading its weights failed \(URLError"):
+        build_model("torchvision:resnet18", pretrained=True)

@@ -12,6 +12,7 @@ Examples:
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -127,6 +128,20 @@ def _timm_accepts_img_size(name: str) -> bool:
     return True
 
 
+def _download_guard(spec: str, build: Callable[[], nn.Module]) -> nn.Module:
+    """``build()``, with a failed weight download turned into one clear error instead of a urllib traceback."""
+    try:
+        return build()
+    except OSError as exc:  # urllib's URLError and socket errors are OSErrors
+        if isinstance(exc, (FileNotFoundError, PermissionError)):
+            raise
+        raise RuntimeError(
+            f"{spec}: downloading its weights failed ({type(exc).__name__}: {exc}); this machine cannot reach the "
+            "weights server. Build it without pretrained weights, or put the file in torch's hub cache "
+            "(TORCH_HOME) first"
+        ) from exc
+
+
 def build_model(
     spec: str, num_classes: int = 1000, *, pretrained: bool = False, small: bool = False, **kwargs: Any
 ) -> nn.Module:
@@ -149,14 +164,16 @@ def build_model(
         if name not in torchvision.models.list_models():
             raise ValueError(f"torchvision has no model named {name!r}")
         if pretrained:
-            kwargs.setdefault("weights", "DEFAULT")
-            model = torchvision.models.get_model(name, **kwargs)
             if num_classes != 1000:
                 raise ValueError("pretrained torchvision models come with 1000 classes; replace the head yourself")
-            return model
+            kwargs.setdefault("weights", "DEFAULT")
+            return _download_guard(spec, lambda: torchvision.models.get_model(name, **kwargs))
+        if "weights_backbone" in inspect.signature(torchvision.models.get_model_builder(name)).parameters:
+            # detection / segmentation builders download ImageNet backbone weights unless told not to
+            kwargs.setdefault("weights_backbone", None)
         if name in _TV_IMAGE_SIZE and "image_size" not in kwargs and small:
             kwargs["image_size"] = _TV_INPUT.get(name, _SMALL)
-        return torchvision.models.get_model(name, num_classes=num_classes, **kwargs)
+        return _download_guard(spec, lambda: torchvision.models.get_model(name, num_classes=num_classes, **kwargs))
     if kind == "timm":
         import timm
 
