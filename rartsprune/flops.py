@@ -202,6 +202,39 @@ class FlopsReport:
             lines.append(f"Not counted (no MAC handle): {ops}")
         return "\n".join(lines)
 
+    def text(self, max_depth: int = 2) -> str:
+        """Aligned plain-text tree of params and MACs (for a terminal; `table` is the markdown form).
+
+        Examples:
+            >>> import torch
+            >>> r = flops_report(torch.nn.Sequential(torch.nn.Linear(4, 2)), torch.randn(1, 4))
+            >>> print(r.text())
+            module  params  MACs
+            model       10     8
+              0         10     8
+        """
+        _check_depth(max_depth)
+        rows = [("module", "params", "MACs")]
+        for name, depth in _rows(self.by_module, max_depth):
+            stats = self.by_module[name]
+            if name and stats["params"] == 0 and stats["macs"] == 0:
+                continue
+            label = "model" if name == "" else "  " * depth + name
+            rows.append((label, format_count(stats["params"]), format_count(stats["macs"])))
+        w0 = max(len(r[0]) for r in rows)
+        w1 = max(len(r[1]) for r in rows)
+        w2 = max(len(r[2]) for r in rows)
+        lines = [f"{a:<{w0}}  {b:>{w1}}  {c:>{w2}}".rstrip() for a, b, c in rows]
+        if self.unsupported_ops:
+            ops = ", ".join(f"{op} x{n}" for op, n in sorted(self.unsupported_ops.items()))
+            lines.append(f"not counted (no MAC handle): {ops}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly dict: totals, per-module counts and the ops that were not counted."""
+        return {"model": self.model_name, "macs": self.macs, "params": self.params,
+                "by_module": {k: dict(v) for k, v in self.by_module.items()}, "unsupported_ops": dict(self.unsupported_ops)}
+
     def __str__(self) -> str:
         return f"{self.model_name}: {format_count(self.macs)} MACs, {format_count(self.params)} params"
 

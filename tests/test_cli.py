@@ -89,10 +89,18 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path: Path, 
 
 
 def test_check_and_flops_commands() -> None:
-    proc = cli("check", "--model", "torchvision:mobilenet_v3_small")
-    assert json.loads(proc.stdout)["ok"] is True
+    proc = cli("check", "--model", "torchvision:mobilenet_v3_small", "--json")
+    result = json.loads(proc.stdout)
+    assert result["ok"] is True
+    text = cli("check", "--model", "torchvision:mobilenet_v3_small").stdout  # the readable verdict
+    assert text.startswith("torchvision:mobilenet_v3_small: PASS")
+    assert f"channel groups   {result['groups']} (" in text and "after surgery:" in text
     proc = cli("flops", "--model", "torchvision:resnet18")
     assert "1.82G MACs" in proc.stdout and "11.69M parameters" in proc.stdout
+    assert "&nbsp;" not in proc.stdout and proc.stdout.splitlines()[1].split() == ["model", "11.69M", "1.82G"]
+    assert "&nbsp;" in cli("flops", "--model", "torchvision:resnet18", "--format", "md").stdout
+    counts = json.loads(cli("flops", "--model", "torchvision:resnet18", "--format", "json").stdout)
+    assert counts["macs"] == 1_819_065_856 and counts["by_module"]["layer1"]["params"] == 147_968
 
 
 def test_finetune_lr_and_recalibration_switch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

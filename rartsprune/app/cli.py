@@ -28,6 +28,7 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
+from typing import Any
 
 from ..width.importance import IMPORTANCES
 from .pipeline import PruneJob
@@ -119,11 +120,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.add_argument("--model", required=True, help=_HELP["model"])
     c.add_argument("--ratio", type=float, default=0.4)
     c.add_argument("--size", type=int, default=None, help="input image size (default: small where possible)")
+    c.add_argument("--json", action="store_true", help="print the result as JSON instead of the readable verdict")
     f = sub.add_parser("flops", help="MACs and parameters per module")
     f.add_argument("--model", required=True, help=_HELP["model"])
     f.add_argument("--size", type=int, default=224)
     f.add_argument("--num-classes", type=int, default=1000)
     f.add_argument("--depth", type=int, default=2, help="module depth of the table")
+    f.add_argument("--format", choices=("text", "md", "json"), default="text",
+                   help="text: aligned tree for a terminal; md: markdown table; json: every count")
     d = sub.add_parser("demo", help="prune a ResNet-18 on CIFAR-10 (or FakeData) in a few minutes on a CPU")
     d.add_argument("--data", default=None, help="default: ../shared/data/cifar10 if it exists, else fake")
     d.add_argument("--out", default="runs/demo")
@@ -160,14 +164,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         x = torch.randn(2, 3, args.size, args.size) if args.size else example_inputs_for(args.model, 2, model=model)
         perturb_parameters(model)  # random weights: zero-initialised heads would make the comparison vacuous
         result = check_model(model, x, ratio=args.ratio)
-        print(json.dumps(result.to_dict(), indent=1))
+        print(json.dumps(result.to_dict(), indent=1) if args.json else _check_text(args.model, result))
         return 0 if result.ok else 1
     from ..flops import flops_report, format_count
 
     report = flops_report(model, torch.randn(1, 3, args.size, args.size))
-    print(report.table(max_depth=args.depth))
+    if args.format == "json":
+        print(json.dumps(report.to_dict(), indent=1))
+        return 0
+    print(report.table(max_depth=args.depth) if args.format == "md" else report.text(max_depth=args.depth))
     print(f"total: {format_count(report.macs)} MACs, {format_count(report.params)} parameters")
     return 0
+
+
+def _check_text(spec: str, result: Any) -> str:
+    """`rartsprune check`'s verdict for people: pass / refused with the reason, then the numbers."""
+    from ..flops import format_count
+
+    lines = [f"{spec}: {'PASS' if result.ok else 'REFUSED'}" + ("" if result.ok else f" - {result.reason}")]
+    if result.groups:
+        statuses = ", ".join(f"{n} {k}" for k, n in sorted((result.statuses or {}).items()))
+        lines.append(f"  channel groups   {result.groups} ({statuses})")
+        lines.append(f"  channels         {result.removed_channels} of {result.scored_channels} scored channels removed")
+        lines.append(f"  parameters       {format_count(result.params_before)} -> {format_count(result.params_after)}")
+        lines.append(f"  output change    scores at 1: {result.identity_diff:.2e}; after surgery: {result.pruned_diff:.2e} "
+                     f"(output scale {result.output_scale:.3g})")
+    lines.append(f"  time             {result.seconds:.1f} s")
+    return "\n".join(lines)
 
 
 def _demo(args: argparse.Namespace) -> int:
