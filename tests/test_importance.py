@@ -86,3 +86,45 @@ def test_a_bad_criterion_leaves_the_model_alone() -> None:
             rartsprune.prune(model, ratio=0.4, example_inputs=EXAMPLE, importance=bad)
         assert not rartsprune.has_scores(model)
         assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_selection_config_is_checked_on_construction() -> None:
+    from rartsprune.width import SelectionConfig
+
+    assert SelectionConfig().ratio == 0.4 and SelectionConfig().budget is None
+    assert SelectionConfig(params=0.3).budget == ("params", 0.3) and SelectionConfig(params=0.3).ratio is None
+    bad = [
+        (dict(scope="row"), "scope must be 'global' or 'layer'"),
+        (dict(ratio=0.4, macs=0.5), "pass one of ratio=, macs= or params="),
+        (dict(mode="l1", macs=0.5), "macs= is a budget for mode='ratio'"),
+        (dict(ratio=1.0), r"ratio must be a number in \[0, 1\)"),
+        (dict(threshold=-1.0), "threshold must be a non-negative number"),
+        (dict(round_to=0), "round_to must be a positive integer"),
+        (dict(mode="size"), "unknown mode 'size'"),
+        (dict(importance="fisher"), "unknown importance 'fisher'"),
+    ]
+    for kwargs, message in bad:
+        with pytest.raises(ValueError, match=message):
+            SelectionConfig(**kwargs)
+
+
+def test_prune_takes_a_selection_config() -> None:
+    from rartsprune.width import SelectionConfig
+
+    keeps = []
+    for how in ("keywords", "object"):
+        model = new_model()
+        if how == "keywords":
+            pruner = rartsprune.prune(model, macs=0.5, scope="layer", example_inputs=EXAMPLE, method="l1_norm")
+        else:
+            pruner = rartsprune.prune(model, selection=SelectionConfig(macs=0.5, scope="layer"), example_inputs=EXAMPLE,
+                                      method="l1_norm")
+        keeps.append(pruner.selection().keep)
+        assert pruner.config["budget"] == ("macs", 0.5) and pruner.config["scope"] == "layer"
+    assert keeps[0] == keeps[1]
+    model = new_model()
+    with pytest.raises(ValueError, match=r"either as selection= or as keywords, not both \(got \['ratio'\]\)"):
+        rartsprune.prune(model, 0.3, selection=SelectionConfig(), example_inputs=EXAMPLE)
+    with pytest.raises(TypeError, match="selection must be a SelectionConfig"):
+        rartsprune.prune(model, selection={"ratio": 0.3}, example_inputs=EXAMPLE)
+    assert not rartsprune.has_scores(model)

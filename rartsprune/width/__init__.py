@@ -2,6 +2,7 @@
 
 from .baselines import BASELINES, baseline_importance
 from .budget import BUDGET_KINDS, CostModel, check_budget, resolve_budget, select_by_budget
+from .config import SCOPES, SelectionConfig
 from .importance import (
     IMPORTANCES,
     AlphaGammaImportance,
@@ -19,6 +20,8 @@ from .pruner import ALL_METHODS, COLLAPSED_SCORE, DEFAULT_RATIO, DEFAULTS, MODES
 from .selection import CRITERIA, Selection, select_by_ratio, select_by_threshold, unit_importance
 
 __all__ = [
+    "SCOPES",
+    "SelectionConfig",
     "IMPORTANCES",
     "Importance",
     "AlphaImportance",

@@ -38,15 +38,13 @@ from ..optim import METHODS, make_search_optimizer
 from ..scores import ScoreHandle, _detach, _map_tensors, _model_device, has_scores
 from ..surgery import PruningPlan, apply_surgery, plan_from_scores
 from .baselines import BASELINES, BaselineTrainer, slimming_layers
-from .budget import CostModel, resolve_budget, select_by_budget
+from .budget import CostModel, select_by_budget
+from .config import DEFAULT_RATIO, MODES, SelectionConfig
 from .importance import Importance, get_importance
 from .penalties import WidthPenalty, soft_threshold_
 from .selection import Selection, select_by_ratio, select_by_threshold
 
 __all__ = ["prune", "WidthPruner", "MODES", "ALL_METHODS", "DEFAULTS", "DEFAULT_RATIO", "COLLAPSED_SCORE"]
-
-#: The PRC of ``prune(model)`` when no ``ratio``, ``macs`` or ``params`` is given.
-DEFAULT_RATIO = 0.4
 
 #: Mean |α| below which a finished search's scores count as collapsed (`WidthPruner.finalize` warns).
 COLLAPSED_SCORE = 0.05
@@ -64,7 +62,6 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "l1": {"l1": 1e-4, "arch_lr": 3e-4, "importance": "alpha"},
 }
 
-MODES = ("ratio", "l1")
 #: Config keys a resumed search must share with the saved one, and the keys of the selection (may differ).
 _SEARCH_KEYS = ("lam", "beta", "rarts_mode", "l1", "prox", "cost_weight", "sparsity")
 _SELECTION_KEYS = ("ratio", "budget", "importance", "scope", "round_to", "threshold")
@@ -435,6 +432,7 @@ def prune(
     backend: str = "param",
     allow_inexact: bool = False,
     prune_heads: bool = False,
+    selection: SelectionConfig | None = None,
     seed: int = 0,
 ) -> WidthPruner:
     """Start a width search on ``model`` (scores are attached in place) and return the pruner.
@@ -482,6 +480,9 @@ def prune(
         weight_scheduler, arch_scheduler: LR scheduler factories (step them with ``step_schedulers``).
         grad_clip, amp_dtype, grad_scaler, distributed: passed to the search optimizer.
         backend, allow_inexact: passed to `rartsprune.attach_scores`.
+        selection: all selection settings as one `rartsprune.width.config.SelectionConfig` (then leave
+            ``ratio``, ``macs``, ``params``, ``mode``, ``threshold``, ``scope``, ``round_to`` and ``importance``
+            at their defaults).
         prune_heads: also score and remove whole attention heads of the supported vision transformers
             (`rartsprune.attach_scores`'s ``prune_heads``; see docs/width.md, "Attention heads").
         seed: seed of the checks, the random baseline and the auxiliary copy.
@@ -515,16 +516,23 @@ def prune(
         model = model._orig_mod  # torch.compile's wrapper: score, probe and search the original module
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
     if method not in ALL_METHODS:
         raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(ALL_METHODS)}")
+    if selection is None:  # the selection keywords, checked as one object (nothing is touched yet)
+        selection = SelectionConfig(mode=mode, ratio=ratio, macs=macs, params=params, threshold=threshold, scope=scope,
+                                    round_to=round_to, importance=importance)
+    elif not isinstance(selection, SelectionConfig):
+        raise TypeError(f"selection must be a SelectionConfig, got {type(selection).__name__}")
+    else:
+        given = {k: v for k, v in (("ratio", ratio), ("macs", macs), ("params", params), ("importance", importance),
+                                   ("round_to", round_to)) if v is not None}
+        given.update({k: v for k, v, d in (("mode", mode, "ratio"), ("threshold", threshold, 1e-2),
+                                           ("scope", scope, "global")) if v != d})
+        if given:
+            raise ValueError(f"pass the selection either as selection= or as keywords, not both (got {sorted(given)})")
+    mode, ratio, budget = selection.mode, selection.ratio, selection.budget
+    threshold, scope, round_to, importance = selection.threshold, selection.scope, selection.round_to, selection.importance
     ranking = None if importance is None else get_importance(importance, seed=seed)  # ValueError / TypeError
-    if ratio is not None and (macs is not None or params is not None):
-        raise ValueError(f"pass one of ratio=, macs= or params=, not ratio and {'macs' if macs is not None else 'params'}")
-    budget = resolve_budget(macs, params, mode=mode)
-    if ratio is None and budget is None:
-        ratio = DEFAULT_RATIO
     for name, value in (("l1", l1), ("arch_lr", arch_lr)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not math.isfinite(value) or value < 0 or (name == "arch_lr" and value == 0)):
@@ -534,10 +542,7 @@ def prune(
     arch_lr = float(DEFAULTS[mode]["arch_lr"] if arch_lr is None else arch_lr)
     if ranking is None:
         ranking = get_importance(DEFAULTS[mode]["importance"] if method in METHODS else method, seed=seed)
-    if mode == "ratio" and budget is None:
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or math.isnan(ratio) or not 0.0 <= ratio < 1.0:
-            raise ValueError(f"ratio must be a number in [0, 1) (the fraction of channels removed), got {ratio!r}")
-    elif mode == "l1" and method in BASELINES:
+    if mode == "l1" and method in BASELINES:
         raise ValueError(f"mode='l1' needs a search method ({', '.join(METHODS)}); {method!r} is one-shot")
     if rarts_mode not in ("exact", "fused"):
         raise ValueError(f"rarts_mode must be 'exact' or 'fused', got {rarts_mode!r}")
@@ -545,10 +550,6 @@ def prune(
         raise ValueError("pass either criterion= or loss_fn=, not both")
     if criterion is not None and not callable(criterion):
         raise TypeError("criterion must be callable, e.g. nn.CrossEntropyLoss()")
-    if scope not in ("global", "layer"):
-        raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
-    if round_to is not None and (isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1):
-        raise ValueError(f"round_to must be a positive integer or None, got {round_to!r}")
     if has_scores(model):
         raise RartsPruneError(
             f"{type(model).__name__} is already under search or scored; finalize() or rartsprune.remove() it first"
