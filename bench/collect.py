@@ -88,8 +88,13 @@ def overhead_section() -> list[str]:
 
 #: The width-quality sections with the current defaults: (title, results markdown, command).
 WIDTH_QUALITY = (
-    ("Width search at equal MACs, after training, 3 seeds (`bench/equal_macs.py`)", "equal_macs_after_3seeds.md",
-     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2 "
+    ("Width search at equal MACs, after training, 3 seeds: RARTS with the budget-mode defaults (MACs-weighted "
+     "pressure, `cost_weight=2, l1=0`)", "equal_macs_after_3seeds_cost2.md",
+     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2 --methods rarts --no-control "
+     "--rarts-l1 0 --rarts-cost-weight 2 --out bench/results/equal_macs_after_3seeds_cost2.json"),
+    ("Width search at equal MACs, after training, 3 seeds, all methods (RARTS with the ratio-mode pressure, "
+     "`l1=4e-3`, the budget-mode default before 2026-12-03)", "equal_macs_after_3seeds.md",
+     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2 --rarts-l1 0.004 --rarts-cost-weight 0 "
      "--out bench/results/equal_macs_after_3seeds.json"),
     ("Same, RARTS ranked by |α| (the former ranking) from the same searches", "equal_macs_after_3seeds_alpha.md",
      "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2 --methods rarts --no-control "

@@ -13,7 +13,8 @@ PreResNet (depth ``--depth``) on a CIFAR-10 subset; every method is pruned to th
   epochs, plain training for the same epochs then ℓ1-norm or random pruning; then surgery and the same
   fine-tuning.
 
-One search per seed serves both budgets (``stop_after="search"``, the checkpoint resumed at each budget), so
+One search per seed serves both budgets (``stop_after="search"`` with the first budget, so the search uses
+`rartsprune.prune`'s budget-mode settings, the checkpoint resumed at each budget), so
 at each seed every budget sees the same search. The control trains the unpruned network (the baseline, or the
 plain from-scratch network) for the fine-tuning epochs at the fine-tuning LR: what the extra epochs buy
 without pruning. Means ± std over ``--seeds``; JSON and markdown under ``bench/results/``, one plot.
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rarts-l1", type=float, default=None,
                     help="RARTS' l1 pressure on the scores (default: rartsprune.prune's)")
     ap.add_argument("--rarts-cost-weight", type=float, default=None,
-                    help="RARTS' MACs-weighted pressure on the scores (prune()'s cost_weight; default 0)")
+                    help="RARTS' MACs-weighted pressure on the scores (default: rartsprune.prune's, 2 with a budget)")
     ap.add_argument("--rarts-importance", default=None, choices=("alpha", "alpha_gamma", "normalized"),
                     help="RARTS' ranking criterion (default: rartsprune.prune's); the search is shared, only the "
                          "finalized runs get their own folders")
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                 searched = None
                 if method in SEARCHED:
                     searched = work / "after" / f"{folder(method, finalized=False)}_s{seed}_search"
-                    _load_or_run(replace(job, out=str(searched), stop_after="search"))
+                    _load_or_run(replace(job, out=str(searched), stop_after="search", macs=args.budgets[0]))
                 for macs in args.budgets:
                     res = _at_budget(job, searched, work / "after" / f"{folder(method)}_m{macs:g}_s{seed}", macs)
                     record("after", method, seed, macs, res)
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                     job = replace(common, method=method, seed=seed, search_epochs=args.scratch_epochs,
                                   train_during_search=True, **settings(method))
                     searched = work / "scratch" / f"{folder(method, finalized=False)}_s{seed}_search"
-                    _load_or_run(replace(job, out=str(searched), stop_after="search"))
+                    _load_or_run(replace(job, out=str(searched), stop_after="search", macs=args.budgets[0]))
                 else:  # plain training, then the one-shot criterion on the trained network
                     job = replace(common, method=method, seed=seed, search_epochs=0,
                                   init_weights=str(plain_dir / "baseline.pt"))

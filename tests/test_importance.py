@@ -128,3 +128,18 @@ def test_prune_takes_a_selection_config() -> None:
     with pytest.raises(TypeError, match="selection must be a SelectionConfig"):
         rartsprune.prune(model, selection={"ratio": 0.3}, example_inputs=EXAMPLE)
     assert not rartsprune.has_scores(model)
+
+
+def test_a_budget_brings_the_macs_weighted_pressure() -> None:
+    from rartsprune.width import BUDGET_DEFAULTS, DEFAULTS
+
+    assert BUDGET_DEFAULTS == {"l1": 0.0, "cost_weight": 2.0}
+    settings = {}
+    for name, kwargs in {"ratio": {"ratio": 0.4}, "macs": {"macs": 0.5}, "params": {"params": 0.5},
+                         "macs, explicit": {"macs": 0.5, "l1": 1e-3, "cost_weight": 0.5}}.items():
+        pruner = rartsprune.prune(new_model(), example_inputs=EXAMPLE, **kwargs)
+        settings[name] = (pruner.config["l1"], pruner.config["cost_weight"])
+    assert settings == {"ratio": (DEFAULTS["ratio"]["l1"], 0.0), "macs": (0.0, 2.0), "params": (0.0, 2.0),
+                        "macs, explicit": (1e-3, 0.5)}
+    with pytest.raises(ValueError, match="cost_weight must be a non-negative number"):
+        rartsprune.prune(new_model(), macs=0.5, example_inputs=EXAMPLE, cost_weight=-1.0)

@@ -153,13 +153,17 @@ def test_resuming_with_other_settings() -> None:
     with pytest.raises(ValueError, match="the checkpoint's search used beta=1.0, this pruner beta=2.0"):
         other_search.load_state_dict(state)
     assert other_search.num_steps == 0
-    other_size = rartsprune.prune(new_model(), macs=0.6, example_inputs=EXAMPLE)
+    # a budget brings its own search pressure (BUDGET_DEFAULTS): resuming a ratio-mode search needs its settings
+    with pytest.raises(ValueError, match="the checkpoint's search used l1=0.004, this pruner l1=0.0"):
+        rartsprune.prune(new_model(), macs=0.6, example_inputs=EXAMPLE).load_state_dict(state)
+    same_search = {"l1": 4e-3, "cost_weight": 0.0}
+    other_size = rartsprune.prune(new_model(), macs=0.6, example_inputs=EXAMPLE, **same_search)
     with pytest.warns(UserWarning, match=r"ratio=0.4 -> None.*this pruner's selection applies"):
         other_size.load_state_dict(state)
     assert other_size.num_steps == 1
     import warnings
 
-    quiet = rartsprune.prune(new_model(), macs=0.6, example_inputs=EXAMPLE)
+    quiet = rartsprune.prune(new_model(), macs=0.6, example_inputs=EXAMPLE, **same_search)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         quiet.load_state_dict(state, other_selection=True)

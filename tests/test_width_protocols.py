@@ -100,7 +100,12 @@ def test_cli_and_recipe_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 def test_one_search_finalized_at_two_budgets(tmp_path: Path) -> None:
     import shutil
 
-    searched = run(tiny(tmp_path, search_epochs=2, finetune_epochs=0, stop_after="search"))
+    # the search is run with a budget (its pressure is budget-mode's: BUDGET_DEFAULTS), finalized at two
+    with pytest.raises(ValueError, match="the checkpoint's search used l1=0.004, this pruner l1=0.0"):
+        d = tmp_path / "ratio"
+        run(tiny(tmp_path, search_epochs=1, finetune_epochs=0, stop_after="search", out=str(d)))
+        run(tiny(tmp_path, search_epochs=1, finetune_epochs=0, macs=0.6, resume=True, out=str(d)))
+    searched = run(tiny(tmp_path, search_epochs=2, finetune_epochs=0, stop_after="search", macs=0.6))
     assert "after_prune" not in searched and (tmp_path / "run" / "checkpoint.pt").exists()
     sizes = {}
     for macs in (0.6, 0.35):

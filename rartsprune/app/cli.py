@@ -65,7 +65,7 @@ _HELP = {
     "l1": "strength of the l1 penalty on the scores: with --mode l1 it decides the size (default 1e-4); with --mode "
           "ratio a sparsity pressure that separates the ranking (default 4e-3; 0: off)",
     "threshold": "mode=l1: remove channels with |score| <= threshold",
-    "cost_weight": "weight of the MACs cost of the kept channels",
+    "cost_weight": "MACs-weighted pressure on the scores (default: 2 with --macs / --params, where --l1 defaults to 0; else 0)",
     "sparsity": "Network Slimming's l1 on BN scales (method=slimming)",
     "bn_recalibration": "training batches to re-estimate BatchNorm statistics after surgery (0: off)",
     "train_subset": "use a class-stratified subset of this many training images",
@@ -97,7 +97,7 @@ def _prune_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_)
         elif f.name in ("round_to", "train_subset", "test_subset", "image_size"):
             p.add_argument(flag, type=int, default=default, help=help_)
-        elif f.name in ("finetune_lr", "arch_lr", "l1"):
+        elif f.name in ("finetune_lr", "arch_lr", "l1", "cost_weight"):
             p.add_argument(flag, type=float, default=default, help=help_)
         elif f.name == "stop_after":
             p.add_argument(flag, choices=("pretrain", "search"), default=None, help="end the job after this phase")

@@ -7,7 +7,8 @@ Used by ``python -m rartsprune prune`` and the recipes. Every phase writes a che
 * ``baseline.pt`` — the model before the search (after ``pretrain_epochs``; ``stop_after="pretrain"`` ends
   the job there, to share one baseline between several searches via ``init_weights``; ``stop_after="search"``
   ends it after the search, and a copy of its ``checkpoint.pt`` resumed with another ``ratio`` / ``macs`` /
-  ``params`` finalizes the same search at another size),
+  ``params`` finalizes the same search at another size; a budget search (``macs`` / ``params``) has its own
+  default pressure, ``rartsprune.width.BUDGET_DEFAULTS``, so search with a budget to finalize at budgets),
 * ``plan.json`` + ``pruned.pt`` — the pruned model (re-create it with `rartsprune.apply_plan` on a fresh
   model, then ``load_state_dict``),
 * ``results.json`` — accuracies (before search, after search, after pruning, after fine-tuning), parameters and
@@ -124,7 +125,7 @@ class PruneJob:
     l1: float | None = None
     prox: bool = False
     threshold: float = 1e-2
-    cost_weight: float = 0.0
+    cost_weight: float | None = None
     sparsity: float = 1e-4
     bn_recalibration: int = 50
     train_subset: int | None = None

@@ -16,7 +16,16 @@ from .importance import (
     get_importance,
 )
 from .penalties import WidthPenalty, soft_threshold_, unit_macs
-from .pruner import ALL_METHODS, COLLAPSED_SCORE, DEFAULT_RATIO, DEFAULTS, MODES, WidthPruner, prune
+from .pruner import (
+    ALL_METHODS,
+    BUDGET_DEFAULTS,
+    COLLAPSED_SCORE,
+    DEFAULT_RATIO,
+    DEFAULTS,
+    MODES,
+    WidthPruner,
+    prune,
+)
 from .selection import CRITERIA, Selection, select_by_ratio, select_by_threshold, unit_importance
 
 __all__ = [
@@ -33,6 +42,7 @@ __all__ = [
     "FunctionImportance",
     "get_importance",
     "ALL_METHODS",
+    "BUDGET_DEFAULTS",
     "BASELINES",
     "BUDGET_KINDS",
     "COLLAPSED_SCORE",

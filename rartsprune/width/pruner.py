@@ -44,7 +44,7 @@ from .importance import Importance, get_importance
 from .penalties import WidthPenalty, soft_threshold_
 from .selection import Selection, select_by_ratio, select_by_threshold
 
-__all__ = ["prune", "WidthPruner", "MODES", "ALL_METHODS", "DEFAULTS", "DEFAULT_RATIO", "COLLAPSED_SCORE"]
+__all__ = ["prune", "WidthPruner", "MODES", "ALL_METHODS", "DEFAULTS", "BUDGET_DEFAULTS", "DEFAULT_RATIO", "COLLAPSED_SCORE"]
 
 #: Mean |α| below which a finished search's scores count as collapsed (`WidthPruner.finalize` warns).
 COLLAPSED_SCORE = 0.05
@@ -61,6 +61,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "ratio": {"l1": 4e-3, "arch_lr": 1e-1, "importance": "alpha_gamma"},
     "l1": {"l1": 1e-4, "arch_lr": 3e-4, "importance": "alpha"},
 }
+
+#: What changes when the size is a MACs / parameter budget (``prune(macs=...)`` / ``params=``): the pressure
+#: on the scores is the budget's own cost — every score pushed down in proportion to the MACs its unit costs
+#: (``cost_weight=2``) instead of the same ℓ1 pressure on every score (``l1=0``). On the criterion diagnostic
+#: (training images only) it gave the best accuracy right after pruning among the RARTS settings at 0.6x
+#: (50.7 vs 49.0) and tied at 0.35x (43.1 vs 43.0); at equal MACs after fine-tuning (bench/equal_macs.py, 3
+#: seeds) 57.37 / 56.13 at 0.6x / 0.35x vs 56.20 / 54.65 with the ratio-mode pressure (docs/width.md).
+BUDGET_DEFAULTS: dict[str, float] = {"l1": 0.0, "cost_weight": 2.0}
 
 #: Config keys a resumed search must share with the saved one, and the keys of the selection (may differ).
 _SEARCH_KEYS = ("lam", "beta", "rarts_mode", "l1", "prox", "cost_weight", "sparsity")
@@ -415,7 +423,7 @@ def prune(
     l1: float | None = None,
     prox: bool = False,
     threshold: float = 1e-2,
-    cost_weight: float = 0.0,
+    cost_weight: float | None = None,
     sparsity: float = 1e-4,
     lr: float = 0.025,
     weight_decay: float = 3e-4,
@@ -472,7 +480,9 @@ def prune(
             channels the loss does not need fall fast, so the ranking separates within one epoch (default
             ``4e-3``, see ``DEFAULTS``; 0 turns it off). Searches only.
         prox, threshold: ℓ1 mode settings (proximal soft-threshold step; the |α| cut).
-        cost_weight: weight of the MACs cost of the kept channels (trade accuracy for MACs).
+        cost_weight: weight of the MACs-weighted pressure ``Σ|α_u| MACs_u / MACs`` on the scores (searches).
+            Default: ``2`` with a ``macs`` / ``params`` budget (where ``l1`` defaults to 0,
+            ``BUDGET_DEFAULTS``), else 0.
         sparsity: Network Slimming's ``s`` (``method="slimming"``).
         lr, weight_decay: SGD (momentum 0.9) of the network weights; ``arch_lr``, ``arch_weight_decay``: Adam
             of the scores (``arch_lr`` default: ``1e-1`` in ratio mode, ``3e-4`` in ℓ1 mode, see
@@ -538,6 +548,13 @@ def prune(
                                   or not math.isfinite(value) or value < 0 or (name == "arch_lr" and value == 0)):
             raise ValueError(f"{name} must be a {'positive' if name == 'arch_lr' else 'non-negative'} number, "
                              f"got {value!r}")
+    if cost_weight is not None and (isinstance(cost_weight, bool) or not isinstance(cost_weight, (int, float))
+                                    or not math.isfinite(cost_weight) or cost_weight < 0):
+        raise ValueError(f"cost_weight must be a non-negative number, got {cost_weight!r}")
+    if budget is not None:  # a cost budget: the pressure is in the budget's units (BUDGET_DEFAULTS)
+        l1 = BUDGET_DEFAULTS["l1"] if l1 is None else l1
+        cost_weight = BUDGET_DEFAULTS["cost_weight"] if cost_weight is None else cost_weight
+    cost_weight = float(0.0 if cost_weight is None else cost_weight)
     l1 = float(DEFAULTS[mode]["l1"] if l1 is None else l1)
     arch_lr = float(DEFAULTS[mode]["arch_lr"] if arch_lr is None else arch_lr)
     if ranking is None:
