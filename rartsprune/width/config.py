@@ -19,7 +19,7 @@ Examples:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .budget import resolve_budget
@@ -33,8 +33,6 @@ DEFAULT_RATIO = 0.4
 MODES = ("ratio", "l1")
 #: ``"global"``: units ranked across all groups; ``"layer"``: every group loses the same fraction.
 SCOPES = ("global", "layer")
-
-_UNSET: Any = object()
 
 
 @dataclass(frozen=True)
@@ -54,7 +52,7 @@ class SelectionConfig:
     """
 
     mode: str = "ratio"
-    ratio: float | None = _UNSET
+    ratio: float | None = None
     macs: float | None = None
     params: float | None = None
     threshold: float = 1e-2
@@ -66,7 +64,7 @@ class SelectionConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; valid modes: {', '.join(MODES)}")
-        ratio = None if self.ratio is _UNSET else self.ratio
+        ratio = self.ratio
         if ratio is not None and (self.macs is not None or self.params is not None):
             raise ValueError(
                 f"pass one of ratio=, macs= or params=, not ratio and {'macs' if self.macs is not None else 'params'}"
@@ -93,6 +91,12 @@ class SelectionConfig:
         object.__setattr__(self, "budget", budget)
 
     @classmethod
-    def keywords(cls) -> tuple[str, ...]:
-        """The `rartsprune.prune` keywords this object replaces."""
-        return ("ratio", "macs", "params", "mode", "threshold", "scope", "round_to", "importance")
+    def changed(cls, **settings: Any) -> list[str]:
+        """The names among ``settings`` (this object's fields, as `rartsprune.prune` keywords) not at their defaults.
+
+        Examples:
+            >>> SelectionConfig.changed(ratio=None, scope="layer", round_to=None)
+            ['scope']
+        """
+        defaults = {f.name: f.default for f in fields(cls) if f.init}
+        return sorted(k for k, v in settings.items() if v != defaults[k])

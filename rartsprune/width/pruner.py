@@ -534,12 +534,10 @@ def prune(
     elif not isinstance(selection, SelectionConfig):
         raise TypeError(f"selection must be a SelectionConfig, got {type(selection).__name__}")
     else:
-        given = {k: v for k, v in (("ratio", ratio), ("macs", macs), ("params", params), ("importance", importance),
-                                   ("round_to", round_to)) if v is not None}
-        given.update({k: v for k, v, d in (("mode", mode, "ratio"), ("threshold", threshold, 1e-2),
-                                           ("scope", scope, "global")) if v != d})
+        given = SelectionConfig.changed(mode=mode, ratio=ratio, macs=macs, params=params, threshold=threshold,
+                                        scope=scope, round_to=round_to, importance=importance)
         if given:
-            raise ValueError(f"pass the selection either as selection= or as keywords, not both (got {sorted(given)})")
+            raise ValueError(f"pass the selection either as selection= or as keywords, not both (got {given})")
     mode, ratio, budget = selection.mode, selection.ratio, selection.budget
     threshold, scope, round_to, importance = selection.threshold, selection.scope, selection.round_to, selection.importance
     ranking = None if importance is None else get_importance(importance, seed=seed)  # ValueError / TypeError
