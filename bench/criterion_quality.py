@@ -92,8 +92,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "rarts_beta10": ("rarts", {"beta": 10.0}, {}),
     "rarts_beta0.1": ("rarts", {"beta": 0.1}, {}),
     "rarts_lam0.1": ("rarts", {"lam": 0.1}, {}),
-    "rarts_fused": ("rarts", {"rarts_mode": "fused"}, {}),
-    "rarts_frozen_w": ("rarts", {"lr": 1e-9}, {}),
+    "rarts_fused": ("rarts", {"update": "fused"}, {}),
+    "rarts_frozen_w": ("rarts", {"weight_lr": 1e-9}, {}),
     "rarts_cost2": ("rarts", {"l1": 0.0, "cost_weight": 2.0}, {}),  # pressure in proportion to each unit's MACs  # the weights do not move: only the scores learn
     "slimming": ("slimming", {}, {}),  # Network Slimming's sparsity epoch; |a*g| is then its BN-scale ranking
     "darts1": ("darts1", {}, {}),
@@ -267,8 +267,8 @@ def run_search(base: torch.nn.Module, data: Data, variant: str, epochs: int, see
     model = copy.deepcopy(base)
     torch.manual_seed(seed)
     kwargs = dict(kwargs)
-    if "lr" not in kwargs:
-        kwargs["lr"] = 0.01  # the quality benchmark's search LR of the weights (trained net, fine LR)
+    if "weight_lr" not in kwargs:
+        kwargs["weight_lr"] = 0.01  # the quality benchmark's search LR of the weights (trained net, fine LR)
     pruner = rartsprune.prune(model, ratio=0.4, method=method, example_inputs=torch.zeros(1, 3, 32, 32),
                               seed=seed, **kwargs)
     steps = epochs * len(data.pairs(0, seed))

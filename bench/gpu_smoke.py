@@ -38,7 +38,7 @@ def run(device: torch.device, amp: str, steps: int, batch: int) -> dict:
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     model = torchvision.models.resnet18(num_classes=10).to(device).to(memory_format=torch.channels_last)
     pruner = rartsprune.prune(model, ratio=0.4, example_inputs=torch.randn(1, 3, 32, 32, device=device),
-                              amp_dtype=dtype, grad_scaler=scaler, rarts_mode="exact")
+                              amp_dtype=dtype, grad_scaler=scaler, update="exact")
     assert _devices_of(model) == {device.type}, "scored model left the device"
     assert _devices_of(pruner.search.aux_model) == {device.type}, "auxiliary network is not on the device"
     assert all(a.device.type == device.type for a in pruner.handle.scores)

@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=0.025)
     p.add_argument("--arch-lr", type=float, default=1e-2,
                    help="Adam lr of alpha (the benchmark's 3e-4 moves alpha too little in a short proxy)")
-    p.add_argument("--mode", choices=("exact", "fused"), default="exact", help="RARTS mode")
+    p.add_argument("--update", "--mode", dest="update", choices=("exact", "fused"), default="exact", help="RARTS update")
     p.add_argument("--lam", type=float, default=1.0)
     p.add_argument("--beta", type=float, default=None)
     p.add_argument("--ops", nargs="+", default=list(NATS_PRIMITIVES),
@@ -94,14 +94,14 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "data": portable(args.data), "C": args.C, "N": args.N, "subset": args.subset, "epochs": args.epochs,
         "warmup_epochs": args.warmup_epochs, "batch_size": args.batch_size, "arch_lr": args.arch_lr,
-        "lr": args.lr, "mode": args.mode, "lam": args.lam, "beta": args.beta, "ops": list(args.ops),
+        "lr": args.lr, "update": args.update, "lam": args.lam, "beta": args.beta, "ops": list(args.ops),
     }
 
 
 def _config(args: argparse.Namespace, method: str, seed: int) -> SearchConfig:
     return SearchConfig(
         method=method, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, arch_lr=args.arch_lr,
-        warmup_epochs=args.warmup_epochs, lam=args.lam, beta=args.beta, mode=args.mode, seed=seed,
+        warmup_epochs=args.warmup_epochs, lam=args.lam, beta=args.beta, update=args.update, seed=seed,
     )
 
 

@@ -10,7 +10,7 @@ from .optim import DARTS, METHODS, RARTS, MiLeNAS, make_search_optimizer
 from .scores import ScoreHandle, get_handle, has_scores, is_pruned, remove
 from .split import split_dataset, split_loaders
 from .surgery import PruningPlan, apply_plan, apply_surgery, layer_widths, plan_from_scores
-from .width import WidthPruner, prune
+from .width import SelectionConfig, WidthPruner, WidthSearchConfig, prune
 
 __all__ = [
     "__version__",
@@ -33,6 +33,8 @@ __all__ = [
     "layer_widths",
     "plan_from_scores",
     "WidthPruner",
+    "SelectionConfig",
+    "WidthSearchConfig",
     "prune",
     "split_dataset",
     "split_loaders",

@@ -108,7 +108,7 @@ def build(
 
     common: dict[str, Any] = dict(
         loss_fn_t=loss_t, loss_fn_v=loss_v, weight_optimizer=sgd, arch_optimizer=sgd, grad_clip=None,
-        lam=lam, beta=beta, mode=mode, xi=xi,
+        lam=lam, beta=beta, update=mode, xi=xi,
     )
     if method == "rarts":
         return make_search_optimizer(method, Scalar(y0, dtype), [alpha], aux_model=Scalar(w0, dtype), **common)

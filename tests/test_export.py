@@ -48,7 +48,7 @@ needs_onnx = pytest.mark.skipif(not (HAS_ONNX and HAS_ORT), reason='needs the ex
 def _pruned(model: nn.Module, x: torch.Tensor, classes: int = 10) -> tuple[nn.Module, Any]:
     """``rartsprune.prune`` → one search step on random labels → ``finalize``."""
     perturb_parameters(model)
-    pruner = rartsprune.prune(model, ratio=0.4, example_inputs=x[:1], lr=0.01, arch_lr=0.05)
+    pruner = rartsprune.prune(model, ratio=0.4, example_inputs=x[:1], weight_lr=0.01, arch_lr=0.05)
     y = torch.randint(0, classes, (x.shape[0],))
     pruner.step((x, y), (x.flip(0), y.flip(0)))
     model = pruner.finalize()

@@ -286,7 +286,7 @@ def test_prune_searches_heads_and_mlp_together() -> None:
     with pytest.raises(TypeError, match="prune_heads must be True or False"):
         rartsprune.prune(model, ratio=0.4, example_inputs=x[:2], prune_heads="yes")
     assert not rartsprune.has_scores(model)
-    pruner = rartsprune.prune(model, ratio=0.4, example_inputs=x[:2], prune_heads=True, lr=0.01)
+    pruner = rartsprune.prune(model, ratio=0.4, example_inputs=x[:2], prune_heads=True, weight_lr=0.01)
     assert len(head_groups(pruner.handle)) == 2
     losses = [pruner.step((x, y), (x, y))["loss_v"] for _ in range(6)]
     assert losses[-1] < losses[0]

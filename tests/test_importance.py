@@ -48,7 +48,7 @@ def test_an_object_ranks_as_its_name() -> None:
     results = []
     for importance in ("alpha_gamma", AlphaGammaImportance()):
         model = new_model()
-        pruner = rartsprune.prune(model, ratio=0.4, example_inputs=EXAMPLE, lr=0.05, importance=importance)
+        pruner = rartsprune.prune(model, ratio=0.4, example_inputs=EXAMPLE, weight_lr=0.05, importance=importance)
         for bt, bv in batches(4):
             pruner.step(bt, bv)
         results.append((pruner.selection().keep, pruner.config["importance"]))
@@ -143,3 +143,67 @@ def test_a_budget_brings_the_macs_weighted_pressure() -> None:
                         "macs, explicit": (1e-3, 0.5)}
     with pytest.raises(ValueError, match="cost_weight must be a non-negative number"):
         rartsprune.prune(new_model(), macs=0.5, example_inputs=EXAMPLE, cost_weight=-1.0)
+
+
+def test_search_config_is_checked_on_construction_and_drives_the_search() -> None:
+    from rartsprune.width import SelectionConfig, WidthSearchConfig
+
+    for kwargs, match in (({"method": "greedy"}, "unknown method 'greedy'"), ({"update": "slow"}, "update must be"),
+                          ({"lam": -1.0}, "lam must be"), ({"weight_lr": 0.0}, "weight_lr must be a positive"),
+                          ({"arch_lr": float("nan")}, "arch_lr must be"), ({"grad_clip": 0}, "grad_clip must be"),
+                          ({"cost_weight": -2.0}, "cost_weight must be")):
+        with pytest.raises(ValueError, match=match):
+            WidthSearchConfig(**kwargs)
+    with pytest.raises(TypeError, match="weight_scheduler must be a callable"):
+        WidthSearchConfig(weight_scheduler=3)
+    with pytest.raises(ValueError, match="mode='l1' needs a search method"):
+        WidthSearchConfig(method="random").resolved(SelectionConfig(mode="l1"))
+    ratio = WidthSearchConfig().resolved(SelectionConfig())
+    budget = WidthSearchConfig().resolved(SelectionConfig(macs=0.5))
+    assert (ratio.l1, ratio.cost_weight, ratio.arch_lr) == (4e-3, 0.0, 0.1)
+    assert (budget.l1, budget.cost_weight) == (0.0, 2.0)
+
+    # the same search from keywords and from the object: the same scores after the same steps
+    scores = []
+    for how in ("keywords", "object"):
+        torch.manual_seed(0)
+        model = new_model()
+        if how == "keywords":
+            pruner = rartsprune.prune(model, example_inputs=EXAMPLE, update="fused", lam=0.5, weight_lr=0.05)
+        else:
+            pruner = rartsprune.prune(model, example_inputs=EXAMPLE,
+                                      search=WidthSearchConfig(update="fused", lam=0.5, weight_lr=0.05))
+        assert pruner.search.update == "fused" and pruner.search.lam == 0.5
+        assert pruner.search_config.weight_lr == 0.05 and pruner.config["update"] == "fused"
+        for bt, bv in batches(2):
+            pruner.step(bt, bv)
+        scores.append(torch.cat([a.detach().flatten() for a in pruner.handle.scores]))
+    torch.testing.assert_close(scores[0], scores[1], rtol=0, atol=0)
+    model = new_model()
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValueError, match=r"either as search= or as keywords, not both \(got \['lam'\]\)"):
+        rartsprune.prune(model, lam=2.0, search=WidthSearchConfig(), example_inputs=EXAMPLE)
+    with pytest.raises(TypeError, match="search must be a WidthSearchConfig"):
+        rartsprune.prune(model, search={"lam": 2.0}, example_inputs=EXAMPLE)
+    assert not rartsprune.has_scores(model)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_the_former_search_keywords_warn_and_still_work() -> None:
+    with pytest.warns(DeprecationWarning, match="use weight_lr="):
+        pruner = rartsprune.prune(new_model(), example_inputs=EXAMPLE, lr=0.05)
+    assert pruner.search_config.weight_lr == 0.05
+    with pytest.warns(DeprecationWarning, match="use update="):
+        pruner = rartsprune.prune(new_model(), example_inputs=EXAMPLE, rarts_mode="fused")
+    assert pruner.search.update == "fused"
+
+
+def test_searches_and_baselines_share_one_protocol() -> None:
+    from rartsprune.width import Searcher
+
+    for method in ("rarts", "darts1", "milenas", "l1_norm", "slimming", "random"):
+        pruner = rartsprune.prune(new_model(), example_inputs=EXAMPLE, method=method)
+        assert isinstance(pruner.search, Searcher), method
+        (bt, bv), = batches(1)
+        stats = pruner.search.step(bt, bv)
+        assert pruner.search.num_steps == 1 and all(isinstance(v, float) for v in stats.values())

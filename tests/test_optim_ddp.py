@@ -18,8 +18,8 @@ from rartsprune.optim import make_search_optimizer
 WORLD = 2
 STEPS = 3
 CASES = [
-    ("rarts-exact", "rarts", {"mode": "exact", "beta": 0.5, "lam": 2.0}),
-    ("rarts-fused", "rarts", {"mode": "fused"}),
+    ("rarts-exact", "rarts", {"update": "exact", "beta": 0.5, "lam": 2.0}),
+    ("rarts-fused", "rarts", {"update": "fused"}),
     ("darts1", "darts1", {}),
     ("darts2", "darts2", {}),
     ("milenas", "milenas", {"lam": 0.7}),

@@ -60,7 +60,7 @@ def test_one_step_follows_equation_7(mode):
     lam, beta, lr_w, lr_a = 0.7, 0.3, 0.1, 0.2
     model = GatedNet().double()
     penalty_weight = 0.05
-    opt = RARTS(model, [model.alpha], lam=lam, beta=beta, mode=mode, aux_init="reinit",
+    opt = RARTS(model, [model.alpha], lam=lam, beta=beta, update=mode, aux_init="reinit",
                 weight_optimizer=sgd(lr_w), arch_optimizer=sgd(lr_a), grad_clip=None,
                 arch_penalty=lambda: penalty_weight * model.alpha.pow(2).sum())
     bt, bv = batches(dtype=torch.float64)
@@ -107,7 +107,7 @@ def test_exact_and_fused_differ_but_only_in_alpha():
     for mode in ("exact", "fused"):
         torch.manual_seed(1)
         model = GatedNet()
-        opt = RARTS(model, [model.alpha], mode=mode, arch_optimizer=sgd(0.5))
+        opt = RARTS(model, [model.alpha], update=mode, arch_optimizer=sgd(0.5))
         bt, bv = batches()
         opt.step(bt, bv)
         results[mode] = (params_of(opt.model), params_of(opt.aux_model))
@@ -386,8 +386,8 @@ def test_constructor_validation():
         RARTS(model, [torch.zeros(3, dtype=torch.long)])
     with pytest.raises(ValueError, match="twice"):
         RARTS(model, [model.alpha, model.alpha])
-    with pytest.raises(ValueError, match="mode"):
-        RARTS(model, [model.alpha], mode="jacobi")
+    with pytest.raises(ValueError, match="update"):
+        RARTS(model, [model.alpha], update="jacobi")
     with pytest.raises(ValueError, match="beta"):
         RARTS(model, [model.alpha], beta=-1.0)
     with pytest.raises(ValueError, match="grad_clip"):
@@ -404,9 +404,9 @@ def test_constructor_validation():
 
 def test_make_search_optimizer_dispatch_and_kwarg_filtering():
     model = GatedNet()
-    rarts_only = dict(lam=2.0, beta=3.0, mode="fused", aux_init="reinit", xi=0.01)
+    rarts_only = dict(lam=2.0, beta=3.0, update="fused", aux_init="reinit", xi=0.01)
     built = {m: make_search_optimizer(m, model, [model.alpha], **rarts_only) for m in METHODS}
-    assert isinstance(built["rarts"], RARTS) and built["rarts"].mode == "fused" and built["rarts"].beta == 3.0
+    assert isinstance(built["rarts"], RARTS) and built["rarts"].update == "fused" and built["rarts"].beta == 3.0
     assert isinstance(built["darts1"], DARTS) and built["darts1"].order == 1
     assert isinstance(built["darts2"], DARTS) and built["darts2"].order == 2 and built["darts2"].xi == 0.01
     assert isinstance(built["milenas"], MiLeNAS) and built["milenas"].lam == 2.0
@@ -433,3 +433,18 @@ def test_guard_off_still_raises_but_does_not_restore():
     with pytest.raises(SearchError, match="not undone"):
         opt.step(*batches())
     assert not torch.equal(w_before, opt.aux_model.fc1.weight.detach())  # step (1) happened and stays
+
+
+
+def test_the_former_mode_keyword_still_works_with_a_deprecation_warning() -> None:
+    torch.manual_seed(0)
+    model = GatedNet()
+    with pytest.warns(DeprecationWarning, match="update="):
+        opt = RARTS(model, [model.alpha], mode="fused")
+    assert opt.update == "fused"
+    with pytest.warns(DeprecationWarning, match="RARTS.update"):
+        assert opt.mode == "fused"
+    state = opt.state_dict()
+    state["hparams"] = {"lam": 1.0, "beta": 1.0, "mode": "exact"}  # a checkpoint saved before the rename
+    opt.load_state_dict(state)
+    assert opt.update == "exact"

@@ -41,7 +41,7 @@ def build(method, init_seed, **extra):
     kwargs = dict(
         weight_scheduler=lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=6),
         arch_scheduler=lambda o: torch.optim.lr_scheduler.StepLR(o, 2, gamma=0.5),
-        aux_init="reinit", mode="exact",
+        aux_init="reinit", update="exact",
     )
     kwargs.update(extra)
     return make_search_optimizer(method, model, [model.alpha], **kwargs)
@@ -63,7 +63,7 @@ def assert_identical(a, b, path="state"):
 
 
 CASES = [(m, {}) for m in METHODS] + [
-    ("rarts", {"mode": "fused"}),
+    ("rarts", {"update": "fused"}),
     ("rarts", {"grad_scaler": "scaler"}),
 ]
 
@@ -143,7 +143,7 @@ def test_hyperparameters_come_from_the_checkpoint():
     a = build("rarts", 0, lam=3.0, beta=0.5)
     b = build("rarts", 0)
     b.load_state_dict(a.state_dict(), restore_rng=False)
-    assert (b.lam, b.beta, b.mode) == (3.0, 0.5, "exact")
+    assert (b.lam, b.beta, b.update) == (3.0, 0.5, "exact")
 
 
 def test_rng_state_roundtrip():

@@ -29,7 +29,7 @@ sm = _load_recipe()
 def test_rarts_exact_reaches_closed_form_equilibrium(lam, beta):
     opt, traj = sm.run("rarts", 1000, lam=lam, beta=beta, lr=0.03)
     expected = sm.rarts_equilibrium(lam, beta)
-    assert type(opt).__name__ == "RARTS" and opt.mode == "exact"
+    assert type(opt).__name__ == "RARTS" and opt.update == "exact"
     assert traj[-1] == pytest.approx(list(expected), abs=1e-6)
     assert traj[0] == [2.0, -2.0, 0.0]
 

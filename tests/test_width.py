@@ -64,7 +64,7 @@ def new_model(seed: int = 0) -> TinyResNet:
 
 def test_rarts_loop_lowers_loss_and_finalize_hits_the_ratio() -> None:
     model = new_model()
-    pruner = rartsprune.prune(model, ratio=0.4, example_inputs=EXAMPLE, lr=0.05, arch_lr=0.01)
+    pruner = rartsprune.prune(model, ratio=0.4, example_inputs=EXAMPLE, weight_lr=0.05, arch_lr=0.01)
     assert rartsprune.has_scores(model)
     data = batches(30)
     first = [pruner.step(bt, bv) for bt, bv in data[:5]]

@@ -37,7 +37,7 @@ def assert_same(model: nn.Module, before: dict[str, torch.Tensor]) -> None:
         ({"method": "snip"}, ValueError, "unknown method 'snip'; valid methods: rarts, darts1"),
         ({"importance": "taylor"}, ValueError, "unknown importance"),
         ({"mode": "l1", "method": "random"}, ValueError, "needs a search method"),
-        ({"rarts_mode": "fast"}, ValueError, "rarts_mode"),
+        ({"update": "fast"}, ValueError, "update"),
         ({"scope": "block"}, ValueError, "scope"),
         ({"round_to": 0}, ValueError, "round_to"),
         ({"example_inputs": torch.randn(1, 1, 16, 16)}, ValueError, "example_inputs do not fit"),

@@ -57,7 +57,7 @@ _HELP = {
     "arch_lr": "Adam learning rate of the channel scores (default: 1e-1 with --mode ratio, 3e-4 with --mode l1)",
     "lam": "RARTS lambda (weight of the auxiliary net's loss); also MiLeNAS' lambda",
     "beta": "RARTS beta (coupling of the two networks)",
-    "rarts_mode": "exact (Eq. 7, four passes per step) or fused (two passes, approximation)",
+    "update": "RARTS update: exact (Eq. 7, four passes per step) or fused (two passes, approximation)",
     "importance": "criterion for the ranking: alpha, alpha_gamma, normalized (scores), l1_norm, slimming, random",
     "prune_heads": "also score and remove whole attention heads (torchvision ViT, timm ViT / DeiT / Swin)",
     "scope": "global (rank channels across layers) or layer (same ratio per layer)",
@@ -80,6 +80,10 @@ _HELP = {
 _SIZE_FLAGS = ("ratio", "macs", "params")
 
 
+#: Former flag names still accepted (renamed for one meaning per name: ``mode`` is ratio / l1).
+_ALIASES: dict[str, tuple[str, ...]] = {"update": ("--rarts-mode",)}
+
+
 def _prune_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("prune", help="search, prune and fine-tune a model", description=_HELP["out"])
     defaults = PruneJob()
@@ -87,27 +91,27 @@ def _prune_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     for f in fields(PruneJob):
         if f.name in ("model_factory",):
             continue
-        flag = "--" + f.name.replace("_", "-")
+        flags = ("--" + f.name.replace("_", "-"), *_ALIASES.get(f.name, ()))
         default = getattr(defaults, f.name)
         help_ = _HELP.get(f.name, f.name.replace("_", " "))
         if f.name in _SIZE_FLAGS:
             # no default here (None): argparse then reliably refuses two of them; PruneJob's ratio default applies
-            size.add_argument(flag, type=float, default=None, metavar=f.name.upper(), help=help_)
+            size.add_argument(*flags, dest=f.name, type=float, default=None, metavar=f.name.upper(), help=help_)
         elif isinstance(default, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_)
+            p.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=help_)
         elif f.name in ("round_to", "train_subset", "test_subset", "image_size"):
-            p.add_argument(flag, type=int, default=default, help=help_)
+            p.add_argument(*flags, dest=f.name, type=int, default=default, help=help_)
         elif f.name in ("finetune_lr", "arch_lr", "l1", "cost_weight"):
-            p.add_argument(flag, type=float, default=default, help=help_)
+            p.add_argument(*flags, dest=f.name, type=float, default=default, help=help_)
         elif f.name == "stop_after":
-            p.add_argument(flag, choices=("pretrain", "search"), default=None, help="end the job after this phase")
+            p.add_argument(*flags, dest=f.name, choices=("pretrain", "search"), default=None, help="end the job after this phase")
         elif f.name == "importance":
-            p.add_argument(flag, choices=tuple(IMPORTANCES), default=None,
+            p.add_argument(*flags, dest=f.name, choices=tuple(IMPORTANCES), default=None,
                            help=f"{help_} (default: alpha_gamma in ratio mode, alpha in l1 mode)")
         elif f.name in ("init_weights", "data_root"):
-            p.add_argument(flag, type=str, default=default, help=help_)
+            p.add_argument(*flags, dest=f.name, type=str, default=default, help=help_)
         else:
-            p.add_argument(flag, type=type(default), default=default, help=f"{help_} (default: {default})")
+            p.add_argument(*flags, dest=f.name, type=type(default), default=default, help=f"{help_} (default: {default})")
     return p
 
 

@@ -48,7 +48,7 @@ from ..flops import flops_report
 from ..optim import get_rng_state, set_rng_state
 from ..split import PairedLoader, split_dataset
 from ..surgery import PruningPlan, apply_plan
-from ..width import DEFAULT_RATIO, prune
+from ..width import DEFAULT_RATIO, SelectionConfig, WidthSearchConfig, prune
 from ..width.budget import BUDGET_KINDS, resolve_budget
 from ..width.importance import IMPORTANCES
 from .data import default_augment, load_dataset, make_loader, num_classes, to_device_batch
@@ -117,7 +117,7 @@ class PruneJob:
     arch_weight_decay: float = 1e-3
     lam: float = 1.0
     beta: float = 1.0
-    rarts_mode: str = "exact"
+    update: str = "exact"
     importance: str | None = None
     scope: str = "global"
     round_to: int | None = None
@@ -159,9 +159,6 @@ class PruneJob:
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
         _check_schedule(self.schedule)
         _amp_dtype(self.amp)
-        if self.l1 is not None and (isinstance(self.l1, bool) or not isinstance(self.l1, (int, float))
-                                    or not math.isfinite(self.l1) or self.l1 < 0):
-            raise ValueError(f"l1 must be a non-negative number, got {self.l1!r}")
         if self.importance is not None and self.importance not in tuple(IMPORTANCES):
             raise ValueError(f"unknown importance {self.importance!r}; valid: None (the mode's default), "
                              f"{', '.join(tuple(IMPORTANCES))}")
@@ -170,6 +167,7 @@ class PruneJob:
         if self.stop_after not in (None, "pretrain", "search"):
             raise ValueError(f"stop_after must be None, 'pretrain' or 'search', got {self.stop_after!r}")
         self._check_budget()
+        self.search_config().resolved(self.selection_config())  # the pruner's own checks, before any work
 
     def _check_budget(self) -> None:
         budget = resolve_budget(self.macs, self.params, mode=self.mode)  # the same checks as rartsprune.prune
@@ -182,6 +180,23 @@ class PruneJob:
                 f"ratio={self.ratio!r} and {kind}={value!r} are exclusive: a budget sets the size of the "
                 f"pruned model, leave ratio at its default ({DEFAULT_RATIO}, ignored when a budget is given)"
             )
+
+    def selection_config(self) -> SelectionConfig:
+        """The selection settings as the `rartsprune.width.SelectionConfig` the job's pruner gets."""
+        return SelectionConfig(mode=self.mode, ratio=None if self.budget is not None else self.ratio, macs=self.macs,
+                               params=self.params, threshold=self.threshold, scope=self.scope,
+                               round_to=self.round_to, importance=self.importance)
+
+    def search_config(self, **factories: Any) -> WidthSearchConfig:
+        """The search settings as the `rartsprune.width.WidthSearchConfig` the job's pruner gets.
+
+        The search's weight SGD uses ``search_lr`` / ``search_weight_decay``; ``factories`` (the optimizer and
+        scheduler factories the runner builds, e.g. the training SGD of ``train_during_search``) are added.
+        """
+        return WidthSearchConfig(method=self.method, lam=self.lam, beta=self.beta, update=self.update, l1=self.l1,
+                                 cost_weight=self.cost_weight, prox=self.prox, sparsity=self.sparsity,
+                                 weight_lr=self.search_lr, weight_decay=self.search_weight_decay,
+                                 arch_lr=self.arch_lr, arch_weight_decay=self.arch_weight_decay, **factories)
 
     @property
     def budget(self) -> tuple[str, float] | None:
@@ -362,23 +377,18 @@ def _train_phase(ctx: _Job, model: nn.Module, phase: str, epochs: int, start: in
 def _make_pruner(ctx: _Job, model: nn.Module) -> Any:
     job = ctx.job
     epochs = max(1, job.search_epochs)
-    budget = job.budget  # a MACs / parameter budget replaces the ratio (PruneJob refuses both together)
     if job.train_during_search:  # the search is the training: its SGD, its learning rate and schedule
         weights: dict[str, Any] = {
             "weight_optimizer": lambda params: torch.optim.SGD(params, lr=job.lr, momentum=job.momentum,
                                                                weight_decay=job.weight_decay),
             "weight_scheduler": lambda opt: _scheduler(opt, epochs, job.schedule)}
     else:
-        weights = {"lr": job.search_lr, "weight_decay": job.search_weight_decay,
-                   "weight_scheduler": lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(
+        weights = {"weight_scheduler": lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(
                        opt, epochs, eta_min=job.search_lr * 0.04)}
     return prune(
-        model, None if budget is not None else job.ratio, macs=job.macs, params=job.params, mode=job.mode,
-        method=job.method, example_inputs=ctx.example.to(ctx.device),
-        lam=job.lam, beta=job.beta, rarts_mode=job.rarts_mode, round_to=job.round_to, scope=job.scope,
-        importance=job.importance, l1=job.l1, prox=job.prox, threshold=job.threshold, cost_weight=job.cost_weight,
-        sparsity=job.sparsity, arch_lr=job.arch_lr, arch_weight_decay=job.arch_weight_decay, **weights,
-        amp_dtype=ctx.amp, grad_scaler=torch.amp.GradScaler(ctx.device.type) if ctx.amp == torch.float16 else None,
+        model, example_inputs=ctx.example.to(ctx.device), search=job.search_config(**weights),
+        selection=job.selection_config(), amp_dtype=ctx.amp,
+        grad_scaler=torch.amp.GradScaler(ctx.device.type) if ctx.amp == torch.float16 else None,
         prune_heads=job.prune_heads, seed=job.seed,
     )
 

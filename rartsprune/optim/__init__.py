@@ -4,7 +4,7 @@ All methods take the same constructor arguments and the same ``step(batch_t, bat
 search (channel scores) and topology search (op logits) switch method with one argument::
 
     from rartsprune.optim import make_search_optimizer
-    opt = make_search_optimizer("rarts", model, [alpha], lam=1.0, beta=1.0, mode="exact")
+    opt = make_search_optimizer("rarts", model, [alpha], lam=1.0, beta=1.0, update="exact")
     for batch_t, batch_v in loader:          # e.g. rartsprune.split.split_loaders(train_set)
         stats = opt.step(batch_t, batch_v)  # {"loss_t", "loss_v", "penalty", "dist", "lr", "lr_arch"}
     opt.step_schedulers()                   # once per epoch

@@ -29,6 +29,7 @@ METHODS: tuple[str, ...] = ("rarts", "darts1", "darts2", "milenas")
 METHOD_ONLY_KWARGS: dict[str, frozenset[str]] = {
     "lam": frozenset({"rarts", "milenas"}),
     "beta": frozenset({"rarts"}),
+    "update": frozenset({"rarts"}),
     "mode": frozenset({"rarts"}),
     "aux_model": frozenset({"rarts"}),
     "aux_init": frozenset({"rarts"}),
@@ -51,7 +52,7 @@ def make_search_optimizer(
         method: one of `METHODS` (``"rarts"``, ``"darts1"``, ``"darts2"``, ``"milenas"``).
         model, arch_params: as for the classes.
         **kwargs: the classes' keyword arguments. Those listed in `METHOD_ONLY_KWARGS` are dropped for
-            methods that do not use them (``lam`` for DARTS; ``beta``, ``mode``, ``aux_*`` for one-network
+            methods that do not use them (``lam`` for DARTS; ``beta``, ``update``, ``aux_*`` for one-network
             methods; ``xi``, ``fd_radius`` for all but darts2).
 
     Raises:

@@ -23,7 +23,7 @@ Examples:
     ...         self.fc = nn.Linear(4, 3)
     ...     def forward(self, x):
     ...         return self.fc(x * torch.sigmoid(gate))
-    >>> opt = RARTS(Net(), [gate], lam=1.0, beta=1.0, mode="fused")
+    >>> opt = RARTS(Net(), [gate], lam=1.0, beta=1.0, update="fused")
     >>> batch = (torch.randn(8, 4), torch.randint(0, 3, (8,)))
     >>> stats = opt.step(batch, batch)
     >>> opt.aux_model.fc.weight is not opt.model.fc.weight
@@ -33,7 +33,8 @@ Examples:
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -63,11 +64,12 @@ class RARTS(SearchOptimizer):
             each net's update (the heavy-ball iteration of the coupling alone is stable for
             lr * 2 * beta < 2 * (1 + momentum), i.e. beta < 76 at lr 0.025). beta = 0 decouples the nets;
             large beta forces w = y. Same caveat as ``lam`` on the paper's values.
-        mode: ``"exact"`` — Eq. (7): alpha gradients at the *updated* nets, four passes per step (two with
+        update: ``"exact"`` — Eq. (7): alpha gradients at the *updated* nets, four passes per step (two with
             weight gradients, two alpha-only). ``"fused"`` — an approximation that takes the alpha gradients
             from the same two passes as the weight gradients, i.e. at the nets *before* steps (1)-(2)
             (Jacobi in alpha, Gauss-Seidel in the weights); two passes per step. Both have the same fixed
             points; ``fused`` differs from ``exact`` by O(eta_w) per step.
+        mode: deprecated name of ``update`` (``mode`` is ratio / ℓ1 in `rartsprune.prune`).
         aux_model: the auxiliary net w, if the caller built it (same parameter names and shapes as
             ``model``, sharing the alpha objects registered in ``model``). Default: made from ``model``.
         aux_init: ``"copy"`` (deep copy of model, alpha shared) or ``"reinit"`` (that copy, then every
@@ -89,7 +91,8 @@ class RARTS(SearchOptimizer):
         *,
         lam: float = 1.0,
         beta: float = 1.0,
-        mode: Literal["exact", "fused"] = "exact",
+        update: Literal["exact", "fused"] = "exact",
+        mode: Literal["exact", "fused"] | None = None,
         aux_model: nn.Module | None = None,
         aux_init: Literal["copy", "reinit"] = "copy",
         aux_weight_optimizer: OptimizerFactory | None = None,
@@ -98,9 +101,12 @@ class RARTS(SearchOptimizer):
     ) -> None:
         self.lam = _finite_float("lam", lam, nonneg=True)
         self.beta = _finite_float("beta", beta, nonneg=True)
-        if mode not in RARTS_MODES:
-            raise ValueError(f"mode must be one of {RARTS_MODES}, got {mode!r}")
-        self.mode = mode
+        if mode is not None:  # the name before 0.2: "mode" means ratio / l1 in rartsprune.prune
+            warnings.warn("RARTS(mode=) is deprecated, use update=", DeprecationWarning, stacklevel=2)
+            update = mode
+        if update not in RARTS_MODES:
+            raise ValueError(f"update must be one of {RARTS_MODES}, got {update!r}")
+        self.update = update
         if aux_init not in ("copy", "reinit"):
             raise ValueError(f"aux_init must be 'copy' or 'reinit', got {aux_init!r}")
         if aux_model is not None and not isinstance(aux_model, nn.Module):
@@ -115,7 +121,7 @@ class RARTS(SearchOptimizer):
     def _search_step(self, batch_t: Any, batch_v: Any) -> dict[str, Tensor]:
         """One Gauss-Seidel sweep of Eq. (7): w, then y (seeing the new w), then alpha (seeing both)."""
         w, y, lam, beta = self._w, self._y, self.lam, self.beta
-        fused = self.mode == "fused"
+        fused = self.update == "fused"
         assert w is not None
 
         # (1) w <- w - eta_w * (lam * grad_w L_t(w, a) + beta * (w - y))
@@ -176,7 +182,19 @@ class RARTS(SearchOptimizer):
             raise ValueError("aux_model and model differ in which parameters are trainable (requires_grad)")
 
     def _hparams(self) -> dict[str, Any]:
-        return {"lam": self.lam, "beta": self.beta, "mode": self.mode}
+        return {"lam": self.lam, "beta": self.beta, "update": self.update}
+
+    def _load_hparams(self, hparams: Mapping[str, Any]) -> None:
+        hparams = dict(hparams)
+        if "mode" in hparams:  # a state saved before the rename
+            hparams["update"] = hparams.pop("mode")
+        super()._load_hparams(hparams)
+
+    @property
+    def mode(self) -> str:
+        """Deprecated name of `update`."""
+        warnings.warn("RARTS.mode is deprecated, use RARTS.update", DeprecationWarning, stacklevel=2)
+        return self.update
 
 
 def _reinit(module: nn.Module, alphas: Sequence[Tensor]) -> None:

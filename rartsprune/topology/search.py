@@ -63,7 +63,7 @@ class SearchConfig:
     grad_clip: float | None = 5.0
     lam: float = 1.0
     beta: float | None = None
-    mode: str = "exact"
+    update: str = "exact"
     latency_weight: float = 0.0
     seed: int = 0
 
@@ -92,11 +92,13 @@ class SearchConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SearchConfig:
         """Inverse of `to_dict` (unknown keys raise ``ValueError``)."""
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} | {"mode"}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown SearchConfig keys {sorted(unknown)}")
         d = dict(data)
+        if "mode" in d and "update" not in d:  # saved before the rename (``mode`` is ratio / l1 in prune())
+            d["update"] = d.pop("mode")
         if "arch_betas" in d:
             d["arch_betas"] = tuple(d["arch_betas"])
         return cls(**d)
@@ -123,7 +125,7 @@ def _method_kwargs(config: SearchConfig) -> dict[str, Any]:
     kw: dict[str, Any] = {}
     if config.method == "rarts":
         kw["lam"] = config.lam
-        kw["mode"] = config.mode
+        kw["update"] = config.update
         if config.beta is not None:
             kw["beta"] = config.beta
     elif config.method == "milenas":

@@ -2,7 +2,7 @@
 
 from .baselines import BASELINES, baseline_importance
 from .budget import BUDGET_KINDS, CostModel, check_budget, resolve_budget, select_by_budget
-from .config import SCOPES, SelectionConfig
+from .config import SCOPES, SelectionConfig, WidthSearchConfig
 from .importance import (
     IMPORTANCES,
     AlphaGammaImportance,
@@ -16,6 +16,7 @@ from .importance import (
     get_importance,
 )
 from .penalties import WidthPenalty, soft_threshold_, unit_macs
+from .protocol import Searcher
 from .pruner import (
     ALL_METHODS,
     BUDGET_DEFAULTS,
@@ -31,6 +32,8 @@ from .selection import CRITERIA, Selection, select_by_ratio, select_by_threshold
 __all__ = [
     "SCOPES",
     "SelectionConfig",
+    "WidthSearchConfig",
+    "Searcher",
     "IMPORTANCES",
     "Importance",
     "AlphaImportance",

@@ -1,9 +1,12 @@
-"""The selection settings of a width search as one validated object: how large the pruned model is and how
-its units are ranked.
+"""The settings of a width search as two validated objects: how the scores are searched and which units survive.
 
-`SelectionConfig` is what `rartsprune.prune` builds from its ``ratio`` / ``macs`` / ``params`` / ``mode`` /
-``threshold`` / ``scope`` / ``round_to`` / ``importance`` keywords, or takes whole as ``selection=``. It is
-checked when it is constructed, so a bad setting is refused before anything touches the model.
+* `WidthSearchConfig` — the search: the method, RARTS' λ and β, the exact or fused update, the pressures on
+  the scores, the learning rates and the optimizer / scheduler factories;
+* `SelectionConfig` — the selection: the size of the pruned model (ratio, MACs / parameter budget or the
+  ℓ1 threshold), scope, ``round_to`` and the ranking criterion.
+
+`rartsprune.prune` builds both from its keywords, or takes them whole as ``search=`` / ``selection=``. Each
+is checked when it is constructed, so a bad setting is refused before anything touches the model.
 
 Examples:
     >>> sel = SelectionConfig(macs=0.5, round_to=8)
@@ -14,18 +17,24 @@ Examples:
     >>> SelectionConfig(scope="row")  # doctest: +IGNORE_EXCEPTION_DETAIL
     Traceback (most recent call last):
     ValueError: scope must be 'global' or 'layer', got 'row'
+    >>> WidthSearchConfig(update="fused", weight_lr=0.01).resolved(sel).cost_weight  # a budget's pressure
+    2.0
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from ..optim import METHODS
+from .baselines import BASELINES
 from .budget import resolve_budget
 from .importance import Importance, get_importance
 
-__all__ = ["DEFAULT_RATIO", "MODES", "SCOPES", "SelectionConfig"]
+__all__ = ["BUDGET_DEFAULTS", "DEFAULTS", "DEFAULT_RATIO", "MODES", "SCOPES", "SEARCH_METHODS", "BASELINE_METHODS",
+           "UPDATES", "SelectionConfig", "WidthSearchConfig"]
 
 #: The pruning ratio of channels when neither ``ratio`` nor a budget is given (ratio mode).
 DEFAULT_RATIO = 0.4
@@ -33,6 +42,46 @@ DEFAULT_RATIO = 0.4
 MODES = ("ratio", "l1")
 #: ``"global"``: units ranked across all groups; ``"layer"``: every group loses the same fraction.
 SCOPES = ("global", "layer")
+#: Searches of the scores (`rartsprune.optim.METHODS`) and the one-shot baselines (`rartsprune.width.baselines`).
+SEARCH_METHODS = METHODS
+BASELINE_METHODS = BASELINES
+#: RARTS' update: ``"exact"`` (Eq. 7, four passes per step) or ``"fused"`` (two passes, an approximation).
+UPDATES = ("exact", "fused")
+
+#: Score-search defaults per mode (``WidthSearchConfig(l1=None, arch_lr=None)``). ``"ratio"``: chosen on the
+#: criterion diagnostic (``bench/criterion_quality.py``, training images only, one search epoch): Adam at ``1e-1``
+#: with an ℓ1 pressure of ``4e-3`` gives a ranking that agrees with the oracle (Spearman 0.30, vs 0.06 for the
+#: former ``arch_lr=3e-4`` without pressure and 0.16 for the ℓ1-norm of the weights) and the best accuracy right
+#: after pruning to 0.6x / 0.35x MACs among the settings tried (docs/width.md). The ranking reads |α|·|γ|
+#: (``importance="alpha_gamma"``, scale-invariant where a score follows a BatchNorm): Spearman 0.32 vs 0.28
+#: for |α| after one epoch, 0.27 vs 0.23 after three. ``"l1"``: unchanged (there the penalty decides the
+#: size and the threshold is on |α|; a slow search keeps it stable).
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "ratio": {"l1": 4e-3, "arch_lr": 1e-1, "importance": "alpha_gamma"},
+    "l1": {"l1": 1e-4, "arch_lr": 3e-4, "importance": "alpha"},
+}
+
+#: What changes when the size is a MACs / parameter budget (``prune(macs=...)`` / ``params=``): the pressure
+#: on the scores is the budget's own cost — every score pushed down in proportion to the MACs its unit costs
+#: (``cost_weight=2``) instead of the same ℓ1 pressure on every score (``l1=0``). On the criterion diagnostic
+#: (training images only) it gave the best accuracy right after pruning among the RARTS settings at 0.6x
+#: (50.7 vs 49.0) and tied at 0.35x (43.1 vs 43.0); at equal MACs after fine-tuning (bench/equal_macs.py, 3
+#: seeds) 57.37 / 56.13 at 0.6x / 0.35x vs 56.20 / 54.65 with the ratio-mode pressure (docs/width.md).
+BUDGET_DEFAULTS: dict[str, float] = {"l1": 0.0, "cost_weight": 2.0}
+
+
+def _number(name: str, value: Any, *, positive: bool = False, optional: bool = False) -> None:
+    """ValueError unless ``value`` is a finite non-negative (``positive``: > 0) number (``optional``: or None)."""
+    if value is None and optional:
+        return
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0
+            or (positive and value == 0)):
+        raise ValueError(f"{name} must be a {'positive' if positive else 'non-negative'} number, got {value!r}")
+
+
+def _changed(cls: type, settings: dict[str, Any]) -> list[str]:
+    defaults = {f.name: f.default for f in fields(cls) if f.init}
+    return sorted(k for k, v in settings.items() if v != defaults[k])
 
 
 @dataclass(frozen=True)
@@ -98,5 +147,112 @@ class SelectionConfig:
             >>> SelectionConfig.changed(ratio=None, scope="layer", round_to=None)
             ['scope']
         """
-        defaults = {f.name: f.default for f in fields(cls) if f.init}
-        return sorted(k for k, v in settings.items() if v != defaults[k])
+        return _changed(cls, settings)
+
+
+Factory = Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class WidthSearchConfig:
+    """How the scores of a width search learn (`rartsprune.prune`'s search keywords as one object).
+
+    Attributes:
+        method: a search of the scores (`SEARCH_METHODS`: ``"rarts"``, ``"darts1"``, ``"darts2"``,
+            ``"milenas"``) or a one-shot baseline (`BASELINE_METHODS`: ``"l1_norm"``, ``"random"``,
+            ``"slimming"``).
+        lam, beta: RARTS' λ (weight of L_t; also MiLeNAS') and β (coupling of y and w).
+        update: RARTS' update, ``"exact"`` or ``"fused"`` (`UPDATES`).
+        l1: ℓ1 pressure ``l1 * Σ|α|`` on the scores (``None``: the mode's default, `DEFAULTS`; 0 with a budget,
+            `BUDGET_DEFAULTS`).
+        cost_weight: MACs-weighted pressure ``Σ|α_u| MACs_u / MACs`` (``None``: 2 with a budget, else 0).
+        prox: ℓ1 mode: a proximal soft-threshold step after each search step (exact zeros).
+        sparsity: Network Slimming's ``s`` (``method="slimming"``).
+        weight_lr, weight_decay: SGD (momentum 0.9) of the network weights during the search.
+        arch_lr, arch_weight_decay: Adam of the scores (``arch_lr=None``: the mode's default, `DEFAULTS`).
+        weight_optimizer, arch_optimizer: factories ``f(params) -> Optimizer`` that replace those.
+        weight_scheduler, arch_scheduler: factories ``f(optimizer) -> LRScheduler``.
+        grad_clip: max gradient norm of each weight update (``None``: off).
+
+    Raises:
+        ValueError: an unknown method or update, a negative or non-finite number, a non-positive learning rate.
+        TypeError: a factory that is not callable.
+
+    Examples:
+        >>> WidthSearchConfig(method="darts2", lam=0.5).method
+        'darts2'
+        >>> WidthSearchConfig(update="slow")  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        ValueError: update must be 'exact' or 'fused', got 'slow'
+    """
+
+    method: str = "rarts"
+    lam: float = 1.0
+    beta: float = 1.0
+    update: str = "exact"
+    l1: float | None = None
+    cost_weight: float | None = None
+    prox: bool = False
+    sparsity: float = 1e-4
+    weight_lr: float = 0.025
+    weight_decay: float = 3e-4
+    arch_lr: float | None = None
+    arch_weight_decay: float = 1e-3
+    weight_optimizer: Factory | None = field(default=None, compare=False)
+    arch_optimizer: Factory | None = field(default=None, compare=False)
+    weight_scheduler: Factory | None = field(default=None, compare=False)
+    arch_scheduler: Factory | None = field(default=None, compare=False)
+    grad_clip: float | None = 5.0
+
+    def __post_init__(self) -> None:
+        if self.method not in SEARCH_METHODS + BASELINE_METHODS:
+            raise ValueError(f"unknown method {self.method!r}; valid methods: "
+                             f"{', '.join(SEARCH_METHODS + BASELINE_METHODS)}")
+        if self.update not in UPDATES:
+            raise ValueError(f"update must be 'exact' or 'fused', got {self.update!r}")
+        for name in ("lam", "beta", "sparsity", "weight_decay", "arch_weight_decay"):
+            _number(name, getattr(self, name))
+        for name in ("l1", "cost_weight"):
+            _number(name, getattr(self, name), optional=True)
+        _number("weight_lr", self.weight_lr, positive=True)
+        _number("arch_lr", self.arch_lr, positive=True, optional=True)
+        _number("grad_clip", self.grad_clip, positive=True, optional=True)
+        if not isinstance(self.prox, bool):
+            raise TypeError(f"prox must be True or False, got {self.prox!r}")
+        for name in ("weight_optimizer", "arch_optimizer", "weight_scheduler", "arch_scheduler"):
+            value = getattr(self, name)
+            if value is not None and not callable(value):
+                raise TypeError(f"{name} must be a callable factory or None, got {type(value).__name__}")
+
+    @property
+    def is_search(self) -> bool:
+        """True for a search of the scores, False for a one-shot baseline."""
+        return self.method in SEARCH_METHODS
+
+    def resolved(self, selection: SelectionConfig) -> WidthSearchConfig:
+        """This config with the defaults that depend on the selection filled in (``l1``, ``cost_weight``,
+        ``arch_lr``: `DEFAULTS` per mode, `BUDGET_DEFAULTS` with a budget).
+
+        Raises:
+            ValueError: ``mode="l1"`` with a one-shot baseline (the ℓ1 mode needs a search).
+        """
+        if selection.mode == "l1" and not self.is_search:
+            raise ValueError(f"mode='l1' needs a search method ({', '.join(SEARCH_METHODS)}); {self.method!r} is one-shot")
+        l1, cost_weight = self.l1, self.cost_weight
+        if selection.budget is not None:  # a cost budget: the pressure is in the budget's units
+            l1 = BUDGET_DEFAULTS["l1"] if l1 is None else l1
+            cost_weight = BUDGET_DEFAULTS["cost_weight"] if cost_weight is None else cost_weight
+        defaults = DEFAULTS[selection.mode]
+        return replace(self, l1=float(defaults["l1"] if l1 is None else l1),
+                       cost_weight=float(0.0 if cost_weight is None else cost_weight),
+                       arch_lr=float(defaults["arch_lr"] if self.arch_lr is None else self.arch_lr))
+
+    @classmethod
+    def changed(cls, **settings: Any) -> list[str]:
+        """The names among ``settings`` not at their defaults (see `SelectionConfig.changed`).
+
+        Examples:
+            >>> WidthSearchConfig.changed(lam=1.0, update="fused")
+            ['update']
+        """
+        return _changed(cls, settings)

@@ -21,7 +21,6 @@ Torch-Pruning's ``pruning_ratio`` with ``global_pruning=False``). No group is ev
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -39,9 +38,10 @@ from ..scores import ScoreHandle, _detach, _map_tensors, _model_device, has_scor
 from ..surgery import PruningPlan, apply_surgery, plan_from_scores
 from .baselines import BASELINES, BaselineTrainer, slimming_layers
 from .budget import CostModel, select_by_budget
-from .config import DEFAULT_RATIO, MODES, SelectionConfig
+from .config import BUDGET_DEFAULTS, DEFAULT_RATIO, DEFAULTS, MODES, SelectionConfig, WidthSearchConfig
 from .importance import Importance, get_importance
 from .penalties import WidthPenalty, soft_threshold_
+from .protocol import Searcher
 from .selection import Selection, select_by_ratio, select_by_threshold
 
 __all__ = ["prune", "WidthPruner", "MODES", "ALL_METHODS", "DEFAULTS", "BUDGET_DEFAULTS", "DEFAULT_RATIO", "COLLAPSED_SCORE"]
@@ -49,29 +49,10 @@ __all__ = ["prune", "WidthPruner", "MODES", "ALL_METHODS", "DEFAULTS", "BUDGET_D
 #: Mean |α| below which a finished search's scores count as collapsed (`WidthPruner.finalize` warns).
 COLLAPSED_SCORE = 0.05
 
-#: Score-search defaults per mode (``prune(l1=None, arch_lr=None)``). ``"ratio"``: chosen on the criterion
-#: diagnostic (``bench/criterion_quality.py``, training images only, one search epoch): Adam at ``1e-1`` with an
-#: ℓ1 pressure of ``4e-3`` gives a ranking that agrees with the oracle (Spearman 0.30, vs 0.06 for the former
-#: ``arch_lr=3e-4`` without pressure and 0.16 for the ℓ1-norm of the weights) and the best accuracy right
-#: after pruning to 0.6x / 0.35x MACs among the settings tried (docs/width.md). The ranking reads |α|·|γ|
-#: (``importance="alpha_gamma"``, scale-invariant where a score follows a BatchNorm): Spearman 0.32 vs 0.28
-#: for |α| after one epoch, 0.27 vs 0.23 after three. ``"l1"``: unchanged (there the penalty decides the
-#: size and the threshold is on |α|; a slow search keeps it stable).
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "ratio": {"l1": 4e-3, "arch_lr": 1e-1, "importance": "alpha_gamma"},
-    "l1": {"l1": 1e-4, "arch_lr": 3e-4, "importance": "alpha"},
-}
-
-#: What changes when the size is a MACs / parameter budget (``prune(macs=...)`` / ``params=``): the pressure
-#: on the scores is the budget's own cost — every score pushed down in proportion to the MACs its unit costs
-#: (``cost_weight=2``) instead of the same ℓ1 pressure on every score (``l1=0``). On the criterion diagnostic
-#: (training images only) it gave the best accuracy right after pruning among the RARTS settings at 0.6x
-#: (50.7 vs 49.0) and tied at 0.35x (43.1 vs 43.0); at equal MACs after fine-tuning (bench/equal_macs.py, 3
-#: seeds) 57.37 / 56.13 at 0.6x / 0.35x vs 56.20 / 54.65 with the ratio-mode pressure (docs/width.md).
-BUDGET_DEFAULTS: dict[str, float] = {"l1": 0.0, "cost_weight": 2.0}
+#: ``DEFAULTS`` / ``BUDGET_DEFAULTS`` (the search settings that depend on the selection) live in `.config`.
 
 #: Config keys a resumed search must share with the saved one, and the keys of the selection (may differ).
-_SEARCH_KEYS = ("lam", "beta", "rarts_mode", "l1", "prox", "cost_weight", "sparsity")
+_SEARCH_KEYS = ("lam", "beta", "update", "l1", "prox", "cost_weight", "sparsity")
 _SELECTION_KEYS = ("ratio", "budget", "importance", "scope", "round_to", "threshold")
 ALL_METHODS = METHODS + BASELINES
 _STATE_FORMAT = "rartsprune-pruner/1"
@@ -116,16 +97,23 @@ class WidthPruner:
     Attributes:
         model: the user's model (the primary network y), scored until `finalize`.
         handle: the `rartsprune.scores.ScoreHandle` of its scores.
-        search: the search optimizer (`rartsprune.optim`) or, for one-shot baselines, the trainer.
+        search: the `rartsprune.width.protocol.Searcher` driven by `step`: the search optimizer (`rartsprune.optim`)
+            or, for one-shot baselines, the trainer.
         result: after `finalize`, a dict with the achieved PRC, widths and the plan.
     """
 
-    def __init__(self, model: nn.Module, handle: ScoreHandle, search: Any, config: dict[str, Any], *,
+    def __init__(self, model: nn.Module, handle: ScoreHandle, optimizer: Searcher, *,
+                 search: WidthSearchConfig, selection: SelectionConfig, ranking: Importance,
+                 loss_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None, seed: int = 0,
                  cost: CostModel | None = None) -> None:
         self.model = model
         self.handle = handle
-        self.search = search
-        self.config = config
+        self.search = optimizer
+        self.search_config = search
+        self.selection_config = selection
+        self.ranking = ranking
+        self.loss_fn = loss_fn
+        self.seed = seed
         self.finalized = False
         self.result: dict[str, Any] | None = None
         self._plan: PruningPlan | None = None
@@ -133,7 +121,7 @@ class WidthPruner:
         self._penalty: WidthPenalty | None = None
         self._cost = cost  # built on first use when a budget did not need it already
         self._input_spec = _input_spec(handle.example_inputs)
-        self._num_classes = _num_classes(model, handle.example_inputs) if config["loss_fn"] is None else None
+        self._num_classes = _num_classes(model, handle.example_inputs) if loss_fn is None else None
 
     # ------------------------------------------------------------------ the loop
     @property
@@ -153,7 +141,7 @@ class WidthPruner:
         empty = [t for t in _tensors(batch) if t.dim() >= 1 and t.shape[0] == 0]
         if empty:
             raise ValueError(f"{which} is empty (a tensor of shape {tuple(empty[0].shape)}): nothing to learn from")
-        if self.config["loss_fn"] is None:
+        if self.loss_fn is None:
             _check_batch(batch, self._input_spec, which, self._num_classes)
         return batch
 
@@ -181,14 +169,25 @@ class WidthPruner:
         except SearchError as exc:
             raise SearchError(f"{exc} — the search state was restored to before this step; lower the learning "
                               "rates or check the data, then continue or reload a checkpoint") from exc
-        if self.config["mode"] == "l1" and self.config["prox"] and self._is_search:
+        if self.selection_config.mode == "l1" and self.search_config.prox and self._is_search:
             lr = self.search.optimizers["arch"].param_groups[0]["lr"]
-            soft_threshold_(self.handle.scores, lr * self.config["l1"])
+            soft_threshold_(self.handle.scores, lr * self.search_config.l1)
         return stats
 
     @property
     def _is_search(self) -> bool:
-        return self.config["method"] in METHODS
+        return self.search_config.is_search
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The settings as a plain dict (saved in `state_dict`): the search's and the selection's."""
+        sel, srch = self.selection_config, self.search_config
+        return {
+            "ratio": sel.ratio, "budget": sel.budget, "mode": sel.mode, "method": srch.method, "lam": srch.lam,
+            "beta": srch.beta, "update": srch.update, "round_to": sel.round_to, "scope": sel.scope,
+            "importance": self.ranking.name, "l1": srch.l1, "prox": srch.prox, "threshold": sel.threshold,
+            "cost_weight": srch.cost_weight, "sparsity": srch.sparsity, "seed": self.seed,
+        }
 
     def step_schedulers(self) -> None:
         """Step the LR schedulers once (per epoch or per step, your choice)."""
@@ -198,25 +197,25 @@ class WidthPruner:
     # ------------------------------------------------------------------ decisions
     def importance(self) -> dict[str, torch.Tensor]:
         """Per-unit importance used for the selection: the ``importance`` criterion (an `Importance`) applied now."""
-        return self.config["ranking"](self.handle)
+        return self.ranking(self.handle)
 
     def selection(self) -> Selection:
         """Which units `finalize` would keep now (the model is not changed)."""
         self._alive("selection()")
-        if self.config["mode"] == "l1":
+        if self.selection_config.mode == "l1":
             if self._is_search:
-                return select_by_threshold(self.handle, self.config["threshold"])
+                return select_by_threshold(self.handle, self.selection_config.threshold)
             raise ValueError("mode='l1' needs a search method (rarts, darts1, darts2, milenas)")
-        if self.config["budget"] is not None:
-            kind, fraction = self.config["budget"]
+        if self.selection_config.budget is not None:
+            kind, fraction = self.selection_config.budget
             return select_by_budget(self.handle, fraction, kind=kind, importance=self.importance(),
-                                    scope=self.config["scope"], cost=self.cost_model())
-        return select_by_ratio(self.handle, self.config["ratio"], importance=self.importance(), scope=self.config["scope"])
+                                    scope=self.selection_config.scope, cost=self.cost_model())
+        return select_by_ratio(self.handle, self.selection_config.ratio, importance=self.importance(), scope=self.selection_config.scope)
 
     def cost_model(self) -> CostModel:
         """The `rartsprune.width.budget.CostModel` of the scored model (built once, with ``round_to``)."""
         if self._cost is None:
-            self._cost = CostModel(self.handle, round_to=self.config["round_to"])
+            self._cost = CostModel(self.handle, round_to=self.selection_config.round_to)
         return self._cost
 
     def plan(self) -> PruningPlan:
@@ -224,7 +223,7 @@ class WidthPruner:
         if self.finalized:
             assert self._plan is not None
             return self._plan
-        return plan_from_scores(self.model, self.selection().keep, round_to=self.config["round_to"])
+        return plan_from_scores(self.model, self.selection().keep, round_to=self.selection_config.round_to)
 
     def finalize(self) -> nn.Module:
         """Select the channels, remove the others physically and return the (same) model, now plain.
@@ -243,16 +242,16 @@ class WidthPruner:
         selection = self.selection()
         groups = {g.name: g for g in self.handle.groups}
         before = sum(p.numel() for n, p in self.model.named_parameters() if not n.startswith("rartsprune_alpha_"))
-        plan = apply_surgery(self.model, selection.keep, round_to=self.config["round_to"])
+        plan = apply_surgery(self.model, selection.keep, round_to=self.selection_config.round_to)
         kept = sum(len(v) for v in plan.groups.values())
         total = sum(plan.channels.values())
         self._plan = plan
         self.finalized = True
         self.result = {
-            "method": self.config["method"],
-            "mode": self.config["mode"],
-            "requested_ratio": self.config["ratio"] if self.config["mode"] == "ratio" else None,
-            "budget": dict([self.config["budget"]]) if self.config["budget"] is not None else None,
+            "method": self.search_config.method,
+            "mode": self.selection_config.mode,
+            "requested_ratio": self.selection_config.ratio if self.selection_config.mode == "ratio" else None,
+            "budget": dict([self.selection_config.budget]) if self.selection_config.budget is not None else None,
             "prc": 1.0 - kept / total if total else 0.0,
             "prunable_channels": total,
             "removed_channels": total - kept,
@@ -272,7 +271,7 @@ class WidthPruner:
         defaults were chosen for): the ranking carries little information and the network behind the scores is
         damaged. `finalize` warns with this message.
         """
-        if not self._is_search or self.config["mode"] != "ratio" or not self.handle.scores:
+        if not self._is_search or self.selection_config.mode != "ratio" or not self.handle.scores:
             return None  # in mode="l1" scores at 0 are the point: the threshold decides the size
         mean = float(torch.cat([a.detach().abs().flatten() for a in self.handle.scores]).mean())
         if mean >= COLLAPSED_SCORE:
@@ -317,16 +316,18 @@ class WidthPruner:
             raise ValueError("the checkpoint was made for a model with other channel groups")
         # the search settings must match; the selection (ratio / budget, importance, scope) may differ: one
         # search can be finalized at several sizes
+        saved, mine = dict(state["config"]), self.config
+        if "rarts_mode" in saved:  # saved before 0.2
+            saved.setdefault("update", saved.pop("rarts_mode"))
         for key in ("method", "mode"):
-            if state["config"].get(key) != self.config[key]:
-                raise ValueError(f"checkpoint {key}={state['config'].get(key)!r}, this pruner {key}={self.config[key]!r}")
+            if saved.get(key) != mine[key]:
+                raise ValueError(f"checkpoint {key}={saved.get(key)!r}, this pruner {key}={mine[key]!r}")
         for key in _SEARCH_KEYS:  # what the search optimizes: a resumed search with other settings is another search
-            if key in state["config"] and state["config"][key] != self.config[key]:
-                raise ValueError(f"the checkpoint's search used {key}={state['config'][key]!r}, this pruner "
-                                 f"{key}={self.config[key]!r}: build the pruner with the checkpoint's setting")
+            if key in saved and saved[key] != mine[key]:
+                raise ValueError(f"the checkpoint's search used {key}={saved[key]!r}, this pruner "
+                                 f"{key}={mine[key]!r}: build the pruner with the checkpoint's setting")
         self.search.load_state_dict(state["search"])
-        differ = [f"{k}={state['config'][k]!r} -> {self.config[k]!r}" for k in _SELECTION_KEYS
-                  if k in state["config"] and state["config"][k] != self.config[k]]
+        differ = [f"{k}={saved[k]!r} -> {mine[k]!r}" for k in _SELECTION_KEYS if k in saved and saved[k] != mine[k]]
         if differ and not other_selection:
             warnings.warn("the checkpoint was saved by a pruner with another selection (" + ", ".join(differ)
                           + "); this pruner's selection applies at finalize()", UserWarning, stacklevel=2)
@@ -347,7 +348,7 @@ class WidthPruner:
 
     def __repr__(self) -> str:
         state = "finalized" if self.finalized else f"{self.num_steps} steps"
-        return f"WidthPruner({type(self.model).__name__}, method={self.config['method']}, mode={self.config['mode']}, {state})"
+        return f"WidthPruner({type(self.model).__name__}, method={self.search_config.method}, mode={self.selection_config.mode}, {state})"
 
 
 def _plain(v: Any) -> bool:
@@ -416,7 +417,7 @@ def prune(
     ignored_layers: Sequence[nn.Module | str] | None = None,
     lam: float = 1.0,
     beta: float = 1.0,
-    rarts_mode: str = "exact",
+    update: str = "exact",
     round_to: int | None = None,
     scope: str = "global",
     importance: str | Importance | None = None,
@@ -425,7 +426,7 @@ def prune(
     threshold: float = 1e-2,
     cost_weight: float | None = None,
     sparsity: float = 1e-4,
-    lr: float = 0.025,
+    weight_lr: float = 0.025,
     weight_decay: float = 3e-4,
     arch_lr: float | None = None,
     arch_weight_decay: float = 1e-3,
@@ -441,7 +442,10 @@ def prune(
     allow_inexact: bool = False,
     prune_heads: bool = False,
     selection: SelectionConfig | None = None,
+    search: WidthSearchConfig | None = None,
     seed: int = 0,
+    lr: float | None = None,
+    rarts_mode: str | None = None,
 ) -> WidthPruner:
     """Start a width search on ``model`` (scores are attached in place) and return the pruner.
 
@@ -466,7 +470,7 @@ def prune(
         example_inputs: one batch the model accepts (inferred for image classifiers if omitted).
         ignored_layers: modules or names whose channels are never pruned (heads are protected anyway).
         lam, beta: RARTS' λ (weight of L_t) and β (coupling of y and w); ``lam`` also weights MiLeNAS.
-        rarts_mode: ``"exact"`` (Eq. 7, four passes) or ``"fused"`` (two passes, an approximation).
+        update: RARTS' update, ``"exact"`` (Eq. 7, four passes) or ``"fused"`` (two passes, an approximation).
         round_to: round each group's kept channel count up to a multiple of this (faster kernels).
         scope: ``"global"`` or ``"layer"`` ranking for ``mode="ratio"``.
         importance: what the ranking uses: an `rartsprune.width.importance.Importance` (your own criterion
@@ -484,7 +488,7 @@ def prune(
             Default: ``2`` with a ``macs`` / ``params`` budget (where ``l1`` defaults to 0,
             ``BUDGET_DEFAULTS``), else 0.
         sparsity: Network Slimming's ``s`` (``method="slimming"``).
-        lr, weight_decay: SGD (momentum 0.9) of the network weights; ``arch_lr``, ``arch_weight_decay``: Adam
+        weight_lr, weight_decay: SGD (momentum 0.9) of the network weights; ``arch_lr``, ``arch_weight_decay``: Adam
             of the scores (``arch_lr`` default: ``1e-1`` in ratio mode, ``3e-4`` in ℓ1 mode, see
             ``DEFAULTS``). ``weight_optimizer`` / ``arch_optimizer`` factories override them.
         weight_scheduler, arch_scheduler: LR scheduler factories (step them with ``step_schedulers``).
@@ -493,9 +497,13 @@ def prune(
         selection: all selection settings as one `rartsprune.width.config.SelectionConfig` (then leave
             ``ratio``, ``macs``, ``params``, ``mode``, ``threshold``, ``scope``, ``round_to`` and ``importance``
             at their defaults).
+        search: all search settings as one `rartsprune.width.config.WidthSearchConfig` (then leave
+            ``method``, ``lam``, ``beta``, ``update``, ``l1``, ``cost_weight``, ``prox``, ``sparsity``, the
+            learning rates, weight decays, factories and ``grad_clip`` at their defaults).
         prune_heads: also score and remove whole attention heads of the supported vision transformers
             (`rartsprune.attach_scores`'s ``prune_heads``; see docs/width.md, "Attention heads").
         seed: seed of the checks, the random baseline and the auxiliary copy.
+        lr, rarts_mode: deprecated names of ``weight_lr`` and ``update`` (before 0.2; a DeprecationWarning).
 
     Returns:
         A `WidthPruner`: call ``step(batch_t, batch_v)`` in your loop, then ``finalize()``.
@@ -526,41 +534,23 @@ def prune(
         model = model._orig_mod  # torch.compile's wrapper: score, probe and search the original module
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    if method not in ALL_METHODS:
-        raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(ALL_METHODS)}")
-    if selection is None:  # the selection keywords, checked as one object (nothing is touched yet)
-        selection = SelectionConfig(mode=mode, ratio=ratio, macs=macs, params=params, threshold=threshold, scope=scope,
-                                    round_to=round_to, importance=importance)
-    elif not isinstance(selection, SelectionConfig):
-        raise TypeError(f"selection must be a SelectionConfig, got {type(selection).__name__}")
-    else:
-        given = SelectionConfig.changed(mode=mode, ratio=ratio, macs=macs, params=params, threshold=threshold,
-                                        scope=scope, round_to=round_to, importance=importance)
-        if given:
-            raise ValueError(f"pass the selection either as selection= or as keywords, not both (got {given})")
-    mode, ratio, budget = selection.mode, selection.ratio, selection.budget
-    threshold, scope, round_to, importance = selection.threshold, selection.scope, selection.round_to, selection.importance
-    ranking = None if importance is None else get_importance(importance, seed=seed)  # ValueError / TypeError
-    for name, value in (("l1", l1), ("arch_lr", arch_lr)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not math.isfinite(value) or value < 0 or (name == "arch_lr" and value == 0)):
-            raise ValueError(f"{name} must be a {'positive' if name == 'arch_lr' else 'non-negative'} number, "
-                             f"got {value!r}")
-    if cost_weight is not None and (isinstance(cost_weight, bool) or not isinstance(cost_weight, (int, float))
-                                    or not math.isfinite(cost_weight) or cost_weight < 0):
-        raise ValueError(f"cost_weight must be a non-negative number, got {cost_weight!r}")
-    if budget is not None:  # a cost budget: the pressure is in the budget's units (BUDGET_DEFAULTS)
-        l1 = BUDGET_DEFAULTS["l1"] if l1 is None else l1
-        cost_weight = BUDGET_DEFAULTS["cost_weight"] if cost_weight is None else cost_weight
-    cost_weight = float(0.0 if cost_weight is None else cost_weight)
-    l1 = float(DEFAULTS[mode]["l1"] if l1 is None else l1)
-    arch_lr = float(DEFAULTS[mode]["arch_lr"] if arch_lr is None else arch_lr)
-    if ranking is None:
-        ranking = get_importance(DEFAULTS[mode]["importance"] if method in METHODS else method, seed=seed)
-    if mode == "l1" and method in BASELINES:
-        raise ValueError(f"mode='l1' needs a search method ({', '.join(METHODS)}); {method!r} is one-shot")
-    if rarts_mode not in ("exact", "fused"):
-        raise ValueError(f"rarts_mode must be 'exact' or 'fused', got {rarts_mode!r}")
+    for old, new, value in (("lr", "weight_lr", lr), ("rarts_mode", "update", rarts_mode)):
+        if value is not None:  # the names before 0.2 ("lr" is the training LR in PruneJob, "mode" ratio / l1)
+            warnings.warn(f"prune({old}=) is deprecated, use {new}=", DeprecationWarning, stacklevel=2)
+    weight_lr = weight_lr if lr is None else lr
+    update = update if rarts_mode is None else rarts_mode
+    # the settings, checked as two objects before anything is touched
+    selection = _config(SelectionConfig, selection, "selection", mode=mode, ratio=ratio, macs=macs, params=params,
+                        threshold=threshold, scope=scope, round_to=round_to, importance=importance)
+    search = _config(WidthSearchConfig, search, "search", method=method, lam=lam, beta=beta, update=update, l1=l1,
+                     cost_weight=cost_weight, prox=prox, sparsity=sparsity, weight_lr=weight_lr,
+                     weight_decay=weight_decay, arch_lr=arch_lr, arch_weight_decay=arch_weight_decay,
+                     weight_optimizer=weight_optimizer, arch_optimizer=arch_optimizer,
+                     weight_scheduler=weight_scheduler, arch_scheduler=arch_scheduler, grad_clip=grad_clip)
+    search = search.resolved(selection)  # the mode's / the budget's defaults filled in
+    ranking = get_importance(selection.importance if selection.importance is not None
+                             else DEFAULTS[selection.mode]["importance"] if search.is_search else search.method,
+                             seed=seed)  # ValueError / TypeError
     if criterion is not None and loss_fn is not None:
         raise ValueError("pass either criterion= or loss_fn=, not both")
     if criterion is not None and not callable(criterion):
@@ -584,12 +574,13 @@ def prune(
         groups = handle.groups
         total = sum(g.channels for g in groups)
         floor = sum(g.channels // g.num_units for g in groups)
-        if mode == "ratio" and budget is None and ratio * total > total - floor + 0.5:
+        ratio, budget = selection.ratio, selection.budget
+        if selection.mode == "ratio" and budget is None and ratio * total > total - floor + 0.5:
             raise ValueError(
                 f"ratio={ratio} would empty the model: at most {(total - floor) / total:.3f} of its {total} prunable "
                 "channels can go (every layer keeps at least one)"
             )
-        if method == "slimming" and not slimming_layers(handle):
+        if search.method == "slimming" and not slimming_layers(handle):
             raise ValueError(f"method='slimming' needs BatchNorm layers; {type(model).__name__} has none next to its channels")
 
         if loss_fn is None and criterion is not None:
@@ -602,44 +593,60 @@ def prune(
             resolved_loss: Callable[[nn.Module, Any], torch.Tensor] | None = loss_fn_
         else:
             resolved_loss = loss_fn
-        w_opt = weight_optimizer or _sgd(lr, weight_decay)
-        config = {
-            "ratio": ratio, "budget": budget, "mode": mode, "method": method, "lam": lam, "beta": beta,
-            "rarts_mode": rarts_mode,
-            "round_to": round_to, "scope": scope, "importance": ranking.name, "ranking": ranking, "l1": l1, "prox": prox,
-            "threshold": threshold, "cost_weight": cost_weight, "sparsity": sparsity, "seed": seed,
-            "loss_fn": resolved_loss,
-        }
         cost = None
         if budget is not None:  # refuse a budget below the reachable minimum before anything is built
-            cost = CostModel(handle, round_to=round_to)
-            select_by_budget(handle, budget[1], kind=budget[0], scope=scope, cost=cost,
+            cost = CostModel(handle, round_to=selection.round_to)
+            select_by_budget(handle, budget[1], kind=budget[0], scope=selection.scope, cost=cost,
                              importance={g.name: torch.ones(g.num_units) for g in groups}, check_only=True)
-        if method in METHODS:
-            penalty = WidthPenalty(handle, l1=l1, cost_weight=cost_weight, include_l1=not (prox and mode == "l1"))
-            search = make_search_optimizer(
-                method, model, handle.scores,
-                loss_fn=resolved_loss, lam=lam, beta=beta, mode=rarts_mode,
-                weight_optimizer=w_opt, arch_optimizer=arch_optimizer or _adam(arch_lr, arch_weight_decay),
-                weight_scheduler=weight_scheduler, arch_scheduler=arch_scheduler,
-                arch_penalty=penalty if penalty.active else None,
-                grad_clip=grad_clip, amp_dtype=amp_dtype, grad_scaler=grad_scaler, distributed=distributed,
-            )
-        else:
-            for a in handle.scores:
-                a.requires_grad_(False)
-            alpha_ids = {id(a) for a in handle.scores}
-            weights = [p for p in model.parameters() if p.requires_grad and id(p) not in alpha_ids]
-            if distributed:
-                raise ValueError(f"distributed=True is supported by the searches ({', '.join(METHODS)}), not by {method!r}")
-            search = BaselineTrainer(
-                model, weights, loss_fn=resolved_loss, optimizer=w_opt, scheduler=weight_scheduler,
-                grad_clip=grad_clip, amp_dtype=amp_dtype,
-                sparsity=sparsity if method == "slimming" else 0.0,
-                bn_layers=slimming_layers(handle) if method == "slimming" else None,
-            )
+        optimizer = _search_optimizer(model, handle, search, selection, resolved_loss, amp_dtype=amp_dtype,
+                                      grad_scaler=grad_scaler, distributed=distributed)
     except BaseException:
         _detach(model, fold=False)
         raise
-    return WidthPruner(model, handle, search, config, cost=cost)
+    return WidthPruner(model, handle, optimizer, search=search, selection=selection, ranking=ranking,
+                       loss_fn=resolved_loss, seed=seed, cost=cost)
+
+
+def _config(cls: type, given: Any, name: str, **keywords: Any) -> Any:
+    """``given`` (a ``cls``, then every keyword at its default) or a ``cls`` built from the keywords."""
+    if given is None:
+        return cls(**keywords)
+    if not isinstance(given, cls):
+        raise TypeError(f"{name} must be a {cls.__name__}, got {type(given).__name__}")
+    changed = cls.changed(**keywords)
+    if changed:
+        raise ValueError(f"pass the {name} settings either as {name}= or as keywords, not both (got {changed})")
+    return given
+
+
+def _search_optimizer(model: nn.Module, handle: ScoreHandle, search: WidthSearchConfig, selection: SelectionConfig,
+                      loss_fn: Callable[[nn.Module, Any], torch.Tensor] | None, *, amp_dtype: torch.dtype | None,
+                      grad_scaler: torch.amp.GradScaler | None, distributed: bool) -> Searcher:
+    """The optimizer of the search (`rartsprune.optim`) or the trainer of a one-shot baseline, from ``search``."""
+    weight_optimizer = search.weight_optimizer or _sgd(search.weight_lr, search.weight_decay)
+    if search.is_search:
+        assert search.l1 is not None and search.cost_weight is not None and search.arch_lr is not None  # resolved
+        penalty = WidthPenalty(handle, l1=search.l1, cost_weight=search.cost_weight,
+                               include_l1=not (search.prox and selection.mode == "l1"))
+        return make_search_optimizer(
+            search.method, model, handle.scores,
+            loss_fn=loss_fn, lam=search.lam, beta=search.beta, update=search.update,
+            weight_optimizer=weight_optimizer,
+            arch_optimizer=search.arch_optimizer or _adam(search.arch_lr, search.arch_weight_decay),
+            weight_scheduler=search.weight_scheduler, arch_scheduler=search.arch_scheduler,
+            arch_penalty=penalty if penalty.active else None,
+            grad_clip=search.grad_clip, amp_dtype=amp_dtype, grad_scaler=grad_scaler, distributed=distributed,
+        )
+    if distributed:
+        raise ValueError(f"distributed=True is supported by the searches ({', '.join(METHODS)}), not by {search.method!r}")
+    for a in handle.scores:
+        a.requires_grad_(False)
+    alpha_ids = {id(a) for a in handle.scores}
+    weights = [p for p in model.parameters() if p.requires_grad and id(p) not in alpha_ids]
+    slimming = search.method == "slimming"
+    return BaselineTrainer(
+        model, weights, loss_fn=loss_fn, optimizer=weight_optimizer, scheduler=search.weight_scheduler,
+        grad_clip=search.grad_clip, amp_dtype=amp_dtype, sparsity=search.sparsity if slimming else 0.0,
+        bn_layers=slimming_layers(handle) if slimming else None,
+    )
 

@@ -178,7 +178,8 @@ def add_search_arguments(
     p.add_argument("--warmup-epochs", type=int, default=0, help="epochs with alpha frozen (weights only)")
     p.add_argument("--lam", type=float, default=1.0, help="RARTS/MiLeNAS lambda")
     p.add_argument("--beta", type=float, default=None, help="RARTS coupling beta (default: optimizer's)")
-    p.add_argument("--mode", choices=("exact", "fused"), default="exact", help="RARTS update mode")
+    p.add_argument("--update", "--mode", dest="update", choices=("exact", "fused"), default="exact",
+                   help="RARTS update: exact (Eq. 7) or fused (--mode: the name before 0.2)")
     p.add_argument("--grad-clip", type=float, default=5.0, help="weight gradient clipping (0: off)")
     p.add_argument("--latency-weight", type=float, default=0.0, help="weight of <softmax(alpha), Lat> (ms)")
     p.add_argument("--latency-table", default=None, help="JSON latency table to use (measured if missing)")
@@ -210,7 +211,7 @@ def config_from_arguments(args: Any) -> Any:
         grad_clip=args.grad_clip if args.grad_clip > 0 else None,
         lam=args.lam,
         beta=args.beta,
-        mode=args.mode,
+        update=args.update,
         latency_weight=args.latency_weight,
         seed=args.seed,
     )
