@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ import torch
 
 from rartsprune.app.data import default_augment, load_dataset, make_loader, num_classes, to_device_batch
 from rartsprune.app.data.imagenet import darts_imagenet_dataset, imagenet_split_dir
+from rartsprune.app.loop import atomic_save
 from rartsprune.app.topology.runner import resolve_device
 from rartsprune.app.topology.train import evaluate, train_epoch
 from rartsprune.flops import flops_report
@@ -275,9 +275,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         state = {"net": net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "epoch": epoch, "log": log, "seconds": seconds, "config": config.to_dict(),
                  "genotype": genotype.to_dict(), "rng_cpu": torch.get_rng_state()}
-        tmp = ckpt.with_name(ckpt.name + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, ckpt)
+        atomic_save(state, ckpt)
         if not args.no_progress:
             tqdm.write(f"epoch {epoch}: train {tr['accuracy']:.2f}% test {te['accuracy']:.2f}% "
                        f"loss {tr['loss']:.3f} ({time.perf_counter() - t0:.0f}s)")

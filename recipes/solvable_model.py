@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rartsprune.app.loop import atomic_save  # noqa: E402
 from rartsprune.optim import METHODS, SearchOptimizer, make_search_optimizer  # noqa: E402
 
 ONE_NET = ("darts1", "darts2", "milenas")
@@ -142,9 +143,7 @@ def run(
 
 def save_checkpoint(path: Path, opt: SearchOptimizer, traj: list[list[float | None]]) -> None:
     """Write ``{"optimizer": opt.state_dict(), "trajectory": traj}`` atomically."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"optimizer": opt.state_dict(), "trajectory": traj}, tmp)
-    tmp.replace(path)
+    atomic_save({"optimizer": opt.state_dict(), "trajectory": traj}, path)
 
 
 def plot_figure(path: Path, args: argparse.Namespace) -> None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable
@@ -38,7 +37,6 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .._version import __version__
@@ -51,7 +49,9 @@ from ..surgery import PruningPlan, apply_plan
 from ..width import DEFAULT_RATIO, SelectionConfig, WidthSearchConfig, prune
 from ..width.budget import BUDGET_KINDS, resolve_budget
 from ..width.importance import IMPORTANCES
+from . import loop
 from .data import default_augment, load_dataset, make_loader, num_classes, to_device_batch
+from .loop import atomic_save, map_batches
 from .zoo import build_model
 
 __all__ = ["PruneJob", "run", "evaluate", "train_epoch", "resolve_device"]
@@ -229,50 +229,22 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
     )
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, loader: Any, device: torch.device, augment: nn.Module,
              amp: torch.dtype | None = None, memory_format: torch.memory_format | None = None) -> float:
-    """Top-1 accuracy (%) of ``model`` on ``loader`` (uint8 batches), in eval mode; the mode is restored."""
-    was = model.training
-    model.eval()
-    correct = total = 0
-    for batch in loader:
-        x, y = to_device_batch(batch, device, augment, memory_format=memory_format)
-        with _autocast(device, amp):
-            out = model(x)
-        correct += int((out.argmax(1) == y).sum())
-        total += int(y.numel())
-    model.train(was)
-    return 100.0 * correct / max(total, 1)
+    """Top-1 accuracy (%) of ``model`` on ``loader`` (uint8 batches), in eval mode; the mode is restored
+    (`rartsprune.app.loop.evaluate` on the batches moved to ``device`` and normalised by ``augment``)."""
+    batches = map_batches(loader, lambda b: to_device_batch(b, device, augment, memory_format=memory_format))
+    return loop.evaluate(model, batches, autocast=lambda: _autocast(device, amp))["acc"]
 
 
 def train_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer, device: torch.device,
                 augment: nn.Module, *, amp: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None,
                 desc: str = "train", progress: bool = True,
                 memory_format: torch.memory_format | None = None) -> dict[str, float]:
-    """One epoch of plain supervised training; returns mean loss and accuracy."""
-    model.train()
-    loss_sum = correct = total = 0.0
-    for batch in tqdm(loader, desc=desc, leave=False, disable=None if progress else True, unit="batch"):
-        x, y = to_device_batch(batch, device, augment, memory_format=memory_format)
-        with _autocast(device, amp):
-            out = model(x)
-            loss = F.cross_entropy(out, y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite training loss ({float(loss)}) in {desc}; lower the learning rate")
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        n = y.numel()
-        loss_sum += float(loss.detach()) * n
-        correct += float((out.argmax(1) == y).sum())
-        total += n
-    return {"loss": loss_sum / max(total, 1), "acc": 100.0 * correct / max(total, 1)}
+    """One epoch of plain supervised training (`rartsprune.app.loop.train_epoch`); mean loss and accuracy."""
+    batches = map_batches(loader, lambda b: to_device_batch(b, device, augment, memory_format=memory_format))
+    return loop.train_epoch(model, batches, optimizer, autocast=lambda: _autocast(device, amp), scaler=scaler,
+                            desc=desc, progress=progress)
 
 
 def _sgd(model: nn.Module, job: PruneJob, lr: float) -> torch.optim.Optimizer:
@@ -292,9 +264,7 @@ def _scheduler(opt: torch.optim.Optimizer, epochs: int, schedule: str) -> torch.
 
 
 def _save(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_save(state, path)
 
 
 def _counts(model: nn.Module, example: torch.Tensor) -> dict[str, int]:

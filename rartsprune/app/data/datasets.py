@@ -46,6 +46,7 @@ from torchvision import datasets as tvd
 from torchvision import transforms as T
 from torchvision.transforms.v2 import functional as TF
 
+from ..loop import atomic_save
 from . import constants
 
 __all__ = [
@@ -529,14 +530,11 @@ def _load_cache(path: Path, key: str) -> dict[str, Any] | None:
 
 
 def _save_cache(path: Path, blob: dict[str, Any]) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(blob, tmp)
-        os.replace(tmp, path)
+        atomic_save(blob, path)
     except OSError as exc:
         warnings.warn(f"could not write the decode cache {path}: {exc}", stacklevel=3)
-        tmp.unlink(missing_ok=True)
 
 
 def decode_image_folder(

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...topology.network import DartsEvalNetwork
+from .. import loop
 
 __all__ = ["train_epoch", "evaluate"]
 
@@ -40,47 +41,28 @@ def train_epoch(
     """
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-    net.train()
-    total, correct, loss_sum = 0, 0, 0.0
-    for x, y in batches:
-        if augment is not None:
-            x = augment(x)
-        logits, aux = net.forward_with_aux(x)
+
+    def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, aux = model.forward_with_aux(x)
         loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
         if aux is not None and auxiliary_weight > 0:
             loss = loss + auxiliary_weight * F.cross_entropy(aux, y, label_smoothing=label_smoothing)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite training loss {float(loss)}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip is not None:
-            nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
-        optimizer.step()
-        n = y.shape[0]
-        total += n
-        loss_sum += float(loss.detach()) * n
-        correct += int((logits.detach().argmax(1) == y).sum())
-        if on_step is not None:
-            on_step(float(loss.detach()))
-    if total == 0:
-        raise ValueError("train_epoch got no batches")
-    return {"loss": loss_sum / total, "accuracy": 100.0 * correct / total}
+        return loss, logits
+
+    if augment is not None:
+        batches = ((augment(x), y) for x, y in batches)
+    try:
+        stats = loop.train_epoch(net, batches, optimizer, loss_fn=loss_fn, grad_clip=grad_clip, on_step=on_step,
+                                 desc="train_epoch")
+    except ValueError as exc:
+        raise ValueError("train_epoch got no batches") from exc
+    return {"loss": stats["loss"], "accuracy": stats["acc"]}
 
 
-@torch.no_grad()
 def evaluate(net: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
     """Mean cross-entropy and top-1 accuracy (%) of ``net`` in eval mode (mode restored afterwards)."""
-    was_training = net.training
-    net.eval()
-    total, correct, loss_sum = 0, 0, 0.0
     try:
-        for x, y in batches:
-            logits = net(x)
-            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(1) == y).sum())
-            total += y.shape[0]
-    finally:
-        net.train(was_training)
-    if total == 0:
-        raise ValueError("evaluate got no batches")
-    return {"loss": loss_sum / total, "accuracy": 100.0 * correct / total}
+        stats = loop.evaluate(net, batches)
+    except ValueError as exc:
+        raise ValueError("evaluate got no batches") from exc
+    return {"loss": stats["loss"], "accuracy": stats["acc"]}
