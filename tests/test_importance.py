@@ -172,7 +172,7 @@ def test_search_config_is_checked_on_construction_and_drives_the_search() -> Non
             pruner = rartsprune.prune(model, example_inputs=EXAMPLE, update="fused", lam=0.5, weight_lr=0.05)
         else:
             pruner = rartsprune.prune(model, example_inputs=EXAMPLE,
-                                      search=WidthSearchConfig(update="fused", lam=0.5, weight_lr=0.05))
+                                      search_config=WidthSearchConfig(update="fused", lam=0.5, weight_lr=0.05))
         assert pruner.search.update == "fused" and pruner.search.lam == 0.5
         assert pruner.search_config.weight_lr == 0.05 and pruner.config["update"] == "fused"
         for bt, bv in batches(2):
@@ -181,10 +181,10 @@ def test_search_config_is_checked_on_construction_and_drives_the_search() -> Non
     torch.testing.assert_close(scores[0], scores[1], rtol=0, atol=0)
     model = new_model()
     before = copy.deepcopy(model.state_dict())
-    with pytest.raises(ValueError, match=r"either as search= or as keywords, not both \(got \['lam'\]\)"):
-        rartsprune.prune(model, lam=2.0, search=WidthSearchConfig(), example_inputs=EXAMPLE)
-    with pytest.raises(TypeError, match="search must be a WidthSearchConfig"):
-        rartsprune.prune(model, search={"lam": 2.0}, example_inputs=EXAMPLE)
+    with pytest.raises(ValueError, match=r"either as search_config= or as keywords, not both \(got \['lam'\]\)"):
+        rartsprune.prune(model, lam=2.0, search_config=WidthSearchConfig(), example_inputs=EXAMPLE)
+    with pytest.raises(TypeError, match="search_config must be a WidthSearchConfig"):
+        rartsprune.prune(model, search_config={"lam": 2.0}, example_inputs=EXAMPLE)
     assert not rartsprune.has_scores(model)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 

@@ -263,10 +263,6 @@ def _scheduler(opt: torch.optim.Optimizer, epochs: int, schedule: str) -> torch.
     return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
 
 
-def _save(path: Path, state: dict[str, Any]) -> None:
-    atomic_save(state, path)
-
-
 def _counts(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
     report = flops_report(model, example)
     return {"params": int(report.params), "macs": int(report.macs)}
@@ -313,8 +309,8 @@ class _Job:
         return evaluate(model, self.test_loader, self.device, self.test_aug, self.amp, self.memory_format)
 
     def save(self, phase: str, epoch: int, **state: Any) -> None:
-        _save(self.ckpt, {"format": _CKPT_FORMAT, "phase": phase, "epoch": epoch, "results": json.dumps(self.results),
-                          "rng": get_rng_state(), **state})
+        atomic_save({"format": _CKPT_FORMAT, "phase": phase, "epoch": epoch, "results": json.dumps(self.results),
+                     "rng": get_rng_state(), **state}, self.ckpt)
 
     def log(self, row: dict[str, Any]) -> None:
         self.results["history"].append(row)
@@ -356,7 +352,7 @@ def _make_pruner(ctx: _Job, model: nn.Module) -> Any:
         weights = {"weight_scheduler": lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(
                        opt, epochs, eta_min=job.search_lr * 0.04)}
     return prune(
-        model, example_inputs=ctx.example.to(ctx.device), search=job.search_config(**weights),
+        model, example_inputs=ctx.example.to(ctx.device), search_config=job.search_config(**weights),
         selection=job.selection_config(), amp_dtype=ctx.amp,
         grad_scaler=torch.amp.GradScaler(ctx.device.type) if ctx.amp == torch.float16 else None,
         prune_heads=job.prune_heads, seed=job.seed,

@@ -5,7 +5,7 @@
 * `SelectionConfig` — the selection: the size of the pruned model (ratio, MACs / parameter budget or the
   ℓ1 threshold), scope, ``round_to`` and the ranking criterion.
 
-`rartsprune.prune` builds both from its keywords, or takes them whole as ``search=`` / ``selection=``. Each
+`rartsprune.prune` builds both from its keywords, or takes them whole as ``search_config=`` / ``selection=``. Each
 is checked when it is constructed, so a bad setting is refused before anything touches the model.
 
 Examples:
@@ -125,9 +125,7 @@ class SelectionConfig:
             isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or math.isnan(ratio) or not 0.0 <= ratio < 1.0
         ):
             raise ValueError(f"ratio must be a number in [0, 1) (the fraction of channels removed), got {ratio!r}")
-        if (isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float))
-                or not math.isfinite(self.threshold) or self.threshold < 0):
-            raise ValueError(f"threshold must be a non-negative number (the |score| cut of mode='l1'), got {self.threshold!r}")
+        _number("threshold", self.threshold)  # the |score| cut of mode='l1'
         if self.scope not in SCOPES:
             raise ValueError(f"scope must be 'global' or 'layer', got {self.scope!r}")
         if self.round_to is not None and (

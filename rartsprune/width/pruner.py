@@ -103,13 +103,13 @@ class WidthPruner:
     """
 
     def __init__(self, model: nn.Module, handle: ScoreHandle, optimizer: Searcher, *,
-                 search: WidthSearchConfig, selection: SelectionConfig, ranking: Importance,
+                 search_config: WidthSearchConfig, selection: SelectionConfig, ranking: Importance,
                  loss_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None, seed: int = 0,
                  cost: CostModel | None = None) -> None:
         self.model = model
         self.handle = handle
         self.search = optimizer
-        self.search_config = search
+        self.search_config = search_config
         self.selection_config = selection
         self.ranking = ranking
         self.loss_fn = loss_fn
@@ -442,7 +442,7 @@ def prune(
     allow_inexact: bool = False,
     prune_heads: bool = False,
     selection: SelectionConfig | None = None,
-    search: WidthSearchConfig | None = None,
+    search_config: WidthSearchConfig | None = None,
     seed: int = 0,
     lr: float | None = None,
     rarts_mode: str | None = None,
@@ -497,7 +497,7 @@ def prune(
         selection: all selection settings as one `rartsprune.width.config.SelectionConfig` (then leave
             ``ratio``, ``macs``, ``params``, ``mode``, ``threshold``, ``scope``, ``round_to`` and ``importance``
             at their defaults).
-        search: all search settings as one `rartsprune.width.config.WidthSearchConfig` (then leave
+        search_config: all search settings as one `rartsprune.width.config.WidthSearchConfig` (then leave
             ``method``, ``lam``, ``beta``, ``update``, ``l1``, ``cost_weight``, ``prox``, ``sparsity``, the
             learning rates, weight decays, factories and ``grad_clip`` at their defaults).
         prune_heads: also score and remove whole attention heads of the supported vision transformers
@@ -542,7 +542,7 @@ def prune(
     # the settings, checked as two objects before anything is touched
     selection = _config(SelectionConfig, selection, "selection", mode=mode, ratio=ratio, macs=macs, params=params,
                         threshold=threshold, scope=scope, round_to=round_to, importance=importance)
-    search = _config(WidthSearchConfig, search, "search", method=method, lam=lam, beta=beta, update=update, l1=l1,
+    search = _config(WidthSearchConfig, search_config, "search_config", method=method, lam=lam, beta=beta, update=update, l1=l1,
                      cost_weight=cost_weight, prox=prox, sparsity=sparsity, weight_lr=weight_lr,
                      weight_decay=weight_decay, arch_lr=arch_lr, arch_weight_decay=arch_weight_decay,
                      weight_optimizer=weight_optimizer, arch_optimizer=arch_optimizer,
@@ -603,7 +603,7 @@ def prune(
     except BaseException:
         _detach(model, fold=False)
         raise
-    return WidthPruner(model, handle, optimizer, search=search, selection=selection, ranking=ranking,
+    return WidthPruner(model, handle, optimizer, search_config=search, selection=selection, ranking=ranking,
                        loss_fn=resolved_loss, seed=seed, cost=cost)
 
 

@@ -51,18 +51,12 @@ def train_epoch(
 
     if augment is not None:
         batches = ((augment(x), y) for x, y in batches)
-    try:
-        stats = loop.train_epoch(net, batches, optimizer, loss_fn=loss_fn, grad_clip=grad_clip, on_step=on_step,
-                                 desc="train_epoch")
-    except ValueError as exc:
-        raise ValueError("train_epoch got no batches") from exc
+    stats = loop.train_epoch(net, batches, optimizer, loss_fn=loss_fn, grad_clip=grad_clip, on_step=on_step,
+                             desc="train_epoch")  # ValueError "train_epoch: no batches"
     return {"loss": stats["loss"], "accuracy": stats["acc"]}
 
 
 def evaluate(net: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
     """Mean cross-entropy and top-1 accuracy (%) of ``net`` in eval mode (mode restored afterwards)."""
-    try:
-        stats = loop.evaluate(net, batches)
-    except ValueError as exc:
-        raise ValueError("evaluate got no batches") from exc
+    stats = loop.evaluate(net, batches)  # ValueError "evaluate: no batches"
     return {"loss": stats["loss"], "accuracy": stats["acc"]}
