@@ -54,7 +54,7 @@ import rartsprune  # noqa: E402
 from rartsprune.app.data import default_augment, load_dataset, make_loader, to_device_batch  # noqa: E402
 from rartsprune.app.data.datasets import stratified_indices  # noqa: E402
 from rartsprune.app.models import preresnet  # noqa: E402
-from rartsprune.split import PairedLoader, split_dataset  # noqa: E402
+from rartsprune.split import PairedLoader, epoch_seed, split_dataset  # noqa: E402
 from rartsprune.width.baselines import baseline_importance  # noqa: E402
 from rartsprune.width.budget import select_by_budget  # noqa: E402
 from rartsprune.width.penalties import unit_macs  # noqa: E402
@@ -140,7 +140,7 @@ class Data:
         self.train = full.subset(idx)
         self.oracle = full.subset(perm[:oracle_images].sort().values)
         self.heldout = full.subset(perm[oracle_images:oracle_images + eval_images].sort().values)
-        self.half_t, self.half_v = split_dataset(self.train, 0.5, seed=0)
+        self.half_t, self.half_v = split_dataset(self.train, 0.5, seed=epoch_seed(0, 0, "split"))  # the job's, seed 0
         self.batch_size = batch_size
         self.device = device
         self.train_aug = default_augment(self.train, train=True).to(device)
@@ -150,8 +150,8 @@ class Data:
         self.heldout_loader = make_loader(self.heldout, 256, train=False)
 
     def pairs(self, epoch: int, seed: int) -> PairedLoader:
-        return PairedLoader(make_loader(self.half_t, self.batch_size, seed=seed * 100_003 + 2 * epoch),
-                            make_loader(self.half_v, self.batch_size, seed=seed * 100_003 + 2 * epoch + 1))
+        return PairedLoader(make_loader(self.half_t, self.batch_size, seed=epoch_seed(seed, epoch, "search 0 t")),
+                            make_loader(self.half_v, self.batch_size, seed=epoch_seed(seed, epoch, "search 0 v")))
 
     def batch(self, b: Any) -> tuple[torch.Tensor, torch.Tensor]:
         return to_device_batch(b, self.device, self.train_aug)
@@ -234,7 +234,7 @@ def accuracy_at_budgets(model: torch.nn.Module, imp: dict[str, torch.Tensor], bu
         handle = rartsprune.get_handle(net)
         sel = select_by_budget(handle, b, importance=imp)
         rartsprune.apply_surgery(net, sel.keep)
-        loader = make_loader(data.train, data.batch_size, train=True, seed=seed * 100_003 + 99_991)
+        loader = make_loader(data.train, data.batch_size, train=True, seed=epoch_seed(seed, 0, "recalibrate"))
         rartsprune.recalibrate_bn(net, (data.batch(x)[0] for x in loader), num_batches=bn_batches)
         out[f"{b:g}"] = data.accuracy(net)
     return out

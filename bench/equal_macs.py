@@ -108,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rarts-importance", default=None, choices=("alpha", "alpha_gamma", "normalized"),
                     help="RARTS' ranking criterion (default: rartsprune.prune's); the search is shared, only the "
                          "finalized runs get their own folders")
+    ap.add_argument("--search-split", default=None, choices=("fixed", "swap"),
+                    help="'scratch': how RARTS' / slimming's search epochs use the data (PruneJob.search_split; "
+                         "default: the job's, 'swap' when the search is the training: every image reaches the "
+                         "kept net once per epoch at the batch size, as in plain training)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "pq",
@@ -190,23 +194,25 @@ def main(argv: list[str] | None = None) -> int:
                     record("after", method, seed, macs, res)
             control("after", base_dir / "baseline.pt", seed)
     if "scratch" in args.protocols:
+        split = args.search_split or replace(common, train_during_search=True).split
+        scratch = work / ("scratch" if split == "fixed" else f"scratch_{split}")  # "scratch": the runs before swap
         for seed in args.seeds:
-            plain_dir = work / "scratch" / f"plain_s{seed}"
+            plain_dir = scratch / f"plain_s{seed}"
             plain = _load_or_run(replace(common, out=str(plain_dir), pretrain_epochs=args.scratch_epochs, seed=seed,
                                          stop_after="pretrain"))
             bases.setdefault("scratch", plain["before"])
             for method in args.methods:
                 if method in SEARCHED:  # the search is the training: same epochs, same LR and schedule
                     job = replace(common, method=method, seed=seed, search_epochs=args.scratch_epochs,
-                                  train_during_search=True, **settings(method))
-                    searched = work / "scratch" / f"{folder(method, finalized=False)}_s{seed}_search"
+                                  train_during_search=True, search_split=split, **settings(method))
+                    searched = scratch / f"{folder(method, finalized=False)}_s{seed}_search"
                     _load_or_run(replace(job, out=str(searched), stop_after="search", macs=args.budgets[0]))
                 else:  # plain training, then the one-shot criterion on the trained network
                     job = replace(common, method=method, seed=seed, search_epochs=0,
                                   init_weights=str(plain_dir / "baseline.pt"))
                     searched = None
                 for macs in args.budgets:
-                    res = _at_budget(job, searched, work / "scratch" / f"{folder(method)}_m{macs:g}_s{seed}", macs)
+                    res = _at_budget(job, searched, scratch / f"{folder(method)}_m{macs:g}_s{seed}", macs)
                     record("scratch", method, seed, macs, res)
             control("scratch", plain_dir / "baseline.pt", seed)
 
@@ -271,7 +277,8 @@ def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] 
              f"RARTS with {rarts_settings_text(args) or 'the default search settings of `prune()`'}. `after`: from the baseline trained "
              f"{args.baseline_epochs} epochs, {args.search_epochs} search / sparsity epoch(s). `scratch`: every arm "
              f"{args.scratch_epochs} epochs from random weights (RARTS and slimming searching / sparsity-training "
-             f"the whole time; l1_norm and random prune the plainly trained network). Then surgery to the MACs "
+             f"the whole time, search split {args.search_split or 'swap (the default)'}; l1_norm and random prune "
+             f"the plainly trained network). Then surgery to the MACs "
              f"budget, BatchNorm re-estimated on {args.bn_recalibration} batches, {args.finetune_epochs} fine-tuning "
              f"epochs at LR {args.finetune_lr}. Test images: {args.test_subset or 'all'}.", ""]
     for protocol in args.protocols:

@@ -1,7 +1,7 @@
 """Splitting a training set into the two halves D_t and D_v of a search, and iterating them in pairs.
 
 * `split_dataset` — two non-overlapping `torch.utils.data.Subset` halves of any map-style
-  dataset, seeded, optionally class-stratified.
+  dataset, seeded, optionally class-stratified (`stratified_indices`, also the app's subset sampler).
 * `PairedLoader` — iterate two loaders together: each item is ``(batch_t, batch_v)``; an epoch lasts
   as long as the longer loader, the shorter one is restarted (cycled) when exhausted; ``set_epoch(e)``
   reshuffles deterministically.
@@ -21,6 +21,7 @@ Examples:
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -28,7 +29,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-__all__ = ["split_dataset", "dataset_targets", "PairedLoader", "pair_loaders", "split_loaders"]
+__all__ = ["split_dataset", "stratified_indices", "epoch_seed", "dataset_targets", "PairedLoader", "pair_loaders", "split_loaders"]
 
 
 def _check_map_style(dataset: Any) -> int:
@@ -65,19 +66,44 @@ def dataset_targets(dataset: Any) -> list[int]:
     return [int(t) for t in out]
 
 
-def _stratified_counts(labels: list[int], n_first: int, fraction: float) -> dict[int, int]:
-    """How many items of each class go to the first half: floor of the quota, then the largest remainders."""
-    per_class: dict[int, int] = {}
-    for c in labels:
-        per_class[c] = per_class.get(c, 0) + 1
-    classes = sorted(per_class)
-    quota = {c: fraction * per_class[c] for c in classes}
-    take = {c: int(math.floor(quota[c])) for c in classes}
-    remaining = n_first - sum(take.values())
-    by_remainder = sorted(classes, key=lambda c: (-(quota[c] - take[c]), c))
-    for c in by_remainder[: max(remaining, 0)]:
-        take[c] += 1
-    return take
+def stratified_indices(targets: Sequence[int] | torch.Tensor, k: int, *, seed: int = 0) -> torch.Tensor:
+    """Sorted indices of a seeded, class-stratified sample of ``k`` items (the one sampler of the project: the
+    stratified half of `split_dataset` and the app's class-stratified subsets).
+
+    Each class gets ``k * n_c / N`` items, rounded by largest remainder (ties to the lower class index),
+    drawn uniformly without replacement inside the class (one generator seeded with ``seed``, classes in
+    ascending order).
+
+    Raises:
+        TypeError: ``k`` is not an int.
+        ValueError: ``k`` is not between 1 and the number of items.
+
+    Examples:
+        >>> idx = stratified_indices([0, 0, 0, 0, 1, 1, 1, 1], 4, seed=0)
+        >>> len(idx), sorted(int(i) // 4 for i in idx)
+        (4, [0, 0, 1, 1])
+    """
+    t = torch.as_tensor(targets, dtype=torch.int64).cpu().reshape(-1)
+    n = len(t)
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"subset must be an int, got {type(k).__name__}")
+    if not 1 <= k <= n:
+        raise ValueError(f"subset={k} must be between 1 and the dataset size {n}")
+    classes, counts = torch.unique(t, return_counts=True)
+    exact = counts.double() * k / n
+    quota = exact.floor().long()
+    remainder = exact - quota
+    short = k - int(quota.sum())
+    if short:
+        order = sorted(range(len(classes)), key=lambda i: (-float(remainder[i]), i))
+        for i in order[:short]:
+            quota[i] += 1
+    g = torch.Generator().manual_seed(int(seed))
+    picked = []
+    for c, q in zip(classes.tolist(), quota.tolist()):
+        members = (t == c).nonzero().flatten()
+        picked.append(members[torch.randperm(len(members), generator=g)[:q]])
+    return torch.cat(picked).sort().values
 
 
 def split_dataset(
@@ -94,9 +120,8 @@ def split_dataset(
         dataset: any map-style dataset.
         fraction: share of the items in the first half (``floor(fraction * len)`` items; default 0.5).
         seed: seed of the shuffle (the same seed gives the same split).
-        stratify: keep class proportions: each class contributes ``floor(fraction * n_c)`` items to the
-            first half, plus one for the classes with the largest remainders, so the first half has exactly
-            ``floor(fraction * len)`` items.
+        stratify: keep class proportions: the first half is `stratified_indices` of ``floor(fraction * len)``
+            items (each class its share, rounded by largest remainder).
         targets: class labels for ``stratify`` (default: `dataset_targets`).
 
     Returns:
@@ -120,32 +145,35 @@ def split_dataset(
     n_first = int(math.floor(fraction * n))
     if n_first < 1 or n - n_first < 1:
         raise ValueError(f"cannot split a dataset of {n} items with fraction {fraction}: a half would be empty")
-    gen = torch.Generator().manual_seed(int(seed))
     if not stratify:
-        perm = torch.randperm(n, generator=gen).tolist()
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed))).tolist()
         first = sorted(perm[:n_first])
     else:
-        labels = [int(t) for t in torch.as_tensor(targets).reshape(-1).tolist()] if targets is not None \
-            else dataset_targets(dataset)
+        labels = torch.as_tensor(targets).reshape(-1) if targets is not None else torch.as_tensor(dataset_targets(dataset))
         if len(labels) != n:
             raise ValueError(f"targets has {len(labels)} entries but the dataset has {n} items")
-        take = _stratified_counts(labels, n_first, float(fraction))
-        by_class: dict[int, list[int]] = {}
-        for i, c in enumerate(labels):
-            by_class.setdefault(c, []).append(i)
-        first = []
-        for c in sorted(by_class):
-            idx = by_class[c]
-            perm = torch.randperm(len(idx), generator=gen).tolist()
-            first.extend(idx[j] for j in perm[: take[c]])
-        first.sort()
+        first = stratified_indices(labels, n_first, seed=seed).tolist()
     chosen = set(first)
     second = [i for i in range(n) if i not in chosen]
     return Subset(dataset, first), Subset(dataset, second)
 
 
-def _epoch_seed(seed: int, epoch: int, which: int) -> int:
-    return hash((int(seed), int(epoch), int(which))) & 0x7FFF_FFFF_FFFF_FFFF
+def epoch_seed(seed: int, epoch: int, stream: int | str = 0) -> int:
+    """The seed of one stream of random draws (a loader's shuffle, a split, ...) in one epoch of a run seeded
+    ``seed`` — the one rule of the project (`PairedLoader`, the job runner, the topology runner, the recipes).
+
+    Different ``(seed, epoch, stream)`` give unrelated seeds, the same ones the same seed in every process and
+    Python version (BLAKE2b of the three, not Python's ``hash``), so a resumed run draws what an uninterrupted
+    one would. ``stream`` names what the draw is for (e.g. ``"finetune"``, or 0 / 1 for the two halves).
+
+    Examples:
+        >>> epoch_seed(0, 3, "finetune") == epoch_seed(0, 3, "finetune") != epoch_seed(0, 4, "finetune")
+        True
+        >>> 0 <= epoch_seed(1, 0) < 2 ** 63
+        True
+    """
+    digest = hashlib.blake2b(f"{int(seed)}:{int(epoch)}:{stream}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 class PairedLoader:
@@ -197,7 +225,7 @@ class PairedLoader:
     def _prepare(self, loader: Any, epoch: int, which: int) -> None:
         gen = getattr(loader, "generator", None)
         if self.seed is not None and isinstance(gen, torch.Generator):
-            gen.manual_seed(_epoch_seed(self.seed, epoch, which))
+            gen.manual_seed(epoch_seed(self.seed, epoch, which))
         sampler = getattr(loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)

@@ -41,6 +41,7 @@ from rartsprune.app.loop import atomic_save
 from rartsprune.app.topology.runner import resolve_device
 from rartsprune.app.topology.train import evaluate, train_epoch
 from rartsprune.flops import flops_report
+from rartsprune.split import epoch_seed
 from rartsprune.topology import (
     DARTS_V2,
     DartsEvalNetwork,
@@ -253,7 +254,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     while epoch < config.epochs and (args.stop_after is None or epoch < args.stop_after):
         net.drop_path_prob = config.drop_path_prob * epoch / config.epochs
         t0 = time.perf_counter()
-        loader = make_loader(train, config.batch_size, train=True, seed=args.seed * 100_003 + epoch,
+        loader = make_loader(train, config.batch_size, train=True, seed=epoch_seed(args.seed, epoch, "train"),
                              num_workers=0 if getattr(train, "in_memory", False) else workers)
         steps = len(loader) if args.max_steps is None else min(len(loader), args.max_steps)
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,

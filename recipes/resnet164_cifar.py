@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weight-decay", type=float, default=1e-4)
     ap.add_argument("--search-lr", type=float, default=0.01)
     ap.add_argument("--arch-lr", type=float, default=None,
-                    help="Adam LR of the scores (default: rartsprune.prune's, 1e-1 in ratio mode, 3e-4 in l1 mode)")
+                    help="Adam LR of the scores (default: rartsprune.prune's, 1e-1 in ratio mode, 3e-4 in l1 mode; "
+                         "with --from-scratch in ratio mode the job's SCORE_TRAVEL / search steps)")
     ap.add_argument("--l1", type=float, default=None,
                     help="l1 penalty on the scores (default: rartsprune.prune's, 4e-3 in ratio mode, 1e-4 in l1 mode)")
     ap.add_argument("--lam", type=float, default=1.0)
@@ -116,7 +117,7 @@ def make_job(args: argparse.Namespace) -> PruneJob:
     """The `PruneJob` of the parsed command line."""
     return PruneJob(
         model=f"preresnet{args.depth}", data=args.data, download=args.download, data_root=args.data_root,
-        out=args.out, ratio=0.4 if args.ratio is None else args.ratio, macs=args.macs, mode=args.mode,
+        out=args.out, ratio=args.ratio, macs=args.macs, mode=args.mode,
         method=args.method, pretrain_epochs=0 if args.from_scratch else args.epochs,
         search_epochs=args.epochs if args.from_scratch else args.search_epochs, train_during_search=args.from_scratch,
         finetune_epochs=args.finetune_epochs, batch_size=args.batch_size,

@@ -5,6 +5,7 @@ Nothing here times anything: only that the scripts work and their outputs are co
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -72,19 +73,101 @@ def test_step_cost_records_relative_paths(tmp_path: Path) -> None:
         res["ratios"]["rarts_fused/darts1"] / floors["rarts_fused/darts1"])
 
 
+def _speedup_module():
+    """bench/speedup.py as a module (bench/ is not a package), for its pure functions."""
+    spec = importlib.util.spec_from_file_location("bench_speedup", ROOT / "bench" / "speedup.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_speedup_smoke(tmp_path: Path) -> None:
     out = tmp_path / "sp.json"
     _run("bench/speedup.py", "--models", "preresnet164", "--batches", "1", "--reps", "1", "--round-to", "none,8",
-         "--threads", "1", "--out", str(out))
+         "--rounds", "2", "--threads", "1", "--out", str(out), timeout=180)
     res = json.loads(out.read_text())
+    assert res["split"]["selection_rounds"] == [1] and res["split"]["report_rounds"] == [2]
+    assert res["settings"]["rounds"] == 2 and res["settings"]["out"] == os.path.relpath(out, ROOT)
+    # every round ran in its own process and pruned the same channels
+    rounds = res["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2] and len({r["pid"] for r in rounds}) == 2
+    raw = [r["models"]["preresnet164"] for r in rounds]
+    assert raw[0]["fingerprint"] == raw[1]["fingerprint"] and raw[0]["macs"] == raw[1]["macs"]
     (row,) = res["rows"]
-    pruned = row["batches"]["1"]["pruned"]
+    batch = row["batches"]["1"]
+    pruned = batch["pruned"]
     assert set(pruned) == {"round_to=None", "round_to=8"}
     # rounding up keeps more channels: more MACs than exact widths, fewer than the unpruned net
     assert row["macs"]["round_to=None"] < row["macs"]["round_to=8"] < row["macs"]["unpruned"]
+    per_round = [r["batches"]["1"]["median_ms"]["unpruned"] for r in raw]
+    assert batch["unpruned"]["rounds_ms"] == per_round
+    assert batch["unpruned_ms"] == pytest.approx(sum(per_round) / 2)  # median of two rounds
+    assert batch["noisy"] == (max(per_round) / min(per_round) - 1 > res["noise_limit"]) == row["noisy"]
     for v in pruned.values():
         assert v["efficiency"] == pytest.approx(v["speedup"] / v["macs_ratio"])
-    assert row["best"]["variant"] in pruned and "Best rounding per model" in out.with_suffix(".md").read_text()
+        assert v["speedup"] == pytest.approx(batch["unpruned_ms"] / v["ms"])
+        assert v["min_ms"] <= v["ms"] <= v["max_ms"]
+    best = row["best"]
+    assert best["variant"] in pruned and best["chosen_on_rounds"] == [1] and best["reported_from_rounds"] == [2]
+    assert best["worst_efficiency"] == pytest.approx(pruned[best["variant"]]["report"]["efficiency"])
+    text = out.with_suffix(".md").read_text()
+    assert "Best rounding per model" in text and "spread across rounds" in text and "| noisy |" in text
+    assert "report rounds (2)" in text and ("rerun on an idle machine" in text) == res["noisy"]
+
+
+def test_speedup_aggregate_split_and_noise() -> None:
+    sp = _speedup_module()
+    macs = {"unpruned": 200.0, "round_to=8": 100.0, "round_to=16": 125.0}  # MACs ratios 2.0 and 1.6
+
+    def rnd(unpruned: float, r8: float, r16: float) -> dict[str, dict[str, float]]:
+        return {"1": {"unpruned": unpruned, "round_to=8": r8, "round_to=16": r16}}
+
+    # selection rounds (1, 3, 5): round_to=8 runs 2x faster (efficiency 1.0), round_to=16 1.25x (0.78);
+    # report rounds (2, 4): both 1.6x faster (0.8 and 1.0). Unpruned swings by 5% (100 .. 105).
+    rounds = [rnd(100, 50, 80), rnd(100, 62.5, 62.5), rnd(105, 52.5, 80), rnd(100, 62.5, 62.5), rnd(100, 49, 80)]
+    agg = sp.aggregate(rounds, macs)
+    assert agg["split"] == {"selection_rounds": [1, 3, 5], "report_rounds": [2, 4]}
+    b = agg["batches"]["1"]
+    assert b["unpruned"]["median_ms"] == 100 and b["unpruned"]["rounds_ms"] == [100, 100, 105, 100, 100]
+    assert (b["unpruned"]["min_ms"], b["unpruned"]["max_ms"]) == (100, 105)
+    r8 = b["pruned"]["round_to=8"]
+    assert r8["ms"] == r8["median_ms"] == 52.5 and (r8["min_ms"], r8["max_ms"]) == (49, 62.5)
+    assert r8["spread"] == pytest.approx(62.5 / 49 - 1)
+    assert r8["speedup"] == pytest.approx(100 / 52.5) and r8["efficiency"] == pytest.approx(100 / 52.5 / 2)
+    assert r8["selection"]["efficiency"] == pytest.approx(1.0) and r8["report"]["efficiency"] == pytest.approx(0.8)
+    assert b["pruned"]["round_to=16"]["report"]["efficiency"] == pytest.approx(1.0)
+    # chosen on the selection rounds (where round_to=8 wins), reported from the report rounds (where it does not)
+    best = agg["best"]
+    assert best["variant"] == "round_to=8"
+    assert best["selection"]["worst_efficiency"] == pytest.approx(1.0) and best["selection"]["meets_target"]
+    assert best["worst_efficiency"] == best["report"]["worst_efficiency"] == pytest.approx(0.8)
+    assert best["mean_speedup"] == pytest.approx(1.6) and not best["meets_target"]
+    assert best["chosen_on_rounds"] == [1, 3, 5] and best["reported_from_rounds"] == [2, 4]
+    # a 5% swing of the unpruned time is not noisy ...
+    assert b["unpruned_variation"] == pytest.approx(0.05) and not b["noisy"] and not agg["noisy"]
+    # ... a 20% one is, per batch: add batch 32 whose unpruned time swings from 1000 to 1200 ms
+    swing = [1000, 1200, 1000, 1000, 1100]
+    noisy_rounds = [{**r, "32": {"unpruned": u, "round_to=8": u / 2, "round_to=16": u / 1.5}}
+                    for r, u in zip(rounds, swing)]
+    agg = sp.aggregate(noisy_rounds, macs)
+    assert not agg["batches"]["1"]["noisy"] and agg["batches"]["32"]["noisy"] and agg["noisy"]
+    assert agg["max_unpruned_variation"] == pytest.approx(0.2)
+    # one round cannot be split into selection and report rounds, nor can rounds disagree on the variants
+    with pytest.raises(ValueError, match="at least 2 rounds"):
+        sp.aggregate(rounds[:1], macs)
+    with pytest.raises(ValueError, match="variants"):
+        sp.aggregate([rounds[0], {"1": {"unpruned": 100, "round_to=8": 50}}], macs)
+
+
+def test_speedup_refuses_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    sp = _speedup_module()
+    for argv, message in ([["--rounds", "1"], "--rounds must be at least 2"], [["--reps", "0"], "at least 1"],
+                          [["--models", "vgg"], "unknown model"], [["--round-to", "8,x"], "not an integer"],
+                          [["--ratio", "1.5"], "--ratio must lie"]):
+        with pytest.raises(SystemExit):
+            sp.parse_args(argv)
+        assert message in capsys.readouterr().err, argv
+    assert sp.parse_args([]).rounds == 5
 
 
 def test_coverage_and_collect(tmp_path: Path) -> None:

@@ -234,7 +234,7 @@ def test_the_reachable_minimum_includes_round_to() -> None:
     ("kwargs", "message"),
     [({"macs": 1.5}, "strictly between"), ({"params": 0.0}, "strictly between"), ({"macs": "0.5"}, "strictly"),
      ({"macs": 0.5, "params": 0.5}, "macs= or params="), ({"macs": 0.5, "mode": "l1"}, "mode='l1'"),
-     ({"macs": 0.5, "ratio": 0.3}, "exclusive")],
+     ({"macs": 0.5, "ratio": 0.3}, "pass one of ratio=, macs= or params=")],
 )
 def test_prune_job_validates_the_budget(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -244,7 +244,7 @@ def test_prune_job_validates_the_budget(kwargs: dict[str, Any], message: str) ->
 def test_prune_job_budget() -> None:
     assert PruneJob().budget is None
     job = PruneJob(macs=1 / 2)
-    assert job.budget == ("macs", 0.5) and job.ratio == 0.4 and job.to_dict()["macs"] == 0.5
+    assert job.budget == ("macs", 0.5) and job.ratio is None and job.to_dict()["selection"]["macs"] == 0.5
     assert PruneJob(params=0.25).budget == ("params", 0.25)
 
 
@@ -258,7 +258,7 @@ def test_pipeline_with_a_macs_budget(tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["pruning"]["budget"] == {"macs": 0.5}
     assert saved["pruning"]["requested_ratio"] is None  # the ratio was not passed to prune()
-    assert saved["job"]["macs"] == 0.5 and saved["job"]["params"] is None
+    assert saved["job"]["selection"]["macs"] == 0.5 and saved["job"]["selection"]["params"] is None
     assert saved["summary"] == results["summary"]
 
 
@@ -286,7 +286,7 @@ def test_cli_parses_the_budget_flags(captured_job: list[PruneJob], tmp_path: Pat
     assert main(["prune", "--ratio", "0.3", *out]) == 0
     assert main(["prune", *out]) == 0
     (macs, params, ratio, default) = captured_job
-    assert (macs.macs, macs.params, macs.ratio, macs.budget) == (0.5, None, 0.4, ("macs", 0.5))
+    assert (macs.macs, macs.params, macs.ratio, macs.budget) == (0.5, None, None, ("macs", 0.5))
     assert params.budget == ("params", 0.25)
     assert (ratio.ratio, ratio.budget) == (0.3, None)
     assert (default.ratio, default.budget) == (0.4, None)

@@ -114,7 +114,7 @@ def test_one_search_finalized_at_two_budgets(tmp_path: Path) -> None:
         shutil.copy(tmp_path / "run" / "checkpoint.pt", d / "checkpoint.pt")
         res = run(tiny(tmp_path, search_epochs=2, finetune_epochs=0, macs=macs, resume=True, out=str(d)))
         assert res["summary"]["macs_ratio"] == pytest.approx(macs, rel=0.02)
-        assert res["job"]["macs"] == macs and res["pruning"]["budget"] == {"macs": macs}
+        assert res["job"]["selection"]["macs"] == macs and res["pruning"]["budget"] == {"macs": macs}
         assert [r["epoch"] for r in res["history"] if r["phase"] == "search"] == [1, 2]  # not searched again
         sizes[macs] = res["after_prune"]["macs"]
     assert sizes[0.35] < sizes[0.6]
@@ -142,3 +142,151 @@ def test_l1_mode_does_not_report_a_collapse(tmp_path: Path) -> None:
         warnings.simplefilter("error", RuntimeWarning)
         results = run(job)
     assert "warnings" not in results
+
+
+def _images_per_step(monkeypatch: pytest.MonkeyPatch) -> list[tuple[set[bytes], set[bytes]]]:
+    """Record the raw images (before augmentation) of every search step's ``(batch_t, batch_v)``."""
+    steps: list[tuple[set[bytes], set[bytes]]] = []
+    original = pipeline._search_pairs
+
+    def images(batch: Any) -> set[bytes]:
+        return {bytes(img.numpy().tobytes()) for img in batch[0]}
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        pairs, count = original(*args, **kwargs)
+
+        def recorded() -> Any:
+            for batch_t, batch_v in pairs:
+                steps.append((images(batch_t), images(batch_v)))
+                yield batch_t, batch_v
+        return recorded(), count
+
+    monkeypatch.setattr(pipeline, "_search_pairs", spy)
+    return steps
+
+
+def _epochs(steps: list[Any], n: int) -> list[list[Any]]:
+    per = len(steps) // n
+    assert per * n == len(steps)
+    return [steps[i * per:(i + 1) * per] for i in range(n)]
+
+
+def test_fixed_split_gives_each_net_its_half(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    steps = _images_per_step(monkeypatch)
+    run(tiny(tmp_path, search_epochs=2, finetune_epochs=0, search_split="fixed"))
+    epochs = _epochs(steps, 2)
+    assert [len(e) for e in epochs] == [2, 2]  # 32 images per half / batch 16
+    seen_t = [set().union(*(t for t, _ in e)) for e in epochs]
+    seen_v = [set().union(*(v for _, v in e)) for e in epochs]
+    assert seen_v[0] == seen_v[1] and seen_t[0] == seen_t[1]  # the same halves every epoch
+    assert len(seen_v[0]) == 32 and not seen_v[0] & seen_t[0]
+
+
+@pytest.mark.parametrize("method", ["rarts", "slimming"])
+def test_swap_split_shows_every_image_to_each_net_once_per_epoch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 method: str) -> None:
+    steps = _images_per_step(monkeypatch)
+    job = tiny(tmp_path, method=method, search_epochs=2, finetune_epochs=0, train_during_search=True, macs=0.6)
+    assert job.split == "swap"  # the default when the search is the training
+    run(job)
+    epochs = _epochs(steps, 2)
+    for epoch in epochs:
+        assert all(not t & v for t, v in epoch)  # D_t and D_v stay disjoint within a step
+        if method == "rarts":  # two passes of 2 steps at batch 16, halves swapped: y and w each see all 64 images
+            assert len(epoch) == 4 and all(len(t) == 16 and len(v) == 16 for t, v in epoch)
+            for side in (0, 1):
+                seen = [img for step in epoch for img in step[side]]
+                assert len(seen) == len(set(seen)) == 64
+        else:  # one net: one pass of half batches, a step of 16 images, 4 steps, every image once
+            assert len(epoch) == 4 and all(len(t) == 8 and len(v) == 8 for t, v in epoch)
+            seen = [img for t, v in epoch for img in t | v]
+            assert len(seen) == len(set(seen)) == 64
+    first_v = set().union(*(v for _, v in epochs[0][:2]))
+    second_v = set().union(*(v for _, v in epochs[1][:2]))
+    assert first_v != second_v  # a fresh split every epoch
+
+
+def test_search_split_is_validated(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="search_split must be None"):
+        tiny(tmp_path, search_split="halves")
+    assert tiny(tmp_path).split == "fixed" and tiny(tmp_path, search_split="swap").split == "swap"
+
+
+def test_score_travel_sets_the_score_lr_when_the_search_is_the_training(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[float] = []
+    original = pipeline._make_pruner
+
+    def spy(ctx: Any, model: Any) -> Any:
+        pruner = original(ctx, model)
+        seen.append(pruner.search_config.arch_lr)
+        return pruner
+
+    monkeypatch.setattr(pipeline, "_make_pruner", spy)
+    run(tiny(tmp_path, train_during_search=True, search_epochs=2, finetune_epochs=0, macs=0.6))
+    # 64 images, batch 16, swap: 2 passes of 2 steps per epoch, 2 epochs = 8 steps
+    assert seen[-1] == pytest.approx(pipeline.SCORE_TRAVEL / 8)
+    job = tiny(tmp_path, train_during_search=True)
+    assert job.search_config(620).arch_lr == pytest.approx(pipeline.SCORE_TRAVEL / 620)
+    assert tiny(tmp_path, train_during_search=True, arch_lr=0.05).search_config(620).arch_lr == 0.05  # as given
+    assert tiny(tmp_path).search_config(620).arch_lr is None  # after training: prune()'s default for the mode
+    assert tiny(tmp_path, train_during_search=True, mode="l1").search_config(620).arch_lr is None
+
+
+def test_job_nests_the_search_and_selection_configs(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from rartsprune.width import SelectionConfig, WidthSearchConfig
+
+    job = tiny(tmp_path, macs=0.5, arch_lr=0.02, search_lr=0.01, search_weight_decay=0.0, weight_decay=5e-4)
+    assert isinstance(job.search, WidthSearchConfig) and isinstance(job.selection, SelectionConfig)
+    assert (job.selection.macs, job.search.arch_lr, job.search.weight_lr, job.search.weight_decay) == (0.5, 0.02, 0.01, 0.0)
+    assert job.weight_decay == 5e-4  # the training's, not the search's
+    assert (job.macs, job.arch_lr, job.search_lr) == (0.5, 0.02, 0.01)  # flat reads
+    other = replace(job, macs=0.35)  # a size given flat replaces the job's size
+    assert other.selection.budget == ("macs", 0.35) and other.search == job.search
+    assert replace(job, ratio=0.3).selection.budget is None and replace(job, ratio=0.3).selection.ratio == 0.3
+    same = tiny(tmp_path, selection=SelectionConfig(macs=0.5), search=WidthSearchConfig(arch_lr=0.02, weight_lr=0.01,
+                                                                                       weight_decay=0.0))
+    assert (same.selection, same.search) == (job.selection, job.search)
+    with pytest.raises(AttributeError, match="replace"):
+        job.macs = 0.3  # type: ignore[misc]
+    with pytest.raises(TypeError, match="unknown settings"):
+        tiny(tmp_path, weight_lr=0.01)  # the job's name for it is search_lr
+    with pytest.raises(TypeError, match="selection must be a SelectionConfig"):
+        tiny(tmp_path, selection={"macs": 0.5})
+    with pytest.raises(ValueError, match="optimizers and schedulers"):
+        tiny(tmp_path, search=WidthSearchConfig(arch_optimizer=lambda params: None))
+    with pytest.raises(ValueError, match="arch_lr must be a positive number"):
+        tiny(tmp_path, arch_lr=-1.0)  # the config's own check, before any work
+    saved = job.to_dict()
+    assert saved["selection"]["macs"] == 0.5 and saved["search"]["arch_lr"] == 0.02
+
+
+def test_every_config_field_is_a_command_line_flag() -> None:
+    import argparse
+
+    from rartsprune.app.cli import _prune_parser
+    from rartsprune.app.pipeline import flat_names
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    parser = _prune_parser(sub)
+    dests = {a.dest for a in parser._actions}
+    assert set(flat_names()) <= dests
+    assert {"grad_clip", "search_split", "arch_weight_decay", "threshold"} <= dests
+    args = parser.parse_args(["--grad-clip", "2.5", "--macs", "0.5", "--search-split", "swap", "--no-prox"])
+    job = PruneJob(**{k: v for k, v in vars(args).items() if not (k in ("ratio", "macs", "params") and v is None)})
+    assert job.search.grad_clip == 2.5 and job.selection.macs == 0.5 and job.split == "swap"
+
+
+def test_job_prunes_to_a_latency_budget(tmp_path: Path) -> None:
+    from rartsprune.app.cli import main
+
+    table = tmp_path / "latency.json"
+    results = run(tiny(tmp_path, latency=0.7, latency_table=str(table), search_epochs=1, finetune_epochs=0))
+    assert results["pruning"]["budget"] == {"latency": 0.7} and table.exists()
+    assert results["summary"]["macs_ratio"] < 1.0
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["job"]["selection"]["latency"] == 0.7
+    with pytest.raises(SystemExit):  # one size at a time, on the command line too
+        main(["prune", "--latency", "0.5", "--macs", "0.5", "--out", str(tmp_path / "cli")])

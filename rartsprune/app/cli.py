@@ -28,10 +28,20 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
+from ..width.budget import BUDGET_KINDS
+from ..width.config import (
+    BASELINE_METHODS,
+    MODES,
+    SCOPES,
+    SEARCH_METHODS,
+    UPDATES,
+    SelectionConfig,
+    WidthSearchConfig,
+)
 from ..width.importance import IMPORTANCES
-from .pipeline import PruneJob
+from .pipeline import SEARCH_SPLITS, PruneJob, flat_names
 
 _HELP = {
     "model": "torchvision:NAME, timm:NAME or path/to/file.py:FUNCTION (called with num_classes=...)",
@@ -41,24 +51,37 @@ _HELP = {
              "exclusive with --macs and --params",
     "macs": "fraction of the model's MACs to keep (fvcore multiply-accumulates, batch 1); exclusive with --ratio",
     "params": "fraction of the model's parameters to keep; exclusive with --ratio and --macs",
+    "latency": "fraction of the model's latency to keep, measured per layer on this device at --latency-batch; "
+               "exclusive with --ratio, --macs and --params",
+    "latency_batch": "batch size at which a --latency budget is measured",
+    "latency_table": "JSON latency table of a --latency budget: loaded if it exists (checked against this device, "
+                     "batch size and input shape), else measured and written there",
     "mode": "ratio (fixed PRC) or l1 (sparsity penalty decides)",
     "method": "rarts, darts1, darts2, milenas, or the one-shot baselines l1_norm, random, slimming",
     "pretrain_epochs": "plain training epochs before the search (0: use the model as built / --init-weights)",
-    "search_epochs": "epochs of the search (one epoch = one pass over each half of the split)",
+    "search_epochs": "epochs of the search (what an epoch is: --search-split)",
     "train_during_search": "the search is the training (the paper's protocol, with --pretrain-epochs 0): the weights' "
                            "SGD in the search uses --lr, --weight-decay, --momentum and --schedule over --search-epochs "
                            "instead of --search-lr with a cosine decay",
+    "search_split": "how a search epoch uses the training set: 'fixed' halves D_t / D_v for the whole search (each net "
+                    "sees its half once per epoch), or 'swap': a fresh split every epoch, passed twice with the halves "
+                    "swapped, so each net sees every image once per epoch (default: swap with --train-during-search, "
+                    "else fixed)",
     "finetune_epochs": "fine-tuning epochs of the pruned model",
     "batch_size": "batch size (per half during the search)",
     "lr": "SGD learning rate of pre-training and fine-tuning",
     "finetune_lr": "SGD learning rate of fine-tuning (default: --lr); short fine-tunes keep more with a lower one",
     "schedule": "LR schedule of pre-training/fine-tuning: step (/10 at 50%%, 75%%) or cosine",
     "search_lr": "SGD learning rate of the network weights during the search (cosine-annealed)",
-    "arch_lr": "Adam learning rate of the channel scores (default: 1e-1 with --mode ratio, 3e-4 with --mode l1)",
+    "arch_lr": "Adam learning rate of the channel scores (default: 1e-1 with --mode ratio, 3e-4 with --mode l1; "
+               "with --train-during-search in ratio mode 3 / the number of search steps)",
     "lam": "RARTS lambda (weight of the auxiliary net's loss); also MiLeNAS' lambda",
     "beta": "RARTS beta (coupling of the two networks)",
     "update": "RARTS update: exact (Eq. 7, four passes per step) or fused (two passes, approximation)",
-    "importance": "criterion for the ranking: alpha, alpha_gamma, normalized (scores), l1_norm, slimming, random",
+    "importance": "criterion for the ranking (default: alpha_gamma in ratio mode, alpha in l1 mode)",
+    "grad_clip": "largest gradient norm of each weight update of the search",
+    "prox": "mode=l1: a proximal soft-threshold step on the scores after each search step (exact zeros)",
+    "stop_after": "end the job after this phase",
     "prune_heads": "also score and remove whole attention heads (torchvision ViT, timm ViT / DeiT / Swin)",
     "scope": "global (rank channels across layers) or layer (same ratio per layer)",
     "round_to": "round kept channel counts up to a multiple of this",
@@ -77,41 +100,62 @@ _HELP = {
 
 
 #: PruneJob fields that set the size of the pruned model; at most one may be given.
-_SIZE_FLAGS = ("ratio", "macs", "params")
+_SIZE_FLAGS = ("ratio", *BUDGET_KINDS)
 
 
 #: Former flag names still accepted (renamed for one meaning per name: ``mode`` is ratio / l1).
 _ALIASES: dict[str, tuple[str, ...]] = {"update": ("--rarts-mode",)}
 
 
+#: Settings that take one of a few names.
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "mode": MODES, "method": SEARCH_METHODS + BASELINE_METHODS, "update": UPDATES, "scope": SCOPES,
+    "importance": tuple(IMPORTANCES), "search_split": SEARCH_SPLITS, "stop_after": ("pretrain", "search"),
+    "schedule": ("step", "cosine"), "amp": ("none", "bf16", "fp16"),
+}
+
+
+def job_settings() -> list[tuple[str, type, Any]]:
+    """``(name, type, default)`` of every `PruneJob` setting a flag sets: the job's own fields, then the fields
+    of its search and selection configs under their flat names (`rartsprune.app.pipeline.flat_names`) — so a
+    new field of either config is a new flag. Fields that are not a bool, int, float or str (the model factory,
+    optimizer factories) have no flag."""
+    defaults = PruneJob()
+    out: list[tuple[str, type, Any]] = []
+    hints = get_type_hints(PruneJob)
+    for f in fields(PruneJob):
+        out.append((f.name, _flag_type(hints[f.name]), getattr(defaults, f.name)))
+    config_hints = {"search": get_type_hints(WidthSearchConfig), "selection": get_type_hints(SelectionConfig)}
+    for flat, (config, name) in flat_names().items():
+        default = getattr(getattr(defaults, config), name) if flat not in _SIZE_FLAGS else None
+        out.append((flat, _flag_type(config_hints[config][name]), default))
+    return [row for row in out if row[1] is not type(None)]
+
+
+def _flag_type(hint: Any) -> type:
+    """bool / int / float / str for a field's type hint (the first of a union that is not None), else NoneType."""
+    options = [a for a in get_args(hint) if a is not type(None)] if get_args(hint) else [hint]
+    first = options[0] if options else type(None)
+    return first if first in (bool, int, float, str) else type(None)
+
+
 def _prune_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("prune", help="search, prune and fine-tune a model", description=_HELP["out"])
-    defaults = PruneJob()
     size = p.add_mutually_exclusive_group()  # the size of the pruned model: a PRC or a MACs / parameter budget
-    for f in fields(PruneJob):
-        if f.name in ("model_factory",):
-            continue
-        flags = ("--" + f.name.replace("_", "-"), *_ALIASES.get(f.name, ()))
-        default = getattr(defaults, f.name)
-        help_ = _HELP.get(f.name, f.name.replace("_", " "))
-        if f.name in _SIZE_FLAGS:
+    for name, kind, default in job_settings():
+        flags = ("--" + name.replace("_", "-"), *_ALIASES.get(name, ()))
+        help_ = _HELP.get(name, name.replace("_", " "))
+        if name in _SIZE_FLAGS:
             # no default here (None): argparse then reliably refuses two of them; PruneJob's ratio default applies
-            size.add_argument(*flags, dest=f.name, type=float, default=None, metavar=f.name.upper(), help=help_)
-        elif isinstance(default, bool):
-            p.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=help_)
-        elif f.name in ("round_to", "train_subset", "test_subset", "image_size"):
-            p.add_argument(*flags, dest=f.name, type=int, default=default, help=help_)
-        elif f.name in ("finetune_lr", "arch_lr", "l1", "cost_weight"):
-            p.add_argument(*flags, dest=f.name, type=float, default=default, help=help_)
-        elif f.name == "stop_after":
-            p.add_argument(*flags, dest=f.name, choices=("pretrain", "search"), default=None, help="end the job after this phase")
-        elif f.name == "importance":
-            p.add_argument(*flags, dest=f.name, choices=tuple(IMPORTANCES), default=None,
-                           help=f"{help_} (default: alpha_gamma in ratio mode, alpha in l1 mode)")
-        elif f.name in ("init_weights", "data_root"):
-            p.add_argument(*flags, dest=f.name, type=str, default=default, help=help_)
+            size.add_argument(*flags, dest=name, type=float, default=None, metavar=name.upper(), help=help_)
+        elif kind is bool:
+            p.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=default, help=help_)
+        elif name in _CHOICES:
+            p.add_argument(*flags, dest=name, choices=_CHOICES[name], default=default,
+                           help=help_ if default is None else f"{help_} (default: {default})")
         else:
-            p.add_argument(*flags, dest=f.name, type=type(default), default=default, help=f"{help_} (default: {default})")
+            p.add_argument(*flags, dest=name, type=kind, default=default,
+                           help=help_ if default is None else f"{help_} (default: {default})")
     return p
 
 

@@ -26,12 +26,13 @@ Examples:
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,24 +45,61 @@ from ..calibrate import has_running_stats, recalibrate_bn
 from ..devices import resolve_device
 from ..flops import flops_report
 from ..optim import get_rng_state, set_rng_state
-from ..split import PairedLoader, split_dataset
+from ..split import PairedLoader, epoch_seed, split_dataset
 from ..surgery import PruningPlan, apply_plan
-from ..width import DEFAULT_RATIO, SelectionConfig, WidthSearchConfig, prune
-from ..width.budget import BUDGET_KINDS, resolve_budget
+from ..width import SelectionConfig, WidthSearchConfig, prune
+from ..width.budget import BUDGET_KINDS
+from ..width.config import BASELINE_METHODS
 from ..width.importance import IMPORTANCES
 from . import loop
 from .data import default_augment, load_dataset, make_loader, num_classes, to_device_batch
 from .loop import atomic_save, map_batches
 from .zoo import build_model
 
-__all__ = ["PruneJob", "run", "evaluate", "train_epoch", "resolve_device"]
+__all__ = ["PruneJob", "SEARCH_SPLITS", "SCORE_TRAVEL", "flat_names", "run", "evaluate", "train_epoch", "resolve_device"]
+
+#: How a search epoch uses the training set (`PruneJob.search_split`): ``"fixed"`` halves for the whole search,
+#: or ``"swap"``: a fresh split every epoch, passed twice with the halves swapped.
+SEARCH_SPLITS = ("fixed", "swap")
+#: When the search is the training (ratio mode, ``arch_lr=None``) the score LR is ``SCORE_TRAVEL / search steps``:
+#: Adam moves a score by about its LR per step, so this bounds how far the pressure can push the scores over the
+#: whole search — the travel of `rartsprune.prune`'s one-epoch default (1e-1 x 31 steps). A fixed LR does not
+#: fit searches of every length: from random weights (PreResNet-20, 4k CIFAR-10 training images, training loss
+#: only) 1e-1 x 310 steps collapses the scores in the first epoch (search loss on D_v 2.07 after 6 epochs, mean
+#: score 0.02); 1e-2 x 310 steps trains (1.71, mean score 0.20); 1e-2 x 620 steps (``search_split="swap"``)
+#: collapses again from the 3rd epoch on (loss 1.82 -> 2.05 while the mean score falls 0.22 -> 0.08).
+SCORE_TRAVEL = 3.0
 
 _CKPT_FORMAT = "rartsprune-job/1"
 
 
-@dataclass
+#: The job's own names of two search settings (``weight_lr`` / ``weight_decay`` of `WidthSearchConfig`): the job's
+#: ``lr`` and ``weight_decay`` are the training's.
+_SEARCH_RENAMED = {"weight_lr": "search_lr", "weight_decay": "search_weight_decay"}
+
+
+_FACTORIES = ("weight_optimizer", "arch_optimizer", "weight_scheduler", "arch_scheduler")
+_SIZES = ("ratio", *BUDGET_KINDS)  # the settings that give the size of the pruned model: one at a time
+#: ``{flat keyword: (nested config, its field)}`` for every setting of `WidthSearchConfig` and `SelectionConfig` a
+#: job takes (the optimizer / scheduler factories excluded: the job builds them).
+_FLAT: dict[str, tuple[str, str]] = {
+    **{_SEARCH_RENAMED.get(f.name, f.name): ("search", f.name) for f in fields(WidthSearchConfig)
+       if f.name not in _FACTORIES},
+    **{f.name: ("selection", f.name) for f in fields(SelectionConfig) if f.init},
+}
+
+
+@dataclass(init=False)
 class PruneJob:
     """Settings of a width-search job (the command line's flags, one to one).
+
+    The job's own settings (data, training, the phases) are its fields; the search and the selection are the
+    library's two config objects, nested as ``search`` (`rartsprune.width.WidthSearchConfig`) and
+    ``selection`` (`rartsprune.width.SelectionConfig`) — what the job's pruner gets. Their settings can also
+    be given flat, by name (``PruneJob(macs=0.5, arch_lr=1e-2)``, ``dataclasses.replace(job, macs=0.35)``) and
+    read flat (``job.macs``); ``search_lr`` / ``search_weight_decay`` are the search's ``weight_lr`` /
+    ``weight_decay`` (``lr`` / ``weight_decay`` are the training's). A new field of either config is a new
+    keyword and a new command-line flag without touching the job (`flat_names`).
 
     ``model_factory(num_classes) -> nn.Module`` replaces ``model`` (a spec string) for recipes with their own
     architectures; it is not saved in checkpoints, so pass the same one when resuming.
@@ -73,6 +111,10 @@ class PruneJob:
       training image), in (0, 1);
     * ``params``: the fraction of the model's parameters to keep, in (0, 1).
 
+    Given flat, one of them replaces the size the job had (``replace(job, macs=0.35)`` on a ratio job); two at
+    once are refused. The achieved fractions are ``summary.macs_ratio`` / ``summary.params_ratio`` in
+    ``results.json``, the requested budget is ``pruning.budget`` (e.g. ``{"macs": 0.5}``).
+
     Two protocols:
 
     * prune after training (default): ``pretrain_epochs`` of plain training (or ``init_weights``), then a
@@ -80,30 +122,43 @@ class PruneJob:
     * the search *is* the training (the paper's protocol, ``train_during_search=True``, usually with
       ``pretrain_epochs=0``): the search's weight SGD uses the training settings ``lr``, ``weight_decay``,
       ``momentum`` and ``schedule`` over ``search_epochs``, so scores and weights learn together from the
-      start; ``finetune_epochs`` follow the surgery as before.
+      start (the scores at ``SCORE_TRAVEL / search steps`` unless ``arch_lr`` is given); ``finetune_epochs``
+      follow the surgery as before.
 
-    ``macs`` and ``params`` are exclusive with each other and with ``ratio``: when a budget is given, ``ratio``
-    is not passed to `rartsprune.prune` (it is ignored; a dataclass cannot tell an explicit 0.4 from the
-    default, so only a ``ratio`` other than 0.4 is refused). Budgets need ``mode="ratio"``. The achieved
-    fractions are ``summary.macs_ratio`` / ``summary.params_ratio`` in ``results.json``, the requested budget
-    is ``pruning.budget`` (e.g. ``{"macs": 0.5}``).
+    How a search epoch uses the training set (``search_split``, `SEARCH_SPLITS`):
+
+    * ``"fixed"`` (the default after training): one split into D_t and D_v for the whole search, each step pairs
+      a D_t batch with a D_v batch, so each of RARTS' two nets sees its half once per epoch (the architecture
+      search's protocol);
+    * ``"swap"`` (the default when the search is the training): every epoch a fresh split, iterated twice with
+      the halves swapped, so every network the search trains sees *every* training image once per epoch at
+      ``batch_size`` — as many weight steps as an epoch of plain training (a one-net baseline, which steps on
+      both batches of a pair together, gets pairs of half batches in one pass instead). D_t and D_v stay
+      disjoint within each step and each pass. With ``"fixed"`` the kept net of RARTS is trained on half the
+      images with half the steps of plain training, which is what held it back when the search is the training.
 
     Raises:
-        ValueError: a bad setting (negative epochs, non-positive learning rates, a budget outside (0, 1),
-            ``macs`` and ``params`` together, a budget with ``mode="l1"`` or with a non-default ``ratio``).
+        ValueError: a bad setting (negative epochs, non-positive learning rates, a budget outside (0, 1), two
+            sizes at once, a budget with ``mode="l1"``, an importance that is not a built-in name), and every
+            check of the two configs.
+        TypeError: an unknown keyword.
+
+    Examples:
+        >>> job = PruneJob(model="torchvision:resnet18", macs=0.5, arch_lr=1e-2, finetune_epochs=5)
+        >>> job.selection.macs, job.search.arch_lr, job.macs
+        (0.5, 0.01, 0.5)
+        >>> from dataclasses import replace
+        >>> replace(job, macs=0.35).selection.budget
+        ('macs', 0.35)
     """
 
     model: str = "torchvision:resnet18"
     data: str = "fake"
     out: str = "runs/prune"
-    ratio: float = DEFAULT_RATIO
-    macs: float | None = None
-    params: float | None = None
-    mode: str = "ratio"
-    method: str = "rarts"
     pretrain_epochs: int = 0
     search_epochs: int = 10
     train_during_search: bool = False
+    search_split: str | None = None
     finetune_epochs: int = 20
     batch_size: int = 64
     lr: float = 0.1
@@ -111,22 +166,7 @@ class PruneJob:
     weight_decay: float = 1e-4
     momentum: float = 0.9
     schedule: str = "step"
-    search_lr: float = 0.025
-    search_weight_decay: float = 3e-4
-    arch_lr: float | None = None
-    arch_weight_decay: float = 1e-3
-    lam: float = 1.0
-    beta: float = 1.0
-    update: str = "exact"
-    importance: str | None = None
-    scope: str = "global"
-    round_to: int | None = None
     prune_heads: bool = False
-    l1: float | None = None
-    prox: bool = False
-    threshold: float = 1e-2
-    cost_weight: float | None = None
-    sparsity: float = 1e-4
     bn_recalibration: int = 50
     train_subset: int | None = None
     test_subset: int | None = None
@@ -144,7 +184,48 @@ class PruneJob:
     plots: bool = True
     progress: bool = True
     stop_after: str | None = None
+    search: WidthSearchConfig = field(default_factory=WidthSearchConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
     model_factory: Callable[[int], nn.Module] | None = field(default=None, repr=False, compare=False)
+
+    def __init__(self, **settings: Any) -> None:
+        flat = _FLAT
+        nested: dict[str, dict[str, Any]] = {"search": {}, "selection": {}}
+        for name in [k for k in settings if k in flat]:
+            config, key = flat[name]
+            nested[config][key] = settings.pop(name)
+        unknown = sorted(set(settings) - {f.name for f in fields(PruneJob)})
+        if unknown:
+            raise TypeError(f"PruneJob got unknown settings {unknown}; valid: its fields and {sorted(flat)}")
+        for f in fields(PruneJob):
+            if f.name in settings:
+                value = settings[f.name]
+            else:
+                value = f.default_factory() if f.default_factory is not MISSING else f.default  # type: ignore[misc]
+            object.__setattr__(self, f.name, value)
+        for config, cls in (("search", WidthSearchConfig), ("selection", SelectionConfig)):
+            if not isinstance(getattr(self, config), cls):
+                raise TypeError(f"{config} must be a {cls.__name__}, got {type(getattr(self, config)).__name__}")
+        if any(k in nested["selection"] for k in _SIZES):  # a size given flat replaces the job's size
+            nested["selection"] = {**{k: None for k in _SIZES}, **nested["selection"]}
+        if nested["search"]:
+            self.search = replace(self.search, **nested["search"])
+        if nested["selection"]:
+            self.selection = replace(self.selection, **nested["selection"])
+        self.__post_init__()
+
+    def __getattr__(self, name: str) -> Any:
+        """The settings of the nested configs, read flat (``job.macs`` is ``job.selection.macs``)."""
+        target = _FLAT.get(name) if not name.startswith("_") else None
+        if target is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return getattr(self.__dict__[target[0]], target[1])
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _FLAT:
+            raise AttributeError(f"{name} is a setting of the job's nested configs: use dataclasses.replace(job, "
+                                 f"{name}=...)")
+        object.__setattr__(self, name, value)
 
     def __post_init__(self) -> None:
         for name in ("pretrain_epochs", "search_epochs", "finetune_epochs", "bn_recalibration"):
@@ -153,59 +234,53 @@ class PruneJob:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
-        rates = {"lr": self.lr, "search_lr": self.search_lr, "arch_lr": self.arch_lr, "finetune_lr": self.finetune_lr}
-        for name, value in rates.items():
+        for name, value in {"lr": self.lr, "finetune_lr": self.finetune_lr}.items():
             if value is not None and (not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
         _check_schedule(self.schedule)
         _amp_dtype(self.amp)
-        if self.importance is not None and self.importance not in tuple(IMPORTANCES):
-            raise ValueError(f"unknown importance {self.importance!r}; valid: None (the mode's default), "
-                             f"{', '.join(tuple(IMPORTANCES))}")
+        importance = self.selection.importance
+        if importance is not None and importance not in tuple(IMPORTANCES):
+            raise ValueError(f"unknown importance {importance!r}; valid: None (the mode's default), "
+                             f"{', '.join(tuple(IMPORTANCES))} (a job saves its settings as JSON: a name, not an object)")
+        factories = [name for name in _FACTORIES if getattr(self.search, name) is not None]
+        if factories:
+            raise ValueError(f"a job builds the search's optimizers and schedulers itself (from lr, schedule, ...); "
+                             f"its search config cannot carry {factories}: call rartsprune.prune directly for that")
         if not isinstance(self.prune_heads, bool):
             raise TypeError(f"prune_heads must be True or False, got {self.prune_heads!r}")
+        if self.search_split is not None and self.search_split not in SEARCH_SPLITS:
+            raise ValueError(f"search_split must be None (the protocol's default), "
+                             f"{' or '.join(repr(x) for x in SEARCH_SPLITS)}, got {self.search_split!r}")
         if self.stop_after not in (None, "pretrain", "search"):
             raise ValueError(f"stop_after must be None, 'pretrain' or 'search', got {self.stop_after!r}")
-        self._check_budget()
         self.search_config().resolved(self.selection_config())  # the pruner's own checks, before any work
 
-    def _check_budget(self) -> None:
-        budget = resolve_budget(self.macs, self.params, mode=self.mode)  # the same checks as rartsprune.prune
-        if budget is None:
-            return
-        kind, value = budget
-        setattr(self, kind, value)
-        if self.ratio != DEFAULT_RATIO:
-            raise ValueError(
-                f"ratio={self.ratio!r} and {kind}={value!r} are exclusive: a budget sets the size of the "
-                f"pruned model, leave ratio at its default ({DEFAULT_RATIO}, ignored when a budget is given)"
-            )
+    @property
+    def split(self) -> str:
+        """The `search_split` in effect: as given, else ``"swap"`` when the search is the training, ``"fixed"``."""
+        if self.search_split is not None:
+            return self.search_split
+        return "swap" if self.train_during_search else "fixed"
 
     def selection_config(self) -> SelectionConfig:
-        """The selection settings as the `rartsprune.width.SelectionConfig` the job's pruner gets."""
-        return SelectionConfig(mode=self.mode, ratio=None if self.budget is not None else self.ratio, macs=self.macs,
-                               params=self.params, threshold=self.threshold, scope=self.scope,
-                               round_to=self.round_to, importance=self.importance)
+        """The selection settings the job's pruner gets (``selection``)."""
+        return self.selection
 
-    def search_config(self, **factories: Any) -> WidthSearchConfig:
-        """The search settings as the `rartsprune.width.WidthSearchConfig` the job's pruner gets.
-
-        The search's weight SGD uses ``search_lr`` / ``search_weight_decay``; ``factories`` (the optimizer and
-        scheduler factories the runner builds, e.g. the training SGD of ``train_during_search``) are added.
-        """
-        return WidthSearchConfig(method=self.method, lam=self.lam, beta=self.beta, update=self.update, l1=self.l1,
-                                 cost_weight=self.cost_weight, prox=self.prox, sparsity=self.sparsity,
-                                 weight_lr=self.search_lr, weight_decay=self.search_weight_decay,
-                                 arch_lr=self.arch_lr, arch_weight_decay=self.arch_weight_decay, **factories)
+    def search_config(self, search_steps: int | None = None, **factories: Any) -> WidthSearchConfig:
+        """The search settings the job's pruner gets: ``search`` with the optimizer and scheduler ``factories``
+        the runner builds (e.g. the training SGD of ``train_during_search``), and — when the search is the
+        training in ratio mode and ``arch_lr`` is not given — ``arch_lr = SCORE_TRAVEL / search_steps``
+        (``search_steps``: the steps of the whole search; ``None`` leaves ``arch_lr`` to the mode's default)."""
+        arch_lr = self.search.arch_lr
+        if arch_lr is None and search_steps and self.train_during_search and self.selection.mode == "ratio":
+            arch_lr = SCORE_TRAVEL / search_steps
+        return replace(self.search, arch_lr=arch_lr, **factories)
 
     @property
     def budget(self) -> tuple[str, float] | None:
         """``(kind, fraction)`` of the MACs or parameter budget, or ``None`` when ``ratio`` sets the size."""
-        for kind in BUDGET_KINDS:
-            value = getattr(self, kind)
-            if value is not None:
-                return kind, value
-        return None
+        return self.selection.budget
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -214,6 +289,16 @@ class PruneJob:
             fn = getattr(self.model_factory, "func", self.model_factory)  # functools.partial
             d["model_factory"] = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
         return d
+
+
+def flat_names() -> dict[str, tuple[str, str]]:
+    """The flat keywords of `PruneJob` that set its nested configs: ``{name: ("search" | "selection", field)}``.
+
+    Examples:
+        >>> flat_names()["search_lr"], flat_names()["macs"]
+        (('search', 'weight_lr'), ('selection', 'macs'))
+    """
+    return dict(_FLAT)
 
 
 def _amp_dtype(amp: str) -> torch.dtype | None:
@@ -330,7 +415,7 @@ def _train_phase(ctx: _Job, model: nn.Module, phase: str, epochs: int, start: in
     t0 = time.perf_counter()
     for epoch in range(start, epochs):
         # a loader per epoch, seeded by the epoch: a resumed run sees the same batches as an uninterrupted one
-        loader = make_loader(ctx.train_set, job.batch_size, train=True, seed=job.seed * 100_003 + epoch)
+        loader = make_loader(ctx.train_set, job.batch_size, train=True, seed=epoch_seed(job.seed, epoch, phase))
         stats = train_epoch(model, loader, opt, ctx.device, ctx.train_aug, amp=ctx.amp, scaler=ctx.scaler,
                             desc=f"{phase} {epoch + 1}/{epochs}", progress=job.progress, memory_format=ctx.memory_format)
         sched.step()
@@ -352,11 +437,44 @@ def _make_pruner(ctx: _Job, model: nn.Module) -> Any:
         weights = {"weight_scheduler": lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(
                        opt, epochs, eta_min=job.search_lr * 0.04)}
     return prune(
-        model, example_inputs=ctx.example.to(ctx.device), search_config=job.search_config(**weights),
+        model, example_inputs=ctx.example.to(ctx.device),
+        search_config=job.search_config(epochs * _search_steps_per_epoch(job, len(ctx.train_set)), **weights),
         selection=job.selection_config(), amp_dtype=ctx.amp,
         grad_scaler=torch.amp.GradScaler(ctx.device.type) if ctx.amp == torch.float16 else None,
         prune_heads=job.prune_heads, seed=job.seed,
     )
+
+
+def _search_steps_per_epoch(job: PruneJob, n: int) -> int:
+    """Steps of one search epoch over ``n`` training images (what `_search_pairs` yields; full batches only)."""
+    n_t, n_v = n // 2, n - n // 2  # split_dataset's halves
+    if job.split == "fixed":
+        return max(n_t // job.batch_size, n_v // job.batch_size)
+    if job.method in BASELINE_METHODS:
+        half = max(1, job.batch_size // 2)
+        return max(n_t // half, n_v // half)
+    return 2 * max(n_t // job.batch_size, n_v // job.batch_size)
+
+
+def _search_pairs(ctx: _Job, epoch: int, halves: tuple[Any, Any] | None) -> tuple[Iterator[tuple[Any, Any]], int]:
+    """The ``(batch_t, batch_v)`` pairs of search epoch ``epoch`` and their number (see `PruneJob.search_split`).
+
+    Loaders (and, with ``"swap"``, the split) are seeded by `rartsprune.split.epoch_seed`: a resumed search sees
+    the same batches as an uninterrupted one.
+    """
+    job = ctx.job
+    if halves is not None:  # "fixed": the job's one split
+        passes = [(halves[0], halves[1], job.batch_size)]
+    else:  # "swap": a fresh split, then both halves to both nets; a one-net baseline steps on half batches once
+        half_t, half_v = split_dataset(ctx.train_set, 0.5, seed=epoch_seed(job.seed, epoch, "split"))
+        if job.method in BASELINE_METHODS:
+            passes = [(half_t, half_v, max(1, job.batch_size // 2))]
+        else:
+            passes = [(half_t, half_v, job.batch_size), (half_v, half_t, job.batch_size)]
+    loaders = [PairedLoader(make_loader(a, size, seed=epoch_seed(job.seed, epoch, f"search {i} t")),
+                            make_loader(b, size, seed=epoch_seed(job.seed, epoch, f"search {i} v")))
+               for i, (a, b, size) in enumerate(passes)]
+    return itertools.chain.from_iterable(loaders), sum(len(p) for p in loaders)
 
 
 def _search_phase(ctx: _Job, model: nn.Module, start: int, pruner_state: dict | None) -> Any:
@@ -364,21 +482,19 @@ def _search_phase(ctx: _Job, model: nn.Module, start: int, pruner_state: dict | 
     pruner = _make_pruner(ctx, model)
     if pruner_state is not None:
         pruner.load_state_dict(pruner_state, other_selection=True)  # a resumed job may finalize at another size
-    half_t, half_v = split_dataset(ctx.train_set, 0.5, seed=job.seed)
+    halves = split_dataset(ctx.train_set, 0.5, seed=epoch_seed(job.seed, 0, "split")) if job.split == "fixed" else None
     t0 = time.perf_counter()
     for epoch in range(start, job.search_epochs):
-        # loaders seeded by the epoch (batch-sliced in-memory data): a resumed search sees the same batches
-        pairs = PairedLoader(make_loader(half_t, job.batch_size, seed=job.seed * 100_003 + 2 * epoch),
-                             make_loader(half_v, job.batch_size, seed=job.seed * 100_003 + 2 * epoch + 1))
+        pairs, steps = _search_pairs(ctx, epoch, halves)
         losses = []
-        for batch_t, batch_v in tqdm(pairs, desc=f"search {epoch + 1}/{job.search_epochs}", leave=False,
+        for batch_t, batch_v in tqdm(pairs, total=steps, desc=f"search {epoch + 1}/{job.search_epochs}", leave=False,
                                      disable=None if job.progress else True, unit="step"):
             bt = to_device_batch(batch_t, ctx.device, ctx.train_aug, memory_format=ctx.memory_format)
             bv = to_device_batch(batch_v, ctx.device, ctx.train_aug, memory_format=ctx.memory_format)
             losses.append(pruner.step(bt, bv))
         pruner.step_schedulers()
         report = pruner.report()
-        ctx.log({"phase": "search", "epoch": epoch + 1, "loss_t": _mean(losses, "loss_t"),
+        ctx.log({"phase": "search", "epoch": epoch + 1, "steps": steps, "loss_t": _mean(losses, "loss_t"),
                  "loss_v": _mean(losses, "loss_v"), "test_acc": ctx.eval(model),
                  "prc_if_finalized": report["prc_if_finalized"], "score_mean": report["scores"]["mean"],
                  "score_zeros": report["scores"]["zeros"]})
@@ -403,7 +519,7 @@ def _mean(rows: list[dict[str, float]], key: str) -> float:
 def _recalibrate(ctx: _Job, model: nn.Module) -> None:
     """Re-estimate the BatchNorm statistics of the pruned model on training batches (training transforms)."""
     job = ctx.job
-    loader = make_loader(ctx.train_set, job.batch_size, train=True, seed=job.seed * 100_003 + 99_991)
+    loader = make_loader(ctx.train_set, job.batch_size, train=True, seed=epoch_seed(job.seed, 0, "recalibrate"))
     inputs = (to_device_batch(b, ctx.device, ctx.train_aug, memory_format=ctx.memory_format)[0] for b in loader)
     with _autocast(ctx.device, ctx.amp):
         recalibrate_bn(model, inputs, num_batches=job.bn_recalibration)

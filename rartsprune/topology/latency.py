@@ -116,22 +116,31 @@ class LatencyTable:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the table as JSON; returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1))
-        return path
+        return save_json(self.to_dict(), path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LatencyTable:
         """Read a table written by `save`."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"latency table not found: {path}")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"latency table {path} is not valid JSON: {exc}") from exc
-        return cls.from_dict(data)
+        return cls.from_dict(load_json(path, "latency table"))
+
+
+def save_json(data: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write a latency table's dict as JSON (parent folders created); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1))
+    return path
+
+
+def load_json(path: str | os.PathLike[str], what: str) -> Any:
+    """The JSON of a latency table file: ``FileNotFoundError`` / ``ValueError`` naming ``what`` and the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what} {path} is not valid JSON: {exc}") from exc
 
 
 # ---- tracing the shapes each mixed edge sees --------------------------------------------------------------

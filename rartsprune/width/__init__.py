@@ -1,7 +1,7 @@
 """Width search: learn which channels to keep with RARTS (or a baseline), then remove the others."""
 
 from .baselines import BASELINES, baseline_importance
-from .budget import BUDGET_KINDS, CostModel, check_budget, resolve_budget, select_by_budget
+from .budget import BUDGET_KINDS, BudgetCost, CostModel, check_budget, resolve_budget, select_by_budget
 from .config import SCOPES, SelectionConfig, WidthSearchConfig
 from .importance import (
     IMPORTANCES,
@@ -14,6 +14,14 @@ from .importance import (
     NormalizedAlphaImportance,
     RandomImportance,
     get_importance,
+)
+from .latency import (
+    LatencyModel,
+    LayerLatency,
+    WidthLatencyTable,
+    latency_report,
+    measure_width_latency,
+    time_model,
 )
 from .penalties import WidthPenalty, soft_threshold_, unit_macs
 from .protocol import Searcher
@@ -52,7 +60,14 @@ __all__ = [
     "CRITERIA",
     "DEFAULT_RATIO",
     "DEFAULTS",
+    "BudgetCost",
     "CostModel",
+    "LatencyModel",
+    "LayerLatency",
+    "WidthLatencyTable",
+    "latency_report",
+    "measure_width_latency",
+    "time_model",
     "MODES",
     "Selection",
     "WidthPenalty",

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn as nn
@@ -38,10 +38,10 @@ from ..scores import ScoreHandle, _check_inputs
 from ..surgery import layer_widths, plan_from_scores
 from .selection import Selection, _check_importance, _finish, select_by_ratio
 
-__all__ = ["BUDGET_KINDS", "CostModel", "check_budget", "resolve_budget", "select_by_budget"]
+__all__ = ["BUDGET_KINDS", "BudgetCost", "CostModel", "check_budget", "resolve_budget", "select_by_budget"]
 
-#: The costs a budget can be given in.
-BUDGET_KINDS = ("macs", "params")
+#: The costs a budget can be given in (``"latency"``: measured on the target device, `rartsprune.width.latency`).
+BUDGET_KINDS = ("macs", "params", "latency")
 
 
 def check_budget(value: Any, kind: str) -> float:
@@ -56,19 +56,30 @@ def check_budget(value: Any, kind: str) -> float:
     return float(value)
 
 
-_WHAT = {"macs": "MACs", "params": "parameters"}
+_WHAT = {"macs": "MACs", "params": "parameters", "latency": "measured latency"}
 
 
-def resolve_budget(macs: Any = None, params: Any = None, *, mode: str = "ratio") -> tuple[str, float] | None:
-    """The ``(kind, fraction)`` budget of ``macs=`` / ``params=`` (at most one), or ``None``.
+def resolve_budget(macs: Any = None, params: Any = None, *, mode: str = "ratio",
+                   latency: Any = None) -> tuple[str, float] | None:
+    """The ``(kind, fraction)`` budget of ``macs=`` / ``params=`` / ``latency=`` (at most one), or ``None``.
 
     Shared by `rartsprune.prune` and `rartsprune.app.pipeline.PruneJob` so both refuse the same inputs with the
-    same messages: both given, a value outside (0, 1), or a budget with ``mode="l1"`` (whose threshold decides
+    same messages: two given, a value outside (0, 1), or a budget with ``mode="l1"`` (whose threshold decides
     the size).
+
+    Examples:
+        >>> resolve_budget(latency=0.6)
+        ('latency', 0.6)
+        >>> resolve_budget(macs=0.5, latency=0.6)  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        ValueError: pass one of macs=, params= or latency=, not macs and latency
     """
-    given = [(kind, value) for kind, value in (("macs", macs), ("params", params)) if value is not None]
+    given = [(kind, value) for kind, value in (("macs", macs), ("params", params), ("latency", latency))
+             if value is not None]
     if len(given) > 1:
-        raise ValueError("pass one of macs= or params=, not macs and params")
+        if latency is None:
+            raise ValueError("pass one of macs= or params=, not macs and params")
+        raise ValueError(f"pass one of macs=, params= or latency=, not {given[0][0]} and {given[1][0]}")
     if not given:
         return None
     kind, value = given[0]
@@ -90,6 +101,16 @@ def _scale_rules(module: nn.Module, width: Mapping[str, Any]) -> Callable[[Mappi
         return f
 
     return scale
+
+
+class BudgetCost(Protocol):
+    """What `select_by_budget` needs of a cost model: the surgery's ``round_to`` and the kept fraction."""
+
+    round_to: int | None
+
+    def fraction(self, keep: Mapping[str, Any], kind: str = ...) -> float:
+        """Predicted fraction of the unpruned model's ``kind`` cost kept with ``keep``."""
+        ...
 
 
 class CostModel:
@@ -159,7 +180,7 @@ def select_by_budget(
     kind: str = "macs",
     importance: Mapping[str, torch.Tensor],
     scope: str = "global",
-    cost: CostModel | None = None,
+    cost: BudgetCost | None = None,
     round_to: int | None = None,
     check_only: bool = False,
 ) -> Selection | None:
@@ -167,11 +188,12 @@ def select_by_budget(
 
     Args:
         handle: the scored model's handle.
-        budget: fraction of the unpruned model's MACs (``kind="macs"``) or parameters (``"params"``) to keep,
-            strictly between 0 and 1.
+        budget: fraction of the unpruned model's MACs (``kind="macs"``), parameters (``"params"``) or
+            measured latency (``"latency"``) to keep, strictly between 0 and 1.
         importance: per-group unit importances (higher = keep).
         scope: ``"global"`` (rank every unit together) or ``"layer"`` (the same fraction from every group).
-        cost: a `CostModel` of ``handle`` (built if omitted; pass one to reuse it).
+        cost: a `CostModel` of ``handle`` (built if omitted; pass one to reuse it); for ``kind="latency"``
+            a `rartsprune.width.latency.LatencyModel` (required).
         round_to: the surgery's ``round_to`` (ignored when ``cost`` is given: the cost model's is used).
         check_only: only check that the budget is valid and reachable; returns ``None``.
 
@@ -184,6 +206,8 @@ def select_by_budget(
         raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
     imp = dict(importance)
     _check_importance(handle, imp)
+    if cost is None and kind == "latency":
+        raise ValueError("a latency budget needs its cost model: pass cost=LatencyModel(handle, table)")
     cost = cost if cost is not None else CostModel(handle, round_to=round_to)
     minimum = cost.fraction(_minimum_keep(handle, imp), kind)
     if minimum > budget:
@@ -232,7 +256,7 @@ def select_by_budget(
     return _finish(handle, keep)
 
 
-def _fill_back(keep: dict[str, list[int]], removed: list[tuple[float, str, int]], cost: CostModel,
+def _fill_back(keep: dict[str, list[int]], removed: list[tuple[float, str, int]], cost: BudgetCost,
                budget: float, kind: str) -> dict[str, list[int]]:
     """Give back removed units, most important first, while the budget still holds.
 

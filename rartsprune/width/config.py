@@ -12,6 +12,8 @@ Examples:
     >>> sel = SelectionConfig(macs=0.5, round_to=8)
     >>> sel.budget, sel.ratio
     (('macs', 0.5), None)
+    >>> SelectionConfig(latency=0.6, latency_batch=8).budget  # a fraction of the measured latency at batch 8
+    ('latency', 0.6)
     >>> SelectionConfig().ratio  # no size given: the default ratio of channels
     0.4
     >>> SelectionConfig(scope="row")  # doctest: +IGNORE_EXCEPTION_DETAIL
@@ -24,6 +26,7 @@ Examples:
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -94,6 +97,13 @@ class SelectionConfig:
             when no budget is given, ``None`` with a budget.
         macs, params: ratio mode: keep this fraction (0, 1) of the model's MACs or parameters instead
             (exclusive with each other and with ``ratio``).
+        latency: ratio mode: keep this fraction (0, 1) of the model's latency measured on its device at
+            batch size ``latency_batch`` (`rartsprune.width.latency`; exclusive with ``ratio``, ``macs``,
+            ``params``).
+        latency_batch: the batch size the latency is measured at (a positive integer; default 1).
+        latency_table: a JSON path of the per-layer latency table: loaded when it exists (and refused when
+            measured on another device, batch size or input shape), written after measuring otherwise
+            (``None``: measured and not saved).
         threshold: ℓ1 mode: units with |α| <= threshold are removed.
         scope: ``"global"`` or ``"layer"`` ranking (ratio mode).
         round_to: round every group's kept channel count up to a multiple of this (``None``: no rounding).
@@ -104,6 +114,9 @@ class SelectionConfig:
     ratio: float | None = None
     macs: float | None = None
     params: float | None = None
+    latency: float | None = None
+    latency_batch: int = 1
+    latency_table: str | None = None
     threshold: float = 1e-2
     scope: str = "global"
     round_to: int | None = None
@@ -114,11 +127,21 @@ class SelectionConfig:
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; valid modes: {', '.join(MODES)}")
         ratio = self.ratio
-        if ratio is not None and (self.macs is not None or self.params is not None):
-            raise ValueError(
-                f"pass one of ratio=, macs= or params=, not ratio and {'macs' if self.macs is not None else 'params'}"
-            )
-        budget = resolve_budget(self.macs, self.params, mode=self.mode)  # ValueError with the reason
+        if ratio is not None and (self.macs is not None or self.params is not None or self.latency is not None):
+            other = "macs" if self.macs is not None else "params" if self.params is not None else "latency"
+            sizes = "ratio=, macs=, params= or latency=" if self.latency is not None else "ratio=, macs= or params="
+            raise ValueError(f"pass one of {sizes}, not ratio and {other}")
+        budget = resolve_budget(self.macs, self.params, mode=self.mode, latency=self.latency)  # ValueError: why
+        batch = self.latency_batch
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"latency_batch must be a positive integer (the batch size timed), got {batch!r}")
+        table = self.latency_table
+        if table is not None:
+            if not isinstance(table, (str, os.PathLike)) or not str(table):
+                raise ValueError(f"latency_table must be a JSON file path or None, got {table!r}")
+            object.__setattr__(self, "latency_table", os.fspath(table))
+        if self.latency is None and (batch != 1 or table is not None):
+            raise ValueError("latency_batch= and latency_table= belong to a latency budget: pass latency= too")
         if ratio is None and budget is None:
             ratio = DEFAULT_RATIO
         if self.mode == "ratio" and budget is None and (

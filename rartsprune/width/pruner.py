@@ -21,6 +21,7 @@ Torch-Pruning's ``pruning_ratio`` with ``global_pruning=False``). No group is ev
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -40,6 +41,16 @@ from .baselines import BASELINES, BaselineTrainer, slimming_layers
 from .budget import CostModel, select_by_budget
 from .config import BUDGET_DEFAULTS, DEFAULT_RATIO, DEFAULTS, MODES, SelectionConfig, WidthSearchConfig
 from .importance import Importance, get_importance
+from .latency import (
+    DEFAULT_REPEATS,
+    DEFAULT_WARMUP,
+    LatencyModel,
+    WidthLatencyTable,
+    device_name,
+    measure_width_latency,
+    prunable_layers,
+    time_model,
+)
 from .penalties import WidthPenalty, soft_threshold_
 from .protocol import Searcher
 from .selection import Selection, select_by_ratio, select_by_threshold
@@ -53,7 +64,7 @@ COLLAPSED_SCORE = 0.05
 
 #: Config keys a resumed search must share with the saved one, and the keys of the selection (may differ).
 _SEARCH_KEYS = ("lam", "beta", "update", "l1", "prox", "cost_weight", "sparsity")
-_SELECTION_KEYS = ("ratio", "budget", "importance", "scope", "round_to", "threshold")
+_SELECTION_KEYS = ("ratio", "budget", "importance", "scope", "round_to", "threshold", "latency_batch")
 ALL_METHODS = METHODS + BASELINES
 _STATE_FORMAT = "rartsprune-pruner/1"
 
@@ -105,7 +116,7 @@ class WidthPruner:
     def __init__(self, model: nn.Module, handle: ScoreHandle, optimizer: Searcher, *,
                  search_config: WidthSearchConfig, selection: SelectionConfig, ranking: Importance,
                  loss_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None, seed: int = 0,
-                 cost: CostModel | None = None) -> None:
+                 cost: CostModel | None = None, latency: LatencyModel | None = None) -> None:
         self.model = model
         self.handle = handle
         self.search = optimizer
@@ -120,6 +131,7 @@ class WidthPruner:
         self._final_steps = 0
         self._penalty: WidthPenalty | None = None
         self._cost = cost  # built on first use when a budget did not need it already
+        self._latency = latency  # a latency budget's cost model (its table measured or loaded by prune)
         self._input_spec = _input_spec(handle.example_inputs)
         self._num_classes = _num_classes(model, handle.example_inputs) if loss_fn is None else None
 
@@ -187,6 +199,7 @@ class WidthPruner:
             "beta": srch.beta, "update": srch.update, "round_to": sel.round_to, "scope": sel.scope,
             "importance": self.ranking.name, "l1": srch.l1, "prox": srch.prox, "threshold": sel.threshold,
             "cost_weight": srch.cost_weight, "sparsity": srch.sparsity, "seed": self.seed,
+            "latency_batch": sel.latency_batch,
         }
 
     def step_schedulers(self) -> None:
@@ -208,8 +221,9 @@ class WidthPruner:
             raise ValueError("mode='l1' needs a search method (rarts, darts1, darts2, milenas)")
         if self.selection_config.budget is not None:
             kind, fraction = self.selection_config.budget
+            cost = self.latency_model() if kind == "latency" else self.cost_model()
             return select_by_budget(self.handle, fraction, kind=kind, importance=self.importance(),
-                                    scope=self.selection_config.scope, cost=self.cost_model())
+                                    scope=self.selection_config.scope, cost=cost)
         return select_by_ratio(self.handle, self.selection_config.ratio, importance=self.importance(), scope=self.selection_config.scope)
 
     def cost_model(self) -> CostModel:
@@ -217,6 +231,16 @@ class WidthPruner:
         if self._cost is None:
             self._cost = CostModel(self.handle, round_to=self.selection_config.round_to)
         return self._cost
+
+    def latency_model(self) -> LatencyModel:
+        """The `rartsprune.width.latency.LatencyModel` of a latency budget (``prune(latency=...)``).
+
+        Raises:
+            ValueError: the pruner was not built with a latency budget.
+        """
+        if self._latency is None:
+            raise ValueError("this pruner has no latency budget: build it with rartsprune.prune(model, latency=...)")
+        return self._latency
 
     def plan(self) -> PruningPlan:
         """The pruning plan: a preview before `finalize`, the executed plan after."""
@@ -242,6 +266,8 @@ class WidthPruner:
         selection = self.selection()
         groups = {g.name: g for g in self.handle.groups}
         before = sum(p.numel() for n, p in self.model.named_parameters() if not n.startswith("rartsprune_alpha_"))
+        latency = self._latency
+        predicted = latency.ms(selection.keep) if latency is not None else None
         plan = apply_surgery(self.model, selection.keep, round_to=self.selection_config.round_to)
         kept = sum(len(v) for v in plan.groups.values())
         total = sum(plan.channels.values())
@@ -260,6 +286,14 @@ class WidthPruner:
             "widths": {n: {"kept": len(plan.groups[n]), "channels": groups[n].channels} for n in plan.groups},
             "steps": self.num_steps,
         }
+        if latency is not None:
+            table = latency.table
+            self.result["latency"] = {
+                "device": table.device, "batch": table.batch, "input_shape": list(table.input_shape),
+                "predicted_ms_before": latency.full_ms, "predicted_ms_after": predicted,
+                "predicted_fraction": predicted / latency.full_ms if latency.full_ms > 0 else float("nan"),
+                "budget": self.selection_config.latency,
+            }
         self._final_steps = self.num_steps
         self.search = None  # release w, the optimizer states and the snapshots
         return self.model
@@ -409,6 +443,9 @@ def prune(
     *,
     macs: float | None = None,
     params: float | None = None,
+    latency: float | None = None,
+    latency_batch: int = 1,
+    latency_table: str | None = None,
     mode: str = "ratio",
     method: str = "rarts",
     criterion: nn.Module | None = None,
@@ -457,8 +494,14 @@ def prune(
         macs: instead of ``ratio``, keep this fraction (in (0, 1)) of the model's MACs (fvcore, batch 1):
             the least important units go first, each counted with the MACs it causes
             (`rartsprune.width.budget`); with ``round_to`` the MACs after surgery stay within 2% of it.
-        params: likewise, a fraction of the model's parameters to keep. ``ratio``, ``macs`` and ``params``
-            are exclusive.
+        params: likewise, a fraction of the model's parameters to keep.
+        latency: likewise, a fraction (in (0, 1)) of the model's latency to keep, measured on the model's
+            device at batch size ``latency_batch`` (`rartsprune.width.latency`: every prunable layer timed alone
+            at a few widths, the rest of the model as a constant). ``ratio``, ``macs``, ``params`` and
+            ``latency`` are exclusive.
+        latency_batch: the batch size the latency is measured at (default 1).
+        latency_table: a JSON file of the latency table: loaded when it exists (a table measured on another
+            device, batch size or input shape raises ``ValueError``), written after measuring otherwise.
         mode: ``"ratio"`` (fixed PRC) or ``"l1"`` (an ℓ1 penalty of strength ``l1`` on the scores decides;
             channels with |α| <= ``threshold`` are removed, optionally with a proximal soft-threshold step,
             ``prox=True``, which makes scores exactly zero).
@@ -495,7 +538,7 @@ def prune(
         grad_clip, amp_dtype, grad_scaler, distributed: passed to the search optimizer.
         backend, allow_inexact: passed to `rartsprune.attach_scores`.
         selection: all selection settings as one `rartsprune.width.config.SelectionConfig` (then leave
-            ``ratio``, ``macs``, ``params``, ``mode``, ``threshold``, ``scope``, ``round_to`` and ``importance``
+            ``ratio``, ``macs``, ``params``, the ``latency`` settings, ``mode``, ``threshold``, ``scope``, ``round_to`` and ``importance``
             at their defaults).
         search_config: all search settings as one `rartsprune.width.config.WidthSearchConfig` (then leave
             ``method``, ``lam``, ``beta``, ``update``, ``l1``, ``cost_weight``, ``prox``, ``sparsity``, the
@@ -541,6 +584,7 @@ def prune(
     update = update if rarts_mode is None else rarts_mode
     # the settings, checked as two objects before anything is touched
     selection = _config(SelectionConfig, selection, "selection", mode=mode, ratio=ratio, macs=macs, params=params,
+                        latency=latency, latency_batch=latency_batch, latency_table=latency_table,
                         threshold=threshold, scope=scope, round_to=round_to, importance=importance)
     search = _config(WidthSearchConfig, search_config, "search_config", method=method, lam=lam, beta=beta, update=update, l1=l1,
                      cost_weight=cost_weight, prox=prox, sparsity=sparsity, weight_lr=weight_lr,
@@ -566,6 +610,7 @@ def prune(
         raise TypeError(f"prune_heads must be True or False, got {prune_heads!r}")
     if example_inputs is None:
         example_inputs = _infer_example_inputs(model)
+    whole_ms = _whole_latency(model, example_inputs, selection)  # timed before the scores slow the model
     handle = attach_scores(
         model, example_inputs, ignored_layers=ignored_layers, allow_inexact=allow_inexact, backend=backend, seed=seed,
         prune_heads=prune_heads,
@@ -593,10 +638,15 @@ def prune(
             resolved_loss: Callable[[nn.Module, Any], torch.Tensor] | None = loss_fn_
         else:
             resolved_loss = loss_fn
-        cost = None
+        cost: CostModel | None = None
+        latency_model: LatencyModel | None = None
         if budget is not None:  # refuse a budget below the reachable minimum before anything is built
-            cost = CostModel(handle, round_to=selection.round_to)
-            select_by_budget(handle, budget[1], kind=budget[0], scope=selection.scope, cost=cost,
+            if budget[0] == "latency":
+                latency_model = _latency_model(handle, selection, whole_ms)
+            else:
+                cost = CostModel(handle, round_to=selection.round_to)
+            select_by_budget(handle, budget[1], kind=budget[0], scope=selection.scope,
+                             cost=latency_model if latency_model is not None else cost,
                              importance={g.name: torch.ones(g.num_units) for g in groups}, check_only=True)
         optimizer = _search_optimizer(model, handle, search, selection, resolved_loss, amp_dtype=amp_dtype,
                                       grad_scaler=grad_scaler, distributed=distributed)
@@ -604,7 +654,37 @@ def prune(
         _detach(model, fold=False)
         raise
     return WidthPruner(model, handle, optimizer, search_config=search, selection=selection, ranking=ranking,
-                       loss_fn=resolved_loss, seed=seed, cost=cost)
+                       loss_fn=resolved_loss, seed=seed, cost=cost, latency=latency_model)
+
+
+def _whole_latency(model: nn.Module, example_inputs: Any, selection: SelectionConfig) -> float | None:
+    """A latency budget whose table must be measured: the plain model's latency (ms), else ``None``."""
+    if selection.budget is None or selection.budget[0] != "latency":
+        return None
+    if not isinstance(example_inputs, torch.Tensor) or example_inputs.dim() < 2:
+        raise ValueError("a latency budget needs example_inputs to be one tensor with a batch dimension, got "
+                         f"{type(example_inputs).__name__}")
+    if selection.latency_table is not None and os.path.exists(selection.latency_table):
+        return None  # loaded, not measured
+    return time_model(model, example_inputs, batch=selection.latency_batch, warmup=DEFAULT_WARMUP,
+                      repeats=DEFAULT_REPEATS)
+
+
+def _latency_model(handle: ScoreHandle, selection: SelectionConfig, whole_ms: float | None) -> LatencyModel:
+    """The latency budget's cost model: its table loaded (and checked) or measured (and saved)."""
+    x = handle.example_inputs
+    batch = selection.latency_batch
+    device = device_name(_model_device(handle.model))
+    path = selection.latency_table
+    if whole_ms is None:  # the table exists
+        assert path is not None
+        table = WidthLatencyTable.load(path)
+        table.check(device=device, batch=batch, input_shape=[batch, *x.shape[1:]], source=f"latency table {path}")
+    else:
+        table = measure_width_latency(handle.model, x, batch=batch, layers=prunable_layers(handle), whole_ms=whole_ms)
+        if path is not None:
+            table.save(path)
+    return LatencyModel(handle, table, round_to=selection.round_to)
 
 
 def _config(cls: type, given: Any, name: str, **keywords: Any) -> Any:

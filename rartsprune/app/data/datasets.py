@@ -46,6 +46,7 @@ from torchvision import datasets as tvd
 from torchvision import transforms as T
 from torchvision.transforms.v2 import functional as TF
 
+from ...split import stratified_indices
 from ..loop import atomic_save
 from . import constants
 
@@ -327,40 +328,6 @@ def _targets_of(dataset: Dataset) -> torch.Tensor:
     if targets is None:
         raise TypeError(f"{type(dataset).__name__} has no `targets`; cannot stratify it by class")
     return torch.as_tensor(targets, dtype=torch.int64).cpu()
-
-
-def stratified_indices(targets: Sequence[int] | torch.Tensor, k: int, *, seed: int = 0) -> torch.Tensor:
-    """Sorted indices of a seeded, class-stratified sample of ``k`` items.
-
-    Each class gets ``k * n_c / N`` items, rounded by largest remainder (ties to the lower class index),
-    drawn uniformly without replacement inside the class.
-
-    Examples:
-        >>> idx = stratified_indices([0, 0, 0, 0, 1, 1, 1, 1], 4, seed=0)
-        >>> len(idx), sorted(int(i) // 4 for i in idx)
-        (4, [0, 0, 1, 1])
-    """
-    t = torch.as_tensor(targets, dtype=torch.int64).cpu()
-    n = len(t)
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise TypeError(f"subset must be an int, got {type(k).__name__}")
-    if not 1 <= k <= n:
-        raise ValueError(f"subset={k} must be between 1 and the dataset size {n}")
-    classes, counts = torch.unique(t, return_counts=True)
-    exact = counts.double() * k / n
-    quota = exact.floor().long()
-    remainder = exact - quota
-    short = k - int(quota.sum())
-    if short:
-        order = sorted(range(len(classes)), key=lambda i: (-float(remainder[i]), i))
-        for i in order[:short]:
-            quota[i] += 1
-    g = torch.Generator().manual_seed(int(seed))
-    picked = []
-    for c, q in zip(classes.tolist(), quota.tolist()):
-        members = (t == c).nonzero().flatten()
-        picked.append(members[torch.randperm(len(members), generator=g)[:q]])
-    return torch.cat(picked).sort().values
 
 
 def _take_subset(dataset: Dataset, subset: int | None, seed: int) -> Dataset:

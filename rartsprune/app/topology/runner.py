@@ -63,13 +63,16 @@ class SearchData:
 
     def pairs(self, epoch: int) -> Iterator[tuple[Batch, Batch]]:
         """Augmented device batch pairs of ``epoch`` (the same for the same ``(seed, epoch)``)."""
-        from ...split import pair_loaders
+        from ...split import epoch_seed, pair_loaders
         from ..data import make_loader, to_device_batch
 
-        base = (self.seed * 1_000_003 + epoch * 2) & 0x7FFF_FFFF
-        lt = make_loader(self.train_t, self.batch_size, train=True, seed=base, num_workers=0, pin_memory=False)
-        lv = make_loader(self.train_v, self.batch_size, train=True, seed=base + 1, num_workers=0, pin_memory=False)
-        for bt, bv in pair_loaders(lt, lv, seed=self.seed):
+        # seeded by (seed, epoch): a new order every epoch (a pair_loaders(seed=...) made afresh each epoch would
+        # count its epochs from 0 and reseed every epoch alike)
+        lt = make_loader(self.train_t, self.batch_size, train=True, seed=epoch_seed(self.seed, epoch, "search t"),
+                         num_workers=0, pin_memory=False)
+        lv = make_loader(self.train_v, self.batch_size, train=True, seed=epoch_seed(self.seed, epoch, "search v"),
+                         num_workers=0, pin_memory=False)
+        for bt, bv in pair_loaders(lt, lv):
             yield (
                 to_device_batch(bt, self.device, self.augment),
                 to_device_batch(bv, self.device, self.augment),

@@ -1,0 +1,532 @@
+"""Latency-aware width selection: a per-layer latency model measured on the target device.
+
+At batch size 1 a depthwise network is memory-bound and MACs are the wrong cost to prune by. This module
+measures what the pruned model will cost in milliseconds instead:
+
+* every *prunable layer* — a convolution (``nn.Conv1d/2d/3d``, plain or depthwise) or an ``nn.Linear`` whose
+  input or output channels the surgery changes — is timed **alone**, as a fresh layer of the same kind,
+  at a few widths: ``fractions`` (default 25/50/75/100 %) of its output channels, and of its input
+  channels where those are pruned too (a grid), plus one channel (so that any width lies inside the grid).
+  It runs at the input shape it sees in the model (found by a forward hook on ``example_inputs``) with the
+  batch dimension set to ``batch``, in eval mode without gradients, on the model's device: warm-up runs,
+  then the median of ``repeats`` timed runs (`rartsprune.topology.latency`'s timer);
+* a layer's latency at any (in, out) width is the bilinear interpolation of its samples (after making them
+  non-decreasing in both widths, so that timing noise never makes a wider layer predict faster);
+* the model's predicted latency is the sum of its layers' predictions plus a constant *remainder*: the
+  measured whole-model latency minus the sum of the layers at full width (normalisations, activations,
+  pooling, the head and the layers that are not pruned; at least 0).
+
+The table is saved as JSON (`WidthLatencyTable.save`) with the device name, the torch version, the batch
+size and the input shape, and reloaded with `WidthLatencyTable.load`; `WidthLatencyTable.check` refuses a
+table measured on another device, batch size or input shape. `LatencyModel` is the cost model of
+`rartsprune.width.budget.select_by_budget` for ``kind="latency"`` (``rartsprune.prune(model, latency=0.6)``),
+and `latency_report` compares the prediction with the measured latency of a (pruned) model.
+
+Examples:
+    >>> import torch, torch.nn as nn
+    >>> net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1))
+    >>> table = measure_width_latency(net, torch.randn(1, 3, 16, 16), warmup=1, repeats=3)
+    >>> sorted(table.layers), table.batch, table.input_shape
+    (['0', '2'], 1, [1, 3, 16, 16])
+    >>> table.layers["2"].predict(8, 8) <= table.layers["2"].predict(16, 16)
+    True
+"""
+
+from __future__ import annotations
+
+import bisect
+import copy
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..graph import preserved_state
+from ..scores import ScoreHandle, _model_device, has_scores
+from ..surgery import layer_widths, plan_from_scores
+from ..topology.latency import _time_module, load_json, save_json
+
+__all__ = [
+    "DEFAULT_FRACTIONS",
+    "LatencyModel",
+    "LayerLatency",
+    "WidthLatencyTable",
+    "device_name",
+    "latency_report",
+    "measure_width_latency",
+    "prunable_layers",
+    "time_model",
+]
+
+_FORMAT = "rartsprune-width-latency-v1"
+#: Fractions of a layer's channels it is timed at (one channel is always added).
+DEFAULT_FRACTIONS: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
+#: Untimed runs, then timed runs (their median) per sample, when `rartsprune.prune` measures a table.
+DEFAULT_WARMUP = 5
+DEFAULT_REPEATS = 20
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def device_name(device: torch.device | str) -> str:
+    """The name a table records for ``device``: ``"cpu"``, or ``"cuda:0 (<GPU name>)"``.
+
+    Examples:
+        >>> device_name("cpu")
+        'cpu'
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return str(device)
+
+
+def _interp(xs: Sequence[int], x: float) -> tuple[int, int, float]:
+    """Indices ``i, j`` of the samples around ``x`` and the weight of ``j`` (clamped at both ends)."""
+    if x <= xs[0]:
+        return 0, 0, 0.0
+    if x >= xs[-1]:
+        n = len(xs) - 1
+        return n, n, 0.0
+    j = bisect.bisect_left(xs, x)
+    i = j - 1
+    return i, j, (x - xs[i]) / (xs[j] - xs[i])
+
+
+@dataclass
+class LayerLatency:
+    """Median latencies (ms) of one layer timed alone at a grid of widths.
+
+    Attributes:
+        kind: ``"conv1d"``, ``"conv2d"``, ``"conv3d"`` or ``"linear"``.
+        in_channels, out_channels: the unpruned widths.
+        depthwise: a depthwise convolution (its input width follows its output width).
+        input_shape: the input it sees in the model (batch dimension = the table's batch size).
+        in_widths, out_widths: the sampled widths (``in_widths == [in_channels]`` where the input is not
+            pruned, or the layer is depthwise).
+        ms: ``ms[i][j]``: the median latency at ``in_widths[i]``, ``out_widths[j]``.
+
+    Examples:
+        >>> lat = LayerLatency("linear", 8, 8, False, [1, 8], [8], [1, 4, 8], [[1.0, 2.0, 4.0]])
+        >>> lat.predict(8, 6), round(lat.predict(8, 2), 4)
+        (3.0, 1.3333)
+    """
+
+    kind: str
+    in_channels: int
+    out_channels: int
+    depthwise: bool
+    input_shape: list[int]
+    in_widths: list[int]
+    out_widths: list[int]
+    ms: list[list[float]]
+    _grid: list[list[float]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(self.ms) != len(self.in_widths) or any(len(row) != len(self.out_widths) for row in self.ms):
+            raise ValueError(f"layer latency samples have shape {[len(r) for r in self.ms]}, expected "
+                             f"{len(self.in_widths)} x {len(self.out_widths)}")
+        if list(self.in_widths) != sorted(set(self.in_widths)) or list(self.out_widths) != sorted(set(self.out_widths)):
+            raise ValueError("layer latency widths must be strictly increasing")
+        # the envelope: non-decreasing in the output width, then in the input width (stays so along both)
+        grid = [list(_cummax(row)) for row in self.ms]
+        for j in range(len(self.out_widths)):
+            col = _cummax([grid[i][j] for i in range(len(grid))])
+            for i, v in enumerate(col):
+                grid[i][j] = v
+        self._grid = grid
+
+    @property
+    def full_ms(self) -> float:
+        """The predicted latency at full width (the largest sample: the envelope's corner)."""
+        return float(self._grid[-1][-1])
+
+    def predict(self, in_width: float | None = None, out_width: float | None = None) -> float:
+        """Predicted latency (ms) at ``in_width`` input and ``out_width`` output channels (``None``: full).
+
+        Bilinear in the sampled grid, constant beyond its ends; never decreases when a width grows.
+        """
+        out_w = self.out_channels if out_width is None else out_width
+        in_w = self.in_channels if in_width is None else in_width
+        i0, i1, a = _interp(self.in_widths, in_w) if len(self.in_widths) > 1 else (0, 0, 0.0)
+        j0, j1, b = _interp(self.out_widths, out_w)
+        g = self._grid
+        low = g[i0][j0] * (1 - b) + g[i0][j1] * b
+        high = g[i1][j0] * (1 - b) + g[i1][j1] * b
+        return float(low * (1 - a) + high * a)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict of the samples."""
+        return {"kind": self.kind, "in_channels": self.in_channels, "out_channels": self.out_channels,
+                "depthwise": self.depthwise, "input_shape": list(self.input_shape),
+                "in_widths": list(self.in_widths), "out_widths": list(self.out_widths),
+                "ms": [list(map(float, row)) for row in self.ms]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LayerLatency:
+        """Inverse of `to_dict`; ``ValueError`` naming a missing or bad field."""
+        try:
+            return cls(str(data["kind"]), int(data["in_channels"]), int(data["out_channels"]), bool(data["depthwise"]),
+                       [int(v) for v in data["input_shape"]], [int(v) for v in data["in_widths"]],
+                       [int(v) for v in data["out_widths"]], [[float(v) for v in row] for row in data["ms"]])
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"bad layer entry in a width latency table: {exc!r}") from exc
+
+
+def _cummax(values: Sequence[float]) -> list[float]:
+    out: list[float] = []
+    for v in values:
+        out.append(v if not out else max(out[-1], v))
+    return out
+
+
+@dataclass
+class WidthLatencyTable:
+    """Per-layer latency samples of one model on one device, batch size and input shape.
+
+    Attributes:
+        device: where it was measured (`device_name`).
+        batch: the batch size; ``input_shape``: the model's input (batch first).
+        whole_ms: the measured latency of the whole unpruned model.
+        rest_ms: ``whole_ms`` minus the layers at full width (at least 0), added to every prediction.
+        layers: layer name -> `LayerLatency`.
+        meta: torch version, warm-up, repeats, statistic.
+
+    Examples:
+        >>> t = WidthLatencyTable("cpu", 1, [1, 8], 2.0, 1.0,
+        ...                       {"fc": LayerLatency("linear", 8, 4, False, [1, 8], [8], [1, 4], [[0.5, 1.0]])})
+        >>> t.predict({"fc": {"in": 8, "out": 4}}), t.predict({"fc": {"in": 8, "out": 1}})
+        (2.0, 1.5)
+        >>> WidthLatencyTable.from_dict(t.to_dict()) == t
+        True
+    """
+
+    device: str
+    batch: int
+    input_shape: list[int]
+    whole_ms: float
+    rest_ms: float
+    layers: dict[str, LayerLatency] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def full_ms(self) -> float:
+        """The predicted latency of the unpruned model (the layers at full width plus the remainder)."""
+        return self.rest_ms + sum(lat.full_ms for lat in self.layers.values())
+
+    def predict(self, widths: Mapping[str, Mapping[str, Any]]) -> float:
+        """Predicted latency (ms) for layer widths (``layer_widths`` / a plan's widths; missing layers: full)."""
+        total = self.rest_ms
+        for name, lat in self.layers.items():
+            w = widths.get(name, {})
+            total += lat.predict(w.get("in"), w.get("out"))
+        return float(total)
+
+    def predict_model(self, model: nn.Module) -> float:
+        """Predicted latency (ms) of ``model`` (e.g. after surgery) from its current layer widths."""
+        widths = layer_widths(model, list(self.layers))
+        missing = sorted(set(self.layers) - set(widths))
+        if missing:
+            raise ValueError(f"the model has no layers {missing[:5]} of the latency table: it was measured on another model")
+        return self.predict(widths)
+
+    def check(self, *, device: str | None = None, batch: int | None = None, input_shape: Sequence[int] | None = None,
+              source: str = "the latency table") -> None:
+        """``ValueError`` naming both values when the table was measured on another device, batch or input shape."""
+        for what, mine, asked in (("device", self.device, device), ("batch size", self.batch, batch),
+                                  ("input shape", list(self.input_shape), None if input_shape is None else list(input_shape))):
+            if asked is not None and mine != asked:
+                raise ValueError(f"{source} was measured with {what} {mine!r}, but {asked!r} is asked: measure it "
+                                 "again there (remove the file or pass another latency_table=)")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (``format``, ``unit``, device, batch, input shape, remainder, layers, meta)."""
+        return {"format": _FORMAT, "unit": "ms", "device": self.device, "batch": self.batch,
+                "input_shape": list(self.input_shape), "whole_ms": self.whole_ms, "rest_ms": self.rest_ms,
+                "meta": dict(self.meta), "layers": {n: lat.to_dict() for n, lat in sorted(self.layers.items())}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WidthLatencyTable:
+        """Inverse of `to_dict`; ``ValueError`` when ``data`` is not a width latency table."""
+        if not isinstance(data, Mapping) or data.get("format") != _FORMAT:
+            raise ValueError(f"not a rartsprune width latency table (expected format {_FORMAT!r})")
+        try:
+            return cls(str(data["device"]), int(data["batch"]), [int(v) for v in data["input_shape"]],
+                       float(data["whole_ms"]), float(data["rest_ms"]),
+                       {str(n): LayerLatency.from_dict(v) for n, v in data["layers"].items()}, dict(data.get("meta", {})))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"width latency table lacks a field or has a bad one: {exc!r}") from exc
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the table as JSON; returns the path."""
+        return save_json(self.to_dict(), path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> WidthLatencyTable:
+        """Read a table written by `save` (``FileNotFoundError``, or ``ValueError`` for a file that is not one)."""
+        return cls.from_dict(load_json(path, "width latency table"))
+
+
+# ---- measuring -------------------------------------------------------------------------------------------
+
+
+def _single_tensor(example_inputs: Any) -> torch.Tensor:
+    if not isinstance(example_inputs, torch.Tensor) or example_inputs.dim() < 2:
+        raise ValueError("a latency budget needs example_inputs to be one tensor with a batch dimension, got "
+                         f"{type(example_inputs).__name__}")
+    return example_inputs
+
+
+def _batched(x: torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
+    """``x``'s first sample repeated ``batch`` times, on ``device``."""
+    return x[:1].detach().to(device).repeat(batch, *([1] * (x.dim() - 1)))
+
+
+def _timed_kind(m: nn.Module) -> str | None:
+    """The kind of a layer this module can time alone, or ``None`` (its latency stays in the remainder)."""
+    if isinstance(m, nn.Linear):
+        return "linear"
+    for cls in _CONVS:
+        if isinstance(m, cls):
+            if m.groups > 1 and m.groups != m.in_channels:
+                return None  # grouped (not depthwise): left in the remainder
+            return cls.__name__.lower()
+    return None
+
+
+def prunable_layers(handle: ScoreHandle) -> dict[str, tuple[bool, bool]]:
+    """The timed layers of a scored model: name -> (input pruned, output pruned).
+
+    Those whose input or output width the surgery can change (compared at one unit kept per group), among
+    the convolutions and linears `measure_width_latency` can time.
+    """
+    model = handle.model
+    full = layer_widths(model)
+    least = plan_from_scores(model, {g.name: [0] for g in handle.groups}).widths
+    modules = dict(model.named_modules())
+    out: dict[str, tuple[bool, bool]] = {}
+    for name, w in full.items():
+        if name not in modules or _timed_kind(modules[name]) is None:
+            continue
+        new = least.get(name, w)
+        pin, pout = new.get("in") != w.get("in"), new.get("out") != w.get("out")
+        if pin or pout:
+            out[name] = (pin, pout)
+    return out
+
+
+def _sample_widths(channels: int, fractions: Sequence[float], step: int = 1) -> list[int]:
+    units = channels // step
+    return sorted({step * max(1, min(units, round(f * units))) for f in fractions} | {step, channels})
+
+
+def _fresh_layer(m: nn.Module, kind: str, cin: int, cout: int, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """A new, plain layer like ``m`` with ``cin`` input and ``cout`` output channels."""
+    if kind == "linear":
+        return nn.Linear(cin, cout, bias=m.bias is not None, device=device, dtype=dtype)
+    cls = {c.__name__.lower(): c for c in _CONVS}[kind]
+    groups = cin if m.groups > 1 else 1  # depthwise stays depthwise
+    return cls(cin, cout, m.kernel_size, stride=m.stride, padding=m.padding, dilation=m.dilation, groups=groups,
+               bias=m.bias is not None, padding_mode=m.padding_mode, device=device, dtype=dtype)
+
+
+def _trace_inputs(model: nn.Module, x: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Size]:
+    """The input shape every layer of ``names`` sees on ``x`` (one inference pass; the model's state kept)."""
+    modules = dict(model.named_modules())
+    seen: dict[str, torch.Size] = {}
+
+    def hook_for(name: str) -> Callable[[nn.Module, tuple[Any, ...]], None]:
+        def hook(mod: nn.Module, args: tuple[Any, ...]) -> None:
+            if name not in seen and args and isinstance(args[0], torch.Tensor):
+                seen[name] = args[0].shape
+
+        return hook
+
+    handles = [modules[n].register_forward_pre_hook(hook_for(n)) for n in names]
+    try:
+        with preserved_state(model), torch.no_grad():
+            model.eval()
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    missing = sorted(set(names) - set(seen))
+    if missing:
+        raise ValueError(f"layers {missing[:5]} did not run on example_inputs: their latency cannot be measured")
+    return seen
+
+
+def time_model(model: nn.Module, example_inputs: torch.Tensor, *, batch: int = 1, warmup: int = DEFAULT_WARMUP,
+               repeats: int = DEFAULT_REPEATS) -> float:
+    """Median latency (ms) of ``model`` on ``example_inputs``' first sample repeated ``batch`` times.
+
+    Eval mode, no gradients, on the model's device (the model's training flags are restored).
+
+    Examples:
+        >>> import torch, torch.nn as nn
+        >>> time_model(nn.Linear(4, 2), torch.randn(1, 4), repeats=3) > 0
+        True
+    """
+    if warmup < 0 or repeats < 1:
+        raise ValueError(f"need warmup >= 0 and repeats >= 1, got warmup={warmup}, repeats={repeats}")
+    x = _batched(_single_tensor(example_inputs), batch, _model_device(model))
+    with preserved_state(model):
+        model.eval()
+        ms, _ = _time_module(model, x, warmup, repeats)
+    return float(ms)
+
+
+def measure_width_latency(
+    model: nn.Module,
+    example_inputs: torch.Tensor,
+    *,
+    batch: int = 1,
+    layers: Mapping[str, tuple[bool, bool]] | None = None,
+    whole_ms: float | None = None,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    warmup: int = DEFAULT_WARMUP,
+    repeats: int = DEFAULT_REPEATS,
+    progress: Callable[[str], None] | None = None,
+) -> WidthLatencyTable:
+    """Time the prunable layers of ``model`` alone at a few widths, and the whole model (see the module docstring).
+
+    Args:
+        model: a plain model (or a scored one with ``layers`` and ``whole_ms`` given: the scores would slow it).
+        example_inputs: one input tensor the model accepts (its first sample is used, repeated ``batch`` times).
+        batch: the batch size to time at.
+        layers: name -> (input pruned, output pruned) (`prunable_layers`); ``None``: found by attaching
+            scores to a copy of the model.
+        whole_ms: the whole model's latency, already measured (``None``: timed here, `time_model`).
+        fractions: fractions (0, 1] of the channels each pruned width is timed at (one channel is added).
+        warmup, repeats: untimed runs, then timed runs whose median is kept, per sample.
+        progress: called with a line per timed layer.
+
+    The model is left as it was (one inference pass with hooks, then timings in eval mode).
+    Example in the module docstring.
+    """
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a positive integer, got {batch!r}")
+    if warmup < 0 or repeats < 1:
+        raise ValueError(f"need warmup >= 0 and repeats >= 1, got warmup={warmup}, repeats={repeats}")
+    if not fractions or any(isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1 for f in fractions):
+        raise ValueError(f"fractions must be numbers in (0, 1], got {fractions!r}")
+    x0 = _single_tensor(example_inputs)
+    if layers is None:
+        if has_scores(model):
+            raise ValueError("pass layers= (rartsprune.width.latency.prunable_layers(handle)) for a scored model")
+        from ..attach import attach_scores
+
+        twin = copy.deepcopy(model)
+        layers = prunable_layers(attach_scores(twin, x0))
+        del twin
+    if whole_ms is None:
+        if has_scores(model):
+            raise ValueError("pass whole_ms= (time_model on the plain model) for a scored model: the scores slow it")
+        whole_ms = time_model(model, x0, batch=batch, warmup=warmup, repeats=repeats)
+    device = _model_device(model)
+    modules = dict(model.named_modules())
+    shapes = _trace_inputs(model, x0.detach().to(device), list(layers))
+    table_layers: dict[str, LayerLatency] = {}
+    for name, (pin, pout) in layers.items():
+        m = modules[name]
+        kind = _timed_kind(m)
+        if kind is None:
+            raise ValueError(f"layer {name!r} ({type(m).__name__}) cannot be timed alone")
+        cin, cout = (m.in_features, m.out_features) if kind == "linear" else (m.in_channels, m.out_channels)
+        depthwise = kind != "linear" and m.groups > 1
+        mult = cout // cin if depthwise else 1
+        out_widths = _sample_widths(cout, fractions, mult) if (pout or depthwise) else [cout]
+        in_widths = _sample_widths(cin, fractions) if (pin and not depthwise) else [cin]
+        shape = [batch, *shapes[name][1:]]
+        cdim = len(shape) - 1 if kind == "linear" else 1
+        dtype = m.weight.dtype if m.weight.is_floating_point() else torch.float32
+        ms: list[list[float]] = []
+        for wi in in_widths:
+            row = []
+            for wo in out_widths:
+                ci = wo // mult if depthwise else wi
+                layer = _fresh_layer(m, kind, ci, wo, device, dtype).eval()
+                shape[cdim] = ci
+                t, _ = _time_module(layer, torch.randn(shape, device=device, dtype=dtype), warmup, repeats)
+                row.append(float(t))
+            ms.append(row)
+        table_layers[name] = LayerLatency(kind, cin, cout, depthwise, [batch, *shapes[name][1:]], in_widths,
+                                          out_widths, ms)
+        if progress is not None:
+            progress(f"{name}: {table_layers[name].full_ms:.4f} ms at full width, {len(in_widths) * len(out_widths)} samples")
+    layer_sum = sum(lat.full_ms for lat in table_layers.values())
+    meta = {"torch": torch.__version__, "warmup": warmup, "repeats": repeats, "statistic": "median",
+            "fractions": list(fractions), "layer_sum_ms": layer_sum}
+    return WidthLatencyTable(device_name(device), batch, [batch, *x0.shape[1:]], float(whole_ms),
+                             max(0.0, float(whole_ms) - layer_sum), table_layers, meta)
+
+
+# ---- the cost model of a latency budget ------------------------------------------------------------------
+
+
+class LatencyModel:
+    """Predicted latency of a scored model for any choice of kept units (the cost model of a latency budget).
+
+    Args:
+        handle: the scored model's handle.
+        table: its `WidthLatencyTable` (every prunable layer must be in it).
+        round_to: the ``round_to`` the surgery will use.
+
+    Examples:
+        >>> cost = LatencyModel(handle, table, round_to=8)  # doctest: +SKIP
+        >>> sel = select_by_budget(handle, 0.6, kind="latency", importance=imp, cost=cost)  # doctest: +SKIP
+    """
+
+    def __init__(self, handle: ScoreHandle, table: WidthLatencyTable, *, round_to: int | None = None) -> None:
+        self.handle = handle
+        self.table = table
+        self.round_to = round_to
+        missing = sorted(set(prunable_layers(handle)) - set(table.layers))
+        if missing:
+            raise ValueError(f"the latency table has no samples of the prunable layers {missing[:5]}: it was measured "
+                             "on another model (remove the file or pass another latency_table=)")
+        full = layer_widths(handle.model, list(table.layers))
+        for name, lat in table.layers.items():
+            w = full.get(name, {})
+            if (w.get("in"), w.get("out")) != (lat.in_channels, lat.out_channels):
+                raise ValueError(f"layer {name!r} has widths {w.get('in')} -> {w.get('out')}, the latency table "
+                                 f"{lat.in_channels} -> {lat.out_channels}: it was measured on another model")
+        self.full_ms = table.full_ms
+
+    def ms(self, keep: Mapping[str, Any]) -> float:
+        """Predicted latency (ms) after keeping ``keep`` (group -> kept units), ``round_to`` applied."""
+        plan = plan_from_scores(self.handle.model, keep, round_to=self.round_to)
+        return self.table.predict(plan.widths)
+
+    def fraction(self, keep: Mapping[str, Any], kind: str = "latency") -> float:
+        """Predicted fraction of the unpruned model's latency kept (``kind`` must be ``"latency"``)."""
+        if kind != "latency":
+            raise ValueError(f"a LatencyModel predicts latency, not {kind!r}; use a CostModel")
+        return self.ms(keep) / max(self.full_ms, 1e-12)
+
+
+def latency_report(model: nn.Module, table: WidthLatencyTable, example_inputs: torch.Tensor, *,
+                   warmup: int = DEFAULT_WARMUP, repeats: int = DEFAULT_REPEATS) -> dict[str, Any]:
+    """Predicted vs measured latency of ``model`` (pruned or not) at the table's batch size.
+
+    Returns ``predicted_ms``, ``measured_ms`` (median of ``repeats``), ``ratio`` (measured / predicted),
+    ``unpruned_predicted_ms`` / ``unpruned_measured_ms`` (the table's), their fractions, the device and batch.
+    ``ValueError`` when the table was measured on another device or input shape.
+
+    Examples:
+        >>> report = latency_report(pruned, table, torch.randn(1, 3, 32, 32))  # doctest: +SKIP
+        >>> report["predicted_ms"], report["measured_ms"], report["ratio"]  # doctest: +SKIP
+    """
+    x = _single_tensor(example_inputs)
+    table.check(device=device_name(_model_device(model)), input_shape=[table.batch, *x.shape[1:]])
+    predicted = table.predict_model(model)
+    measured = time_model(model, x, batch=table.batch, warmup=warmup, repeats=repeats)
+    return {"device": table.device, "batch": table.batch, "predicted_ms": predicted, "measured_ms": measured,
+            "ratio": measured / predicted if predicted > 0 else float("nan"),
+            "unpruned_predicted_ms": table.full_ms, "unpruned_measured_ms": table.whole_ms,
+            "predicted_fraction": predicted / table.full_ms if table.full_ms > 0 else float("nan"),
+            "measured_fraction": measured / table.whole_ms if table.whole_ms > 0 else float("nan")}
