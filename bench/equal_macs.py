@@ -48,6 +48,7 @@ from _paths import portable  # noqa: E402  (bench/ is on sys.path when a script 
 from rartsprune.app.models import preresnet  # noqa: E402
 from rartsprune.app.pipeline import PruneJob, run  # noqa: E402
 from rartsprune.flops import format_count  # noqa: E402
+from rartsprune.width.importance import IMPORTANCES  # noqa: E402
 
 METHODS = ("rarts", "slimming", "l1_norm", "random")
 SEARCHED = ("rarts", "slimming")  # methods whose scores come from a search phase
@@ -105,9 +106,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="RARTS' l1 pressure on the scores (default: rartsprune.prune's)")
     ap.add_argument("--rarts-cost-weight", type=float, default=None,
                     help="RARTS' MACs-weighted pressure on the scores (default: rartsprune.prune's, 2 with a budget)")
-    ap.add_argument("--rarts-importance", default=None, choices=("alpha", "alpha_gamma", "normalized"),
+    ap.add_argument("--rarts-importance", default=None, choices=tuple(IMPORTANCES),
                     help="RARTS' ranking criterion (default: rartsprune.prune's); the search is shared, only the "
-                         "finalized runs get their own folders")
+                         "finalized runs get their own folders. l1_norm / random / slimming rank the network RARTS "
+                         "trained by a classic criterion: the ablation that separates the learned scores' choice "
+                         "from the training the search gave the network")
     ap.add_argument("--search-split", default=None, choices=("fixed", "swap"),
                     help="'scratch': how RARTS' / slimming's search epochs use the data (PruneJob.search_split; "
                          "default: the job's, 'swap' when the search is the training: every image reaches the "
@@ -277,8 +280,8 @@ def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] 
              f"RARTS with {rarts_settings_text(args) or 'the default search settings of `prune()`'}. `after`: from the baseline trained "
              f"{args.baseline_epochs} epochs, {args.search_epochs} search / sparsity epoch(s). `scratch`: every arm "
              f"{args.scratch_epochs} epochs from random weights (RARTS and slimming searching / sparsity-training "
-             f"the whole time, search split {args.search_split or 'swap (the default)'}; l1_norm and random prune "
-             f"the plainly trained network). Then surgery to the MACs "
+             f"the whole time, search split {args.search_split or 'swap (the default)'}, RARTS' score LR the job's "
+             f"SCORE_TRAVEL / search steps unless set; l1_norm and random prune the plainly trained network). Then surgery to the MACs "
              f"budget, BatchNorm re-estimated on {args.bn_recalibration} batches, {args.finetune_epochs} fine-tuning "
              f"epochs at LR {args.finetune_lr}. Test images: {args.test_subset or 'all'}.", ""]
     for protocol in args.protocols:

@@ -245,9 +245,10 @@ def test_equal_macs_smoke(tmp_path: Path) -> None:
         assert abs(r["macs_ratio"] - r["budget"]) <= 0.02 * r["budget"], r
     # one search per seed serves both budgets; the scratch arms were never pre-trained
     work = tmp_path / "work" / "equal_macs_d11"
-    assert (work / "after" / "rarts_s0_search").is_dir() and (work / "scratch" / "rarts_s0_search").is_dir()
-    scratch = json.loads((work / "scratch" / "rarts_m0.6_s0" / "results.json").read_text())
+    assert (work / "after" / "rarts_s0_search").is_dir() and (work / "scratch_swap" / "rarts_s0_search").is_dir()
+    scratch = json.loads((work / "scratch_swap" / "rarts_m0.6_s0" / "results.json").read_text())
     assert scratch["job"]["train_during_search"] and scratch["job"]["pretrain_epochs"] == 0
+    assert scratch["job"]["search_split"] == "swap"  # every image reaches the kept net once per epoch
     assert set(res["control"]) == {"after", "scratch"} and all(len(c["runs"]) == 1 for c in res["control"].values())
     assert "after 0.6x MACs: rarts >= l1_norm (best other) + 0.5" in res["targets"]
     assert "## scratch" in out.with_suffix(".md").read_text()
