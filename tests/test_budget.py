@@ -318,7 +318,7 @@ def test_cli_help_describes_the_budget(monkeypatch: pytest.MonkeyPatch, capsys: 
         main(["prune", "--help"])
     out = capsys.readouterr().out
     assert "fraction of the model's MACs to keep (fvcore multiply-accumulates, batch 1); exclusive with --ratio" in out
-    assert "[--ratio RATIO | --macs MACS | --params PARAMS]" in out
+    assert "[--ratio RATIO | --macs MACS | --params PARAMS | --latency LATENCY]" in out
 
 
 # ---------------------------------------------------------------------------------------- recipes

@@ -29,6 +29,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -209,7 +210,13 @@ class PruneJob:
         if any(k in nested["selection"] for k in _SIZES):  # a size given flat replaces the job's size
             nested["selection"] = {**{k: None for k in _SIZES}, **nested["selection"]}
         if nested["search"]:
-            self.search = replace(self.search, **nested["search"])
+            try:
+                self.search = replace(self.search, **nested["search"])
+            except (TypeError, ValueError) as exc:  # name the job's keyword, not the config's field
+                message = str(exc)
+                for name, flat in _SEARCH_RENAMED.items():
+                    message = re.sub(rf"\b{name}\b", flat, message)
+                raise type(exc)(message) from exc
         if nested["selection"]:
             self.selection = replace(self.selection, **nested["selection"])
         self.__post_init__()
