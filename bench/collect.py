@@ -88,6 +88,14 @@ def overhead_section() -> list[str]:
 
 #: The width-quality sections with the current defaults: (title, results markdown, command).
 WIDTH_QUALITY = (
+    ("Width search at equal MACs, the search is the training, 3 seeds (every arm's kept net sees every image once "
+     "per epoch, `search_split=\"swap\"`; RARTS' score LR from `SCORE_TRAVEL`)", "equal_macs_scratch_swap.md",
+     "python bench/equal_macs.py --threads 1 --protocols scratch --seeds 0,1,2 "
+     "--out bench/results/equal_macs_scratch_swap.json"),
+    ("Ablation: the network RARTS trained from scratch, ranked by the ℓ1-norm of its weights instead of its scores",
+     "equal_macs_scratch_swap_rarts_l1norm.md",
+     "python bench/equal_macs.py --threads 1 --protocols scratch --seeds 0,1,2 --methods rarts --no-control "
+     "--rarts-importance l1_norm --out bench/results/equal_macs_scratch_swap_rarts_l1norm.json"),
     ("Width search at equal MACs, after training, 3 seeds: RARTS with the budget-mode defaults (MACs-weighted "
      "pressure, `cost_weight=2, l1=0`)", "equal_macs_after_3seeds_cost2.md",
      "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2 --methods rarts --no-control "
@@ -102,7 +110,7 @@ WIDTH_QUALITY = (
     ("History: width search at equal MACs, after training, 2 seeds, |α| ranking", "equal_macs_after.md",
      "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1 --rarts-importance alpha "
      "--out bench/results/equal_macs_after.json"),
-    ("Width search at equal MACs, from scratch", "equal_macs_scratch.md",
+    ("History: width search at equal MACs, from scratch, one fixed split", "equal_macs_scratch.md",
      "python bench/equal_macs.py --threads 1 --protocols scratch --seeds 0 --out bench/results/equal_macs_scratch.json"),
     ("Width search from scratch with arch_lr=1e-2 (arch_lr x steps as in a one-epoch default search)",
      "equal_macs_scratch_arch_lr1e-2.md",
