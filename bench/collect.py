@@ -171,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                         "python bench/pruning_quality.py --work runs/pq_s4 --search-epochs 4 --ratios 0.6 "
                         "--methods rarts,l1_norm --layer-scope-methods '' --no-control --importances '' "
                         "--out bench/results/pruning_quality_search4_r60.json")
-    lines += md_section("Real speed-up against the MACs ratio (`bench/speedup.py`)", "speedup.md",
-                        "python bench/speedup.py")
+    lines += md_section("Real speed-up against the MACs ratio (`bench/speedup.py`, independent rounds)", "speedup.md",
+                        "python bench/speedup.py --threads 1 --rounds 4 --models mobilenet_v2,resnet50")
     lines += md_section("Speed-up, PreResNet-164 in channels_last", "speedup_preresnet164_channels_last.md",
                         "python bench/speedup.py --models preresnet164 --channels-last "
                         "--out bench/results/speedup_preresnet164_channels_last.json")
