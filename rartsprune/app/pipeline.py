@@ -190,14 +190,13 @@ class PruneJob:
     model_factory: Callable[[int], nn.Module] | None = field(default=None, repr=False, compare=False)
 
     def __init__(self, **settings: Any) -> None:
-        flat = _FLAT
         nested: dict[str, dict[str, Any]] = {"search": {}, "selection": {}}
-        for name in [k for k in settings if k in flat]:
-            config, key = flat[name]
+        for name in [k for k in settings if k in _FLAT]:
+            config, key = _FLAT[name]
             nested[config][key] = settings.pop(name)
         unknown = sorted(set(settings) - {f.name for f in fields(PruneJob)})
         if unknown:
-            raise TypeError(f"PruneJob got unknown settings {unknown}; valid: its fields and {sorted(flat)}")
+            raise TypeError(f"PruneJob got unknown settings {unknown}; valid: its fields and {sorted(_FLAT)}")
         for f in fields(PruneJob):
             if f.name in settings:
                 value = settings[f.name]
@@ -214,8 +213,8 @@ class PruneJob:
                 self.search = replace(self.search, **nested["search"])
             except (TypeError, ValueError) as exc:  # name the job's keyword, not the config's field
                 message = str(exc)
-                for name, flat in _SEARCH_RENAMED.items():
-                    message = re.sub(rf"\b{name}\b", flat, message)
+                for name, job_name in _SEARCH_RENAMED.items():
+                    message = re.sub(rf"\b{name}\b", job_name, message)
                 raise type(exc)(message) from exc
         if nested["selection"]:
             self.selection = replace(self.selection, **nested["selection"])
@@ -445,22 +444,31 @@ def _make_pruner(ctx: _Job, model: nn.Module) -> Any:
                        opt, epochs, eta_min=job.search_lr * 0.04)}
     return prune(
         model, example_inputs=ctx.example.to(ctx.device),
-        search_config=job.search_config(epochs * _search_steps_per_epoch(job, len(ctx.train_set)), **weights),
+        search_config=job.search_config(epochs * _search_steps_per_epoch(job, _job_split(ctx)), **weights),
         selection=job.selection_config(), amp_dtype=ctx.amp,
         grad_scaler=torch.amp.GradScaler(ctx.device.type) if ctx.amp == torch.float16 else None,
         prune_heads=job.prune_heads, seed=job.seed,
     )
 
 
-def _search_steps_per_epoch(job: PruneJob, n: int) -> int:
-    """Steps of one search epoch over ``n`` training images (what `_search_pairs` yields; full batches only)."""
-    n_t, n_v = n // 2, n - n // 2  # split_dataset's halves
+def _job_split(ctx: _Job) -> tuple[Any, Any]:
+    """The job's split of the training set into D_t and D_v (every epoch's with ``"fixed"``, epoch 0's sizes)."""
+    return split_dataset(ctx.train_set, 0.5, seed=epoch_seed(ctx.job.seed, 0, "split"))
+
+
+def _search_passes(job: PruneJob, half_t: Any, half_v: Any) -> list[tuple[Any, Any, int]]:
+    """``(D_t, D_v, batch size)`` of each pass of a search epoch (see `PruneJob.search_split`): one pass with
+    ``"fixed"``; with ``"swap"`` both halves to both nets, a one-net baseline stepping on half batches once."""
     if job.split == "fixed":
-        return max(n_t // job.batch_size, n_v // job.batch_size)
+        return [(half_t, half_v, job.batch_size)]
     if job.method in BASELINE_METHODS:
-        half = max(1, job.batch_size // 2)
-        return max(n_t // half, n_v // half)
-    return 2 * max(n_t // job.batch_size, n_v // job.batch_size)
+        return [(half_t, half_v, max(1, job.batch_size // 2))]
+    return [(half_t, half_v, job.batch_size), (half_v, half_t, job.batch_size)]
+
+
+def _search_steps_per_epoch(job: PruneJob, halves: tuple[Any, Any]) -> int:
+    """Steps of one search epoch (the pairs `_search_pairs` yields: full batches, the shorter half cycled)."""
+    return sum(max(len(a) // size, len(b) // size) for a, b, size in _search_passes(job, *halves))
 
 
 def _search_pairs(ctx: _Job, epoch: int, halves: tuple[Any, Any] | None) -> tuple[Iterator[tuple[Any, Any]], int]:
@@ -470,17 +478,11 @@ def _search_pairs(ctx: _Job, epoch: int, halves: tuple[Any, Any] | None) -> tupl
     the same batches as an uninterrupted one.
     """
     job = ctx.job
-    if halves is not None:  # "fixed": the job's one split
-        passes = [(halves[0], halves[1], job.batch_size)]
-    else:  # "swap": a fresh split, then both halves to both nets; a one-net baseline steps on half batches once
-        half_t, half_v = split_dataset(ctx.train_set, 0.5, seed=epoch_seed(job.seed, epoch, "split"))
-        if job.method in BASELINE_METHODS:
-            passes = [(half_t, half_v, max(1, job.batch_size // 2))]
-        else:
-            passes = [(half_t, half_v, job.batch_size), (half_v, half_t, job.batch_size)]
+    if halves is None:  # "swap": a fresh split every epoch
+        halves = split_dataset(ctx.train_set, 0.5, seed=epoch_seed(job.seed, epoch, "split"))
     loaders = [PairedLoader(make_loader(a, size, seed=epoch_seed(job.seed, epoch, f"search {i} t")),
                             make_loader(b, size, seed=epoch_seed(job.seed, epoch, f"search {i} v")))
-               for i, (a, b, size) in enumerate(passes)]
+               for i, (a, b, size) in enumerate(_search_passes(job, *halves))]
     return itertools.chain.from_iterable(loaders), sum(len(p) for p in loaders)
 
 
@@ -489,7 +491,7 @@ def _search_phase(ctx: _Job, model: nn.Module, start: int, pruner_state: dict | 
     pruner = _make_pruner(ctx, model)
     if pruner_state is not None:
         pruner.load_state_dict(pruner_state, other_selection=True)  # a resumed job may finalize at another size
-    halves = split_dataset(ctx.train_set, 0.5, seed=epoch_seed(job.seed, 0, "split")) if job.split == "fixed" else None
+    halves = _job_split(ctx) if job.split == "fixed" else None
     t0 = time.perf_counter()
     for epoch in range(start, job.search_epochs):
         pairs, steps = _search_pairs(ctx, epoch, halves)
