@@ -13,7 +13,15 @@ images; trained here if ``--work`` has none) this script
    (``global``: across layers; ``layer``: the mean of the per-layer correlations) and the accuracy right after
    pruning to each MACs budget of ``--budgets`` (`rartsprune.prune`'s budget selection, BatchNorm
    re-estimated on training batches) — each criterion also in a *cost-aware* form (importance divided by the
-   unit's MACs: the greedy answer to "most importance per MAC").
+   unit's MACs: the greedy answer to "most importance per MAC");
+4. with ``--finetune-epochs N``, the accuracy at each budget of ``--finetune-budgets`` after N epochs of
+   fine-tuning on the search subset (SGD at ``--finetune-lr``, the job's step schedule) — the equal-MACs
+   benchmark's measure. The accuracy right after pruning does not predict it: a criterion that leaves fewer
+   parameters at the same MACs can lead before fine-tuning and trail after it.
+
+A variant with ``"split": "swap"`` searches as the job's ``search_split="swap"``: a fresh split every epoch,
+passed twice with the halves swapped (a one-net baseline: once, at half batches), so the kept net sees every
+image of the subset once per epoch.
 
 Every image used here comes from the CIFAR-10 *training* split: the search subset is the benchmark's; the oracle
 and the accuracies use training images outside it. The test images the benchmarks report are never touched, so
@@ -24,6 +32,8 @@ Writes ``bench/results/criterion_quality.json`` (``--out``) and ``.md``, and ``c
 
     python bench/criterion_quality.py --threads 2                 # ~30 min on 2 cores
     python bench/criterion_quality.py --variants default,adam_lr1e-2 --search-epochs 1 --oracle-units 64
+    python bench/criterion_quality.py --variants default,default_swap --search-epochs 1 --budgets 0.6 \
+        --finetune-epochs 3                                            # levers judged after fine-tuning
 """
 
 from __future__ import annotations
@@ -54,9 +64,11 @@ import rartsprune  # noqa: E402
 from rartsprune.app.data import default_augment, load_dataset, make_loader, to_device_batch  # noqa: E402
 from rartsprune.app.data.datasets import stratified_indices  # noqa: E402
 from rartsprune.app.models import preresnet  # noqa: E402
+from rartsprune.app.pipeline import train_epoch  # noqa: E402
 from rartsprune.split import PairedLoader, epoch_seed, split_dataset  # noqa: E402
 from rartsprune.width.baselines import baseline_importance  # noqa: E402
-from rartsprune.width.budget import select_by_budget  # noqa: E402
+from rartsprune.width.budget import CostModel, select_by_budget  # noqa: E402
+from rartsprune.width.config import BASELINE_METHODS  # noqa: E402
 from rartsprune.width.penalties import unit_macs  # noqa: E402
 from rartsprune.width.selection import unit_importance  # noqa: E402
 
@@ -72,7 +84,8 @@ def _sgd(lr: float, momentum: float = 0.9) -> Callable:
 
 
 #: name -> (method, rartsprune.prune keywords, extras). Extras: "warmup" (fraction of the steps with frozen
-#: scores). "l1" is prune()'s ℓ1 pressure on the scores (0: none; ratio mode's default is 4e-3).
+#: scores), "split" ("swap": the job's search_split="swap"; default "fixed"). "l1" is prune()'s ℓ1 pressure on
+#: the scores (0: none; ratio mode's default is 4e-3).
 VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "default": ("rarts", {}, {}),  # rartsprune.prune's defaults (width.DEFAULTS["ratio"])
     "former_default": ("rarts", {"arch_lr": 3e-4, "l1": 0.0}, {}),  # the defaults before the diagnostic
@@ -88,6 +101,10 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "adam_lr3e-2_l1_1e-2": ("rarts", {"arch_lr": 3e-2, "l1": 1e-2}, {}),
     "sgd_lr1_l1_4e-3": ("rarts", {"arch_optimizer": _sgd(1.0), "l1": 4e-3}, {}),
     "default_warmup": ("rarts", {}, {"warmup": 0.5}),
+    "default_swap": ("rarts", {}, {"split": "swap"}),
+    # the budget mode's pressure (prune(macs=...)'s default: width.config.BUDGET_DEFAULTS)
+    "budget_default": ("rarts", {"l1": 0.0, "cost_weight": 2.0}, {}),
+    "budget_default_swap": ("rarts", {"l1": 0.0, "cost_weight": 2.0}, {"split": "swap"}),
     # the RARTS objective's own knobs, with the default score settings
     "rarts_beta10": ("rarts", {"beta": 10.0}, {}),
     "rarts_beta0.1": ("rarts", {"beta": 0.1}, {}),
@@ -96,6 +113,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "rarts_frozen_w": ("rarts", {"weight_lr": 1e-9}, {}),
     "rarts_cost2": ("rarts", {"l1": 0.0, "cost_weight": 2.0}, {}),  # pressure in proportion to each unit's MACs  # the weights do not move: only the scores learn
     "slimming": ("slimming", {}, {}),  # Network Slimming's sparsity epoch; |a*g| is then its BN-scale ranking
+    "slimming_swap": ("slimming", {}, {"split": "swap"}),
     "darts1": ("darts1", {}, {}),
     "darts2": ("darts2", {}, {}),
     "milenas": ("milenas", {}, {}),
@@ -152,6 +170,16 @@ class Data:
     def pairs(self, epoch: int, seed: int) -> PairedLoader:
         return PairedLoader(make_loader(self.half_t, self.batch_size, seed=epoch_seed(seed, epoch, "search 0 t")),
                             make_loader(self.half_v, self.batch_size, seed=epoch_seed(seed, epoch, "search 0 v")))
+
+    def swap_pairs(self, epoch: int, seed: int, one_net: bool) -> list[tuple[Any, Any]]:
+        """Search epoch ``epoch`` as the job's ``search_split="swap"``: a fresh split, both halves to both nets
+        (``one_net``: one pass at half batches, as the job gives slimming)."""
+        half_t, half_v = split_dataset(self.train, 0.5, seed=epoch_seed(seed, epoch, "split"))
+        passes = ([(half_t, half_v, max(1, self.batch_size // 2))] if one_net
+                  else [(half_t, half_v, self.batch_size), (half_v, half_t, self.batch_size)])
+        return [pair for i, (a, b, size) in enumerate(passes)
+                for pair in PairedLoader(make_loader(a, size, seed=epoch_seed(seed, epoch, f"search {i} t")),
+                                         make_loader(b, size, seed=epoch_seed(seed, epoch, f"search {i} v")))]
 
     def batch(self, b: Any) -> tuple[torch.Tensor, torch.Tensor]:
         return to_device_batch(b, self.device, self.train_aug)
@@ -225,10 +253,23 @@ def correlations(imp: dict[str, torch.Tensor], orc: dict[str, Any],
             "spearman_layer": statistics.mean(per_layer) if per_layer else math.nan}
 
 
+def finetune(net: torch.nn.Module, data: Data, epochs: int, lr: float, seed: int) -> None:
+    """``epochs`` of SGD on the search subset (momentum 0.9, weight decay 1e-4, LR / 10 at 50% and 75% of the
+    epochs: the job's fine-tuning with ``schedule="step"``)."""
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [max(1, epochs // 2), max(1, (3 * epochs) // 4)], 0.1)
+    for epoch in range(epochs):
+        loader = make_loader(data.train, data.batch_size, train=True, seed=epoch_seed(seed, epoch, "finetune"))
+        train_epoch(net, loader, opt, data.device, data.train_aug, progress=False)
+        sched.step()
+
+
 def accuracy_at_budgets(model: torch.nn.Module, imp: dict[str, torch.Tensor], budgets: list[float], data: Data,
-                        bn_batches: int, seed: int) -> dict[str, float]:
-    """Accuracy on held-out training images right after pruning to each MACs budget (BN re-estimated)."""
-    out = {}
+                        bn_batches: int, seed: int, finetune_epochs: int = 0, finetune_budgets: tuple[float, ...] = (),
+                        finetune_lr: float = 0.01) -> tuple[dict[str, float], dict[str, float]]:
+    """Accuracy on held-out training images right after pruning to each MACs budget (BN re-estimated), and
+    after ``finetune_epochs`` of fine-tuning at each budget of ``finetune_budgets``."""
+    out, tuned = {}, {}
     for b in budgets:
         net = copy.deepcopy(model)
         handle = rartsprune.get_handle(net)
@@ -237,7 +278,17 @@ def accuracy_at_budgets(model: torch.nn.Module, imp: dict[str, torch.Tensor], bu
         loader = make_loader(data.train, data.batch_size, train=True, seed=epoch_seed(seed, 0, "recalibrate"))
         rartsprune.recalibrate_bn(net, (data.batch(x)[0] for x in loader), num_batches=bn_batches)
         out[f"{b:g}"] = data.accuracy(net)
-    return out
+        if finetune_epochs and any(abs(b - f) < 1e-9 for f in finetune_budgets):
+            finetune(net, data, finetune_epochs, finetune_lr, seed)
+            tuned[f"{b:g}"] = data.accuracy(net)
+    return out, tuned
+
+
+def _params_kept(model: torch.nn.Module, imp: dict[str, torch.Tensor], budget: float) -> float:
+    """Fraction of the parameters the selection at ``budget`` MACs keeps (the cost model's prediction)."""
+    handle = rartsprune.get_handle(model)
+    cost = CostModel(handle)
+    return cost.fraction(select_by_budget(handle, budget, importance=imp, cost=cost).keep, "params")
 
 
 def cost_aware(imp: dict[str, torch.Tensor], macs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -271,13 +322,18 @@ def run_search(base: torch.nn.Module, data: Data, variant: str, epochs: int, see
         kwargs["weight_lr"] = 0.01  # the quality benchmark's search LR of the weights (trained net, fine LR)
     pruner = rartsprune.prune(model, ratio=0.4, method=method, example_inputs=torch.zeros(1, 3, 32, 32),
                               seed=seed, **kwargs)
-    steps = epochs * len(data.pairs(0, seed))
+    swap = extras.get("split", "fixed") == "swap"
+
+    def epoch_pairs(epoch: int) -> Any:
+        return data.swap_pairs(epoch, seed, method in BASELINE_METHODS) if swap else data.pairs(epoch, seed)
+
+    steps = epochs * len(epoch_pairs(0))
     frozen = int(extras.get("warmup", 0.0) * steps)
     arch_opt = getattr(pruner.search, "optimizers", {}).get("arch")  # one-shot trainers have no score optimizer
     lr0 = arch_opt.param_groups[0]["lr"] if arch_opt is not None else 0.0
     k = 0
     for epoch in range(epochs):
-        for bt, bv in data.pairs(epoch, seed):
+        for bt, bv in epoch_pairs(epoch):
             if arch_opt is not None:
                 for group in arch_opt.param_groups:
                     group["lr"] = 0.0 if k < frozen else lr0
@@ -296,10 +352,14 @@ def evaluate_criteria(model: torch.nn.Module, handle: Any, criteria: dict[str, d
             forms.append((f"{name}/macs", cost_aware(imp, macs), macs))
         for label, values, per_mac in forms:
             row: dict[str, Any] = correlations(values, orc, per_mac)
-            row["acc"] = accuracy_at_budgets(model, values, args.budgets, data, args.bn_batches, args.seed)
+            row["acc"], row["acc_ft"] = accuracy_at_budgets(
+                model, values, args.budgets, data, args.bn_batches, args.seed, args.finetune_epochs,
+                tuple(args.finetune_budgets), args.finetune_lr)
+            row["params_kept"] = {f"{b:g}": _params_kept(model, values, b) for b in args.budgets}
             out[label] = row
             print(f"  {label}: spearman {row['spearman_global']:.3f} (layer {row['spearman_layer']:.3f}), acc "
-                  + " ".join(f"{k}x:{v:.1f}" for k, v in row["acc"].items()), flush=True)
+                  + " ".join(f"{k}x:{v:.1f}" for k, v in row["acc"].items())
+                  + "".join(f" fine-tuned {k}x:{v:.1f}" for k, v in row["acc_ft"].items()), flush=True)
     return out
 
 
@@ -335,10 +395,17 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"comma-separated, from: {', '.join(VARIANTS)}")
     ap.add_argument("--cost-aware", action=argparse.BooleanOptionalAction, default=False,
                     help="also rank every criterion by importance per MAC (label suffix /macs)")
+    ap.add_argument("--finetune-epochs", type=int, default=0,
+                    help="also fine-tune each pruned net this many epochs on the search subset (0: no)")
+    ap.add_argument("--finetune-budgets", default=None, type=lambda s: [float(x) for x in s.split(",") if x],
+                    help="budgets to fine-tune at (default: all of --budgets)")
+    ap.add_argument("--finetune-lr", type=float, default=0.01)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "criterion_quality.json")
     args = ap.parse_args(argv)
+    if args.finetune_budgets is None:
+        args.finetune_budgets = list(args.budgets)
     if args.threads:
         torch.set_num_threads(args.threads)
     variants = [v for v in args.variants.split(",") if v]
@@ -366,7 +433,9 @@ def main(argv: list[str] | None = None) -> int:
         orc = oracle(base, data, args.oracle_units or 10**9, args.seed)
         ofile.write_text(json.dumps(orc))
     settings = (f"b{'-'.join(f'{b:g}' for b in args.budgets)}_bn{args.bn_batches}_e{args.eval_images}"
-                + ("_ca" if args.cost_aware else ""))
+                + ("_ca" if args.cost_aware else "")
+                + (f"_ft{args.finetune_epochs}-{'-'.join(f'{b:g}' for b in args.finetune_budgets)}-lr{args.finetune_lr:g}"
+                   if args.finetune_epochs else ""))
     rows: dict[str, Any] = {}
 
     def cached(key: str, compute: Callable[[], dict[str, Any]]) -> None:
@@ -424,13 +493,20 @@ def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] 
              f"Oracle: loss rise when one unit is zeroed, {result['oracle']['units']} of "
              f"{result['oracle']['total_units']} units, {args.oracle_images} held-out training images. Accuracy: "
              f"{args.eval_images} other held-out training images, right after pruning to the MACs budget with "
-             f"BatchNorm re-estimated on {args.bn_batches} batches (no fine-tuning).", "",
-             "| criterion | Spearman (global) | Spearman (per layer) | " + " | ".join(f"acc @ {b}x MACs" for b in budgets)
-             + " |", "|---|---|---|" + "---|" * len(budgets)]
+             f"BatchNorm re-estimated on {args.bn_batches} batches (no fine-tuning)"
+             + (f"; fine-tuned: after {args.finetune_epochs} epochs at LR {args.finetune_lr:g} on the search subset"
+                if args.finetune_epochs else "") + ". Params: the fraction of parameters the selection keeps.", ""]
+    tuned = [f"{b:g}" for b in args.finetune_budgets] if args.finetune_epochs else []
+    header = (["criterion", "Spearman (global)", "Spearman (per layer)"] + [f"acc @ {b}x MACs" for b in budgets]
+              + [f"fine-tuned @ {b}x" for b in tuned] + [f"params @ {b}x" for b in budgets])
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, r in sorted(result["rows"].items(), key=lambda kv: -(kv[1]["spearman_global"]
                                                                   if not math.isnan(kv[1]["spearman_global"]) else -9)):
-        lines.append(f"| {name} | {r['spearman_global']:.3f} | {r['spearman_layer']:.3f} | "
-                     + " | ".join(f"{r['acc'][b]:.1f}" for b in budgets) + " |")
+        cells = ([name, f"{r['spearman_global']:.3f}", f"{r['spearman_layer']:.3f}"]
+                 + [f"{r['acc'][b]:.1f}" for b in budgets]
+                 + [f"{r.get('acc_ft', {})[b]:.1f}" if b in r.get("acc_ft", {}) else "" for b in tuned]
+                 + [f"{r['params_kept'][b]:.3f}" if b in r.get("params_kept", {}) else "" for b in budgets])
+        lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Command: `python bench/criterion_quality.py {shlex.join(argv or sys.argv[1:])}`".rstrip()]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -112,9 +112,10 @@ def main(argv: list[str] | None = None) -> int:
                          "trained by a classic criterion: the ablation that separates the learned scores' choice "
                          "from the training the search gave the network")
     ap.add_argument("--search-split", default=None, choices=("fixed", "swap"),
-                    help="'scratch': how RARTS' / slimming's search epochs use the data (PruneJob.search_split; "
-                         "default: the job's, 'swap' when the search is the training: every image reaches the "
-                         "kept net once per epoch at the batch size, as in plain training)")
+                    help="how RARTS' / slimming's search epochs use the data (PruneJob.search_split; default: the "
+                         "job's — 'fixed' after training, 'swap' when the search is the training: every image "
+                         "reaches the kept net once per epoch at the batch size, as in plain training). 'after' runs "
+                         "with a split given here get their own folders (suffix _fixed / _swap)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "pq",
@@ -184,16 +185,20 @@ def main(argv: list[str] | None = None) -> int:
                                     stop_after="pretrain"))
         bases["after"] = base["before"]
         init = str(base_dir / "baseline.pt")
+        split_suffix = f"_{args.search_split}" if args.search_split else ""  # the default runs keep their folders
         for seed in args.seeds:
             for method in args.methods:
                 job = replace(common, init_weights=init, method=method, seed=seed, search_epochs=args.search_epochs,
                               **settings(method))
                 searched = None
+                name = folder(method)
                 if method in SEARCHED:
-                    searched = work / "after" / f"{folder(method, finalized=False)}_s{seed}_search"
+                    job = replace(job, search_split=args.search_split)
+                    searched = work / "after" / f"{folder(method, finalized=False)}{split_suffix}_s{seed}_search"
+                    name += split_suffix
                     _load_or_run(replace(job, out=str(searched), stop_after="search", macs=args.budgets[0]))
                 for macs in args.budgets:
-                    res = _at_budget(job, searched, work / "after" / f"{folder(method)}_m{macs:g}_s{seed}", macs)
+                    res = _at_budget(job, searched, work / "after" / f"{name}_m{macs:g}_s{seed}", macs)
                     record("after", method, seed, macs, res)
             control("after", base_dir / "baseline.pt", seed)
     if "scratch" in args.protocols:
@@ -278,7 +283,8 @@ def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] 
     lines = [f"# Width search at equal MACs: PreResNet-{args.depth}, {args.train_subset or 'all'} CIFAR-10 "
              f"training images, {len(args.seeds)} seed(s)", "",
              f"RARTS with {rarts_settings_text(args) or 'the default search settings of `prune()`'}. `after`: from the baseline trained "
-             f"{args.baseline_epochs} epochs, {args.search_epochs} search / sparsity epoch(s). `scratch`: every arm "
+             f"{args.baseline_epochs} epochs, {args.search_epochs} search / sparsity epoch(s), search split "
+             f"{args.search_split or 'fixed (the default)'}. `scratch`: every arm "
              f"{args.scratch_epochs} epochs from random weights (RARTS and slimming searching / sparsity-training "
              f"the whole time, search split {args.search_split or 'swap (the default)'}, RARTS' score LR the job's "
              f"SCORE_TRAVEL / search steps unless set; l1_norm and random prune the plainly trained network). Then surgery to the MACs "

@@ -214,11 +214,15 @@ def test_criterion_quality_smoke(tmp_path: Path) -> None:
     args = ["bench/criterion_quality.py", "--data", str(data), "--work", str(work), "--depth", "11",
             "--train-subset", "200", "--oracle-units", "16", "--oracle-images", "40", "--eval-images", "40",
             "--bn-batches", "2", "--batch-size", "16", "--budgets", "0.6", "--search-epochs", "1",
-            "--variants", "default,former_default", "--threads", "1", "--out", str(out)]
+            "--variants", "default,former_default,default_swap", "--finetune-epochs", "1", "--threads", "1",
+            "--out", str(out)]
     _run(*args)
     res = json.loads(out.read_text())
     rows = res["rows"]
-    assert {"l1_norm", "bn_gamma", "random", "fisher", "default@1ep |a|", "former_default@1ep |a|"} <= set(rows)
+    assert {"l1_norm", "bn_gamma", "random", "fisher", "default@1ep |a|", "former_default@1ep |a|",
+            "default_swap@1ep |a|"} <= set(rows)
+    for name, r in rows.items():  # fine-tuned at every budget; the selection's parameter fraction predicted
+        assert 0.0 <= r["acc_ft"]["0.6"] <= 100.0 and 0.0 < r["params_kept"]["0.6"] < 1.0, name
     assert res["oracle"]["units"] == 16
     for name, r in rows.items():  # nan: a constant criterion (an untrained net's BN scales are all 1)
         assert 0.0 <= r["acc"]["0.6"] <= 100.0, name
@@ -252,3 +256,11 @@ def test_equal_macs_smoke(tmp_path: Path) -> None:
     assert set(res["control"]) == {"after", "scratch"} and all(len(c["runs"]) == 1 for c in res["control"].values())
     assert "after 0.6x MACs: rarts >= l1_norm (best other) + 0.5" in res["targets"]
     assert "## scratch" in out.with_suffix(".md").read_text()
+    # a split given for 'after' gets its own folders; the default runs are reused, not overwritten
+    swap_args = [a for a in args if a not in ("rarts,l1_norm", "--methods", "0.6,0.35", "--budgets", str(out))]
+    _run(*swap_args[:-1], "--protocols", "after", "--methods", "rarts", "--budgets", "0.6", "--no-control",
+         "--search-split", "swap", "--out", str(tmp_path / "em_swap.json"))
+    swapped = json.loads((work / "after" / "rarts_swap_m0.6_s0" / "results.json").read_text())
+    assert swapped["job"]["search_split"] == "swap" and (work / "after" / "rarts_swap_s0_search").is_dir()
+    default = json.loads((work / "after" / "rarts_m0.6_s0" / "results.json").read_text())
+    assert default["job"]["search_split"] is None  # the job's own: 'fixed' after training
