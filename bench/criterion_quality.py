@@ -43,6 +43,7 @@ import copy
 import hashlib
 import json
 import math
+import re
 import shlex
 import statistics
 import sys
@@ -352,8 +353,9 @@ def evaluate_criteria(model: torch.nn.Module, handle: Any, criteria: dict[str, d
             forms.append((f"{name}/macs", cost_aware(imp, macs), macs))
         for label, values, per_mac in forms:
             row: dict[str, Any] = correlations(values, orc, per_mac)
+            tune = args.finetune_epochs if re.search(args.finetune_only, label) else 0
             row["acc"], row["acc_ft"] = accuracy_at_budgets(
-                model, values, args.budgets, data, args.bn_batches, args.seed, args.finetune_epochs,
+                model, values, args.budgets, data, args.bn_batches, args.seed, tune,
                 tuple(args.finetune_budgets), args.finetune_lr)
             row["params_kept"] = {f"{b:g}": _params_kept(model, values, b) for b in args.budgets}
             out[label] = row
@@ -400,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--finetune-budgets", default=None, type=lambda s: [float(x) for x in s.split(",") if x],
                     help="budgets to fine-tune at (default: all of --budgets)")
     ap.add_argument("--finetune-lr", type=float, default=0.01)
+    ap.add_argument("--finetune-only", default="",
+                    help="fine-tune only the criteria whose label matches this regular expression (default: all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "criterion_quality.json")
@@ -435,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = (f"b{'-'.join(f'{b:g}' for b in args.budgets)}_bn{args.bn_batches}_e{args.eval_images}"
                 + ("_ca" if args.cost_aware else "")
                 + (f"_ft{args.finetune_epochs}-{'-'.join(f'{b:g}' for b in args.finetune_budgets)}-lr{args.finetune_lr:g}"
+                   + (f"-{hashlib.sha256(args.finetune_only.encode()).hexdigest()[:8]}" if args.finetune_only else "")
                    if args.finetune_epochs else ""))
     rows: dict[str, Any] = {}
 

@@ -242,16 +242,34 @@ def main(argv: list[str] | None = None) -> int:
                              "macs_ratio": statistics.mean(r["macs_ratio"] for r in sel)})
     control_mean = {p: statistics.mean(v) for p, v in controls.items() if v}
     targets = _targets(rows, control_mean)
+    paired = _paired(runs)
     result = {"settings": {k: portable(v) for k, v in vars(args).items()}, "rarts_settings": rarts_settings or "defaults",
               "unpruned": bases,
               "control": {p: {"runs": v, "acc_mean": control_mean.get(p), "epochs": args.finetune_epochs,
                               "lr": args.finetune_lr} for p, v in controls.items()},
-              "rows": rows, "runs": runs, "targets": targets, "total_wall_s": time.perf_counter() - t_start}
+              "rows": rows, "runs": runs, "paired": paired, "targets": targets, "total_wall_s": time.perf_counter() - t_start}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     _markdown(result, args, argv)
     _plot(rows, args)
     return 0
+
+
+def _paired(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """RARTS minus each other method, seed by seed (the arms of a seed share its baseline, data order and
+    fine-tuning): the mean difference, its standard deviation and the seeds RARTS wins. Pairing removes the
+    seed-to-seed variation the arms share, which the unpaired means ± std keep."""
+    out = []
+    for protocol, macs in dict.fromkeys((r["protocol"], r["budget"]) for r in runs):
+        acc = {(r["method"], r["seed"]): r["acc"] for r in runs if (r["protocol"], r["budget"]) == (protocol, macs)}
+        for method in dict.fromkeys(m for m, _ in acc if m != "rarts"):
+            diffs = [acc[("rarts", s)] - acc[(method, s)] for m, s in acc if m == method and ("rarts", s) in acc]
+            if diffs:
+                out.append({"protocol": protocol, "budget": macs, "vs": method, "seeds": len(diffs),
+                            "diff_mean": statistics.mean(diffs),
+                            "diff_std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0,
+                            "rarts_wins": sum(d > 0 for d in diffs), "diffs": diffs})
+    return out
 
 
 def _targets(rows: list[dict[str, Any]], control: dict[str, float]) -> dict[str, bool]:
@@ -306,6 +324,11 @@ def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] 
             lines.append(f"| {r['budget']:g}x | {r['method']} | {r['acc']} | {r['acc_pruned']} | "
                          f"{format_count(r['params'])} | {format_count(r['macs'])} (x{r['macs_ratio']:.3f}) |")
         lines.append("")
+        pairs = [p for p in result["paired"] if p["protocol"] == protocol]
+        if pairs:
+            lines += ["RARTS minus each arm, paired by seed: " + "; ".join(
+                f"{p['budget']:g}x vs {p['vs']} {p['diff_mean']:+.2f} ± {p['diff_std']:.2f} "
+                f"(RARTS ahead on {p['rarts_wins']}/{p['seeds']} seeds)" for p in pairs), ""]
     lines += ["Targets: " + (", ".join(f"{k}: {'met' if v else 'missed'}" for k, v in result["targets"].items())
                              or "none evaluated"), "",
               f"Command: `python bench/equal_macs.py {shlex.join(argv or sys.argv[1:])}`".rstrip()]

@@ -255,6 +255,12 @@ def test_equal_macs_smoke(tmp_path: Path) -> None:
     assert scratch["job"]["search_split"] == "swap"  # every image reaches the kept net once per epoch
     assert set(res["control"]) == {"after", "scratch"} and all(len(c["runs"]) == 1 for c in res["control"].values())
     assert "after 0.6x MACs: rarts >= l1_norm (best other) + 0.5" in res["targets"]
+    acc = {(r["protocol"], r["method"], r["budget"]): r["acc"] for r in res["runs"]}
+    for p in res["paired"]:  # seed by seed: RARTS minus the other arm of the same seed
+        assert p["vs"] == "l1_norm" and p["seeds"] == 1
+        assert p["diff_mean"] == pytest.approx(acc[(p["protocol"], "rarts", p["budget"])]
+                                               - acc[(p["protocol"], "l1_norm", p["budget"])])
+    assert len(res["paired"]) == 4 and "paired by seed" in out.with_suffix(".md").read_text()
     assert "## scratch" in out.with_suffix(".md").read_text()
     # a split given for 'after' gets its own folders; the default runs are reused, not overwritten
     swap_args = [a for a in args if a not in ("rarts,l1_norm", "--methods", "0.6,0.35", "--budgets", str(out))]
