@@ -11,7 +11,7 @@ DEMO_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.rartsprune-installed
 
-.PHONY: install test demo lint docs clean-venv
+.PHONY: install test demo lint docs gpu-wheels clean-venv
 
 install: $(STAMP)
 
@@ -34,6 +34,12 @@ lint: $(STAMP)
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -q -d $(VENV)/site
+
+# Wheels of what GPU images lack (pure Python), for bench/gpu_check.py: carry .whl/ to the GPU machine.
+GPU_WHEELS ?= torch-pruning fvcore iopath yacs termcolor
+gpu-wheels: $(STAMP)
+	mkdir -p .whl
+	$(BIN)/python -m pip wheel -q --no-deps -w .whl $$($(BIN)/python -m pip freeze | grep -i -E "^($$(echo $(GPU_WHEELS) | tr ' ' '|'))==")
 
 clean-venv:
 	rm -rf $(VENV)

@@ -267,23 +267,41 @@ def time_model(model: nn.Module, size: int, batches: Sequence[int], roundings: S
         variants[variant_name(r)] = prune_copy(model, example, ratio, r)
     variants = {k: m.to(memory_format=fmt) for k, m in variants.items()}
     macs = {k: flops_report(m, example).macs for k, m in variants.items()}
-    keys = list(variants)
-    order = keys[rotate % len(keys):] + keys[:rotate % len(keys)]
+    order = rotated(list(variants), rotate)
     out: dict[str, Any] = {"input": size, "macs": macs, "fingerprint": {k: fingerprint(m) for k, m in variants.items()},
                            "batches": {}}
     for b in batches:
         x = torch.randn(b, 3, size, size, generator=gen).to(device).contiguous(memory_format=fmt)
         n = reps_at(b, reps)
-        for k in order:  # warm-up
-            _time(variants[k], x, device)
-            _time(variants[k], x, device)
-        times: dict[str, list[float]] = {k: [] for k in keys}
-        for _ in range(n):
-            for k in order:
-                times[k].append(1e3 * _time(variants[k], x, device))
+        times = time_interleaved(variants, x, n, order, device)
         out["batches"][str(b)] = {"reps": n, "order": order, "times_ms": times,
                                   "median_ms": {k: statistics.median(v) for k, v in times.items()}}
     return out
+
+
+def rotated(keys: Sequence[str], rotate: int) -> list[str]:
+    """``keys`` rotated by ``rotate`` positions (the round index), so no variant always runs after the same one.
+
+    Examples:
+        >>> rotated(["a", "b", "c"], 1)
+        ['b', 'c', 'a']
+    """
+    k = rotate % len(keys)
+    return list(keys[k:]) + list(keys[:k])
+
+
+def time_interleaved(variants: Mapping[str, nn.Module], x: torch.Tensor, reps: int, order: Sequence[str],
+                     device: torch.device) -> dict[str, list[float]]:
+    """Two warm-up runs of every variant, then ``reps`` repetitions in each of which every variant runs once, in
+    ``order``; every repetition's time in ms per variant."""
+    for k in order:  # warm-up
+        _time(variants[k], x, device)
+        _time(variants[k], x, device)
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(reps):
+        for k in order:
+            times[k].append(1e3 * _time(variants[k], x, device))
+    return times
 
 
 def device_name(device: torch.device, channels_last: bool) -> str:
@@ -313,16 +331,27 @@ def _round_in_subprocess(args: argparse.Namespace, index: int, workdir: Path) ->
            "--device", args.device, "--ratio", repr(args.ratio), "--batches", ",".join(map(str, args.batches)),
            "--round-to", ",".join("none" if r is None else str(r) for r in args.round_to), "--reps", str(args.reps),
            "--models", ",".join(args.models), "--seed", str(args.seed)]
-    env = dict(os.environ)
     if args.threads:
         cmd += ["--threads", str(args.threads)]
-        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.threads)
     if args.channels_last:
         cmd.append("--channels-last")
+    return run_child(cmd, path, args.threads, f"round {index + 1}")
+
+
+def run_child(cmd: Sequence[str], path: Path, threads: int | None, what: str) -> dict[str, Any]:
+    """Run ``cmd`` (a fresh Python process that writes its JSON result to ``path``) and return that result, with
+    ``seconds`` (its wall time) added. ``threads``: the child's OMP / MKL thread count (``None``: inherited).
+
+    Raises:
+        RuntimeError: the child failed (the message holds the end of its standard error).
+    """
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    proc = subprocess.run(list(cmd), capture_output=True, text=True, env=env, cwd=ROOT)
     if proc.returncode != 0:
-        raise RuntimeError(f"round {index + 1} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"{what} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     result = json.loads(path.read_text())
     result["seconds"] = time.perf_counter() - t0
     return result
@@ -357,6 +386,25 @@ def combine(rounds: Sequence[Mapping[str, Any]], models: Sequence[str], ratio: f
     return rows
 
 
+def noise_warnings(noisy: Sequence[tuple[str, Any, float]]) -> list[str]:
+    """Markdown warning lines, then a blank line, for every ``(model, batch, variation)`` flagged noisy; ``[]``
+    when none is.
+
+    Examples:
+        >>> noise_warnings([("resnet50", 1, 0.14)])[0]
+        '> **Warning** resnet50, batch 1: timings varied by 14% between rounds: rerun on an idle machine.  '
+    """
+    if not noisy:
+        return []
+    return [f"> **Warning** {model}, batch {batch}: timings varied by {100 * variation:.0f}% between rounds: rerun "
+            "on an idle machine.  " for model, batch, variation in noisy] + [""]
+
+
+def format_spread(d: Mapping[str, Any], digits: int = 1) -> str:
+    """A `_spread` as ``min–max (spread%)``, e.g. ``9.8–10.4 (6%)``."""
+    return f"{d['min_ms']:.{digits}f}–{d['max_ms']:.{digits}f} ({100 * d['spread']:.0f}%)"
+
+
 def _rounds_text(numbers: Sequence[int]) -> str:
     return ", ".join(map(str, numbers))
 
@@ -377,27 +425,20 @@ def render_markdown(result: Mapping[str, Any]) -> str:
              "rounds and its efficiency is reported from the report rounds only, so picking the best of several "
              f"noisy variants does not inflate it. A model / batch whose unpruned time varies by more than "
              f"{100 * result['noise_limit']:.0f}% between rounds is flagged noisy.", ""]
-    warnings = [f"> **Warning** {r['model']}, batch {b}: timings varied by {100 * d['unpruned_variation']:.0f}% "
-                "between rounds: rerun on an idle machine." for r in result["rows"] for b, d in r["batches"].items()
-                if d["noisy"]]
-    if warnings:
-        lines += [w + "  " for w in warnings] + [""]
+    lines += noise_warnings([(r["model"], b, d["unpruned_variation"]) for r in result["rows"]
+                             for b, d in r["batches"].items() if d["noisy"]])
     lines += ["| model | batch | variant | MACs | ms (median) | spread across rounds | speed-up | MACs ratio | "
               "efficiency | eff. selection | eff. report | noisy |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-
-    def spread(d: Mapping[str, Any]) -> str:
-        return f"{d['min_ms']:.1f}–{d['max_ms']:.1f} ({100 * d['spread']:.0f}%)"
-
     for r in result["rows"]:
         for b, d in r["batches"].items():
             flag = "**yes**" if d["noisy"] else "no"
             lines.append(f"| {r['model']} | {b} | unpruned | {format_count(r['macs']['unpruned'])} | "
-                         f"{d['unpruned']['median_ms']:.1f} | {spread(d['unpruned'])} | | | | | | {flag} |")
+                         f"{d['unpruned']['median_ms']:.1f} | {format_spread(d['unpruned'])} | | | | | | {flag} |")
             for k, v in d["pruned"].items():
                 mark = " **best**" if k == r["best"]["variant"] else ""
                 lines.append(f"| {r['model']} | {b} | {k}{mark} | {format_count(r['macs'][k])} | {v['median_ms']:.1f} | "
-                             f"{spread(v)} | {v['speedup']:.2f}x | {v['macs_ratio']:.2f}x | {v['efficiency']:.2f} | "
+                             f"{format_spread(v)} | {v['speedup']:.2f}x | {v['macs_ratio']:.2f}x | {v['efficiency']:.2f} | "
                              f"{v['selection']['efficiency']:.2f} | {v['report']['efficiency']:.2f} | |")
     lines += ["", f"Best rounding per model, chosen on the selection rounds ({sel}) — the fastest variant with "
               f"speed-up >= {result['target_efficiency']} x MACs ratio at every batch size; if none, the most "
@@ -435,12 +476,19 @@ def _roundings(text: str) -> list[int | None]:
     return [None if t.strip().lower() == "none" else _positive_int(t) for t in text.split(",")]
 
 
-def _models(text: str) -> list[str]:
-    names = text.split(",")
-    unknown = [n for n in names if n not in MODELS]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
-    return names
+def model_list(known: Sequence[str]) -> Callable[[str], list[str]]:
+    """An argparse type: a comma list of model names among ``known``."""
+    def parse(text: str) -> list[str]:
+        names = text.split(",")
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown model(s) {unknown}; choose from {', '.join(known)}")
+        return names
+
+    return parse
+
+
+_models = model_list(list(MODELS))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

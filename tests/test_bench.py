@@ -270,3 +270,33 @@ def test_equal_macs_smoke(tmp_path: Path) -> None:
     assert swapped["job"]["search_split"] == "swap" and (work / "after" / "rarts_swap_s0_search").is_dir()
     default = json.loads((work / "after" / "rarts_m0.6_s0" / "results.json").read_text())
     assert default["job"]["search_split"] is None  # the job's own: 'fixed' after training
+
+
+def test_gpu_check_plumbing(tmp_path: Path) -> None:
+    """The one GPU check on the CPU: the steps run as subprocesses, every file lands flat in --out."""
+    out = tmp_path / "gc"
+    (tmp_path / "wheels").mkdir()
+    _run("bench/gpu_check.py", "--device", "cpu", "--quick", "--steps", "install,env,width_bf16",
+         "--wheels", str(tmp_path / "wheels"), "--out", str(out))
+    summary = json.loads((out / "summary.json").read_text())
+    steps = {s["name"]: s for s in summary["steps"]}
+    assert summary["ok"] and list(steps) == ["install", "env", "width_bf16"]
+    assert steps["install"]["skipped"] == "nothing missing"  # this venv has torch-pruning and fvcore
+    assert steps["env"]["rc"] == 0 and json.loads((out / "env.json").read_text())["device"] == "cpu"
+    job = json.loads((out / "width_bf16.json").read_text())
+    assert job["job"]["amp"] == "bf16" and job["after_prune"]["params"] < job["before"]["params"]
+    # what the device tool brings back: at most eight files, none in a subfolder
+    files = list(out.iterdir())
+    assert len(files) <= 8 and all(f.is_file() for f in files)
+
+
+def test_gpu_check_refuses_bad_input(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "bench/gpu_check.py", "--steps", "env,nope", "--out", str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=120)
+    assert proc.returncode == 2 and "unknown steps ['nope']" in proc.stderr
+    import torch
+
+    if not torch.cuda.is_available():  # the default device is cuda: nothing to check, said plainly
+        proc = subprocess.run([sys.executable, "bench/gpu_check.py", "--out", str(tmp_path)],
+                              capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=120)
+        assert proc.returncode == 2 and "no CUDA device here" in proc.stdout

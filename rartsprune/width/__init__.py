@@ -35,6 +35,7 @@ from .pruner import (
     WidthPruner,
     prune,
 )
+from .rounding import ROUND_TO_CANDIDATES, RoundingChoice, allowed_roundings, choose_rounding
 from .selection import CRITERIA, Selection, select_by_ratio, select_by_threshold, unit_importance
 
 __all__ = [
@@ -69,6 +70,10 @@ __all__ = [
     "measure_width_latency",
     "time_model",
     "MODES",
+    "ROUND_TO_CANDIDATES",
+    "RoundingChoice",
+    "allowed_roundings",
+    "choose_rounding",
     "Selection",
     "WidthPenalty",
     "WidthPruner",

@@ -69,7 +69,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 #: (``cost_weight=2``) instead of the same ℓ1 pressure on every score (``l1=0``). On the criterion diagnostic
 #: (training images only) it gave the best accuracy right after pruning among the RARTS settings at 0.6x
 #: (50.7 vs 49.0) and tied at 0.35x (43.1 vs 43.0); at equal MACs after fine-tuning (bench/equal_macs.py, 3
-#: seeds) 57.37 / 56.13 at 0.6x / 0.35x vs 56.20 / 54.65 with the ratio-mode pressure (docs/width.md).
+#: seeds) 57.37 / 56.13 at 0.6x / 0.35x vs 56.20 / 54.65 with the ratio-mode pressure (docs/width.md). With a
+#: latency budget the same defaults apply, each unit's cost being its share of the predicted latency (not measured
+#: for quality yet).
 BUDGET_DEFAULTS: dict[str, float] = {"l1": 0.0, "cost_weight": 2.0}
 
 
@@ -106,7 +108,9 @@ class SelectionConfig:
             (``None``: measured and not saved).
         threshold: ℓ1 mode: units with |α| <= threshold are removed.
         scope: ``"global"`` or ``"layer"`` ranking (ratio mode).
-        round_to: round every group's kept channel count up to a multiple of this (``None``: no rounding).
+        round_to: round every group's kept channel count up to a multiple of this (``None``: no rounding), or
+            ``"auto"`` with a latency budget: the rounding among ``None, 2, 4, 8, 16, 32`` whose selection keeps the
+            most importance within the predicted budget (`rartsprune.width.rounding`).
         importance: a built-in criterion name or an `Importance` (``None``: the method's default).
     """
 
@@ -119,7 +123,7 @@ class SelectionConfig:
     latency_table: str | None = None
     threshold: float = 1e-2
     scope: str = "global"
-    round_to: int | None = None
+    round_to: int | str | None = None
     importance: str | Importance | None = None
     budget: tuple[str, float] | None = field(init=False, default=None)
 
@@ -151,10 +155,15 @@ class SelectionConfig:
         _number("threshold", self.threshold)  # the |score| cut of mode='l1'
         if self.scope not in SCOPES:
             raise ValueError(f"scope must be 'global' or 'layer', got {self.scope!r}")
-        if self.round_to is not None and (
+        if self.round_to == "auto":
+            if budget is None or budget[0] != "latency":
+                raise ValueError("round_to='auto' chooses the rounding with the latency model of a latency budget: "
+                                 f"pass latency= too (got {'no budget' if budget is None else budget[0] + '='}), "
+                                 "or an integer round_to")
+        elif self.round_to is not None and (
             isinstance(self.round_to, bool) or not isinstance(self.round_to, int) or self.round_to < 1
         ):
-            raise ValueError(f"round_to must be a positive integer or None, got {self.round_to!r}")
+            raise ValueError(f"round_to must be a positive integer, 'auto' or None, got {self.round_to!r}")
         if self.importance is not None:
             get_importance(self.importance)  # ValueError / TypeError naming the criterion
         object.__setattr__(self, "ratio", ratio)
@@ -186,7 +195,9 @@ class WidthSearchConfig:
         update: RARTS' update, ``"exact"`` or ``"fused"`` (`UPDATES`).
         l1: ℓ1 pressure ``l1 * Σ|α|`` on the scores (``None``: the mode's default, `DEFAULTS`; 0 with a budget,
             `BUDGET_DEFAULTS`).
-        cost_weight: MACs-weighted pressure ``Σ|α_u| MACs_u / MACs`` (``None``: 2 with a budget, else 0).
+        cost_weight: cost-weighted pressure ``Σ|α_u| MACs_u / MACs`` (``None``: 2 with a budget, else 0); with a
+            latency budget each unit's share of the predicted latency replaces ``MACs_u / MACs``
+            (`rartsprune.width.latency.LatencyModel.unit_costs`).
         prox: ℓ1 mode: a proximal soft-threshold step after each search step (exact zeros).
         sparsity: Network Slimming's ``s`` (``method="slimming"``).
         weight_lr, weight_decay: SGD (momentum 0.9) of the network weights during the search.

@@ -508,6 +508,51 @@ class LatencyModel:
             raise ValueError(f"a LatencyModel predicts latency, not {kind!r}; use a CostModel")
         return self.ms(keep) / max(self.full_ms, 1e-12)
 
+    def rounded(self, round_to: int | None) -> LatencyModel:
+        """The same model and table with another ``round_to`` (nothing is checked or measured again).
+
+        Examples:
+            >>> LatencyModel(handle, table).rounded(8).round_to  # doctest: +SKIP
+            8
+        """
+        if round_to is not None and (isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1):
+            raise ValueError(f"round_to must be a positive integer or None, got {round_to!r}")
+        other = copy.copy(self)
+        other.round_to = round_to
+        return other
+
+    def unit_costs(self) -> dict[str, torch.Tensor]:
+        """Per-unit latency cost of every scored group, as a fraction of the unpruned model's predicted latency.
+
+        For a group of ``U`` units: the predicted latency saved when the group goes from full width to one
+        unit, every other group at full width, per removed unit and over the unpruned prediction::
+
+            c_u = (T(full) - T(group at one unit)) / (U - 1) / T(full)
+
+        ``T`` is the table's prediction, which counts every layer the group's channels leave: the layers
+        producing them (their output width), consuming them (their input width) and the depthwise layers
+        between. It is the mean saving per unit over the group's whole width range — not the slope at full
+        width, which the interpolation makes the last segment only (0 where timing noise left the widest
+        samples level) — and for a table whose latency is proportional to the MACs it equals the MACs cost
+        ``MACs_u / MACs`` up to the remainder's share. ``round_to`` is not applied. A group of one unit costs 0
+        (it cannot be pruned). The costs of `rartsprune.width.penalties.WidthPenalty` with a latency budget.
+
+        Examples:
+            >>> costs = LatencyModel(handle, table).unit_costs()  # doctest: +SKIP
+            >>> float(costs["layer1.0.conv1"][0])  # share of the latency one of its channels costs  # doctest: +SKIP
+        """
+        model = self.handle.model
+        full = max(self.full_ms, 1e-12)
+        out: dict[str, torch.Tensor] = {}
+        for g in self.handle.groups:
+            if g.num_units < 2:
+                out[g.name] = torch.zeros(g.num_units)
+                continue
+            least = plan_from_scores(model, {g.name: [0]}).widths
+            saved = max(0.0, self.full_ms - self.table.predict(least))
+            out[g.name] = torch.full((g.num_units,), saved / (g.num_units - 1) / full)
+        return out
+
 
 def latency_report(model: nn.Module, table: WidthLatencyTable, example_inputs: torch.Tensor, *,
                    warmup: int = DEFAULT_WARMUP, repeats: int = DEFAULT_REPEATS) -> dict[str, Any]:

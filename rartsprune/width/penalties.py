@@ -1,25 +1,31 @@
-"""Penalties on the channel scores: ℓ1 sparsity, its proximal step, and the width cost (MACs).
+"""Penalties on the channel scores: ℓ1 sparsity, its proximal step, and the width cost (MACs or latency).
 
 The width cost is the channel analogue of the latency term ⟨softmax(α), Lat⟩ of RARTS' Eq. (5): every
-unit of every group costs the multiply-accumulates (MACs, counted by fvcore) that its channels cause in
-the layers producing and consuming them, and the penalty is
+unit of every group has a cost ``c_u``, a fraction of the whole model's cost, and the penalty is
 
-    cost_weight * Σ_groups Σ_units |α_u| * MACs_u / MACs_model
+    cost_weight * Σ_groups Σ_units |α_u| * c_u
 
-where ``MACs_u`` is the *marginal* cost of the unit: what removing it alone saves (a conv's MACs divided
-by its output channels for the group producing them, plus its MACs divided by its input channels for the
-group feeding it). ``cost_weight`` is dimensionless: at α = 1 the sum is at most 2 (each conv's MACs are
-counted once through its inputs and once through its outputs), and a larger ``cost_weight`` trades
-accuracy for fewer MACs.
+By default (and with a MACs or parameter budget) ``c_u = MACs_u / MACs_model``, the multiply-accumulates
+(counted by fvcore) that the unit's channels cause in the layers producing and consuming them: its *marginal*
+cost, what removing it alone saves (a conv's MACs divided by its output channels for the group producing
+them, plus its MACs divided by its input channels for the group feeding it). ``cost_weight`` is
+dimensionless: at α = 1 the sum is at most 2 (each conv's MACs are counted once through its inputs and once
+through its outputs), and a larger ``cost_weight`` trades accuracy for fewer MACs.
+
+With a latency budget the costs are the units' share of the *predicted latency* instead
+(`rartsprune.width.latency.LatencyModel.unit_costs`, passed as ``unit_costs=``), on the same dimensionless
+scale.
 
 Examples:
     >>> penalty = WidthPenalty(handle, l1=1e-4, cost_weight=0.5)  # doctest: +SKIP
     >>> float(penalty())  # doctest: +SKIP
+    >>> latency_pressure = WidthPenalty(handle, cost_weight=2, unit_costs=latency_model.unit_costs())  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -65,8 +71,24 @@ def unit_macs(handle: ScoreHandle) -> tuple[dict[str, torch.Tensor], int]:
     return out, max(int(report.macs), 1)
 
 
+def _checked_costs(unit_costs: Mapping[str, torch.Tensor], handle: ScoreHandle) -> dict[str, torch.Tensor]:
+    """``unit_costs`` as float tensors, one per scored group; ``ValueError`` naming a group that lacks one or has
+    a wrong length, a negative or a non-finite entry."""
+    out = {}
+    for g in handle.groups:
+        c = unit_costs.get(g.name)
+        if not isinstance(c, torch.Tensor) or c.dim() != 1 or c.numel() != g.num_units:
+            got = "none" if c is None else f"shape {tuple(c.shape)}" if isinstance(c, torch.Tensor) else type(c).__name__
+            raise ValueError(f"unit_costs[{g.name!r}] must be a 1-d tensor of {g.num_units} per-unit costs, got {got}")
+        c = c.detach().double().cpu()
+        if not bool(torch.isfinite(c).all()) or bool((c < 0).any()):
+            raise ValueError(f"unit_costs[{g.name!r}] must be finite and non-negative")
+        out[g.name] = c.float()
+    return out
+
+
 class WidthPenalty:
-    """α-only penalty for the search: ``l1 * Σ|α| + cost_weight * Σ|α_u| MACs_u / MACs``.
+    """α-only penalty for the search: ``l1 * Σ|α| + cost_weight * Σ|α_u| c_u`` (see the module docstring).
 
     Args:
         handle: the scored model's handle.
@@ -75,24 +97,46 @@ class WidthPenalty:
             soft-thresholding instead and this class leaves it out.
         cost_weight: strength of the width cost (dimensionless, see the module docstring).
         include_l1: add the ℓ1 term to the penalty (False when a proximal step applies it).
+        unit_costs: group name -> per-unit cost ``c_u`` as a fraction of the model's cost (non-negative, one
+            entry per unit of every scored group), e.g. `rartsprune.width.latency.LatencyModel.unit_costs`.
+            ``None``: the MACs costs ``MACs_u / MACs_model`` (`unit_macs`).
+
+    Attributes:
+        costs: the per-unit costs ``c_u`` of the scored groups, in the order of ``handle.groups`` (empty when
+            ``cost_weight`` is 0).
+        cost_kind: ``"macs"`` or ``"given"`` (``unit_costs`` passed).
+
+    Examples:
+        >>> penalty = WidthPenalty(handle, cost_weight=2.0)  # doctest: +SKIP
+        >>> penalty.state()["cost_fraction"]  # Σ|α_u| c_u  # doctest: +SKIP
     """
 
-    def __init__(self, handle: ScoreHandle, *, l1: float = 0.0, cost_weight: float = 0.0, include_l1: bool = True) -> None:
+    def __init__(self, handle: ScoreHandle, *, l1: float = 0.0, cost_weight: float = 0.0, include_l1: bool = True,
+                 unit_costs: Mapping[str, torch.Tensor] | None = None) -> None:
         for name, v in (("l1", l1), ("cost_weight", cost_weight)):
-            if not isinstance(v, (int, float)) or v < 0 or v != v:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"{name} must be a non-negative number, got {v!r}")
+        given = _checked_costs(unit_costs, handle) if unit_costs is not None else None
         self.scores: Sequence[torch.nn.Parameter] = handle.scores
         self.l1 = float(l1) if include_l1 else 0.0
         self.cost_weight = float(cost_weight)
+        self.cost_kind = "macs" if given is None else "given"
         self.costs: list[torch.Tensor] = []
-        self.total_macs = 1
         if self.cost_weight > 0:
-            per_unit, self.total_macs = unit_macs(handle)
-            self.costs = [per_unit[g.name].to(a.device) for g, a in zip(handle.groups, self.scores)]
+            if given is None:
+                per_unit, total_macs = unit_macs(handle)
+                given = {name: c / total_macs for name, c in per_unit.items()}
+            self.costs = [given[g.name].to(a.device) for g, a in zip(handle.groups, self.scores)]
 
     @property
     def active(self) -> bool:
         return self.l1 > 0 or self.cost_weight > 0
+
+    def _cost(self) -> torch.Tensor:
+        """``Σ|α_u| c_u`` (0 without costs)."""
+        device = self.scores[0].device
+        return sum(((a.abs() * c.to(a.device)).sum() for a, c in zip(self.scores, self.costs)),
+                   torch.zeros((), device=device))
 
     def __call__(self) -> torch.Tensor:
         device = self.scores[0].device
@@ -100,16 +144,14 @@ class WidthPenalty:
         if self.l1 > 0:
             total = total + self.l1 * sum(a.abs().sum() for a in self.scores)
         if self.cost_weight > 0:
-            cost = sum((a.abs() * c.to(a.device)).sum() for a, c in zip(self.scores, self.costs))
-            total = total + self.cost_weight * cost / self.total_macs
+            total = total + self.cost_weight * self._cost()
         return total
 
     def state(self) -> dict[str, float]:
-        """The current value of each term (for logging)."""
+        """The current value of each term (for logging): ``l1_sum`` = Σ|α|, ``cost_fraction`` = Σ|α_u| c_u."""
         with torch.no_grad():
             l1 = float(sum(a.abs().sum() for a in self.scores))
-            cost = float(sum((a.abs() * c.to(a.device)).sum() for a, c in zip(self.scores, self.costs))) if self.costs else 0.0
-        return {"l1_sum": l1, "cost_fraction": cost / self.total_macs if self.costs else 0.0}
+            return {"l1_sum": l1, "cost_fraction": float(self._cost())}
 
 
 @torch.no_grad()

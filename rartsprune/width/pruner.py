@@ -53,6 +53,7 @@ from .latency import (
 )
 from .penalties import WidthPenalty, soft_threshold_
 from .protocol import Searcher
+from .rounding import AUTO, RoundingChoice, choose_rounding
 from .selection import Selection, select_by_ratio, select_by_threshold
 
 __all__ = ["prune", "WidthPruner", "MODES", "ALL_METHODS", "DEFAULTS", "BUDGET_DEFAULTS", "DEFAULT_RATIO", "COLLAPSED_SCORE"]
@@ -132,6 +133,7 @@ class WidthPruner:
         self._penalty: WidthPenalty | None = None
         self._cost = cost  # built on first use when a budget did not need it already
         self._latency = latency  # a latency budget's cost model (its table measured or loaded by prune)
+        self._rounding: RoundingChoice | None = None  # round_to="auto": the latest choice (made by selection())
         self._input_spec = _input_spec(handle.example_inputs)
         self._num_classes = _num_classes(model, handle.example_inputs) if loss_fn is None else None
 
@@ -221,10 +223,27 @@ class WidthPruner:
             raise ValueError("mode='l1' needs a search method (rarts, darts1, darts2, milenas)")
         if self.selection_config.budget is not None:
             kind, fraction = self.selection_config.budget
+            if self.selection_config.round_to == AUTO:  # the rounding chosen by the latency model, now
+                self._rounding = choose_rounding(self.handle, fraction, importance=self.importance(),
+                                                 latency=self.latency_model(), scope=self.selection_config.scope)
+                return self._rounding.selection
             cost = self.latency_model() if kind == "latency" else self.cost_model()
             return select_by_budget(self.handle, fraction, kind=kind, importance=self.importance(),
                                     scope=self.selection_config.scope, cost=cost)
         return select_by_ratio(self.handle, self.selection_config.ratio, importance=self.importance(), scope=self.selection_config.scope)
+
+    @property
+    def round_to(self) -> int | None:
+        """The ``round_to`` the surgery uses: the configured one, or with ``round_to="auto"`` the rounding the
+        latest `selection` chose (``None`` before the first)."""
+        if self.selection_config.round_to == AUTO:
+            return None if self._rounding is None else self._rounding.round_to
+        return self.selection_config.round_to
+
+    def rounding(self) -> RoundingChoice | None:
+        """With ``round_to="auto"``: the latest choice (`rartsprune.width.rounding.RoundingChoice`, every
+        candidate's predicted latency and kept importance), made by `selection` / `finalize`; else ``None``."""
+        return self._rounding
 
     def cost_model(self) -> CostModel:
         """The `rartsprune.width.budget.CostModel` of the scored model (built once, with ``round_to``)."""
@@ -233,7 +252,8 @@ class WidthPruner:
         return self._cost
 
     def latency_model(self) -> LatencyModel:
-        """The `rartsprune.width.latency.LatencyModel` of a latency budget (``prune(latency=...)``).
+        """The `rartsprune.width.latency.LatencyModel` of a latency budget (``prune(latency=...)``), with the
+        configured ``round_to`` (``None`` with ``round_to="auto"``: `rounding` holds the choice).
 
         Raises:
             ValueError: the pruner was not built with a latency budget.
@@ -247,7 +267,8 @@ class WidthPruner:
         if self.finalized:
             assert self._plan is not None
             return self._plan
-        return plan_from_scores(self.model, self.selection().keep, round_to=self.selection_config.round_to)
+        keep = self.selection().keep  # first: with round_to="auto" it chooses the rounding
+        return plan_from_scores(self.model, keep, round_to=self.round_to)
 
     def finalize(self) -> nn.Module:
         """Select the channels, remove the others physically and return the (same) model, now plain.
@@ -266,9 +287,9 @@ class WidthPruner:
         selection = self.selection()
         groups = {g.name: g for g in self.handle.groups}
         before = sum(p.numel() for n, p in self.model.named_parameters() if not n.startswith("rartsprune_alpha_"))
-        latency = self._latency
+        latency = self._latency.rounded(self.round_to) if self._latency is not None else None
         predicted = latency.ms(selection.keep) if latency is not None else None
-        plan = apply_surgery(self.model, selection.keep, round_to=self.selection_config.round_to)
+        plan = apply_surgery(self.model, selection.keep, round_to=self.round_to)
         kept = sum(len(v) for v in plan.groups.values())
         total = sum(plan.channels.values())
         self._plan = plan
@@ -285,7 +306,10 @@ class WidthPruner:
             "params_after": sum(p.numel() for p in self.model.parameters()),
             "widths": {n: {"kept": len(plan.groups[n]), "channels": groups[n].channels} for n in plan.groups},
             "steps": self.num_steps,
+            "round_to": self.round_to,
         }
+        if self._rounding is not None:
+            self.result["rounding"] = self._rounding.to_dict()
         if latency is not None:
             table = latency.table
             self.result["latency"] = {
@@ -372,13 +396,16 @@ class WidthPruner:
             return dict(self.result or {})
         sel = self.selection()
         scores = torch.cat([a.detach().flatten().cpu() for a in self.handle.scores])
-        return {
+        out = {
             "steps": self.num_steps,
             "prc_if_finalized": sel.prc,
             "scores": {"min": float(scores.min()), "mean": float(scores.mean()), "max": float(scores.max()),
                        "zeros": int((scores == 0).sum())},
             "widths": {n: {"kept": k, "channels": c} for n, (k, c) in sel.channels.items()},
         }
+        if self._rounding is not None:
+            out["rounding"] = self._rounding.to_dict()
+        return out
 
     def __repr__(self) -> str:
         state = "finalized" if self.finalized else f"{self.num_steps} steps"
@@ -498,7 +525,8 @@ def prune(
         latency: likewise, a fraction (in (0, 1)) of the model's latency to keep, measured on the model's
             device at batch size ``latency_batch`` (`rartsprune.width.latency`: every prunable layer timed alone
             at a few widths, the rest of the model as a constant). ``ratio``, ``macs``, ``params`` and
-            ``latency`` are exclusive.
+            ``latency`` are exclusive. A search then presses on each score in proportion to its unit's share of
+            the predicted latency (``cost_weight``).
         latency_batch: the batch size the latency is measured at (default 1).
         latency_table: a JSON file of the latency table: loaded when it exists (a table measured on another
             device, batch size or input shape raises ``ValueError``), written after measuring otherwise.
@@ -514,7 +542,10 @@ def prune(
         ignored_layers: modules or names whose channels are never pruned (heads are protected anyway).
         lam, beta: RARTS' λ (weight of L_t) and β (coupling of y and w); ``lam`` also weights MiLeNAS.
         update: RARTS' update, ``"exact"`` (Eq. 7, four passes) or ``"fused"`` (two passes, an approximation).
-        round_to: round each group's kept channel count up to a multiple of this (faster kernels).
+        round_to: round each group's kept channel count up to a multiple of this (faster kernels). With a
+            latency budget ``"auto"``: the rounding among ``None, 2, 4, 8, 16, 32`` (those every scored layer's
+            width allows) whose selection keeps the most importance within the predicted budget, chosen at
+            every `WidthPruner.selection` and recorded in ``result["rounding"]`` (`rartsprune.width.rounding`).
         scope: ``"global"`` or ``"layer"`` ranking for ``mode="ratio"``.
         importance: what the ranking uses: an `rartsprune.width.importance.Importance` (your own criterion
             too) or a built-in name: ``"alpha"``, ``"alpha_gamma"``, ``"normalized"`` (score-based, see
@@ -527,9 +558,10 @@ def prune(
             channels the loss does not need fall fast, so the ranking separates within one epoch (default
             ``4e-3``, see ``DEFAULTS``; 0 turns it off). Searches only.
         prox, threshold: ℓ1 mode settings (proximal soft-threshold step; the |α| cut).
-        cost_weight: weight of the MACs-weighted pressure ``Σ|α_u| MACs_u / MACs`` on the scores (searches).
-            Default: ``2`` with a ``macs`` / ``params`` budget (where ``l1`` defaults to 0,
-            ``BUDGET_DEFAULTS``), else 0.
+        cost_weight: weight of the cost-weighted pressure ``Σ|α_u| c_u`` on the scores (searches), ``c_u``
+            a unit's share of the model's MACs (``MACs_u / MACs``) or, with a ``latency`` budget, of its
+            predicted latency (`rartsprune.width.latency.LatencyModel.unit_costs`). Default: ``2`` with a
+            budget (where ``l1`` defaults to 0, ``BUDGET_DEFAULTS``), else 0.
         sparsity: Network Slimming's ``s`` (``method="slimming"``).
         weight_lr, weight_decay: SGD (momentum 0.9) of the network weights; ``arch_lr``, ``arch_weight_decay``: Adam
             of the scores (``arch_lr`` default: ``1e-1`` in ratio mode, ``3e-4`` in ℓ1 mode, see
@@ -648,8 +680,11 @@ def prune(
             select_by_budget(handle, budget[1], kind=budget[0], scope=selection.scope,
                              cost=latency_model if latency_model is not None else cost,
                              importance={g.name: torch.ones(g.num_units) for g in groups}, check_only=True)
+        # a latency budget's search pressure is in latency: each unit's share of the predicted latency
+        unit_costs = (latency_model.unit_costs() if latency_model is not None and search.is_search
+                      and search.cost_weight else None)
         optimizer = _search_optimizer(model, handle, search, selection, resolved_loss, amp_dtype=amp_dtype,
-                                      grad_scaler=grad_scaler, distributed=distributed)
+                                      grad_scaler=grad_scaler, distributed=distributed, unit_costs=unit_costs)
     except BaseException:
         _detach(model, fold=False)
         raise
@@ -684,7 +719,7 @@ def _latency_model(handle: ScoreHandle, selection: SelectionConfig, whole_ms: fl
         table = measure_width_latency(handle.model, x, batch=batch, layers=prunable_layers(handle), whole_ms=whole_ms)
         if path is not None:
             table.save(path)
-    return LatencyModel(handle, table, round_to=selection.round_to)
+    return LatencyModel(handle, table, round_to=None if selection.round_to == AUTO else selection.round_to)
 
 
 def _config(cls: type, given: Any, name: str, **keywords: Any) -> Any:
@@ -701,13 +736,15 @@ def _config(cls: type, given: Any, name: str, **keywords: Any) -> Any:
 
 def _search_optimizer(model: nn.Module, handle: ScoreHandle, search: WidthSearchConfig, selection: SelectionConfig,
                       loss_fn: Callable[[nn.Module, Any], torch.Tensor] | None, *, amp_dtype: torch.dtype | None,
-                      grad_scaler: torch.amp.GradScaler | None, distributed: bool) -> Searcher:
-    """The optimizer of the search (`rartsprune.optim`) or the trainer of a one-shot baseline, from ``search``."""
+                      grad_scaler: torch.amp.GradScaler | None, distributed: bool,
+                      unit_costs: Mapping[str, torch.Tensor] | None = None) -> Searcher:
+    """The optimizer of the search (`rartsprune.optim`) or the trainer of a one-shot baseline, from ``search``
+    (``unit_costs``: the width penalty's per-unit costs, `WidthPenalty`; ``None``: MACs)."""
     weight_optimizer = search.weight_optimizer or _sgd(search.weight_lr, search.weight_decay)
     if search.is_search:
         assert search.l1 is not None and search.cost_weight is not None and search.arch_lr is not None  # resolved
         penalty = WidthPenalty(handle, l1=search.l1, cost_weight=search.cost_weight,
-                               include_l1=not (search.prox and selection.mode == "l1"))
+                               include_l1=not (search.prox and selection.mode == "l1"), unit_costs=unit_costs)
         return make_search_optimizer(
             search.method, model, handle.scores,
             loss_fn=loss_fn, lam=search.lam, beta=search.beta, update=search.update,

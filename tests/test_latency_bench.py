@@ -1,0 +1,126 @@
+"""bench/latency_model.py (predicted vs measured latency of pruned models) runs end to end on tiny settings.
+
+Nothing here judges a timing: only that the script runs, caches its table, writes consistent JSON / markdown
+and that its pure aggregation computes what it says.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+
+
+def _bench() -> ModuleType:
+    """bench/latency_model.py as a module (bench/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("bench_latency_model", ROOT / "bench" / "latency_model.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_latency_model_bench_smoke(tmp_path: Path) -> None:
+    out, tables = tmp_path / "lm.json", tmp_path / "tables"
+    proc = subprocess.run([sys.executable, "bench/latency_model.py", "--quick", "--out", str(out), "--table-dir",
+                           str(tables)], capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    s = res["settings"]
+    assert s["quick"] and s["models"] == ["tiny"] and s["batches"] == [1] and s["rounds"] == 2 and s["threads"] == 1
+    assert s["out"] == os.path.relpath(out, ROOT)  # no absolute path of this machine in the results
+    # the table was measured once and cached where asked
+    (table_path,) = tables.glob("*.json")
+    assert table_path.name == "tiny_32px_b1_cpu_1t.json"
+    (row,) = res["rows"]
+    assert row["model"] == "tiny" and row["batch"] == 1 and row["table"]["status"] == "measured"
+    # two rounds, each in its own process, timing the weights the parent pruned
+    rounds = res["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2] and len({r["pid"] for r in rounds}) == 2
+    timed = [k for k in row["variants"] if k != "unpruned"]
+    assert timed and set(timed) | set(row["skipped"]) == {"latency=0.9", "latency=0.7"}
+    predictions = res["predictions"]["tiny"]["batches"]["1"]["variants"]
+    for k, v in row["variants"].items():
+        per_round = [r["models"]["tiny"]["batches"]["1"]["median_ms"][k] for r in rounds]
+        assert v["measured"]["rounds_ms"] == per_round
+        assert v["ratio"]["rounds"] == pytest.approx([t / v["predicted_ms"] for t in per_round])
+        assert v["ratio"]["median"] == pytest.approx(sum(per_round) / 2 / v["predicted_ms"])
+        assert v["error"] == pytest.approx(v["ratio"]["median"] - 1)
+        assert v["within_target"] == (abs(v["error"]) <= res["target"] == 0.10)
+        if k != "unpruned":
+            assert v["predicted_ms"] == predictions[k]["predicted_ms"]
+            assert v["predicted_fraction"] <= v["budget"] + 1e-9 and v["round_to"] is None
+    assert row["variants"]["unpruned"]["predicted_ms"] == pytest.approx(row["table"]["full_ms"])
+    summary = res["summary"]
+    assert summary["pruned_models"] == len(timed)
+    assert summary["within_target"] == sum(row["variants"][k]["within_target"] for k in timed)
+    text = out.with_suffix(".md").read_text()
+    assert text.startswith("# Predicted vs measured latency") and "| tiny | 1 | unpruned |" in text
+    assert f"{summary['within_target']} of {summary['pruned_models']} pruned models within 10%" in text
+    # the cached table is reloaded next time, and refused for another batch size
+    bench = _bench()
+    torch.manual_seed(0)
+    model = bench.build_model("tiny").eval()
+    x = torch.randn(1, 3, 32, 32)
+    table, status = bench.load_or_measure_table(model, x, table_path, 1, warmup=0, repeats=1)
+    assert status == "loaded" and table.full_ms == pytest.approx(row["table"]["full_ms"])
+    with pytest.raises(ValueError, match="batch size 1"):
+        bench.load_or_measure_table(model, x, table_path, 2, warmup=0, repeats=1)
+
+
+def test_latency_model_aggregate_and_summary() -> None:
+    bench = _bench()
+    rounds = [{"unpruned": 10.0, "latency=0.6": 6.3}, {"unpruned": 11.5, "latency=0.6": 7.0},
+              {"unpruned": 10.0, "latency=0.6": 6.5}]
+    agg = bench.aggregate(rounds, {"unpruned": 10.0, "latency=0.6": 6.0})
+    v = agg["variants"]["latency=0.6"]
+    assert v["ratio"]["rounds"] == pytest.approx([1.05, 7.0 / 6, 6.5 / 6])
+    assert v["ratio"]["median"] == pytest.approx(6.5 / 6) and v["error"] == pytest.approx(0.5 / 6)
+    assert v["within_target"] and (v["ratio"]["min"], v["ratio"]["max"]) == pytest.approx((1.05, 7.0 / 6))
+    assert v["measured"]["median_ms"] == 6.5 and v["predicted_fraction"] == pytest.approx(0.6)
+    # per round 6.3 / 10, 7.0 / 11.5, 6.5 / 10: the median of the fractions, not of the times
+    assert v["measured_fraction"] == pytest.approx(0.63) and v["measured_speedup"] == pytest.approx(1 / 0.63)
+    assert agg["unpruned_variation"] == pytest.approx(0.15) and agg["noisy"]  # 10 .. 11.5 ms: over 10%
+    unpruned = agg["variants"]["unpruned"]
+    assert unpruned["ratio"]["median"] == 1.0 and unpruned["within_target"] and "measured_fraction" not in unpruned
+    far = bench.aggregate(rounds, {"unpruned": 10.0, "latency=0.6": 5.0})
+    assert not far["variants"]["latency=0.6"]["within_target"]  # 1.3x its prediction
+    summary = bench.summarize([{**agg, "noisy": False}, {**far, "noisy": False}])
+    assert summary == {"pruned_models": 2, "within_target": 1, "worst_error": pytest.approx(0.3),
+                       "all_within_target": False, "noisy": False}
+    with pytest.raises(ValueError, match="at least 2 rounds"):
+        bench.aggregate(rounds[:1], {"unpruned": 10.0, "latency=0.6": 6.0})
+    with pytest.raises(ValueError, match="no positive prediction"):
+        bench.aggregate(rounds, {"unpruned": 10.0})
+    with pytest.raises(ValueError, match="variants"):
+        bench.aggregate([rounds[0], {"unpruned": 10.0}], {"unpruned": 10.0, "latency=0.6": 6.0})
+
+
+def test_latency_model_refuses_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    bench = _bench()
+    for argv, message in ([["--rounds", "1"], "--rounds must be at least 2"],
+                          [["--budgets", "0.6,1.5"], "strictly between 0 and 1"],
+                          [["--models", "vgg"], "unknown model"], [["--round-to", "x"], "not an integer"],
+                          [["--method", "rarts"], "invalid choice"], [["--budgets", "0.6,0.6"], "must not repeat"],
+                          [["--quick", "--out", str(ROOT / "bench" / "results" / "x.json")], "not results"]):
+        with pytest.raises(SystemExit):
+            bench.parse_args(argv)
+        assert message in capsys.readouterr().err, argv
+    real = bench.parse_args([])
+    assert real.models == ["resnet50", "mobilenet_v2"] and real.batches == [1, 32] and real.threads == 1
+    assert real.budgets == [0.8, 0.6, 0.4] and real.rounds == 5 and real.round_to is None
+    assert real.out == ROOT / "bench" / "results" / "latency_model.json"
+    assert real.table_dir == ROOT / "runs" / "latency_tables"
+    quick = bench.parse_args(["--quick", "--round-to", "auto"])
+    assert quick.models == ["tiny"] and quick.round_to == "auto"
+    assert not quick.out.is_relative_to(ROOT / "bench" / "results")
