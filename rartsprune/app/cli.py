@@ -16,6 +16,8 @@ Examples::
     python -m rartsprune prune --model torchvision:resnet18 --data ../shared/data/cifar10 --ratio 0.4 \\
         --search-epochs 10 --finetune-epochs 20 --out runs/r18
     python -m rartsprune prune --model timm:efficientnet_b0 --data fake --macs 0.5 --out runs/b0-half-macs
+    torchrun --nproc_per_node 4 -m rartsprune prune --model torchvision:resnet50 --data /data/imagenet \\
+        --batch-size 256 --macs 0.5 --out runs/r50    # data-parallel on 4 GPUs, 256: the global batch
     python -m rartsprune check --model timm:efficientnet_b0
     python -m rartsprune export --model torchvision:resnet18 --plan runs/r18/plan.json \\
         --weights runs/r18/pruned.pt --out r18.onnx --size 32
@@ -41,7 +43,8 @@ from ..width.config import (
     WidthSearchConfig,
 )
 from ..width.importance import IMPORTANCES
-from .pipeline import SEARCH_SPLITS, PruneJob, flat_names
+from .launch import launch_ranks
+from .pipeline import SEARCH_SPLITS, PruneJob, check_launch, flat_names
 
 _HELP = {
     "model": "torchvision:NAME, timm:NAME or path/to/file.py:FUNCTION (called with num_classes=...)",
@@ -68,7 +71,8 @@ _HELP = {
                     "swapped, so each net sees every image once per epoch (default: swap with --train-during-search, "
                     "else fixed)",
     "finetune_epochs": "fine-tuning epochs of the pruned model",
-    "batch_size": "batch size (per half during the search)",
+    "batch_size": "batch size (per half during the search); under torchrun the global batch, split evenly "
+                  "between the processes",
     "lr": "SGD learning rate of pre-training and fine-tuning",
     "finetune_lr": "SGD learning rate of fine-tuning (default: --lr); short fine-tunes keep more with a lower one",
     "schedule": "LR schedule of pre-training/fine-tuning: step (/10 at 50%%, 75%%) or cosine",
@@ -195,10 +199,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = {k: v for k, v in vars(args).items() if k != "command" and not (k in _SIZE_FLAGS and v is None)}
         try:
             job = PruneJob(**settings)
+            check_launch(job)  # under torchrun: what the ranks cannot run, refused on every rank
         except ValueError as exc:
             prune_parser.error(str(exc))  # exits with status 2 and the usage, like argparse's own errors
         results = run(job)
-        print(json.dumps(results["summary"], indent=1))
+        if launch_ranks().main:  # under torchrun the summary once, from rank 0
+            # a job ended by --stop-after has no summary yet: say where it stopped
+            stopped = {"stopped_after": job.stop_after, "out": job.out}
+            print(json.dumps(results.get("summary", stopped), indent=1))
         return 0
     import torch
 

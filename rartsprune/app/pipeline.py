@@ -18,6 +18,17 @@ Used by ``python -m rartsprune prune`` and the recipes. Every phase writes a che
   measured after that, ``after_prune_stale_bn`` before it,
 * ``scores.png`` (|α| histogram per layer) and ``widths.png`` (kept channels per layer) when matplotlib is there.
 
+Under ``torchrun`` (``torchrun --nproc_per_node 4 -m rartsprune prune ...``) the job is data-parallel: `run`
+initialises the process group when the caller has not (``nccl`` on CUDA, each rank on ``cuda:LOCAL_RANK``;
+``gloo`` on the CPU) and destroys it if it created it. Every epoch's seeded batches are split between the
+ranks (``batch_size`` stays the global batch, each rank takes ``batch_size / world_size`` of every batch and
+augments it as one process would, `rartsprune.app.data.BatchShard`), training runs in DistributedDataParallel
+and the search with ``distributed=True``; evaluation is sharded and summed, BatchNorm statistics and (before
+surgery) the scores and weights are made rank 0's, so every rank logs the same numbers and cuts the same model
+(checked). Only rank 0 writes files and shows progress; ``resume`` loads rank 0's checkpoint on every rank.
+`check_launch` refuses what cannot run on the ranks (a ``batch_size`` not divisible by them, a one-shot
+baseline). With one process nothing changes.
+
 Examples:
     >>> from rartsprune.app.pipeline import PruneJob, run
     >>> results = run(PruneJob(model="torchvision:resnet18", data="fake", out="runs/demo",
@@ -26,9 +37,12 @@ Examples:
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import itertools
 import json
 import math
+import os
 import re
 import time
 import warnings
@@ -38,26 +52,32 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
+from torch.utils.data import Dataset, Subset
 from tqdm.auto import tqdm
 
 from .._version import __version__
 from ..calibrate import has_running_stats, recalibrate_bn
 from ..devices import resolve_device
 from ..flops import flops_report
+from ..optim import distributed as ddp
 from ..optim import get_rng_state, set_rng_state
 from ..split import PairedLoader, epoch_seed, split_dataset
 from ..surgery import PruningPlan, apply_plan
 from ..width import SelectionConfig, WidthSearchConfig, prune
 from ..width.budget import BUDGET_KINDS
-from ..width.config import BASELINE_METHODS
+from ..width.config import BASELINE_METHODS, SEARCH_METHODS
 from ..width.importance import IMPORTANCES
 from . import loop
 from .data import default_augment, load_dataset, make_loader, num_classes, to_device_batch
+from .data.augment import Shard
+from .launch import Ranks, barrier, launch_ranks, process_group, rank_device, same_as_rank0
 from .loop import atomic_save, map_batches
 from .zoo import build_model
 
-__all__ = ["PruneJob", "SEARCH_SPLITS", "SCORE_TRAVEL", "flat_names", "run", "evaluate", "train_epoch", "resolve_device"]
+__all__ = ["PruneJob", "SEARCH_SPLITS", "SCORE_TRAVEL", "check_launch", "flat_names", "run", "evaluate",
+           "train_epoch", "resolve_device"]
 
 #: How a search epoch uses the training set (`PruneJob.search_split`): ``"fixed"`` halves for the whole search,
 #: or ``"swap"``: a fresh split every epoch, passed twice with the halves swapped.
@@ -307,6 +327,34 @@ def flat_names() -> dict[str, tuple[str, str]]:
     return dict(_FLAT)
 
 
+def check_launch(job: PruneJob, world: int | None = None) -> None:
+    """Refuse a job that cannot run data-parallel on ``world`` processes (default: this launch's,
+    `launch_ranks`: ``torchrun``'s ``WORLD_SIZE`` or the initialised process group). `run` calls it first, on
+    every rank, before anything touches a model; one process accepts every job.
+
+    Raises:
+        ValueError: ``batch_size`` (the global batch) is not divisible by the number of processes, or a
+            one-shot baseline (``method`` l1_norm / random / slimming) is asked to run on several processes.
+
+    Examples:
+        >>> check_launch(PruneJob(batch_size=64), world=4)
+        >>> check_launch(PruneJob(batch_size=30), world=4)
+        Traceback (most recent call last):
+        ...
+        ValueError: batch_size=30 must be a multiple of the 4 processes (the global batch, split evenly)
+    """
+    world = launch_ranks().world if world is None else world
+    if world <= 1:
+        return
+    if job.batch_size % world:
+        raise ValueError(f"batch_size={job.batch_size} must be a multiple of the {world} processes "
+                         "(the global batch, split evenly)")
+    if job.method in BASELINE_METHODS:
+        raise ValueError(f"method={job.method!r} is a one-shot baseline, which does not run data-parallel: "
+                         f"run it in one process (the searches {', '.join(SEARCH_METHODS)} run on {world} "
+                         "processes)")
+
+
 def _amp_dtype(amp: str) -> torch.dtype | None:
     table = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     if amp not in table:
@@ -331,9 +379,15 @@ def evaluate(model: nn.Module, loader: Any, device: torch.device, augment: nn.Mo
 def train_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer, device: torch.device,
                 augment: nn.Module, *, amp: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None,
                 desc: str = "train", progress: bool = True,
-                memory_format: torch.memory_format | None = None) -> dict[str, float]:
-    """One epoch of plain supervised training (`rartsprune.app.loop.train_epoch`); mean loss and accuracy."""
-    batches = map_batches(loader, lambda b: to_device_batch(b, device, augment, memory_format=memory_format))
+                memory_format: torch.memory_format | None = None,
+                shard: Shard | None = None) -> dict[str, float]:
+    """One epoch of plain supervised training (`rartsprune.app.loop.train_epoch`); mean loss and accuracy.
+
+    ``shard=(rank, world)``: ``loader`` yields this rank's parts of the global batches (``make_loader(...,
+    num_replicas=world, rank=rank)``), augmented as the whole batches would be (`to_device_batch`).
+    """
+    batches = map_batches(loader, lambda b: to_device_batch(b, device, augment, memory_format=memory_format,
+                                                            shard=shard))
     return loop.train_epoch(model, batches, optimizer, autocast=lambda: _autocast(device, amp), scaler=scaler,
                             desc=desc, progress=progress)
 
@@ -360,28 +414,53 @@ def _counts(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
 
 
 class _Job:
-    """State shared by the phases of `run`."""
+    """State shared by the phases of `run` (``ranks``: this process's place in a data-parallel run)."""
 
-    def __init__(self, job: PruneJob) -> None:
+    def __init__(self, job: PruneJob, ranks: Ranks | None = None) -> None:
         self.job = job
+        self.ranks = ranks if ranks is not None else Ranks()
         self.out = Path(job.out)
-        self.out.mkdir(parents=True, exist_ok=True)
+        if self.ranks.main:
+            self.out.mkdir(parents=True, exist_ok=True)
         self.ckpt = self.out / "checkpoint.pt"
-        self.device = resolve_device(job.device)
+        self.device = rank_device(resolve_device(job.device), self.ranks)
+        self.progress = job.progress and self.ranks.main
         self.amp = _amp_dtype(job.amp)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp == torch.float16 else None
         self.memory_format = torch.channels_last if job.channels_last else None
         torch.manual_seed(job.seed)
         common = {"root": job.data_root, "download": job.download, "seed": job.seed, "image_size": job.image_size}
+        if not self.ranks.main:
+            barrier(self.ranks)  # rank 0 first: it downloads / writes the decode cache, the others read them
         self.train_set = load_dataset(job.data, "train", subset=job.train_subset, **common)
         self.test_set = load_dataset(job.data, "test", subset=job.test_subset, **common)
+        if self.ranks.main:
+            barrier(self.ranks)
         self.classes = num_classes(self.train_set)
         self.train_aug = default_augment(self.train_set, train=True, cutout=job.cutout).to(self.device)
         self.test_aug = default_augment(self.test_set, train=False).to(self.device)
-        self.test_loader = make_loader(self.test_set, max(job.batch_size, 128), train=False)
+        test_part = self._test_part()
+        self.test_count = len(test_part)
+        self.test_loader = (make_loader(test_part, max(job.batch_size, 128), train=False)
+                            if self.test_count or not self.ranks.distributed else None)
         sample = self.train_set[0][0]
         self.example = torch.zeros(1, *sample.shape)
         self.results: dict[str, Any] = {"version": __version__, "job": job.to_dict(), "history": [], "wall_time_s": {}}
+        if self.ranks.distributed:
+            self.results["distributed"] = {"world_size": self.ranks.world}
+
+    def _test_part(self) -> Dataset:
+        """The test images this rank evaluates: all of them in one process, else a contiguous share."""
+        if not self.ranks.distributed:
+            return self.test_set
+        n, rank, world = len(self.test_set), self.ranks.rank, self.ranks.world
+        return Subset(self.test_set, range(n * rank // world, n * (rank + 1) // world))
+
+    def train_loader(self, dataset: Any, batch_size: int, seed: int) -> Any:
+        """A training loader of ``dataset`` shuffled by ``seed``; with several ranks this rank's part of every
+        global batch of ``batch_size`` (augment it with ``shard=self.ranks.shard``)."""
+        return make_loader(dataset, batch_size, train=True, seed=seed, num_replicas=self.ranks.world,
+                           rank=self.ranks.rank)
 
     def new_model(self) -> nn.Module:
         job = self.job
@@ -397,15 +476,49 @@ class _Job:
         return model
 
     def eval(self, model: nn.Module) -> float:
-        return evaluate(model, self.test_loader, self.device, self.test_aug, self.amp, self.memory_format)
+        """Test accuracy (%); with several ranks each evaluates its share and the counts are summed, so every
+        rank gets the number one process would."""
+        if not self.ranks.distributed:
+            return evaluate(model, self.test_loader, self.device, self.test_aug, self.amp, self.memory_format)
+        n = self.test_count
+        acc = 0.0
+        if n:
+            acc = evaluate(model, self.test_loader, self.device, self.test_aug, self.amp, self.memory_format)
+        counts = torch.tensor([round(acc * n / 100.0), n], dtype=torch.float64, device=self.device)
+        dist.all_reduce(counts)
+        return 100.0 * float(counts[0]) / float(counts[1])
+
+    def mean_over_ranks(self, values: dict[str, float]) -> dict[str, float]:
+        """``values`` averaged over the ranks (each a mean over as many images); as given in one process."""
+        if not self.ranks.distributed:
+            return values
+        t = torch.tensor(list(values.values()), dtype=torch.float64, device=self.device)
+        ddp.all_reduce_mean_([t])
+        return dict(zip(values, t.tolist()))
+
+    def sync_buffers(self, model: nn.Module) -> None:
+        """Rank 0's buffers on every rank (DDP leaves each rank the BatchNorm statistics of its own batch)."""
+        if self.ranks.distributed:
+            same_as_rank0(list(model.buffers()))
 
     def save(self, phase: str, epoch: int, **state: Any) -> None:
+        """The checkpoint (rank 0 only; every rank's state is the same)."""
+        if not self.ranks.main:
+            return
+        extra: dict[str, Any] = {}
+        if self.ranks.distributed and self.device.type == "cuda":  # rank 0's GPU stream, for every rank's GPU
+            extra["rng_device"] = torch.cuda.get_rng_state(self.device)
         atomic_save({"format": _CKPT_FORMAT, "phase": phase, "epoch": epoch, "results": json.dumps(self.results),
-                     "rng": get_rng_state(), **state}, self.ckpt)
+                     "rng": get_rng_state(), **extra, **state}, self.ckpt)
+
+    def write_results(self) -> None:
+        """``results.json`` (rank 0 only)."""
+        if self.ranks.main:
+            (self.out / "results.json").write_text(json.dumps(self.results, indent=1))
 
     def log(self, row: dict[str, Any]) -> None:
         self.results["history"].append(row)
-        if self.job.progress:
+        if self.progress:
             tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
 
 
@@ -418,13 +531,18 @@ def _train_phase(ctx: _Job, model: nn.Module, phase: str, epochs: int, start: in
     if opt_state is not None:
         opt.load_state_dict(opt_state)
         sched.load_state_dict(sched_state)
+    # several ranks: DDP averages the gradients of the ranks' parts of each global batch
+    net = ddp.wrap_ddp(model, ignore=[]) if ctx.ranks.distributed else model
     t0 = time.perf_counter()
     for epoch in range(start, epochs):
         # a loader per epoch, seeded by the epoch: a resumed run sees the same batches as an uninterrupted one
-        loader = make_loader(ctx.train_set, job.batch_size, train=True, seed=epoch_seed(job.seed, epoch, phase))
-        stats = train_epoch(model, loader, opt, ctx.device, ctx.train_aug, amp=ctx.amp, scaler=ctx.scaler,
-                            desc=f"{phase} {epoch + 1}/{epochs}", progress=job.progress, memory_format=ctx.memory_format)
+        loader = ctx.train_loader(ctx.train_set, job.batch_size, epoch_seed(job.seed, epoch, phase))
+        stats = train_epoch(net, loader, opt, ctx.device, ctx.train_aug, amp=ctx.amp, scaler=ctx.scaler,
+                            desc=f"{phase} {epoch + 1}/{epochs}", progress=ctx.progress,
+                            memory_format=ctx.memory_format, shard=ctx.ranks.shard)
+        stats = ctx.mean_over_ranks(stats)
         sched.step()
+        ctx.sync_buffers(model)
         acc = ctx.eval(model)
         ctx.log({"phase": phase, "epoch": epoch + 1, "train_loss": stats["loss"], "train_acc": stats["acc"], "test_acc": acc})
         ctx.save(phase, epoch + 1, model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(), **extra)
@@ -445,10 +563,35 @@ def _make_pruner(ctx: _Job, model: nn.Module) -> Any:
     return prune(
         model, example_inputs=ctx.example.to(ctx.device),
         search_config=job.search_config(epochs * _search_steps_per_epoch(job, _job_split(ctx)), **weights),
-        selection=job.selection_config(), amp_dtype=ctx.amp,
+        selection=_shared_selection(ctx, model), amp_dtype=ctx.amp,
         grad_scaler=torch.amp.GradScaler(ctx.device.type) if ctx.amp == torch.float16 else None,
-        prune_heads=job.prune_heads, seed=job.seed,
+        prune_heads=job.prune_heads, seed=job.seed, distributed=ctx.ranks.distributed,
     )
+
+
+def _shared_selection(ctx: _Job, model: nn.Module) -> SelectionConfig:
+    """The job's selection; on several ranks a latency budget's table is rank 0's (measured once, into
+    ``latency_table`` or ``OUT/latency_table.json``, and loaded by every rank), so that all cut the same
+    model."""
+    selection = ctx.job.selection_config()
+    if not ctx.ranks.distributed or selection.budget is None or selection.budget[0] != "latency":
+        return selection
+    path = selection.latency_table or str(ctx.out / "latency_table.json")
+    shared = replace(selection, latency_table=path)
+    failed: Exception | None = None
+    if ctx.ranks.main and not os.path.exists(path):  # measured on a copy, without the other ranks
+        try:
+            probe = prune(copy.deepcopy(model), example_inputs=ctx.example.to(ctx.device), selection=shared,
+                          prune_heads=ctx.job.prune_heads, seed=ctx.job.seed)
+            probe.remove()
+        except (ValueError, TypeError, RuntimeError) as exc:  # e.g. a budget below the reachable minimum
+            failed = exc
+    # the other ranks wait here for the table, and fail with rank 0
+    if int(ddp.any_rank_max(torch.tensor([int(failed is not None)], device=ctx.device))[0]):
+        if failed is not None:
+            raise failed
+        raise RuntimeError("rank 0 could not measure the latency budget's table (its error says why)")
+    return shared
 
 
 def _job_split(ctx: _Job) -> tuple[Any, Any]:
@@ -480,8 +623,8 @@ def _search_pairs(ctx: _Job, epoch: int, halves: tuple[Any, Any] | None) -> tupl
     job = ctx.job
     if halves is None:  # "swap": a fresh split every epoch
         halves = split_dataset(ctx.train_set, 0.5, seed=epoch_seed(job.seed, epoch, "split"))
-    loaders = [PairedLoader(make_loader(a, size, seed=epoch_seed(job.seed, epoch, f"search {i} t")),
-                            make_loader(b, size, seed=epoch_seed(job.seed, epoch, f"search {i} v")))
+    loaders = [PairedLoader(ctx.train_loader(a, size, epoch_seed(job.seed, epoch, f"search {i} t")),
+                            ctx.train_loader(b, size, epoch_seed(job.seed, epoch, f"search {i} v")))
                for i, (a, b, size) in enumerate(_search_passes(job, *halves))]
     return itertools.chain.from_iterable(loaders), sum(len(p) for p in loaders)
 
@@ -497,20 +640,60 @@ def _search_phase(ctx: _Job, model: nn.Module, start: int, pruner_state: dict | 
         pairs, steps = _search_pairs(ctx, epoch, halves)
         losses = []
         for batch_t, batch_v in tqdm(pairs, total=steps, desc=f"search {epoch + 1}/{job.search_epochs}", leave=False,
-                                     disable=None if job.progress else True, unit="step"):
-            bt = to_device_batch(batch_t, ctx.device, ctx.train_aug, memory_format=ctx.memory_format)
-            bv = to_device_batch(batch_v, ctx.device, ctx.train_aug, memory_format=ctx.memory_format)
+                                     disable=None if ctx.progress else True, unit="step"):
+            bt = to_device_batch(batch_t, ctx.device, ctx.train_aug, memory_format=ctx.memory_format,
+                                 shard=ctx.ranks.shard)
+            bv = to_device_batch(batch_v, ctx.device, ctx.train_aug, memory_format=ctx.memory_format,
+                                 shard=ctx.ranks.shard)
             losses.append(pruner.step(bt, bv))
         pruner.step_schedulers()
+        ctx.sync_buffers(model)
         report = pruner.report()
-        ctx.log({"phase": "search", "epoch": epoch + 1, "steps": steps, "loss_t": _mean(losses, "loss_t"),
-                 "loss_v": _mean(losses, "loss_v"), "test_acc": ctx.eval(model),
+        mean = ctx.mean_over_ranks({"loss_t": _mean(losses, "loss_t"), "loss_v": _mean(losses, "loss_v")})
+        ctx.log({"phase": "search", "epoch": epoch + 1, "steps": steps, "loss_t": mean["loss_t"],
+                 "loss_v": mean["loss_v"], "test_acc": ctx.eval(model),
                  "prc_if_finalized": report["prc_if_finalized"], "score_mean": report["scores"]["mean"],
                  "score_zeros": report["scores"]["zeros"]})
         ctx.save("search", epoch + 1, pruner=pruner.state_dict())
     ctx.results["wall_time_s"]["search"] = ctx.results["wall_time_s"].get("search", 0.0) + time.perf_counter() - t0
     _check_collapse(ctx, pruner)
     return pruner
+
+
+def _same_search_on_ranks(ctx: _Job, pruner: Any) -> None:
+    """Before surgery on several ranks: the scores and weights made rank 0's on every rank (they are already:
+    DDP and the search average the same gradients everywhere), the largest differences found recorded in
+    ``results["distributed"]`` and any above 0 reported in ``results["warnings"]``."""
+    if not ctx.ranks.distributed:
+        return
+    model = pruner.model
+    scores = list(pruner.handle.scores)
+    seen = {id(a) for a in scores}
+    weights = [p for p in model.parameters() if id(p) not in seen]
+    found = {"max_score_difference": same_as_rank0(scores), "max_weight_difference": same_as_rank0(weights)}
+    ctx.sync_buffers(model)
+    ctx.results["distributed"].update(found)
+    for name, value in found.items():
+        if value > 0:
+            ctx.results.setdefault("warnings", []).append(
+                f"the ranks' search state differed before surgery ({name.replace('_', ' ')} {value:.3g}); "
+                "rank 0's was used on every rank")
+
+
+def _check_same_plan(ctx: _Job, plan: PruningPlan) -> None:
+    """Several ranks: every rank must have cut the same model (a hash of the plan compared across ranks).
+
+    Raises:
+        RuntimeError: the plans differ (on every rank).
+    """
+    if not ctx.ranks.distributed:
+        return
+    digest = int.from_bytes(hashlib.blake2b(plan.to_json().encode(), digest_size=7).digest(), "little")
+    both = ddp.any_rank_max(torch.tensor([digest, -digest], dtype=torch.int64, device=ctx.device))
+    if int(both[0]) != -int(both[1]):
+        raise RuntimeError("the ranks pruned different models (their pruning plans differ) although their "
+                           "scores were made rank 0's: a selection that depends on the rank (e.g. its own "
+                           "measurements)")
 
 
 def _check_collapse(ctx: _Job, pruner: Any) -> None:
@@ -528,13 +711,24 @@ def _mean(rows: list[dict[str, float]], key: str) -> float:
 def _recalibrate(ctx: _Job, model: nn.Module) -> None:
     """Re-estimate the BatchNorm statistics of the pruned model on training batches (training transforms)."""
     job = ctx.job
+    # every rank the same whole batches (as one process): the same statistics everywhere (and then synced)
     loader = make_loader(ctx.train_set, job.batch_size, train=True, seed=epoch_seed(job.seed, 0, "recalibrate"))
     inputs = (to_device_batch(b, ctx.device, ctx.train_aug, memory_format=ctx.memory_format)[0] for b in loader)
     with _autocast(ctx.device, ctx.amp):
         recalibrate_bn(model, inputs, num_batches=job.bn_recalibration)
+    ctx.sync_buffers(model)
 
 
 def _plots(ctx: _Job, scores: dict[str, torch.Tensor], widths: dict[str, Any]) -> list[str]:
+    """The plots drawn (by rank 0; every rank returns rank 0's list)."""
+    if not ctx.ranks.distributed:
+        return _draw_plots(ctx, scores, widths)
+    box = [_draw_plots(ctx, scores, widths) if ctx.ranks.main else []]
+    dist.broadcast_object_list(box, src=0)
+    return list(box[0])
+
+
+def _draw_plots(ctx: _Job, scores: dict[str, torch.Tensor], widths: dict[str, Any]) -> list[str]:
     if not ctx.job.plots:
         return []
     try:
@@ -553,18 +747,67 @@ def _plots(ctx: _Job, scores: dict[str, torch.Tensor], widths: dict[str, Any]) -
 
 
 def run(job: PruneJob) -> dict[str, Any]:
-    """Run (or resume) a width-search job; returns the results dict also written to ``OUT/results.json``."""
-    ctx = _Job(job)
+    """Run (or resume) a width-search job; returns the results dict also written to ``OUT/results.json``.
+
+    Under ``torchrun`` (``RANK`` / ``WORLD_SIZE`` set, more than one process) or inside a process group the
+    caller initialised, the job runs data-parallel on all ranks (see the module's documentation); every rank
+    returns the same numbers (wall times are each rank's own), rank 0 writes the files. `check_launch` runs
+    first.
+    """
+    ranks = launch_ranks()
+    check_launch(job, ranks.world)
+    with process_group(rank_device(resolve_device(job.device), ranks), ranks) as ranks:
+        results = _run(_Job(job, ranks))
+        barrier(ranks)  # rank 0's files are written when any rank returns
+        return results
+
+
+def _agree(ctx: _Job, value: int, what: str) -> None:
+    """Several ranks: raise on every rank unless all have the same ``value`` (what they read from OUT)."""
+    if not ctx.ranks.distributed:
+        return
+    both = ddp.any_rank_max(torch.tensor([value, -value], dtype=torch.int64, device=ctx.device))
+    if int(both[0]) != -int(both[1]):
+        raise RuntimeError(f"the ranks do not see the same {what} in {ctx.out}: put --out on a filesystem "
+                           "every node shares (rank 0 writes it, every rank reads it when resuming)")
+
+
+def _load_checkpoint(ctx: _Job) -> dict[str, Any] | None:
+    """The checkpoint to resume from (rank 0's, read by every rank), or None for a fresh job.
+
+    Raises:
+        FileExistsError: a checkpoint exists and ``resume`` is off (on every rank).
+        ValueError: the file is not a job checkpoint.
+        RuntimeError: the ranks do not see the same checkpoint.
+    """
+    job = ctx.job
+    exists = ctx.ckpt.exists()
+    _agree(ctx, int(exists), "checkpoint")
+    if exists and not job.resume:
+        raise FileExistsError(f"{ctx.ckpt} exists: pass resume=True (--resume) to continue or use another "
+                              "--out")
     state: dict[str, Any] | None = None
-    if job.resume and ctx.ckpt.exists():
+    if exists:
         state = torch.load(ctx.ckpt, map_location="cpu", weights_only=True)
         if state.get("format") != _CKPT_FORMAT:
             raise ValueError(f"{ctx.ckpt} is not a rartsprune job checkpoint")
+        digest = hashlib.blake2b(state["results"].encode(), digest_size=7).digest()
+        _agree(ctx, int.from_bytes(digest, "little"), "checkpoint (they read different files)")
         ctx.results = json.loads(state["results"])
         ctx.results["job"] = job.to_dict()  # the settings this run finishes with (e.g. another budget)
+        ctx.results.pop("distributed", None)
+        if ctx.ranks.distributed:  # this run's
+            ctx.results["distributed"] = {"world_size": ctx.ranks.world}
         set_rng_state(state["rng"])
-    elif ctx.ckpt.exists() and not job.resume:
-        raise FileExistsError(f"{ctx.ckpt} exists: pass resume=True (--resume) to continue or use another --out")
+        if ctx.ranks.distributed and ctx.device.type == "cuda" and "rng_device" in state:
+            torch.cuda.set_rng_state(state["rng_device"], ctx.device)  # every rank draws as rank 0 did
+    barrier(ctx.ranks)  # every rank has read the checkpoint before rank 0 writes the next one
+    return state
+
+
+def _run(ctx: _Job) -> dict[str, Any]:
+    job = ctx.job
+    state = _load_checkpoint(ctx)
     phase = state["phase"] if state else "pretrain"
     epoch = int(state["epoch"]) if state else 0
 
@@ -579,10 +822,11 @@ def run(job: PruneJob) -> dict[str, Any]:
         phase, epoch, state = "search", 0, None
     if "before" not in ctx.results:
         ctx.results["before"] = {"test_acc": ctx.eval(model), **_counts(model, ctx.example.to(ctx.device))}
-        torch.save(model.state_dict(), ctx.out / "baseline.pt")
+        if ctx.ranks.main:
+            torch.save(model.state_dict(), ctx.out / "baseline.pt")
         ctx.save("search", 0, pretrained=model.state_dict())
     if job.stop_after == "pretrain":  # the results so far; checkpoint.pt holds the trained model
-        (ctx.out / "results.json").write_text(json.dumps(ctx.results, indent=1))
+        ctx.write_results()
         return ctx.results
     # ---- search + finalize
     plan: PruningPlan
@@ -591,15 +835,18 @@ def run(job: PruneJob) -> dict[str, Any]:
             model.load_state_dict(state["pretrained"])
         pruner = _search_phase(ctx, model, epoch, state.get("pruner") if state else None)
         if job.stop_after == "search":  # checkpoint.pt holds the finished search: resume it with any size
-            (ctx.out / "results.json").write_text(json.dumps(ctx.results, indent=1))
+            ctx.write_results()
             return ctx.results
         ctx.results["after_search"] = {"test_acc": ctx.eval(model)}
+        _same_search_on_ranks(ctx, pruner)
         scores = pruner.importance()
         t0 = time.perf_counter()
         model = pruner.finalize()
         ctx.results["wall_time_s"]["finalize"] = time.perf_counter() - t0
         plan = pruner.plan()
-        plan.save(ctx.out / "plan.json")
+        _check_same_plan(ctx, plan)
+        if ctx.ranks.main:
+            plan.save(ctx.out / "plan.json")
         ctx.results["pruning"] = {k: v for k, v in pruner.result.items() if k != "widths"}
         ctx.results["widths"] = pruner.result["widths"]
         if job.bn_recalibration > 0 and has_running_stats(model):
@@ -629,7 +876,8 @@ def run(job: PruneJob) -> dict[str, Any]:
         "acc_before": before["test_acc"],
         "acc_final": ctx.results["after_finetune"]["test_acc"],
     }
-    torch.save(model.state_dict(), ctx.out / "pruned.pt")
-    (ctx.out / "results.json").write_text(json.dumps(ctx.results, indent=1))
+    if ctx.ranks.main:
+        torch.save(model.state_dict(), ctx.out / "pruned.pt")
+    ctx.write_results()
     ctx.save("done", 0, model=model.state_dict(), plan=plan.to_json())
     return ctx.results

@@ -23,12 +23,18 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..errors import SearchError
 
-__all__ = ["is_initialized", "world_size", "wrap_ddp", "all_reduce_mean_", "broadcast_", "any_rank_max"]
+__all__ = ["is_initialized", "rank", "world_size", "wrap_ddp", "all_reduce_mean_", "broadcast_",
+           "any_rank_max"]
 
 
 def is_initialized() -> bool:
     """True when ``torch.distributed`` is available and a default process group exists."""
     return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    """This process's rank (0 without a process group)."""
+    return dist.get_rank() if is_initialized() else 0
 
 
 def world_size() -> int:

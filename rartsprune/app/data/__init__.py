@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from .augment import (
     BatchAugment,
+    BatchShard,
     Cutout,
     DeviceLoader,
     Normalize,
@@ -50,6 +51,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "BatchAugment",
+    "BatchShard",
     "ClassSubset",
     "Cutout",
     "DeviceLoader",

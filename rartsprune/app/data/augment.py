@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -64,8 +65,24 @@ __all__ = [
     "make_loader",
     "to_device_batch",
     "DeviceLoader",
+    "BatchShard",
+    "Shard",
 ]
 
+#: ``(index, count)``: a batch is part ``index`` of ``count`` equal parts of a larger batch (one rank's share
+#: of a global batch split across processes; see `BatchShard` and the ``shard`` argument of the random
+#: modules).
+Shard = tuple[int, int]
+
+
+
+def _check_shard(shard: Shard | None) -> None:
+    if shard is None:
+        return
+    ok = isinstance(shard, tuple) and len(shard) == 2 and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in shard)
+    if not ok or not 0 <= shard[0] < shard[1]:
+        raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard!r}")
 
 
 def _check_batch(x: torch.Tensor) -> None:
@@ -86,18 +103,33 @@ class _Random(nn.Module):
         return generator if generator is not None else self.generator
 
     @staticmethod
-    def _rand(n: int, device: torch.device, g: torch.Generator | None) -> torch.Tensor:
-        if g is None:
-            return torch.rand(n, device=device)
-        return torch.rand(n, generator=g, device=g.device).to(device, non_blocking=True)
+    def _part(draws: torch.Tensor, n: int, shard: Shard | None) -> torch.Tensor:
+        """The rows of ``shard``'s part among ``draws`` made for the whole batch (all without a shard)."""
+        if shard is None:
+            return draws
+        return draws[shard[0] * n:(shard[0] + 1) * n]
 
-    @staticmethod
-    def _randint(
-        high: int, shape: tuple[int, ...], device: torch.device, g: torch.Generator | None
+    @classmethod
+    def _rand(
+        cls, n: int, device: torch.device, g: torch.Generator | None, shard: Shard | None = None
     ) -> torch.Tensor:
+        total = n if shard is None else n * shard[1]
         if g is None:
-            return torch.randint(0, high, shape, device=device)
-        return torch.randint(0, high, shape, generator=g, device=g.device).to(device, non_blocking=True)
+            return cls._part(torch.rand(total, device=device), n, shard)
+        drawn = torch.rand(total, generator=g, device=g.device)
+        return cls._part(drawn, n, shard).to(device, non_blocking=True)
+
+    @classmethod
+    def _randint(
+        cls, high: int, shape: tuple[int, ...], device: torch.device, g: torch.Generator | None,
+        shard: Shard | None = None,
+    ) -> torch.Tensor:
+        n = shape[0]
+        full = shape if shard is None else (n * shard[1], *shape[1:])
+        if g is None:
+            return cls._part(torch.randint(0, high, full, device=device), n, shard)
+        drawn = torch.randint(0, high, full, generator=g, device=g.device)
+        return cls._part(drawn, n, shard).to(device, non_blocking=True)
 
 
 class Normalize(nn.Module):
@@ -172,13 +204,18 @@ class RandomCropPad(_Random):
         self.padding = padding
         self.fill = fill
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, generator: torch.Generator | None = None, shard: Shard | None = None
+    ) -> torch.Tensor:
+        """Crop every image of ``x``; ``shard=(index, count)``: ``x`` is that part of a batch ``count`` times
+        larger, the offsets are drawn for the whole batch and this part's used (see `BatchAugment`)."""
         _check_batch(x)
+        _check_shard(shard)
         p = self.padding
         if p == 0:
             return x
         n, _, h, w = x.shape
-        offsets = self._randint(2 * p + 1, (n, 2), x.device, self._gen(generator))
+        offsets = self._randint(2 * p + 1, (n, 2), x.device, self._gen(generator), shard)
         padded = F.pad(x, (p, p, p, p), value=self.fill)
         wp = w + 2 * p
         # one gather over the flattened padded image: pixel (i, j) of the crop at offset (dy, dx) is
@@ -208,9 +245,13 @@ class RandomHorizontalFlip(_Random):
             raise ValueError(f"p must be in [0, 1], got {p}")
         self.p = p
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, generator: torch.Generator | None = None, shard: Shard | None = None
+    ) -> torch.Tensor:
+        """Flip images of ``x``; ``shard``: as for `RandomCropPad`."""
         _check_batch(x)
-        flip = self._rand(x.shape[0], x.device, self._gen(generator)) < self.p
+        _check_shard(shard)
+        flip = self._rand(x.shape[0], x.device, self._gen(generator), shard) < self.p
         return torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
 
     def extra_repr(self) -> str:
@@ -242,14 +283,19 @@ class Cutout(_Random):
         self.p = p
         self.fill = fill
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, generator: torch.Generator | None = None, shard: Shard | None = None
+    ) -> torch.Tensor:
+        """Cut a square out of the images of ``x``; ``shard``: as for `RandomCropPad`."""
         _check_batch(x)
+        _check_shard(shard)
         n, _, h, w = x.shape
         g = self._gen(generator)
         centres = torch.cat(
-            [self._randint(h, (n, 1), x.device, g), self._randint(w, (n, 1), x.device, g)], dim=1
+            [self._randint(h, (n, 1), x.device, g, shard), self._randint(w, (n, 1), x.device, g, shard)],
+            dim=1,
         )
-        apply = self._rand(n, x.device, g) < self.p
+        apply = self._rand(n, x.device, g, shard) < self.p
         half = self.length // 2
         y1, y2 = (centres[:, 0] - half).clamp(0, h), (centres[:, 0] + half).clamp(0, h)
         x1, x2 = (centres[:, 1] - half).clamp(0, w), (centres[:, 1] + half).clamp(0, w)
@@ -271,13 +317,22 @@ class Cutout(_Random):
 class BatchAugment(nn.Module):
     """uint8 batch -> [crop, flip] (on uint8) -> normalise -> [cutout] (on float), in that order.
 
-    ``forward(x, generator=None)``: a generator given here overrides the modules' own.
+    ``forward(x, generator=None, shard=None)``: a generator given here overrides the modules' own.
+    ``shard=(index, count)`` says that ``x`` is part ``index`` of ``count`` equal parts of one batch (a rank's
+    share of a global batch under DDP, `BatchShard`): the random parameters are drawn for the whole batch and
+    this part's rows used, so the parts, each augmented in its own process from the same random state, are
+    augmented exactly as the whole batch would be in one process.
 
     Examples:
         >>> import torch
         >>> aug = BatchAugment(Normalize((0.5,) * 3, (0.5,) * 3), crop=RandomCropPad(4), flip=RandomHorizontalFlip())
         >>> aug(torch.zeros(2, 3, 32, 32, dtype=torch.uint8)).min().item()
         -1.0
+        >>> x = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+        >>> whole = aug(x, torch.Generator().manual_seed(0))
+        >>> second = aug(x[2:], torch.Generator().manual_seed(0), shard=(1, 2))
+        >>> torch.equal(whole[2:], second)
+        True
     """
 
     def __init__(
@@ -294,14 +349,17 @@ class BatchAugment(nn.Module):
         self.normalize = normalize
         self.cutout = cutout
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, generator: torch.Generator | None = None, shard: Shard | None = None
+    ) -> torch.Tensor:
+        _check_shard(shard)
         if self.crop is not None:
-            x = self.crop(x, generator)
+            x = self.crop(x, generator, shard)
         if self.flip is not None:
-            x = self.flip(x, generator)
+            x = self.flip(x, generator, shard)
         x = self.normalize(x)
         if self.cutout is not None:
-            x = self.cutout(x, generator)
+            x = self.cutout(x, generator, shard)
         return x
 
 
@@ -367,6 +425,53 @@ def _collate_uint8(batch: Any) -> Any:
     return batch
 
 
+class BatchShard(Sampler[list[int]]):
+    """Part ``rank`` of ``num_replicas`` equal parts of every batch of ``batches`` (a batch sampler).
+
+    Each process of a data-parallel run takes its slice of the same sequence of global batches, so the ranks'
+    shards of a batch are disjoint, together they are the batch, and an epoch has as many steps on every rank
+    as ``batches`` has batches (what DDP needs). Every batch must split evenly (a batch size divisible by
+    ``num_replicas``, the last partial batch dropped).
+
+    Raises:
+        ValueError: ``rank`` not in ``[0, num_replicas)``; (while iterating) a batch that does not split
+            evenly.
+
+    Examples:
+        >>> from torch.utils.data import BatchSampler, SequentialSampler
+        >>> batches = BatchSampler(SequentialSampler(range(8)), 4, drop_last=True)
+        >>> list(BatchShard(batches, 2, 0)), list(BatchShard(batches, 2, 1))
+        ([[0, 1], [4, 5]], [[2, 3], [6, 7]])
+    """
+
+    def __init__(self, batches: Any, num_replicas: int, rank: int) -> None:
+        for name, value in (("num_replicas", num_replicas), ("rank", rank)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be an int, got {value!r}")
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in [0, num_replicas={num_replicas}), got {rank!r}")
+        self.batches, self.num_replicas, self.rank = batches, num_replicas, rank
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.batches:
+            batch = list(batch)
+            if len(batch) % self.num_replicas:
+                raise ValueError(f"a batch of {len(batch)} items does not split into {self.num_replicas} "
+                                 "equal parts (use a divisible batch size and drop the last partial batch)")
+            n = len(batch) // self.num_replicas
+            yield batch[self.rank * n:(self.rank + 1) * n]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def _reseed_worker(rank: int, worker_id: int) -> None:
+    """Loader workers of rank ``rank``: random streams other than those of the other ranks' workers (the
+    loaders of all ranks share their seed, so their workers would otherwise draw the same per-sample
+    crops)."""
+    torch.manual_seed((torch.initial_seed() + 1_000_003 * rank) % 2**63)
+
+
 def make_loader(
     dataset: Dataset,
     batch_size: int,
@@ -379,6 +484,8 @@ def make_loader(
     num_workers: int | None = None,
     pin_memory: bool | None = None,
     persistent_workers: bool | None = None,
+    num_replicas: int = 1,
+    rank: int = 0,
 ) -> DataLoader:
     """DataLoader yielding ``(uint8 images N x 3 x H x W, int64 labels)``.
 
@@ -393,19 +500,37 @@ def make_loader(
         seed: seed of the shuffling generator (the order differs per epoch, reproducibly).
         num_workers: for lazy datasets; default ``min(8, cpu count)``.
         pin_memory: default: CUDA is available and the data is on the CPU.
+        num_replicas, rank: data-parallel sharding (`BatchShard`): ``batch_size`` is the global batch, this
+            loader yields rank ``rank``'s ``batch_size / num_replicas`` items of each global batch of the
+            seeded order (the batches one process would see with ``num_replicas=1``); needs ``drop_last`` and
+            a ``batch_size`` divisible by ``num_replicas``. Augment the shard with ``to_device_batch(...,
+            shard=(rank, num_replicas))`` to augment it as the whole batch would be.
+
+    Raises:
+        ValueError: a bad ``batch_size``, ``sampler`` with ``shuffle=True``, or a sharding that does not split
+            every batch evenly.
 
     Examples:
         >>> from rartsprune.app.data import load_dataset
         >>> images, labels = next(iter(make_loader(load_dataset("fake"), 64)))
         >>> images.dtype, images.shape, labels.dtype
         (torch.uint8, torch.Size([64, 3, 32, 32]), torch.int64)
+        >>> images, labels = next(iter(make_loader(load_dataset("fake"), 64, num_replicas=4, rank=1)))
+        >>> images.shape[0]
+        16
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if isinstance(num_replicas, bool) or not isinstance(num_replicas, int) or num_replicas < 1:
+        raise ValueError(f"num_replicas must be a positive int, got {num_replicas!r}")
     if sampler is not None and shuffle:
         raise ValueError("pass either a sampler or shuffle=True, not both (the sampler decides the order)")
     shuffle = (train and sampler is None) if shuffle is None else shuffle
     drop_last = train if drop_last is None else drop_last
+    if num_replicas > 1 and (batch_size % num_replicas or not drop_last):
+        raise ValueError(f"a loader sharded over {num_replicas} ranks needs a batch_size divisible by "
+                         f"{num_replicas} (got {batch_size}) and drop_last=True (got {drop_last}): every "
+                         "rank takes an equal part of every batch")
     generator = torch.Generator().manual_seed(int(seed))
     on_cpu = getattr(dataset, "device", torch.device("cpu")).type == "cpu"
     pin = (torch.cuda.is_available() and on_cpu) if pin_memory is None else pin_memory
@@ -416,7 +541,9 @@ def make_loader(
     if isinstance(dataset, InMemoryImageDataset):
         if sampler is None:
             sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
-        batches = BatchSampler(sampler, batch_size, drop_last)
+        batches: Sampler[list[int]] = BatchSampler(sampler, batch_size, drop_last)
+        if num_replicas > 1:
+            batches = BatchShard(batches, num_replicas, rank)
         # batch_size=None: the dataset is indexed with a whole list of indices and returns a batch.
         return DataLoader(
             dataset,
@@ -428,6 +555,18 @@ def make_loader(
         )
     workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
     persistent = workers > 0 if persistent_workers is None else persistent_workers
+    if num_replicas > 1:
+        order = sampler if sampler is not None else (
+            RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset))
+        return DataLoader(
+            dataset,
+            batch_sampler=BatchShard(BatchSampler(order, batch_size, drop_last), num_replicas, rank),
+            num_workers=workers,
+            pin_memory=pin,
+            persistent_workers=persistent,
+            generator=generator,
+            worker_init_fn=partial(_reseed_worker, rank),
+        )
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -448,10 +587,13 @@ def to_device_batch(
     *,
     non_blocking: bool = True,
     memory_format: torch.memory_format | None = None,
+    shard: Shard | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Move ``(images, labels)`` to ``device`` and augment / normalise the images there.
 
-    Without ``augment`` the images are only converted to float in [0, 1].
+    Without ``augment`` the images are only converted to float in [0, 1]. ``shard=(rank, world)``: the batch
+    is that rank's part of a global batch (``make_loader(..., num_replicas=world, rank=rank)``), passed on to
+    ``augment`` (a `BatchAugment`), which augments it as the whole batch would be.
 
     Examples:
         >>> import torch
@@ -465,7 +607,7 @@ def to_device_batch(
     images = images.to(device, non_blocking=non_blocking)
     labels = labels.to(device, non_blocking=non_blocking)
     if augment is not None:
-        images = augment(images)
+        images = augment(images) if shard is None else augment(images, shard=shard)
     elif images.dtype == torch.uint8:
         images = images.float().div_(255.0)
     if memory_format is not None:

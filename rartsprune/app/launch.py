@@ -1,0 +1,169 @@
+"""The job runner in several processes (``torchrun``): who this process is, its device, the process group.
+
+`launch_ranks` reads the process's place in a data-parallel run: the process group a caller initialised, else
+``torchrun``'s environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), else one process. `process_group`
+initialises the group when ``torchrun`` started the processes and nobody did (``nccl`` on CUDA, ``gloo`` on
+the CPU) and destroys it on exit only if it created it. The reductions are `rartsprune.optim.distributed`'s.
+
+Examples:
+    >>> ranks = launch_ranks({})          # no torchrun variables, no process group: one process
+    >>> ranks.world, ranks.main, ranks.shard
+    (1, True, None)
+    >>> launch_ranks({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"})
+    Ranks(rank=3, world=4, local_rank=1, launched=True)
+    >>> with process_group(torch.device("cpu"), launch_ranks({})) as ranks:  # one process: nothing to do
+    ...     ranks.distributed
+    False
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+
+import torch
+import torch.distributed as dist
+
+from ..optim import distributed as ddp
+
+__all__ = ["Ranks", "launch_ranks", "rank_device", "process_group", "barrier", "same_as_rank0"]
+
+_ENV = ("RANK", "WORLD_SIZE")
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place in a data-parallel run (``world == 1``: one process, no process group).
+
+    ``launched``: ``torchrun`` started it (its environment variables are set) and no caller initialised the
+    process group, so `process_group` initialises it.
+    """
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    launched: bool = False
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the process that writes files and shows progress."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        """More than one process."""
+        return self.world > 1
+
+    @property
+    def shard(self) -> tuple[int, int] | None:
+        """``(rank, world)`` for sharded loaders and augmentation, ``None`` in one process."""
+        return (self.rank, self.world) if self.distributed else None
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int | None = None) -> int:
+    value = env.get(name)
+    if value is None:
+        if default is None:
+            raise ValueError(f"torchrun variable {name} is not set")
+        return default
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name}={value!r} is not an integer") from exc
+
+
+def launch_ranks(env: Mapping[str, str] | None = None) -> Ranks:
+    """This process's `Ranks`: from the initialised process group, else from ``torchrun``'s variables in
+    ``env`` (default ``os.environ``), else one process.
+
+    A ``WORLD_SIZE`` of 1 is one process (no process group is created for it).
+
+    Raises:
+        ValueError: ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` are not integers or out of range.
+
+    Examples:
+        >>> launch_ranks({"RANK": "0", "WORLD_SIZE": "1"}).distributed
+        False
+    """
+    env = os.environ if env is None else env
+    if ddp.is_initialized():
+        local = _env_int(env, "LOCAL_RANK", -1)
+        if local < 0:  # a caller's own group without torchrun: its current CUDA device decides (rank_device)
+            local = torch.cuda.current_device() if torch.cuda.is_available() else 0
+        return Ranks(ddp.rank(), ddp.world_size(), local, launched=False)
+    if not all(name in env for name in _ENV):
+        return Ranks()
+    rank, world = _env_int(env, "RANK"), _env_int(env, "WORLD_SIZE")
+    local = _env_int(env, "LOCAL_RANK", rank)
+    if world < 1 or not 0 <= rank < world or local < 0:
+        raise ValueError(f"torchrun variables out of range: RANK={rank}, WORLD_SIZE={world}, "
+                         f"LOCAL_RANK={local}")
+    return Ranks(rank, world, local, launched=world > 1)
+
+
+def rank_device(device: torch.device, ranks: Ranks) -> torch.device:
+    """The device of this rank: ``cuda`` without an index becomes ``cuda:LOCAL_RANK`` in a multi-process run
+    (an explicit index is kept: e.g. one visible GPU per process); other devices are returned as they are.
+
+    Examples:
+        >>> rank_device(torch.device("cuda"), Ranks(rank=5, world=8, local_rank=1))
+        device(type='cuda', index=1)
+        >>> rank_device(torch.device("cpu"), Ranks(rank=5, world=8, local_rank=1))
+        device(type='cpu')
+    """
+    if device.type == "cuda" and device.index is None and ranks.distributed:
+        return torch.device("cuda", ranks.local_rank)
+    return device
+
+
+@contextmanager
+def process_group(device: torch.device, ranks: Ranks) -> Iterator[Ranks]:
+    """Inside: the default process group exists whenever ``ranks.distributed``.
+
+    When ``ranks.launched`` (``torchrun`` started the process and no group exists) the group is initialised
+    from the environment (``env://``) with ``nccl`` on CUDA (after ``torch.cuda.set_device(device)``) or
+    ``gloo``, and destroyed on exit; a group the caller initialised is left alone. One process: nothing
+    happens.
+
+    Examples:
+        >>> with process_group(torch.device("cpu"), Ranks()) as ranks:
+        ...     ranks.world
+        1
+    """
+    if not ranks.launched:
+        yield ranks
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl", rank=ranks.rank, world_size=ranks.world, device_id=device)
+    else:
+        dist.init_process_group("gloo", rank=ranks.rank, world_size=ranks.world)
+    try:
+        yield replace(ranks, launched=False)
+    finally:
+        dist.destroy_process_group()
+
+
+def barrier(ranks: Ranks) -> None:
+    """Wait until every rank gets here (nothing in one process)."""
+    if ranks.distributed:
+        dist.barrier()
+
+
+def same_as_rank0(tensors: Sequence[torch.Tensor]) -> float:
+    """Make ``tensors`` rank 0's on every rank (`rartsprune.optim.distributed.broadcast_`) and return the
+    largest absolute difference any rank had from them (the same number on every rank; 0.0 in one process).
+
+    Examples:
+        >>> same_as_rank0([torch.ones(3)])
+        0.0
+    """
+    if not tensors or ddp.world_size() == 1:
+        return 0.0
+    mine = [t.detach().clone() for t in tensors]
+    ddp.broadcast_(list(tensors))
+    diffs = [(a.float() - b.detach().float()).abs().max() for a, b in zip(mine, tensors) if a.numel()]
+    local = torch.stack(diffs).max().reshape(1) if diffs else torch.zeros(1, device=tensors[0].device)
+    return float(ddp.any_rank_max(local)[0])
