@@ -121,3 +121,19 @@ def test_finetune_lr_and_recalibration_switch(tmp_path: Path, monkeypatch: pytes
     res = run(job)
     assert lrs == [0.05, 0.002]  # pretraining at lr, fine-tuning at finetune_lr
     assert "after_prune_stale_bn" not in res and "bn_recalibration" not in res["wall_time_s"]
+
+
+def test_round_to_flag_takes_auto_or_a_positive_integer(tmp_path: Path) -> None:
+    import argparse
+
+    from rartsprune.app.cli import _prune_parser
+
+    parser = _prune_parser(argparse.ArgumentParser().add_subparsers())
+    assert parser.parse_args(["--round-to", "auto", "--latency", "0.6"]).round_to == "auto"
+    assert parser.parse_args(["--round-to", "8"]).round_to == 8
+    for bad in ("0", "eight"):
+        proc = cli("prune", "--round-to", bad, "--out", str(tmp_path / "x"), check=False)
+        assert proc.returncode == 2 and "positive integer or 'auto'" in proc.stderr
+    # 'auto' needs a latency budget: refused before anything runs, nothing written
+    proc = cli("prune", "--round-to", "auto", "--macs", "0.5", "--out", str(tmp_path / "y"), *TINY, check=False)
+    assert proc.returncode == 2 and "round_to='auto'" in proc.stderr and not (tmp_path / "y").exists()

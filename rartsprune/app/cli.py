@@ -88,7 +88,8 @@ _HELP = {
     "stop_after": "end the job after this phase",
     "prune_heads": "also score and remove whole attention heads (torchvision ViT, timm ViT / DeiT / Swin)",
     "scope": "global (rank channels across layers) or layer (same ratio per layer)",
-    "round_to": "round kept channel counts up to a multiple of this",
+    "round_to": "round kept channel counts up to a multiple of this; 'auto' with --latency: the rounding the "
+                "latency table predicts best",
     "l1": "strength of the l1 penalty on the scores: with --mode l1 it decides the size (default 1e-4); with --mode "
           "ratio a sparsity pressure that separates the ranking (default 4e-3; 0: off)",
     "threshold": "mode=l1: remove channels with |score| <= threshold",
@@ -143,6 +144,23 @@ def _flag_type(hint: Any) -> type:
     return first if first in (bool, int, float, str) else type(None)
 
 
+def _round_to(text: str) -> int | str:
+    """``--round-to``: a positive integer or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}")
+    return value
+
+
+#: Flags whose values are not one plain type (``dest -> argparse type``).
+_TYPES: dict[str, Any] = {"round_to": _round_to}
+
+
 def _prune_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("prune", help="search, prune and fine-tune a model", description=_HELP["out"])
     size = p.add_mutually_exclusive_group()  # the size of the pruned model: a PRC or a MACs / parameter budget
@@ -158,7 +176,7 @@ def _prune_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             p.add_argument(*flags, dest=name, choices=_CHOICES[name], default=default,
                            help=help_ if default is None else f"{help_} (default: {default})")
         else:
-            p.add_argument(*flags, dest=name, type=kind, default=default,
+            p.add_argument(*flags, dest=name, type=_TYPES.get(name, kind), default=default,
                            help=help_ if default is None else f"{help_} (default: {default})")
     return p
 
