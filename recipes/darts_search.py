@@ -11,10 +11,15 @@ Writes (under ``--out``): ``checkpoint.pt`` per epoch (``--resume``), ``alpha_hi
 JSON result: genotype, skip-connection ratios, search wall time, alpha history, params and MACs of the
 evaluation network (``--eval-C``/``--eval-layers``, default 36/20) and the latency of the derived cells.
 
+Under ``torchrun`` the search is data-parallel (``--batch-size`` stays the global batch; only rank 0 writes;
+see ``docs/topology.md``).
+
 Example::
 
     python recipes/darts_search.py --method rarts --data ../shared/data/cifar10 --out runs/darts_rarts
     python recipes/darts_train.py --genotype runs/darts_rarts/genotype.json --data ../shared/data/cifar10
+    torchrun --nproc_per_node 4 recipes/darts_search.py --method rarts --data ../shared/data/cifar10 \\
+        --batch-size 256 --out runs/darts_rarts
 """
 
 from __future__ import annotations
@@ -28,14 +33,16 @@ from typing import Any
 
 import torch
 
+from rartsprune.app.launch import Ranks
 from rartsprune.app.topology.reports import draw_cell, plot_alpha_history
 from rartsprune.app.topology.runner import (
     add_search_arguments,
+    check_search_launch,
     config_from_arguments,
     latency_setup,
     load_search_data,
-    resolve_device,
     run_search,
+    search_launch,
 )
 from rartsprune.flops import flops_report
 from rartsprune.topology import (
@@ -71,11 +78,23 @@ def eval_cost(genotype: DartsGenotype, C: int, layers: int, num_classes: int) ->
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = build_parser().parse_args(argv)
+    """Run the search (data-parallel under ``torchrun``); every rank returns the result rank 0 writes."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        check_search_launch(args.batch_size)  # on every rank, before the process group and any work
+    except ValueError as exc:
+        parser.error(str(exc))
+    with search_launch(args.device) as (ranks, device):
+        return search(args, ranks, device)
+
+
+def search(args: argparse.Namespace, ranks: Ranks, device: torch.device) -> dict[str, Any]:
+    """The search of parsed options on ``device``, as rank ``ranks.rank`` of ``ranks.world``."""
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if ranks.main:
+        out.mkdir(parents=True, exist_ok=True)
     json_path = Path(args.json) if args.json else out / "result.json"
-    device = resolve_device(args.device)
     torch.manual_seed(args.seed)
     config = config_from_arguments(args)
     data = load_search_data(
@@ -86,22 +105,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         device=device,
         root=args.data_root,
         download=args.download,
+        ranks=ranks,
     )
     net = DartsSearchNetwork(C=args.C, layers=args.layers, num_classes=data.num_classes).to(device)
-    table, lat_shape, penalty = latency_setup(args, net, out)
-    search = TopologySearch(net, config, arch_penalty=penalty, steps_per_epoch=data.steps_per_epoch)
+    table, lat_shape, penalty = latency_setup(args, net, out, ranks)
+    topology = TopologySearch(net, config, arch_penalty=penalty, steps_per_epoch=data.steps_per_epoch,
+                              distributed=ranks.distributed)
     t0 = time.perf_counter()
     run_search(
-        search,
+        topology,
         data,
         checkpoint=out / "checkpoint.pt",
         resume=args.resume,
         progress=not args.no_progress,
         max_steps=args.max_steps,
         stop_after=args.stop_after,
+        ranks=ranks,
     )
     genotype = net.genotype()
-    (out / "genotype.json").write_text(json.dumps(genotype.to_dict(), indent=1))
+    if ranks.main:
+        (out / "genotype.json").write_text(json.dumps(genotype.to_dict(), indent=1))
     result: dict[str, Any] = {
         "method": args.method,
         "seed": args.seed,
@@ -110,11 +133,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "skip_ratio": skip_ratio(genotype, "all"),
         "skip_ratio_normal": skip_ratio(genotype, "normal"),
         "skip_ratio_reduce": skip_ratio(genotype, "reduce"),
-        "search_seconds": search.search_seconds,
+        "search_seconds": topology.search_seconds,
         "wall_seconds_this_run": time.perf_counter() - t0,
-        "epochs": search.epoch,
-        "finished": search.done,
-        "steps": sum(e["steps"] for e in search.log),
+        "epochs": topology.epoch,
+        "finished": topology.done,
+        "steps": sum(e["steps"] for e in topology.log),
         "C": args.C,
         "layers": args.layers,
         "train_subset": args.train_subset,
@@ -122,21 +145,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "config": config.to_dict(),
         "latency_ms": None,
         "op_names": list(net.op_names),
-        "alpha_final": search.history[-1]["alpha"],
-        "alpha_history": search.history,
-        "log": search.log,
+        "alpha_final": topology.history[-1]["alpha"],
+        "alpha_history": topology.history,
+        "log": topology.log,
     }
+    if ranks.distributed:
+        result["distributed"] = {"world_size": ranks.world}
     result.update(eval_cost(genotype, args.eval_C, args.eval_layers, data.num_classes))
     if table is not None:
         result["latency_ms"] = arch_latency(net, table, genotype, lat_shape)
         result["latency_device"] = table.device
     if not args.no_plots:
-        result["plots"] = {
-            "alpha_history": str(plot_alpha_history(search.history, net.op_names, out / "alpha_history.png",
-                                                    title=f"{args.method}: softmax(alpha) per edge")),
-            "normal_cell": str(draw_cell(genotype, out / "normal_cell.png", cell="normal")),
-            "reduce_cell": str(draw_cell(genotype, out / "reduce_cell.png", cell="reduce")),
-        }
+        plots = {"alpha_history": out / "alpha_history.png", "normal_cell": out / "normal_cell.png",
+                 "reduce_cell": out / "reduce_cell.png"}
+        if ranks.main:
+            plot_alpha_history(topology.history, net.op_names, plots["alpha_history"],
+                               title=f"{args.method}: softmax(alpha) per edge")
+            draw_cell(genotype, plots["normal_cell"], cell="normal")
+            draw_cell(genotype, plots["reduce_cell"], cell="reduce")
+        result["plots"] = {k: str(v) for k, v in plots.items()}
+    if not ranks.main:
+        return result
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(result, indent=1))
     summary = (

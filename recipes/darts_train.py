@@ -18,15 +18,24 @@ name ``DARTS_V2`` (the published DARTS cell). Writes ``checkpoint.pt`` per epoch
 auxiliary head, as DARTS reports them), MACs of one image (32x32, or ``--image-size`` with ``--imagenet``),
 per-epoch train/test loss and accuracy, final and best test accuracy.
 
+Under ``torchrun`` the training is data-parallel: ``--batch-size`` stays the global batch, each rank trains on
+its part of every seeded batch in DistributedDataParallel (augmentation and drop-path drawn for the whole
+batch), the test set is split between the ranks and the counts summed, BatchNorm statistics are rank 0's
+before every test; only rank 0 writes files and shows progress; ``--resume`` reads rank 0's checkpoint on
+every rank (see ``docs/topology.md``).
+
 Examples::
 
     python recipes/darts_train.py --genotype runs/darts_rarts/genotype.json --data ../shared/data/cifar10
     python recipes/darts_train.py --imagenet --genotype DARTS_V2 --data /data/imagenet --out runs/dt_imagenet
+    torchrun --nproc_per_node 4 recipes/darts_train.py --imagenet --genotype DARTS_V2 --data /data/imagenet \\
+        --batch-size 512 --out runs/dt_imagenet
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -36,11 +45,22 @@ from typing import Any
 import torch
 
 from rartsprune.app.data import default_augment, load_dataset, make_loader, num_classes, to_device_batch
+from rartsprune.app.data.augment import Shard
 from rartsprune.app.data.imagenet import darts_imagenet_dataset, imagenet_split_dir
+from rartsprune.app.launch import (
+    Ranks,
+    agree,
+    barrier,
+    check_batch_split,
+    launch_ranks,
+    same_as_rank0,
+    share_rng_from_rank0,
+)
 from rartsprune.app.loop import atomic_save
-from rartsprune.app.topology.runner import resolve_device
-from rartsprune.app.topology.train import evaluate, train_epoch
+from rartsprune.app.topology.runner import search_launch
+from rartsprune.app.topology.train import WithAux, eval_share, evaluate_shares, train_epoch
 from rartsprune.flops import flops_report
+from rartsprune.optim import distributed as ddp
 from rartsprune.split import epoch_seed
 from rartsprune.topology import (
     DARTS_V2,
@@ -164,11 +184,19 @@ def load_genotype(spec: str) -> DartsGenotype:
     return DartsGenotype.from_dict(data)
 
 
-def _batches(loader: Any, device: torch.device, augment: Any, max_steps: int | None):
+def _batches(loader: Any, device: torch.device, augment: Any, max_steps: int | None,
+             shard: Shard | None = None) -> Any:
     for i, batch in enumerate(loader):
         if max_steps is not None and i >= max_steps:
             break
-        yield to_device_batch(batch, device, augment)
+        yield to_device_batch(batch, device, augment, shard=shard)
+
+
+def _mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    """``values`` averaged over the ranks (each a mean over as many images)."""
+    t = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
+    ddp.all_reduce_mean_([t])
+    return dict(zip(values, t.tolist()))
 
 
 def _plot(log: list[dict[str, Any]], path: Path) -> str:
@@ -191,10 +219,14 @@ def _plot(log: list[dict[str, Any]], path: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = build_parser().parse_args(argv)
-    from tqdm.auto import tqdm
-
+    """Train the genotype (data-parallel under ``torchrun``); every rank returns the result rank 0 writes."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
     config = make_config(args)
+    try:
+        check_batch_split(config.batch_size, launch_ranks().world)  # every rank, before the group and work
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.imagenet:
         if not Path(args.data).is_dir():
             raise SystemExit(f"--imagenet needs --data pointing at an ImageFolder tree with train/ and val/ "
@@ -202,18 +234,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for split in ("train", "val"):
             imagenet_split_dir(args.data, split)  # FileNotFoundError naming the missing folder
     genotype = load_genotype(args.genotype)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    json_path = Path(args.json) if args.json else out / "result.json"
-    device = resolve_device(args.device)
-    torch.manual_seed(args.seed)
+    with search_launch(args.device) as (ranks, device):
+        return train(args, config, genotype, ranks, device)
+
+
+def _load_data(args: argparse.Namespace, config: DartsTrainConfig, ranks: Ranks) -> tuple[Any, Any, int, Any]:
+    """``(train, test, image size, loader workers)``; rank 0 loads first (downloads, decode caches)."""
+    if not ranks.main:
+        barrier(ranks)
     if args.imagenet:
         size = config.image_size
         train = darts_imagenet_dataset(args.data, "train", image_size=size, subset=args.train_subset, seed=args.seed)
         test = darts_imagenet_dataset(args.data, "val", image_size=size, subset=args.test_subset, seed=args.seed)
-        if list(train.classes) != list(test.classes):
-            raise SystemExit(f"train/ has {len(train.classes)} classes and the val/ (or test/) folder "
-                             f"{len(test.classes)}; they must hold the same class folders")
         workers = args.workers
     else:
         size = 32
@@ -222,10 +254,45 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         test = load_dataset(args.data, "test", root=args.data_root, download=args.download,
                             subset=args.test_subset, seed=args.seed)
         workers = None
-    n_cls = num_classes(train)
-    aug_train = default_augment(train, train=True, cutout=config.cutout > 0,
+    if ranks.main:
+        barrier(ranks)
+    if args.imagenet and list(train.classes) != list(test.classes):
+        raise SystemExit(f"train/ has {len(train.classes)} classes and the val/ (or test/) folder "
+                         f"{len(test.classes)}; they must hold the same class folders")
+    return train, test, size, workers
+
+
+def _read_checkpoint(ckpt: Path, ranks: Ranks, device: torch.device) -> dict[str, Any] | None:
+    """Rank 0's checkpoint, read by every rank (None when there is none); the ranks must see the same file."""
+    exists = ckpt.is_file()
+    if not agree(int(exists), device):
+        raise SystemExit(f"the ranks do not all see {ckpt}: put --out on a filesystem every node shares")
+    if not exists:
+        return None
+    state = torch.load(ckpt, map_location=device, weights_only=True)
+    digest = hashlib.blake2b(json.dumps(state["log"]).encode(), digest_size=7).digest()
+    if not agree(int.from_bytes(digest, "little"), device):
+        raise SystemExit(f"the ranks read different files at {ckpt}: put --out on a filesystem every node "
+                         "shares")
+    return state
+
+
+def train(args: argparse.Namespace, config: DartsTrainConfig, genotype: DartsGenotype, ranks: Ranks,
+          device: torch.device) -> dict[str, Any]:
+    """Train ``genotype`` with ``config`` on ``device``, as rank ``ranks.rank`` of ``ranks.world``."""
+    from tqdm.auto import tqdm
+
+    out = Path(args.out)
+    if ranks.main:
+        out.mkdir(parents=True, exist_ok=True)
+    json_path = Path(args.json) if args.json else out / "result.json"
+    torch.manual_seed(args.seed)
+    train_set, test, size, workers = _load_data(args, config, ranks)
+    n_cls = num_classes(train_set)
+    aug_train = default_augment(train_set, train=True, cutout=config.cutout > 0,
                                 cutout_length=max(config.cutout, 1)).to(device)
     aug_test = default_augment(test, train=False).to(device)
+    test_part = eval_share(test, ranks)
 
     network = DartsImageNetNetwork if args.imagenet else DartsEvalNetwork
     net = network(genotype, C=config.C, layers=config.layers, num_classes=n_cls,
@@ -238,10 +305,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         scheduler: Any = torch.optim.lr_scheduler.StepLR(optimizer, 1, gamma=config.lr_gamma)
     else:
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs, eta_min=config.lr_min)
+    trainee: Any = net
+    if ranks.distributed:
+        net.drop_path_shard = ranks.shard  # drop-path drawn for the global batch, this rank's part used
+        # an auxiliary head outside the loss leaves parameters without gradients, which DDP must be told of
+        unused = config.auxiliary and config.auxiliary_weight == 0
+        trainee = ddp.wrap_ddp(WithAux(net), ignore=[], ddp_kwargs={"find_unused_parameters": unused})
     epoch, log, seconds = 0, [], 0.0
     ckpt = out / "checkpoint.pt"
-    if args.resume and ckpt.is_file():
-        state = torch.load(ckpt, map_location=device, weights_only=True)
+    state = _read_checkpoint(ckpt, ranks, device) if args.resume else None
+    if state is not None:
         if state["config"] != config.to_dict() or state["genotype"] != genotype.to_dict():
             raise SystemExit(f"{ckpt} was written for another genotype or configuration; remove it or drop --resume")
         net.load_state_dict(state["net"])
@@ -249,35 +322,49 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         scheduler.load_state_dict(state["scheduler"])
         epoch, log, seconds = int(state["epoch"]), list(state["log"]), float(state["seconds"])
         torch.set_rng_state(state["rng_cpu"].cpu())
-        tqdm.write(f"resumed from {ckpt} after epoch {epoch}")
+        if ranks.main:
+            tqdm.write(f"resumed from {ckpt} after epoch {epoch}")
+    if args.resume:
+        barrier(ranks)  # every rank has read the checkpoint before rank 0 writes the next one
+    share_rng_from_rank0(device)  # the ranks draw the augmentation and drop-path of the global batch alike
 
+    test_workers = 0 if getattr(test, "in_memory", False) else workers
     while epoch < config.epochs and (args.stop_after is None or epoch < args.stop_after):
         net.drop_path_prob = config.drop_path_prob * epoch / config.epochs
         t0 = time.perf_counter()
-        loader = make_loader(train, config.batch_size, train=True, seed=epoch_seed(args.seed, epoch, "train"),
-                             num_workers=0 if getattr(train, "in_memory", False) else workers)
+        loader = make_loader(train_set, config.batch_size, train=True,
+                             seed=epoch_seed(args.seed, epoch, "train"),
+                             num_workers=0 if getattr(train_set, "in_memory", False) else workers,
+                             num_replicas=ranks.world, rank=ranks.rank)
         steps = len(loader) if args.max_steps is None else min(len(loader), args.max_steps)
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
-                   disable=True if args.no_progress else None)  # None: off when not a terminal
-        tr = train_epoch(net, _batches(loader, device, aug_train, args.max_steps), optimizer,
+                   disable=True if args.no_progress or not ranks.main else None)  # None: off if not a tty
+        tr = train_epoch(trainee, _batches(loader, device, aug_train, args.max_steps, ranks.shard), optimizer,
                          auxiliary_weight=config.auxiliary_weight if config.auxiliary else 0.0,
                          grad_clip=config.grad_clip if config.grad_clip > 0 else None,
                          on_step=lambda _loss, bar=bar: bar.update(1),
                          label_smoothing=getattr(config, "label_smoothing", 0.0))
         bar.close()
         scheduler.step()
-        te = evaluate(net, _batches(make_loader(test, 256, train=False, num_workers=0 if getattr(
-            test, "in_memory", False) else workers), device, aug_test, None))
+        if ranks.distributed:
+            tr = _mean_over_ranks(tr, device)
+            same_as_rank0(list(net.buffers()))  # DDP leaves each rank the BatchNorm statistics of its batches
+        test_loader = (make_loader(test_part, 256, train=False, num_workers=test_workers)
+                       if len(test_part) else [])
+        test_batches = _batches(test_loader, device, aug_test, None)
+        te = evaluate_shares(net, test_batches, len(test_part), device)
         seconds += time.perf_counter() - t0
         epoch += 1
         log.append({"epoch": epoch, "train_loss": tr["loss"], "train_accuracy": tr["accuracy"],
                     "test_loss": te["loss"], "test_accuracy": te["accuracy"],
                     "lr": optimizer.param_groups[0]["lr"], "drop_path": net.drop_path_prob})
-        state = {"net": net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "epoch": epoch, "log": log, "seconds": seconds, "config": config.to_dict(),
-                 "genotype": genotype.to_dict(), "rng_cpu": torch.get_rng_state()}
-        atomic_save(state, ckpt)
-        if not args.no_progress:
+        if ranks.main:
+            state = {"net": net.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "epoch": epoch, "log": log, "seconds": seconds,
+                     "config": config.to_dict(), "genotype": genotype.to_dict(),
+                     "rng_cpu": torch.get_rng_state()}
+            atomic_save(state, ckpt)
+        if not args.no_progress and ranks.main:
             tqdm.write(f"epoch {epoch}: train {tr['accuracy']:.2f}% test {te['accuracy']:.2f}% "
                        f"loss {tr['loss']:.3f} ({time.perf_counter() - t0:.0f}s)")
 
@@ -300,8 +387,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "log": log,
         "device": str(device),
     }
+    if ranks.distributed:
+        result["distributed"] = {"world_size": ranks.world}
     if log and not args.no_plots:
-        result["plots"] = {"curve": _plot(log, out / "curve.png")}
+        result["plots"] = {"curve": _plot(log, out / "curve.png") if ranks.main else str(out / "curve.png")}
+    if not ranks.main:
+        return result
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(result, indent=1))
     print(f"params {result['params'] / 1e6:.2f}M MACs {result['macs'] / 1e6:.0f}M "

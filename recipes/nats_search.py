@@ -11,10 +11,15 @@ JSON result (``--json``, default ``<out>/result.json``): derived arch string, it
 (``--table``), skip-connection ratio, search wall time, alpha history, per-epoch log, and the latency of the
 derived cell when a latency table is used.
 
+Under ``torchrun`` the search is data-parallel (``--batch-size`` stays the global batch; only rank 0 writes;
+see ``docs/topology.md``).
+
 Examples::
 
     python recipes/nats_search.py --method rarts --data ../shared/data/cifar10 \\
         --table ../shared/data/nats-bench/tss_test_accuracy_200ep.csv --json rarts.json
+    torchrun --nproc_per_node 4 recipes/nats_search.py --method rarts --data ../shared/data/cifar10 \\
+        --batch-size 256 --out runs/nats_rarts
     # CPU proxy: 8 channels, one cell per stage, 5k images, 10 epochs (5 of alpha warm-up)
     python recipes/nats_search.py --method rarts --data ../shared/data/cifar10 --C 8 --N 1 \\
         --train-subset 5000 --epochs 10 --warmup-epochs 5 --table ../shared/data/nats-bench/tss_test_accuracy_200ep.csv
@@ -31,14 +36,16 @@ from typing import Any
 
 import torch
 
+from rartsprune.app.launch import Ranks
 from rartsprune.app.topology.reports import draw_cell, plot_alpha_history
 from rartsprune.app.topology.runner import (
     add_search_arguments,
+    check_search_launch,
     config_from_arguments,
     latency_setup,
     load_search_data,
-    resolve_device,
     run_search,
+    search_launch,
 )
 from rartsprune.topology import (
     NATS_PRIMITIVES,
@@ -73,11 +80,23 @@ def _ops(text: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = build_parser().parse_args(argv)
+    """Run the search (data-parallel under ``torchrun``); every rank returns the result rank 0 writes."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        check_search_launch(args.batch_size)  # on every rank, before the process group and any work
+    except ValueError as exc:
+        parser.error(str(exc))
+    with search_launch(args.device) as (ranks, device):
+        return search(args, ranks, device)
+
+
+def search(args: argparse.Namespace, ranks: Ranks, device: torch.device) -> dict[str, Any]:
+    """The search of parsed options on ``device``, as rank ``ranks.rank`` of ``ranks.world``."""
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if ranks.main:
+        out.mkdir(parents=True, exist_ok=True)
     json_path = Path(args.json) if args.json else out / "result.json"
-    device = resolve_device(args.device)
     torch.manual_seed(args.seed)
 
     config = config_from_arguments(args)
@@ -89,21 +108,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         device=device,
         root=args.data_root,
         download=args.download,
+        ranks=ranks,
     )
     net = NatsSearchNetwork(C=args.C, N=args.N, num_classes=data.num_classes, op_names=_ops(args.ops)).to(device)
-    table, lat_shape, penalty = latency_setup(args, net, out)
-    search = TopologySearch(net, config, arch_penalty=penalty, steps_per_epoch=data.steps_per_epoch)
+    table, lat_shape, penalty = latency_setup(args, net, out, ranks)
+    topology = TopologySearch(net, config, arch_penalty=penalty, steps_per_epoch=data.steps_per_epoch,
+                              distributed=ranks.distributed)
     t0 = time.perf_counter()
     run_search(
-        search,
+        topology,
         data,
         checkpoint=out / "checkpoint.pt",
         resume=args.resume,
         progress=not args.no_progress,
         max_steps=args.max_steps,
         stop_after=args.stop_after,
+        ranks=ranks,
     )
-    arch = search.derive(exclude_none=args.exclude_none)
+    arch = topology.derive(exclude_none=args.exclude_none)
     result: dict[str, Any] = {
         "method": args.method,
         "seed": args.seed,
@@ -112,11 +134,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "exclude_none": args.exclude_none,
         "skip_ratio": skip_ratio(arch),
         "op_counts": op_histogram(arch),
-        "search_seconds": search.search_seconds,
+        "search_seconds": topology.search_seconds,
         "wall_seconds_this_run": time.perf_counter() - t0,
-        "epochs": search.epoch,
-        "finished": search.done,
-        "steps": sum(e["steps"] for e in search.log),
+        "epochs": topology.epoch,
+        "finished": topology.done,
+        "steps": sum(e["steps"] for e in topology.log),
         "C": args.C,
         "N": args.N,
         "train_subset": args.train_subset,
@@ -125,21 +147,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "benchmark": None,
         "latency_ms": None,
         "op_names": list(net.op_names),
-        "alpha_final": search.history[-1]["alpha"],
-        "alpha_history": search.history,
-        "log": search.log,
+        "alpha_final": topology.history[-1]["alpha"],
+        "alpha_history": topology.history,
+        "log": topology.log,
     }
+    if ranks.distributed:
+        result["distributed"] = {"world_size": ranks.world}
     if args.table:
         result["benchmark"] = lookup_nats(arch, args.table).to_dict()
     if table is not None:
         result["latency_ms"] = arch_latency(net, table, arch, lat_shape)
         result["latency_device"] = table.device
     if not args.no_plots:
-        result["plots"] = {
-            "alpha_history": str(plot_alpha_history(search.history, net.op_names, out / "alpha_history.png",
-                                                    title=f"{args.method}: softmax(alpha) per edge")),
-            "cell": str(draw_cell(arch, out / "cell.png", title=f"{args.method}: {arch}")),
-        }
+        plots = {"alpha_history": out / "alpha_history.png", "cell": out / "cell.png"}
+        if ranks.main:
+            plot_alpha_history(topology.history, net.op_names, plots["alpha_history"],
+                               title=f"{args.method}: softmax(alpha) per edge")
+            draw_cell(arch, plots["cell"], title=f"{args.method}: {arch}")
+        result["plots"] = {k: str(v) for k, v in plots.items()}
+    if not ranks.main:
+        return result
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(result, indent=1))
     summary = f"{args.method} seed {args.seed}: {arch} skip {result['skip_ratio']:.2f}"

@@ -4,6 +4,9 @@
 ``torchrun``'s environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), else one process. `process_group`
 initialises the group when ``torchrun`` started the processes and nobody did (``nccl`` on CUDA, ``gloo`` on
 the CPU) and destroys it on exit only if it created it. The reductions are `rartsprune.optim.distributed`'s.
+`check_batch_split` refuses a global batch the processes cannot split evenly, `agree` checks that every rank
+holds the same value (e.g. read the same checkpoint) and `share_rng_from_rank0` gives every rank rank 0's
+random state (so they draw the same augmentation for the global batch).
 
 Examples:
     >>> ranks = launch_ranks({})          # no torchrun variables, no process group: one process
@@ -28,7 +31,8 @@ import torch.distributed as dist
 
 from ..optim import distributed as ddp
 
-__all__ = ["Ranks", "launch_ranks", "rank_device", "process_group", "barrier", "same_as_rank0"]
+__all__ = ["Ranks", "launch_ranks", "rank_device", "process_group", "barrier", "same_as_rank0",
+           "check_batch_split", "agree", "share_rng_from_rank0"]
 
 _ENV = ("RANK", "WORLD_SIZE")
 
@@ -167,3 +171,57 @@ def same_as_rank0(tensors: Sequence[torch.Tensor]) -> float:
     diffs = [(a.float() - b.detach().float()).abs().max() for a, b in zip(mine, tensors) if a.numel()]
     local = torch.stack(diffs).max().reshape(1) if diffs else torch.zeros(1, device=tensors[0].device)
     return float(ddp.any_rank_max(local)[0])
+
+
+def check_batch_split(batch_size: int, world: int) -> None:
+    """Refuse a global ``batch_size`` that ``world`` processes cannot split evenly (one process takes any).
+
+    Raises:
+        ValueError: ``batch_size`` is not a multiple of ``world``.
+
+    Examples:
+        >>> check_batch_split(64, 4)
+        >>> check_batch_split(30, 4)
+        Traceback (most recent call last):
+        ...
+        ValueError: batch_size=30 must be a multiple of the 4 processes (the global batch, split evenly)
+    """
+    if world > 1 and batch_size % world:
+        raise ValueError(f"batch_size={batch_size} must be a multiple of the {world} processes "
+                         "(the global batch, split evenly)")
+
+
+def agree(value: int, device: torch.device) -> bool:
+    """Whether every rank passed the same integer ``value`` (the same answer on every rank; True in one
+    process). ``device``: where the reduction runs (this rank's CUDA device under ``nccl``).
+
+    Examples:
+        >>> agree(7, torch.device("cpu"))
+        True
+    """
+    if ddp.world_size() == 1:
+        return True
+    both = ddp.any_rank_max(torch.tensor([value, -value], dtype=torch.int64, device=device))
+    return int(both[0]) == -int(both[1])
+
+
+def share_rng_from_rank0(device: torch.device) -> None:
+    """Give this process rank 0's random state: the CPU generator, and ``device``'s generator when it is a
+    CUDA device (nothing in one process). Ranks that then draw alike augment their parts of a global batch as
+    one process would (`rartsprune.app.data.BatchAugment`), even after rank 0 alone drew numbers (e.g. timing
+    latencies).
+
+    Examples:
+        >>> share_rng_from_rank0(torch.device("cpu"))  # one process: nothing to do
+    """
+    if ddp.world_size() == 1:
+        return
+    cuda = device.type == "cuda"
+    where = device if cuda else torch.device("cpu")
+    states = [torch.get_rng_state().to(where)]
+    if cuda:
+        states.append(torch.cuda.get_rng_state(device).to(where))
+    ddp.broadcast_(states)
+    torch.set_rng_state(states[0].cpu())
+    if cuda:
+        torch.cuda.set_rng_state(states[1].cpu(), device)

@@ -53,7 +53,10 @@ class DartsEvalCell(nn.Module):
             stride = 2 if reduction and src < 2 else 1
             self.ops.append(DARTS_OPS[op_name](c, stride, True, True))
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float) -> torch.Tensor:
+    def forward(
+        self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float, shard: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """The cell's output; ``shard``: the batch is that part of a global batch (see `drop_path`)."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         for i in range(self.steps):
             hs = []
@@ -61,7 +64,7 @@ class DartsEvalCell(nn.Module):
                 op = self.ops[k]
                 h = op(states[self.indices[k]])
                 if self.training and drop_prob > 0.0 and not isinstance(op, Identity):
-                    h = drop_path(h, drop_prob)
+                    h = drop_path(h, drop_prob, shard)
                 hs.append(h)
             states.append(hs[0] + hs[1])
         return torch.cat([states[i] for i in self.concat], dim=1)
@@ -110,7 +113,8 @@ class DartsEvalNetwork(nn.Module):
     """CIFAR evaluation network of a DARTS genotype.
 
     ``forward(x)`` returns logits; ``forward_with_aux(x)`` returns ``(logits, aux_logits)`` (``aux_logits``
-    is ``None`` without auxiliary head or in eval mode). Set ``drop_path_prob`` before each epoch.
+    is ``None`` without auxiliary head or in eval mode). Set ``drop_path_prob`` before each epoch (and, when
+    each process trains on its part of every global batch, ``drop_path_shard = (rank, world)``).
     """
 
     def __init__(
@@ -154,6 +158,9 @@ class DartsEvalNetwork(nn.Module):
         """
         self.genotype = genotype
         self.drop_path_prob = 0.0
+        #: ``(rank, world)`` when the batches are ranks' parts of global batches (drop-path masks drawn for
+        #: the global batch, `drop_path`); ``None`` in one process
+        self.drop_path_shard: tuple[int, int] | None = None
         c_pp, c_p, c_curr = c_stem, c_stem, C
         reductions = reduction_layers(layers)
         self.aux_index = max(reductions)
@@ -182,7 +189,7 @@ class DartsEvalNetwork(nn.Module):
         aux = None
         s0, s1 = self._stems(x)
         for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            s0, s1 = s1, cell(s0, s1, self.drop_path_prob, self.drop_path_shard)
             if i == self.aux_index and self.auxiliary_head is not None and self.training:
                 aux = self.auxiliary_head(s1)
         return self.classifier(self.global_pool(s1).flatten(1)), aux

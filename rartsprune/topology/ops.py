@@ -305,21 +305,33 @@ class MixedOp(nn.Module):
         return out
 
 
-def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
+def drop_path(x: torch.Tensor, drop_prob: float, shard: tuple[int, int] | None = None) -> torch.Tensor:
     """Zero whole samples with probability ``drop_prob`` and rescale the rest (DARTS drop-path).
+
+    ``shard=(index, count)``: ``x`` is part ``index`` of ``count`` equal parts of a batch (a rank's share of a
+    global batch under DistributedDataParallel): the masks are drawn for the whole batch and this part's used,
+    so ranks drawing from the same random state drop the samples one process would.
 
     Examples:
         >>> import torch
         >>> drop_path(torch.ones(3, 2), 0.0).sum().item()
         6.0
+        >>> _ = torch.manual_seed(0); whole = drop_path(torch.ones(4, 2), 0.5)
+        >>> _ = torch.manual_seed(0); part = drop_path(torch.ones(2, 2), 0.5, shard=(1, 2))
+        >>> torch.equal(whole[2:], part)
+        True
     """
     if drop_prob <= 0.0:
         return x
     if drop_prob >= 1.0:
         raise ValueError(f"drop_prob must be < 1, got {drop_prob}")
+    index, count = (0, 1) if shard is None else shard
+    if not 0 <= index < count:
+        raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard!r}")
     keep = 1.0 - drop_prob
-    mask = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), device=x.device, dtype=x.dtype).bernoulli_(keep)
-    return x / keep * mask
+    n = x.shape[0]
+    mask = torch.empty((n * count,) + (1,) * (x.dim() - 1), device=x.device, dtype=x.dtype).bernoulli_(keep)
+    return x / keep * mask[index * n:(index + 1) * n]
 
 
 def op_names_checked(names: Sequence[str], valid: Sequence[str], space: str) -> tuple[str, ...]:

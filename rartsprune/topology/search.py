@@ -7,6 +7,11 @@ decay for the weights, Adam for alpha, optional alpha warm-up and latency penalt
 records the alpha snapshot and the derived architecture. `state_dict` / `load_state_dict`
 (and `save` / `load`) resume a search exactly.
 
+``distributed=True`` (inside an initialised process group, every rank given its part of each global batch):
+the optimizer wraps the nets in DistributedDataParallel with alpha excluded and averages the alpha gradients
+(`rartsprune.optim.distributed`), and each epoch's logged means are averaged over the ranks, so every rank
+holds the same alpha, weights and log.
+
 Examples:
     >>> import torch
     >>> from rartsprune.topology import NatsSearchNetwork
@@ -31,6 +36,7 @@ from torch import nn
 
 from ..errors import SearchError
 from ..optim import METHODS, make_search_optimizer
+from ..optim import distributed as ddp
 from .darts_space import DartsSearchNetwork
 from .nats_space import NatsSearchNetwork
 
@@ -142,6 +148,7 @@ class TopologySearch:
         arch_penalty: optional ``Callable[[], Tensor]`` (e.g. `LatencyPenalty` with the weight
             already applied) added to the alpha objective of every method.
         steps_per_epoch: used only for progress bars.
+        distributed: data-parallel search (see the module docstring); needs an initialised process group.
 
     Attributes: ``optimizer`` (the `rartsprune.optim` object), ``epoch`` (epochs completed),
     ``history`` (alpha snapshots, the first one before any step), ``log`` (per-epoch mean stats, derived
@@ -155,6 +162,7 @@ class TopologySearch:
         *,
         arch_penalty: Callable[[], torch.Tensor] | None = None,
         steps_per_epoch: int | None = None,
+        distributed: bool = False,
     ) -> None:
         if not isinstance(net, (NatsSearchNetwork, DartsSearchNetwork)):
             raise TypeError(f"net must be a NATS or DARTS search network, got {type(net).__name__}")
@@ -163,6 +171,7 @@ class TopologySearch:
         self.net = net
         self.config = config
         self.steps_per_epoch = steps_per_epoch
+        self.distributed = bool(distributed)
         cfg = config
 
         def weight_optimizer(params: list[nn.Parameter]) -> torch.optim.Optimizer:
@@ -191,6 +200,7 @@ class TopologySearch:
             arch_scheduler=arch_scheduler if warm > 0 else None,
             arch_penalty=arch_penalty,
             grad_clip=cfg.grad_clip,
+            distributed=self.distributed,
             **_method_kwargs(cfg),
         )
         self.epoch = 0
@@ -252,11 +262,21 @@ class TopologySearch:
         seconds = time.perf_counter() - t0
         self.search_seconds += seconds
         self.epoch += 1
-        entry: dict[str, Any] = {k: v / steps for k, v in sums.items()}
+        entry: dict[str, Any] = self._mean_over_ranks({k: v / steps for k, v in sums.items()})
         entry.update({"epoch": self.epoch, "steps": steps, "seconds": seconds, "arch": self.derive()})
         self.log.append(entry)
         self.history.append({"epoch": self.epoch, "alpha": arch_snapshot(self.net)})
         return entry
+
+    def _mean_over_ranks(self, means: dict[str, float]) -> dict[str, float]:
+        """``means`` averaged over the ranks when distributed (each rank's mean over as many images: the mean
+        over the global batches); as given in one process."""
+        if not self.distributed or not means:
+            return means
+        device = self.net.arch_parameters()[0].device
+        t = torch.tensor(list(means.values()), dtype=torch.float64, device=device)
+        ddp.all_reduce_mean_([t])
+        return dict(zip(means, t.tolist()))
 
     @property
     def done(self) -> bool:
