@@ -143,6 +143,12 @@ def coverage_section() -> list[str]:
         if sel:
             ok = sum(1 for r in sel if r.get("ok"))
             out.append(f"- {suite}: {ok}/{len(sel)} models pass ({100 * ok / len(sel):.0f}%)")
+    tasks = data.get("tasks", {})  # detection, segmentation, video, flow, timm_features rows
+    for task in ("detection", "segmentation", "video", "flow", "timm_features"):
+        sel = [r for r in tasks.values() if r.get("task") == task]
+        if sel:
+            ok = sum(1 for r in sel if r.get("ok"))
+            out.append(f"- {task}: {ok}/{len(sel)} models pass ({100 * ok / len(sel):.0f}%)")
     return out + ["", f"{_stamp(path)}; the full table is on the [coverage page](coverage.md).", ""]
 
 

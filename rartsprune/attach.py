@@ -43,6 +43,7 @@ from .scores import (
     has_scores,
 )
 from .surgery import _expected_widths, _max_diff, _prune_one, layer_widths
+from .tasks import comparable_outputs
 
 __all__ = ["attach_scores"]
 
@@ -78,7 +79,7 @@ def _dry_run(
     bad: dict[str, str] = {}
     with torch.no_grad(), preserved_state(work):
         work.eval()
-        reference = _call_model(work, inputs) if check_outputs else None
+        reference = comparable_outputs(work, inputs) if check_outputs else None
         graph = build_dependency_graph(work, inputs)
         modules = dict(work.named_modules())
         for name in groups:
@@ -98,7 +99,7 @@ def _dry_run(
         if not check_outputs or bad:
             return bad, True
         try:
-            out = _call_model(work, inputs)
+            out = comparable_outputs(work, inputs)
         except Exception:  # noqa: BLE001 - the forward breaks: bisect to the responsible groups like a mismatch
             return bad, False
         diff, scale = _max_diff(reference, out)

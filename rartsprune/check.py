@@ -15,8 +15,9 @@ Examples:
 from __future__ import annotations
 
 import copy
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -25,16 +26,20 @@ import torch.nn as nn
 
 from .attach import attach_scores
 from .errors import RartsPruneError
-from .graph import _call_model
 from .scores import ScoreHandle, _map_tensors
 from .surgery import apply_surgery
+from .tasks import comparable_outputs
 
 __all__ = ["CheckResult", "check_model", "perturb_parameters", "random_keep"]
 
 
 @dataclass
 class CheckResult:
-    """Outcome of `check_model` (all numbers; ``ok`` and ``reason`` summarise)."""
+    """Outcome of `check_model` (all numbers; ``ok`` and ``reason`` summarise).
+
+    ``statuses`` counts the channel groups by status; ``unscored`` maps every group left unscored to
+    ``"status: reason"`` (e.g. ``"protected: its channels reach the model output"``).
+    """
 
     ok: bool
     reason: str = ""
@@ -48,7 +53,11 @@ class CheckResult:
     pruned_diff: float = float("nan")
     output_scale: float = float("nan")
     seconds: float = 0.0
+    loss: float = float("nan")
+    score_grad_norm: float = float("nan")
+    scores_without_grad: int = 0
     statuses: dict[str, int] | None = None
+    unscored: dict[str, str] | None = None
     pruned: nn.Module | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,6 +117,9 @@ def check_model(
     min_output_scale: float = 1e-3,
     backward: bool = True,
     return_model: bool = False,
+    outputs_fn: Callable[[nn.Module, Any], Any] | None = None,
+    loss_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None,
+    train_batch: Any = None,
 ) -> CheckResult:
     """Run attach → α=1 equivalence → zero ``ratio`` of each group → surgery → equivalence → backward.
 
@@ -119,24 +131,56 @@ def check_model(
     A model whose outputs are nearly zero (largest magnitude below ``min_output_scale``, typical of fresh
     models with zero-initialised heads) fails the check: no comparison could detect a wrong surgery. Load
     trained weights or perturb them first (`perturb_parameters`).
+
+    Models that are not classifiers (see `rartsprune.tasks`):
+
+    * ``outputs_fn(model, example_inputs)``: what is compared, in eval mode; default
+      `rartsprune.tasks.comparable_outputs`: the model's outputs, or for a torchvision detector its raw head
+      outputs (`rartsprune.tasks.detection_outputs`: post-processed boxes are not a continuous function of
+      the weights).
+    * ``loss_fn(net, batch)`` with ``train_batch`` (default ``example_inputs``): the training-mode check. With
+      α = 1 the scored model's loss must be finite and give finite, nonzero gradients on the scores
+      (``result.loss``, ``result.score_grad_norm``; ``result.scores_without_grad`` counts the score vectors
+      the loss does not reach, e.g. of layers used only in eval mode); after surgery the pruned model's loss must be finite with
+      gradients on its weights. Without ``loss_fn`` the pruned model's backward uses the sum of its (compared)
+      outputs, in training mode.
+
+    Examples:
+        >>> import torch, torchvision
+        >>> from rartsprune.tasks import segmentation_loss
+        >>> net = torchvision.models.segmentation.lraspp_mobilenet_v3_large(num_classes=3, weights_backbone=None)
+        >>> x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 3, (2, 32, 32))
+        >>> r = check_model(perturb_parameters(net), x, loss_fn=segmentation_loss, train_batch=(x, y))
+        >>> r.ok, r.score_grad_norm > 0
+        (True, True)
     """
+    outputs = outputs_fn or comparable_outputs
+    batch = example_inputs if train_batch is None else train_batch
     t0 = time.perf_counter()
     work = copy.deepcopy(model).eval()
     result = CheckResult(ok=False)
     result.params_before = sum(p.numel() for p in work.parameters())
     try:
         with torch.no_grad():
-            original = _call_model(work, example_inputs)
+            original = outputs(work, example_inputs)
         handle = attach_scores(work, example_inputs, ignored_layers=ignored_layers)
         result.groups = len(handle.all_groups)
         result.scored_groups = len(handle.groups)
         result.scored_channels = handle.num_channels()
         result.statuses = handle.summary()["groups"]
+        result.unscored = {g.name: f"{g.status}: {g.reason}" for g in handle.all_groups if not g.scorable}
         with torch.no_grad():
-            result.identity_diff = _diff(original, _call_model(work, example_inputs))
+            result.identity_diff = _diff(original, outputs(work, example_inputs))
         if result.identity_diff > atol_identity:
             result.reason = f"scores at 1 change the outputs by {result.identity_diff:.3g}"
             return result
+        if loss_fn is not None:
+            result.loss, result.score_grad_norm, result.scores_without_grad, why = _score_gradients(
+                work, handle, loss_fn, batch
+            )
+            if why:
+                result.reason = why
+                return result
         keep = random_keep(handle, ratio, seed)
         gen = torch.Generator().manual_seed(seed + 1)
         with torch.no_grad():
@@ -146,10 +190,10 @@ def check_model(
                 alpha.copy_((torch.rand(g.num_units, generator=gen) + 0.5).to(alpha))
                 alpha[~mask.to(alpha.device)] = 0.0
                 result.removed_channels += g.channels - len(g.channels_of_units(keep[g.name].tolist()))
-            scored = _call_model(work, example_inputs)
+            scored = outputs(work, example_inputs)
         apply_surgery(work, keep, verify=False)
         with torch.no_grad():
-            pruned = _call_model(work, example_inputs)
+            pruned = outputs(work, example_inputs)
         result.pruned_diff = _diff(scored, pruned)
         result.output_scale = max((t.float().abs().max().item() for t in _flat(scored)), default=0.0)
         result.params_after = sum(p.numel() for p in work.parameters())
@@ -165,8 +209,14 @@ def check_model(
             return result
         if backward:
             work.train()
-            out = _call_model(work, example_inputs)
-            loss = sum(t.float().sum() for t in _flat(out) if t.requires_grad)
+            if loss_fn is not None:
+                loss = loss_fn(work, batch)
+                if not bool(torch.isfinite(loss)):
+                    result.reason = f"the pruned model's training loss is {loss.item()}"
+                    return result
+            else:
+                out = outputs(work, example_inputs)
+                loss = sum(t.float().sum() for t in _flat(out) if t.requires_grad)
             loss.backward()
             if not any(p.grad is not None for p in work.parameters()):
                 result.reason = "the pruned model produced no gradients"
@@ -181,3 +231,41 @@ def check_model(
     finally:
         result.seconds = time.perf_counter() - t0
     return result
+
+
+def _score_gradients(
+    model: nn.Module, handle: ScoreHandle, loss_fn: Callable[[nn.Module, Any], torch.Tensor], batch: Any
+) -> tuple[float, float, int, str]:
+    """One training-mode forward + backward of the scored model.
+
+    Returns (loss, norm of the score gradients, number of score vectors the loss does not reach, error).
+
+    The model's modes, its BatchNorm statistics and every gradient are restored afterwards.
+    """
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    modes = [(m, m.training) for m in model.modules()]
+    params = list(model.parameters())
+    try:
+        model.train()
+        loss = loss_fn(model, batch)
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            return math.nan, math.nan, 0, f"loss_fn returned {type(loss).__name__}, not a scalar tensor"
+        if not bool(torch.isfinite(loss)):
+            return float(loss.item()), math.nan, 0, f"the scored model's training loss is {loss.item()}"
+        grads = torch.autograd.grad(loss, handle.scores, allow_unused=True)
+        found = [g for g in grads if g is not None]
+        norm = float(torch.linalg.vector_norm(torch.stack([g.norm() for g in found]))) if found else 0.0
+        missing = len(grads) - len(found)
+        if not math.isfinite(norm):
+            return float(loss.item()), norm, missing, "the scores' gradients are not finite"
+        if norm == 0.0:
+            return float(loss.item()), norm, missing, "the training loss gives no gradient to any score"
+        return float(loss.item()), norm, missing, ""
+    finally:
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
+        for m, mode in modes:
+            m.training = mode
+        for p in params:
+            p.grad = None

@@ -269,9 +269,13 @@ _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwar
 
 
 def _trace(model: nn.Module, example_inputs: Any, train: bool) -> tp.DependencyGraph:
+    from .tasks import comparable_outputs  # tasks builds on this module
+
     def forward(m: nn.Module, x: Any) -> Any:
         m.train(train)  # Torch-Pruning switches to eval mode before calling us
-        return _call_model(m, x)
+        # a torchvision detector is traced through its raw head outputs: in training mode its forward
+        # wants targets and samples proposals, in eval mode its proposals are detached from the RPN head
+        return comparable_outputs(m, x)
 
     # Torch-Pruning removes its recording hooks only when the forward succeeds; a failed training-mode
     # trace (e.g. BatchNorm over one value) would leave them on the user's modules. Remove any hook that
@@ -300,13 +304,31 @@ def _trace(model: nn.Module, example_inputs: Any, train: bool) -> tp.DependencyG
                         del hooks[key]
 
 
+@contextlib.contextmanager
+def _fixed_rng(seed: int = 0) -> Iterator[None]:
+    """Run the block with the random generators seeded to ``seed``, restoring their states afterwards.
+
+    A training-mode forward may draw random numbers (dropout, a detector sampling proposals), and the graph
+    Torch-Pruning records can depend on them: every trace of one model (at attach, in the dry run, at surgery,
+    in `rartsprune.apply_plan`) must see the same draws, and the user's random stream must not move.
+    """
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
 def build_dependency_graph(model: nn.Module, example_inputs: Any) -> tp.DependencyGraph:
     """Trace ``model`` with Torch-Pruning, leaving its modes, buffers and ``requires_grad`` flags untouched.
 
     The trace runs in training mode when the model allows it, so layers used only while training (the
     auxiliary classifiers of GoogLeNet and Inception-v3) are pruned consistently with the rest; models
     that cannot run a training-mode forward on the example inputs (e.g. BatchNorm over a single value)
-    are traced in eval mode. BatchNorm running statistics touched by the trace are restored.
+    are traced in eval mode. BatchNorm running statistics touched by the trace are restored. The trace runs
+    with fixed random seeds (the user's generator states are restored), so it records the same graph every
+    time. A torchvision detector is traced through `rartsprune.tasks.comparable_outputs` (its backbone, FPN
+    and heads up to their raw outputs; the heads on fixed proposals), which reaches every layer with weights
+    without targets, proposal sampling or NMS.
 
     Args:
         model: any ``nn.Module``.
@@ -322,7 +344,7 @@ def build_dependency_graph(model: nn.Module, example_inputs: Any) -> tp.Dependen
             for b, saved in buffers:
                 b.copy_(saved)
 
-    with preserved_state(model), torch.enable_grad(), warnings.catch_warnings():
+    with preserved_state(model), torch.enable_grad(), warnings.catch_warnings(), _fixed_rng():
         warnings.simplefilter("ignore")
         for p in model.parameters():
             p.requires_grad_(True)  # Torch-Pruning traces autograd; frozen weights would hide every layer
@@ -552,6 +574,28 @@ def _mixing_op(group_items: Any) -> str:
     return ""
 
 
+#: Node types that consume channels (a path through one of them does not carry a layer's channels further).
+_CONSUMERS = (tp.ops.OPTYPE.CONV, tp.ops.OPTYPE.DEPTHWISE_CONV, tp.ops.OPTYPE.LINEAR, tp.ops.OPTYPE.EMBED,
+              tp.ops.OPTYPE.MHA, tp.ops.OPTYPE.LSTM)
+
+
+def _feeds_only_outputs(node: Any) -> bool:
+    """True when every path from ``node``'s output ends at a model output without passing a consuming layer."""
+    seen: set[int] = set()
+    stack = list(node.outputs)
+    if not stack:
+        return True
+    while stack:
+        n = stack.pop()
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        if n.type in _CONSUMERS:
+            return False
+        stack.extend(n.outputs)
+    return True
+
+
 def _raw_groups(graph: tp.DependencyGraph, failed: list[ChannelGroup]) -> Iterator[Any]:
     """Torch-Pruning's groups rooted at conv / linear layers (as ``DependencyGraph.get_all_groups``).
 
@@ -574,10 +618,12 @@ def _raw_groups(graph: tp.DependencyGraph, failed: list[ChannelGroup]) -> Iterat
                     group = graph.get_pruning_group(module, pruner.prune_out_channels, list(range(channels)))
         except Exception as exc:  # noqa: BLE001 - Torch-Pruning's index mappings raise arbitrary errors
             visited.add(id(module))
-            failed.append(
-                ChannelGroup(name, channels, [], list(range(channels)), channels, "unsupported",
-                             f"Torch-Pruning cannot map its channels: {type(exc).__name__}: {exc}")
-            )
+            why = f"Torch-Pruning cannot map its channels: {type(exc).__name__}: {exc}"
+            if _feeds_only_outputs(graph.module2node[module]):  # e.g. a detector's box head (reshaped, concatenated)
+                status, why = "protected", f"its channels reach the model output ({why})"
+            else:
+                status = "unsupported"
+            failed.append(ChannelGroup(name, channels, [], list(range(channels)), channels, status, why))
             continue
         for item in group.items:
             if graph.is_out_channel_pruning_fn(item.dep.handler):

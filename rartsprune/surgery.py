@@ -35,7 +35,7 @@ from ._version import __version__
 from .errors import SurgeryError
 from .graph import (
     ChannelGroup,
-    _call_model,
+    _bounded_group_expansion,
     analyze_groups,
     build_dependency_graph,
     preserved_state,
@@ -57,6 +57,7 @@ from .scores import (
     get_handle,
     has_scores,
 )
+from .tasks import comparable_outputs
 
 __all__ = ["PruningPlan", "plan_from_scores", "apply_surgery", "apply_plan", "layer_widths"]
 
@@ -311,7 +312,7 @@ def _prune_one(graph: Any, modules: Mapping[str, nn.Module], work: nn.Module, na
     if root is None or root not in graph.module2node:
         raise SurgeryError(f"layer {name!r} of the plan is not part of the traced model")
     pruner = graph.get_pruner_of_module(root)
-    with safe_index_mapping():
+    with safe_index_mapping(), _bounded_group_expansion(max(5_000, 20 * len(graph.module2node))):
         group = graph.get_pruning_group(root, pruner.prune_out_channels, list(gone))
     entry = heads.get(name)
     if entry:  # per-head parameters are sliced by remove_heads, not by Torch-Pruning's channel mapping
@@ -368,7 +369,8 @@ def apply_surgery(
             the units whose score is nonzero.
         round_to: round kept channel counts up to a multiple of this.
         verify: check, on the example inputs in eval mode, that the pruned model computes what the scored
-            model computes with the removed channels' scores set to zero (relative tolerance ``rtol``).
+            model computes with the removed channels' scores set to zero (relative tolerance ``rtol``; a
+            torchvision detector is compared on its raw head outputs, `rartsprune.tasks.comparable_outputs`).
 
     Returns:
         The `PruningPlan` that was executed (save it to rebuild the pruned architecture).
@@ -394,7 +396,7 @@ def apply_surgery(
         if verify:
             with preserved_state(work):
                 work.eval()
-                reference = _call_model(work, inputs)
+                reference = comparable_outputs(work, inputs)
     allow_inexact = getattr(work, BANK_ATTR).allow_inexact
     _detach(work, fold=True)
     try:
@@ -412,7 +414,7 @@ def apply_surgery(
         with torch.no_grad(), preserved_state(work):
             work.eval()
             try:
-                out = _call_model(work, inputs)
+                out = comparable_outputs(work, inputs)
             except (RuntimeError, ValueError, IndexError) as exc:
                 raise SurgeryError(f"the pruned model fails on the example inputs: {exc}") from exc
         diff, scale = _max_diff(reference, out)

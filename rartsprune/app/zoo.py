@@ -1,6 +1,9 @@
-"""Build models from a spec string: ``torchvision:NAME``, ``timm:NAME`` or ``path/to/file.py:FUNCTION``.
+"""Build models from a spec string: ``torchvision:NAME``, ``timm:NAME``, ``timm_features:NAME`` or ``file.py:FUNCTION``.
 
-Used by the command line (``--model``), the coverage benchmark and the tests.
+Used by the command line (``--model``), the coverage benchmark and the tests. ``torchvision:NAME`` covers
+torchvision's classifiers and its detection, segmentation, video and optical-flow models;
+``timm_features:NAME`` is a timm backbone built with ``features_only=True``. The task models' sizes and
+example batches are in `rartsprune.app.tasks`.
 
 Examples:
     >>> from rartsprune.app.zoo import build_model, example_inputs_for
@@ -23,6 +26,7 @@ import torch.nn as nn
 
 from ..export import load_pruned, read_plan
 from ..surgery import PruningPlan, layer_widths
+from .tasks import small_build_kwargs, takes_num_classes, task_inputs, task_of
 
 __all__ = [
     "load_pruned_spec",
@@ -71,7 +75,8 @@ def torchvision_classification_models() -> list[str]:
 def _split(spec: str) -> tuple[str, str]:
     if ":" not in spec:
         raise ValueError(
-            f"model spec {spec!r} must look like 'torchvision:resnet18', 'timm:efficientnet_b0' or 'path/to/file.py:fn'"
+            f"model spec {spec!r} must look like 'torchvision:resnet18', 'timm:efficientnet_b0', "
+            "'timm_features:resnet18' or 'path/to/file.py:fn'"
         )
     kind, name = spec.rsplit(":", 1)
     if not kind or not name:
@@ -105,7 +110,7 @@ def input_size_for(spec: str, small: bool = True) -> int:
         if not small:
             return 299 if name == "inception_v3" else 224
         return _TV_INPUT.get(name, _SMALL)
-    if kind == "timm":
+    if kind in ("timm", "timm_features"):
         import timm
 
         cfg = timm.get_pretrained_cfg(name)
@@ -145,13 +150,15 @@ def _download_guard(spec: str, build: Callable[[], nn.Module]) -> nn.Module:
 def build_model(
     spec: str, num_classes: int = 1000, *, pretrained: bool = False, small: bool = False, **kwargs: Any
 ) -> nn.Module:
-    """Build a model from ``torchvision:NAME``, ``timm:NAME`` or ``path/to/file.py:FUNCTION``.
+    """Build a model from ``torchvision:NAME``, ``timm:NAME``, ``timm_features:NAME`` or ``path/to/file.py:FUNCTION``.
 
     Args:
         spec: the model spec.
-        num_classes: classifier outputs (passed as ``num_classes`` to the constructor or factory).
+        num_classes: classifier outputs (passed as ``num_classes`` to the constructor or factory; not to the
+            models without one: RAFT and timm feature extractors).
         pretrained: load the library's pretrained weights (torchvision/timm download them).
-        small: build transformers for 64 px inputs where the constructor allows (tests, CPU demos).
+        small: build transformers for 64 px inputs where the constructor allows, and task models cheap to
+            check (`rartsprune.app.tasks.small_build_kwargs`: small detector inputs, fewer proposals, ...).
         **kwargs: passed to the constructor.
 
     Raises:
@@ -173,30 +180,41 @@ def build_model(
             kwargs.setdefault("weights_backbone", None)
         if name in _TV_IMAGE_SIZE and "image_size" not in kwargs and small:
             kwargs["image_size"] = _TV_INPUT.get(name, _SMALL)
-        return _download_guard(spec, lambda: torchvision.models.get_model(name, num_classes=num_classes, **kwargs))
-    if kind == "timm":
+        if small:
+            kwargs = {**small_build_kwargs(spec), **kwargs}
+        if takes_num_classes(spec):
+            kwargs["num_classes"] = num_classes
+        return _download_guard(spec, lambda: torchvision.models.get_model(name, **kwargs))
+    if kind in ("timm", "timm_features"):
         import timm
 
         if name not in timm.list_models(pretrained=False) and name not in timm.list_models(pretrained=True):
             raise ValueError(f"timm has no model named {name!r}")
         if small and "img_size" not in kwargs and _timm_accepts_img_size(name):
             kwargs["img_size"] = _SMALL
+        if kind == "timm_features":
+            return timm.create_model(name, pretrained=pretrained, features_only=True, **kwargs)
         return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
     if kind.endswith(".py"):
         model = _load_factory(kind, name)(num_classes=num_classes, **kwargs)
         if not isinstance(model, nn.Module):
             raise TypeError(f"{spec} returned {type(model).__name__}, not an nn.Module")
         return model
-    raise ValueError(f"unknown model source {kind!r} in {spec!r} (use torchvision:, timm: or a .py file)")
+    raise ValueError(f"unknown model source {kind!r} in {spec!r} (use torchvision:, timm:, timm_features: or a .py file)")
 
 
-def example_inputs_for(spec: str, batch: int = 1, small: bool = True, model: nn.Module | None = None) -> torch.Tensor:
-    """A random image batch for ``spec``.
+def example_inputs_for(spec: str, batch: int = 1, small: bool = True, model: nn.Module | None = None) -> Any:
+    """A random image batch for ``spec``; for detection, segmentation, video and flow models their task's inputs.
 
     Without ``model``: the size `input_size_for` picks. With ``model``: the smallest of 64 px (when
     ``small``) and the architecture's default size that the model actually accepts (one forward pass each
-    in eval mode; the model's modes are restored).
+    in eval mode; the model's modes are restored). Task models (`rartsprune.app.tasks.task_of`) get
+    `rartsprune.app.tasks.task_inputs`' ``example``: ``(images,)`` (a list of images) for detectors, a clip batch
+    (B, 3, T, H, W) for video models, ``(image1, image2, num_flow_updates)`` for RAFT.
     """
+    task = task_of(spec)
+    if task in ("detection", "segmentation", "video", "flow"):
+        return task_inputs(spec, model if task == "detection" else None, batch, small=small).example
     sizes = [input_size_for(spec, small)]
     if model is not None:
         sizes = sorted({_SMALL, input_size_for(spec, small), input_size_for(spec, small=False)}) if small else sizes
@@ -223,6 +241,8 @@ _PROBE_CLASSES = 997  # a class count no real head has, to find the classifier l
 
 def _infer_num_classes(spec: str, plan: PruningPlan, **kwargs: Any) -> int | None:
     """The classifier width of the plan: build ``spec`` (on the meta device) with a probe class count."""
+    if not takes_num_classes(spec):
+        return None
     try:
         with torch.device("meta"):
             probe = build_model(spec, num_classes=_PROBE_CLASSES, **kwargs)
@@ -250,7 +270,8 @@ def load_pruned_spec(
     Args:
         plan, weights, map_location: as in `rartsprune.export.load_pruned`.
         spec: the unpruned architecture's spec, as in `build_model`.
-        example_inputs: default: one image at the architecture's default size (`input_size_for`).
+        example_inputs: default: one image at the architecture's default size (`input_size_for`); for task
+            models their example inputs (`rartsprune.app.tasks.task_inputs`, e.g. ``(images,)``).
         num_classes: classes of the model; default: read from the plan (the classifier's width), else 1000.
         **model_kwargs: passed to `build_model`.
 
@@ -264,7 +285,9 @@ def load_pruned_spec(
     elif planned is not None and planned != num_classes:
         raise ValueError(f"num_classes={num_classes}, but the plan's classifier has {planned} outputs")
     model = build_model(spec, num_classes=num_classes, **model_kwargs)
-    if example_inputs is None:
+    if example_inputs is None and task_of(spec) in ("detection", "segmentation", "video", "flow"):
+        example_inputs = task_inputs(spec, model, 2, small=bool(model_kwargs.get("small", False))).example
+    elif example_inputs is None:
         size = input_size_for(spec, small=False)
         example_inputs = torch.randn(1, 3, size, size)
     return load_pruned(plan, weights, model, example_inputs=example_inputs, map_location=map_location)
