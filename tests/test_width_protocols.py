@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import warnings
 from pathlib import Path
@@ -283,6 +285,14 @@ def test_job_prunes_to_a_latency_budget(tmp_path: Path) -> None:
     from rartsprune.app.cli import main
 
     table = tmp_path / "latency.json"
+    # the job measures the table and saves it before it checks the budget; whether 0.7 is reachable then depends
+    # on this machine's timings (the unprunable rest of a tiny model weighs a lot), so the test makes it so: the
+    # measured table, with its rest set to zero, is what the job below loads
+    with contextlib.suppress(ValueError):
+        run(tiny(tmp_path, latency=0.7, latency_table=str(table), search_epochs=1, finetune_epochs=0,
+                 out=str(tmp_path / "measure")))
+    measured = json.loads(table.read_text())
+    table.write_text(json.dumps({**measured, "rest_ms": 0.0}))
     results = run(tiny(tmp_path, latency=0.7, latency_table=str(table), search_epochs=1, finetune_epochs=0))
     assert results["pruning"]["budget"] == {"latency": 0.7} and table.exists()
     assert results["summary"]["macs_ratio"] < 1.0
