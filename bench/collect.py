@@ -96,6 +96,14 @@ WIDTH_QUALITY = (
      "equal_macs_scratch_swap_rarts_l1norm.md",
      "python bench/equal_macs.py --threads 1 --protocols scratch --seeds 0,1,2 --methods rarts --no-control "
      "--rarts-importance l1_norm --out bench/results/equal_macs_scratch_swap_rarts_l1norm.json"),
+    ("Width search at equal MACs, after training, 3 seeds, rerun 2026-12-04 (every arm of a seed in one process, "
+     "the defaults)", "equal_macs_after_rerun.md",
+     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2 "
+     "--out bench/results/equal_macs_after_rerun.json"),
+    ("Width search at equal MACs, after training, 3 seeds, lever: `search_split=\"swap\"` for RARTS and slimming "
+     "(each net sees every image once in the search epoch)", "equal_macs_after_swap.md",
+     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2 --search-split swap "
+     "--out bench/results/equal_macs_after_swap.json"),
     ("Width search at equal MACs, after training, 3 seeds: RARTS with the budget-mode defaults (MACs-weighted "
      "pressure, `cost_weight=2, l1=0`)", "equal_macs_after_3seeds_cost2.md",
      "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2 --methods rarts --no-control "
