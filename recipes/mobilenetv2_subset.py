@@ -34,6 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rartsprune.app.launch import launch_ranks  # noqa: E402
 from rartsprune.app.pipeline import PruneJob, run  # noqa: E402
 from rartsprune.flops import format_count  # noqa: E402
 
@@ -126,9 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         seed = args.seed + k
         runs[seed] = one_run(args, methods, seed, out if k == 0 else out / f"seed{seed}")
     summary = summarize(runs)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    (out / "summary.md").write_text(summary_table(summary))
-    print(summary_table(summary))
+    if launch_ranks().main:  # under torchrun: rank 0 writes and prints (the job runner writes only there too)
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        (out / "summary.md").write_text(summary_table(summary))
+        print(summary_table(summary))
     return 0
 
 
@@ -169,10 +171,11 @@ def one_run(args: argparse.Namespace, methods: list[str], seed: int, out: Path) 
     table.insert(2, f"| unpruned | 0% | {format_count(first['params'])} | {format_count(first['macs'])} | "
                     f"{first['test_acc']:.2f} | |")
     comparison = {"seed": seed, "baseline": first, "matched": size, "methods": summary}
-    (out / "comparison.json").write_text(json.dumps(comparison, indent=1))
-    (out / "comparison.md").write_text("\n".join(table) + "\n")
-    print(f"seed {seed}:")
-    print("\n".join(table))
+    if launch_ranks().main:
+        (out / "comparison.json").write_text(json.dumps(comparison, indent=1))
+        (out / "comparison.md").write_text("\n".join(table) + "\n")
+        print(f"seed {seed}:")
+        print("\n".join(table))
     return comparison
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rartsprune.app.launch import launch_ranks  # noqa: E402
 from rartsprune.app.models import preresnet, preresnet_depths  # noqa: E402
 from rartsprune.app.pipeline import PruneJob, run  # noqa: E402
 from rartsprune.flops import format_count  # noqa: E402
@@ -109,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # e.g. --macs outside (0, 1) or with --mode l1
         ap.error(str(exc))
     results = run(job)
-    print(table(results))
+    if launch_ranks().main:  # under torchrun: the table once, from rank 0
+        print(table(results))
     return 0
 
 
