@@ -37,12 +37,11 @@ from rartsprune.app.launch import Ranks
 from rartsprune.app.topology.reports import draw_cell, plot_alpha_history
 from rartsprune.app.topology.runner import (
     add_search_arguments,
-    check_search_launch,
     config_from_arguments,
     latency_setup,
     load_search_data,
     run_search,
-    search_launch,
+    run_search_recipe,
 )
 from rartsprune.flops import flops_report
 from rartsprune.topology import (
@@ -79,14 +78,7 @@ def eval_cost(genotype: DartsGenotype, C: int, layers: int, num_classes: int) ->
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the search (data-parallel under ``torchrun``); every rank returns the result rank 0 writes."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        check_search_launch(args.batch_size)  # on every rank, before the process group and any work
-    except ValueError as exc:
-        parser.error(str(exc))
-    with search_launch(args.device) as (ranks, device):
-        return search(args, ranks, device)
+    return run_search_recipe(build_parser(), argv, search)
 
 
 def search(args: argparse.Namespace, ranks: Ranks, device: torch.device) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from dataclasses import replace
@@ -26,11 +25,11 @@ import torch.nn as nn
 from rartsprune.app.data import BatchShard, default_augment, load_dataset, make_loader, to_device_batch
 from rartsprune.app.launch import Ranks, launch_ranks, rank_device
 from rartsprune.app.pipeline import PruneJob, check_launch, run
+from tests.ddp_helpers import TORCHRUN_ENV, free_port, torchrun_env
 
 pytestmark = pytest.mark.ddp
 WORLD = 2
 ROOT = Path(__file__).resolve().parents[1]
-TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
 class Crash(Exception):
@@ -74,17 +73,6 @@ def job(out: Path, **kw: Any) -> PruneJob:
     return PruneJob(**{**base, **kw})
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _torchrun_env(rank: int, port: int) -> None:
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(WORLD), "LOCAL_RANK": str(rank),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
-
-
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -120,10 +108,10 @@ def _torchrun_worker(rank: int, ports: list[int], tmp: str) -> None:
     torch.set_num_threads(1)
     base = Path(tmp)
     own = "" if rank == 0 else f"-rank{rank}"  # rank 1 gets a folder of its own: it must stay unwritten
-    _torchrun_env(rank, ports[0])
+    torchrun_env(rank, WORLD, ports[0])
     run(job(base / f"search{own}", stop_after="search"))
     SEEN["batches"].clear()
-    _torchrun_env(rank, ports[1])
+    torchrun_env(rank, WORLD, ports[1])
     results = run(job(base / f"full{own}"))
     torch.save({"results": json.dumps(results), "model": _state(SEEN["models"][-1]),
                 "batches": SEEN["batches"], "group_left": dist.is_initialized()}, base / f"rank{rank}.pt")
@@ -132,7 +120,7 @@ def _torchrun_worker(rank: int, ports: list[int], tmp: str) -> None:
 @pytest.mark.timeout(300)  # a rank waiting for another forever fails here, not at the suite's 900 s
 def test_two_processes_match_one_process(tmp_path: Path) -> None:
     """torchrun's launch: the runner makes the group; scores, widths, weights, numbers equal one process."""
-    mp.spawn(_torchrun_worker, args=([_free_port(), _free_port()], str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_torchrun_worker, args=([free_port(), free_port()], str(tmp_path)), nprocs=WORLD, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
     SEEN["batches"].clear()
     one = run(job(tmp_path / "one-search", stop_after="search"))
@@ -209,7 +197,7 @@ def _resume_worker(rank: int, port: int, tmp: str) -> None:
 def test_resumed_two_process_run_equals_an_uninterrupted_one(tmp_path: Path) -> None:
     """A caller's process group (left alone by the runner); a crash mid-search, resumed on every rank from
     rank 0's checkpoint, ends exactly where the uninterrupted run does."""
-    mp.spawn(_resume_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_resume_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
     for r in range(WORLD):
         got = torch.load(tmp_path / f"rank{r}.pt", weights_only=True)
         assert got["crashed"] and got["saved_at"] == ("search", 1) and got["group_left"]
@@ -245,7 +233,7 @@ def test_settings_the_ranks_cannot_run_are_refused_before_any_work(tmp_path: Pat
         check_launch(job(tmp_path / "a", method="l1_norm"), world=2)
     # rank 1 of 2 as torchrun starts it, alone: the error must come before the process group (which would wait
     # for rank 0 forever, hence a process of its own with a time limit), the data and the model
-    env = {**os.environ, **dict(zip(TORCHRUN_ENV, ("1", str(WORLD), "1", "127.0.0.1", str(_free_port())))),
+    env = {**os.environ, **dict(zip(TORCHRUN_ENV, ("1", str(WORLD), "1", "127.0.0.1", str(free_port())))),
            "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-c", _REFUSED, str(tmp_path / "run"), str(tmp_path / "cli")],
                           capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
@@ -306,7 +294,7 @@ def test_torchrun_command_line(tmp_path: Path) -> None:
              "--ratio", "0.3", "--device", "cpu", "--no-progress", "--out", str(out)]
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", str(_free_port()), "-m", "rartsprune", "prune", *flags],
+         "--master_port", str(free_port()), "-m", "rartsprune", "prune", *flags],
         capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count('"prc"') == 1  # the summary, printed by rank 0 only

@@ -22,7 +22,6 @@ import importlib.util
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -39,11 +38,11 @@ from rartsprune.app.topology.train import WithAux, train_epoch
 from rartsprune.optim import distributed as ddp
 from rartsprune.topology import DARTS_V2, DartsEvalNetwork, NatsSearchNetwork
 from rartsprune.topology.search import SearchConfig, TopologySearch
+from tests.ddp_helpers import TORCHRUN_ENV, free_port, torchrun_env
 
 pytestmark = pytest.mark.ddp
 WORLD = 2
 ROOT = Path(__file__).resolve().parents[1]
-TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 
@@ -80,17 +79,6 @@ class HalvesEval(DartsEvalNetwork):
             aux.append(out_aux)
         self.drop_path_shard = None
         return torch.cat(logits), (torch.cat(aux) if aux[0] is not None else None)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _torchrun_env(rank: int, port: int) -> None:
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(WORLD), "LOCAL_RANK": str(rank),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
 
 
 def _recipe(script: str) -> Any:
@@ -159,7 +147,7 @@ def _worker(rank: int, ports: list[int], tmp: str) -> None:
     base = Path(tmp)
     own = "" if rank == 0 else f"-rank{rank}"  # rank 1 gets folders of its own: they must stay unwritten
     got: dict[str, Any] = {}
-    _torchrun_env(rank, ports[0])
+    torchrun_env(rank, WORLD, ports[0])
     with search_launch("cpu", batch_size=8) as (ranks, _):
         search = tiny_search(ranks, Net64)
         got["search"] = search_state(search)
@@ -173,15 +161,15 @@ def _worker(rank: int, ports: list[int], tmp: str) -> None:
              "--latency-weight", "0.1", "--device", "cpu", "--no-progress"]
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        _torchrun_env(rank, ports[1])
+        torchrun_env(rank, WORLD, ports[1])
         got["full"] = json.dumps(recipe.main([*flags, "--out", str(base / f"full{own}")]))
         # interrupted after epoch 1, resumed on both ranks from rank 0's checkpoint (a folder both see), with
         # the latency table rank 0 measured for the full run (a new one would hold other timings)
         again = [*flags, "--out", str(base / "part"), "--no-plots",
                  "--latency-table", str(base / "full" / "latency.json")]
-        _torchrun_env(rank, ports[2])
+        torchrun_env(rank, WORLD, ports[2])
         got["part"] = json.dumps(recipe.main([*again, "--stop-after", "1"]))
-        _torchrun_env(rank, ports[3])
+        torchrun_env(rank, WORLD, ports[3])
         got["resumed"] = json.dumps(recipe.main([*again, "--resume"]))
     got["printed"] = printed.getvalue()
     got["group_left"] = dist.is_initialized()
@@ -197,7 +185,7 @@ def _drop_times(result: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.timeout(300)  # a rank waiting for the other forever fails here, not at the suite's 900 s
 def test_two_processes_search_as_one_process_and_only_rank0_writes(tmp_path: Path) -> None:
-    mp.spawn(_worker, args=([_free_port() for _ in range(4)], str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=([free_port() for _ in range(4)], str(tmp_path)), nprocs=WORLD, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
     # the ranks hold the same search, exactly (BatchNorm statistics included: rank 0's after every epoch)
@@ -272,7 +260,7 @@ def test_indivisible_batch_is_refused_before_any_work(tmp_path: Path) -> None:
         run_search(TopologySearch(net, SearchConfig(epochs=1)), data, ranks=Ranks(rank=0, world=2))
     # rank 1 of 2 as torchrun starts it, alone: every recipe must stop before the process group (which would
     # wait for rank 0 forever, hence a process of its own with a time limit), the data and the model
-    env = {**os.environ, **dict(zip(TORCHRUN_ENV, ("1", str(WORLD), "1", "127.0.0.1", str(_free_port())))),
+    env = {**os.environ, **dict(zip(TORCHRUN_ENV, ("1", str(WORLD), "1", "127.0.0.1", str(free_port())))),
            "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-c", _REFUSED, str(tmp_path)], capture_output=True, text=True,
                           cwd=ROOT, env=env, timeout=120)
@@ -286,7 +274,7 @@ def test_indivisible_batch_is_refused_before_any_work(tmp_path: Path) -> None:
 # -------------------------------------------------------------------------------------------- slower cases
 def _methods_worker(rank: int, port: int, tmp: str) -> None:
     torch.set_num_threads(1)
-    _torchrun_env(rank, port)
+    torchrun_env(rank, WORLD, port)
     with search_launch("cpu", batch_size=8) as (ranks, _):
         got = {m: search_state(tiny_search(ranks, Net64, m)) for m in ("darts1", "darts2", "milenas")}
     torch.save(got, Path(tmp) / f"rank{rank}.pt")
@@ -295,7 +283,7 @@ def _methods_worker(rank: int, port: int, tmp: str) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_every_method_on_two_processes_matches_one_process(tmp_path: Path) -> None:
-    mp.spawn(_methods_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_methods_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True)
     got = torch.load(tmp_path / "rank0.pt", weights_only=True)
     for method, state in got.items():
         _assert_close(state, search_state(tiny_search(Ranks(), Halves, method)))
@@ -311,7 +299,7 @@ def test_torchrun_darts_search_then_train(tmp_path: Path) -> None:
     def torchrun(script: str, *args: str) -> subprocess.CompletedProcess:
         proc = subprocess.run(
             [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD), "--master_port",
-             str(_free_port()), str(ROOT / "recipes" / script), *args, "--device", "cpu", "--no-progress"],
+             str(free_port()), str(ROOT / "recipes" / script), *args, "--device", "cpu", "--no-progress"],
             capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc

@@ -28,6 +28,7 @@ Examples:
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -58,6 +59,7 @@ from ..launch import (
 )
 
 __all__ = ["resolve_device", "SearchData", "load_search_data", "run_search", "check_search_launch",
+           "run_search_recipe",
            "search_launch"]
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -303,6 +305,24 @@ def search_launch(device: torch.device | str = "auto", batch_size: int | None = 
     with process_group(where, ranks) as ranks:
         yield ranks, where
         barrier(ranks)
+
+
+def run_search_recipe(parser: argparse.ArgumentParser, argv: list[str] | None,
+                      search: Callable[[argparse.Namespace, Ranks, torch.device], dict[str, Any]]) -> dict[str, Any]:
+    """A search recipe's ``main``: parse ``argv``, refuse a batch the processes cannot split (a parser error, on
+    every rank, before the process group and any work), then ``search(args, ranks, device)`` inside
+    `search_launch` (data-parallel under ``torchrun``; every rank returns the result rank 0 writes).
+
+    Examples:
+        >>> result = run_search_recipe(build_parser(), ["--epochs", "1"], search)  # doctest: +SKIP
+    """
+    args = parser.parse_args(argv)
+    try:
+        check_search_launch(args.batch_size)
+    except ValueError as exc:
+        parser.error(str(exc))
+    with search_launch(args.device) as (ranks, device):
+        return search(args, ranks, device)
 
 
 def add_search_arguments(
