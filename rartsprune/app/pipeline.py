@@ -72,7 +72,16 @@ from ..width.importance import IMPORTANCES
 from . import loop
 from .data import default_augment, load_dataset, make_loader, num_classes, to_device_batch
 from .data.augment import Shard
-from .launch import Ranks, barrier, launch_ranks, process_group, rank_device, same_as_rank0
+from .launch import (
+    Ranks,
+    agree,
+    barrier,
+    check_batch_split,
+    launch_ranks,
+    process_group,
+    rank_device,
+    same_as_rank0,
+)
 from .loop import atomic_save, map_batches
 from .zoo import build_model
 
@@ -346,9 +355,7 @@ def check_launch(job: PruneJob, world: int | None = None) -> None:
     world = launch_ranks().world if world is None else world
     if world <= 1:
         return
-    if job.batch_size % world:
-        raise ValueError(f"batch_size={job.batch_size} must be a multiple of the {world} processes "
-                         "(the global batch, split evenly)")
+    check_batch_split(job.batch_size, world)
     if job.method in BASELINE_METHODS:
         raise ValueError(f"method={job.method!r} is a one-shot baseline, which does not run data-parallel: "
                          f"run it in one process (the searches {', '.join(SEARCH_METHODS)} run on {world} "
@@ -689,8 +696,7 @@ def _check_same_plan(ctx: _Job, plan: PruningPlan) -> None:
     if not ctx.ranks.distributed:
         return
     digest = int.from_bytes(hashlib.blake2b(plan.to_json().encode(), digest_size=7).digest(), "little")
-    both = ddp.any_rank_max(torch.tensor([digest, -digest], dtype=torch.int64, device=ctx.device))
-    if int(both[0]) != -int(both[1]):
+    if not agree(digest, ctx.device):
         raise RuntimeError("the ranks pruned different models (their pruning plans differ) although their "
                            "scores were made rank 0's: a selection that depends on the rank (e.g. its own "
                            "measurements)")
@@ -764,10 +770,7 @@ def run(job: PruneJob) -> dict[str, Any]:
 
 def _agree(ctx: _Job, value: int, what: str) -> None:
     """Several ranks: raise on every rank unless all have the same ``value`` (what they read from OUT)."""
-    if not ctx.ranks.distributed:
-        return
-    both = ddp.any_rank_max(torch.tensor([value, -value], dtype=torch.int64, device=ctx.device))
-    if int(both[0]) != -int(both[1]):
+    if ctx.ranks.distributed and not agree(value, ctx.device):
         raise RuntimeError(f"the ranks do not see the same {what} in {ctx.out}: put --out on a filesystem "
                            "every node shares (rank 0 writes it, every rank reads it when resuming)")
 
