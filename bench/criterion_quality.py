@@ -65,7 +65,7 @@ import rartsprune  # noqa: E402
 from rartsprune.app.data import default_augment, load_dataset, make_loader, to_device_batch  # noqa: E402
 from rartsprune.app.data.datasets import stratified_indices  # noqa: E402
 from rartsprune.app.models import preresnet  # noqa: E402
-from rartsprune.app.pipeline import train_epoch  # noqa: E402
+from rartsprune.app.pipeline import search_passes, train_epoch  # noqa: E402
 from rartsprune.split import PairedLoader, epoch_seed, split_dataset  # noqa: E402
 from rartsprune.width.baselines import baseline_importance  # noqa: E402
 from rartsprune.width.budget import CostModel, select_by_budget  # noqa: E402
@@ -176,8 +176,7 @@ class Data:
         """Search epoch ``epoch`` as the job's ``search_split="swap"``: a fresh split, both halves to both nets
         (``one_net``: one pass at half batches, as the job gives slimming)."""
         half_t, half_v = split_dataset(self.train, 0.5, seed=epoch_seed(seed, epoch, "split"))
-        passes = ([(half_t, half_v, max(1, self.batch_size // 2))] if one_net
-                  else [(half_t, half_v, self.batch_size), (half_v, half_t, self.batch_size)])
+        passes = search_passes("swap", one_net, self.batch_size, half_t, half_v)
         return [pair for i, (a, b, size) in enumerate(passes)
                 for pair in PairedLoader(make_loader(a, size, seed=epoch_seed(seed, epoch, f"search {i} t")),
                                          make_loader(b, size, seed=epoch_seed(seed, epoch, f"search {i} v")))]

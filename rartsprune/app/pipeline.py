@@ -85,7 +85,7 @@ from .launch import (
 from .loop import atomic_save, map_batches
 from .zoo import build_model
 
-__all__ = ["PruneJob", "SEARCH_SPLITS", "SCORE_TRAVEL", "check_launch", "flat_names", "run", "evaluate",
+__all__ = ["PruneJob", "SEARCH_SPLITS", "SCORE_TRAVEL", "check_launch", "flat_names", "search_passes", "run", "evaluate",
            "train_epoch", "resolve_device"]
 
 #: How a search epoch uses the training set (`PruneJob.search_split`): ``"fixed"`` halves for the whole search,
@@ -606,14 +606,25 @@ def _job_split(ctx: _Job) -> tuple[Any, Any]:
     return split_dataset(ctx.train_set, 0.5, seed=epoch_seed(ctx.job.seed, 0, "split"))
 
 
-def _search_passes(job: PruneJob, half_t: Any, half_v: Any) -> list[tuple[Any, Any, int]]:
+def search_passes(split: str, one_net: bool, batch_size: int, half_t: Any, half_v: Any) -> list[tuple[Any, Any, int]]:
     """``(D_t, D_v, batch size)`` of each pass of a search epoch (see `PruneJob.search_split`): one pass with
-    ``"fixed"``; with ``"swap"`` both halves to both nets, a one-net baseline stepping on half batches once."""
-    if job.split == "fixed":
-        return [(half_t, half_v, job.batch_size)]
-    if job.method in BASELINE_METHODS:
-        return [(half_t, half_v, max(1, job.batch_size // 2))]
-    return [(half_t, half_v, job.batch_size), (half_v, half_t, job.batch_size)]
+    ``"fixed"``; with ``"swap"`` both halves to both nets, a one-net baseline (``one_net``) stepping on half
+    batches once.
+
+    Examples:
+        >>> [(a, b, n) for a, b, n in search_passes("swap", False, 64, "t", "v")]
+        [('t', 'v', 64), ('v', 't', 64)]
+    """
+    if split == "fixed":
+        return [(half_t, half_v, batch_size)]
+    if one_net:
+        return [(half_t, half_v, max(1, batch_size // 2))]
+    return [(half_t, half_v, batch_size), (half_v, half_t, batch_size)]
+
+
+def _search_passes(job: PruneJob, half_t: Any, half_v: Any) -> list[tuple[Any, Any, int]]:
+    """The job's `search_passes`."""
+    return search_passes(job.split, job.method in BASELINE_METHODS, job.batch_size, half_t, half_v)
 
 
 def _search_steps_per_epoch(job: PruneJob, halves: tuple[Any, Any]) -> int:
