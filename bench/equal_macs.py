@@ -81,19 +81,56 @@ def _at_budget(job: PruneJob, searched: Path | None, out: Path, macs: float) -> 
     return _load_or_run(replace(job, out=str(out), macs=macs, stop_after=None))
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_setting_args(ap: argparse.ArgumentParser) -> None:
+    """The width-quality setting's options (network, data, baseline, fine-tuning, device, work folder), shared
+    with ``bench/equal_latency.py``."""
     ap.add_argument("--data", default=str(DATA), help="CIFAR-10 ImageFolder tree (or cifar10 / fake)")
     ap.add_argument("--depth", type=int, default=20)
     ap.add_argument("--train-subset", type=int, default=4000)
     ap.add_argument("--test-subset", type=int, default=2000)
     ap.add_argument("--baseline-epochs", type=int, default=30, help="training of the 'after' protocol's baseline")
-    ap.add_argument("--search-epochs", type=int, default=1, help="'after': search / sparsity epochs")
-    ap.add_argument("--scratch-epochs", type=int, default=10, help="'scratch': epochs of every arm before surgery")
     ap.add_argument("--finetune-epochs", type=int, default=5)
     ap.add_argument("--finetune-lr", type=float, default=0.01)
     ap.add_argument("--bn-recalibration", type=int, default=50)
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "pq",
+                    help="work folder (the 'after' baseline is shared with bench/pruning_quality.py)")
+
+
+def common_job(args: argparse.Namespace) -> PruneJob | None:
+    """The job every arm of the width-quality setting starts from (``None``, with a message, when the data is
+    missing); sets the torch threads."""
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.data not in ("cifar10", "fake") and not (Path(args.data) / "train").is_dir():
+        print(f"CIFAR-10 tree not found at {args.data}; pass --data (see ../shared/data/README.md)")
+        return None
+    return PruneJob(
+        model=f"preresnet{args.depth}", data=args.data, batch_size=args.batch_size, lr=0.1, weight_decay=1e-4,
+        schedule="step", finetune_lr=args.finetune_lr, bn_recalibration=args.bn_recalibration,
+        train_subset=args.train_subset, test_subset=args.test_subset,
+        device=args.device, progress=False, plots=False, finetune_epochs=args.finetune_epochs,
+        model_factory=partial(_factory, depth=args.depth),
+    )
+
+
+def trained_baseline(common: PruneJob, args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
+    """The 'after' protocol's trained baseline (its folder, with ``baseline.pt``, and its results): trained once
+    under ``--work``, shared by every seed and with ``bench/pruning_quality.py``."""
+    base_dir = args.work / f"baseline_d{args.depth}"
+    return base_dir, _load_or_run(replace(common, out=str(base_dir), pretrain_epochs=args.baseline_epochs,
+                                          stop_after="pretrain"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_setting_args(ap)
+    ap.add_argument("--search-epochs", type=int, default=1, help="'after': search / sparsity epochs")
+    ap.add_argument("--scratch-epochs", type=int, default=10, help="'scratch': epochs of every arm before surgery")
     ap.add_argument("--budgets", default="0.6,0.35", type=lambda s: [float(x) for x in s.split(",") if x])
     ap.add_argument("--methods", default=",".join(METHODS), type=lambda s: [m for m in s.split(",") if m])
     ap.add_argument("--protocols", default="after,scratch", type=lambda s: [p for p in s.split(",") if p])
@@ -116,29 +153,15 @@ def main(argv: list[str] | None = None) -> int:
                          "job's — 'fixed' after training, 'swap' when the search is the training: every image "
                          "reaches the kept net once per epoch at the batch size, as in plain training). 'after' runs "
                          "with a split given here get their own folders (suffix _fixed / _swap)")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "pq",
-                    help="work folder (the 'after' baseline is shared with bench/pruning_quality.py)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "equal_macs.json")
     args = ap.parse_args(argv)
     bad = [m for m in args.methods if m not in METHODS] + [p for p in args.protocols if p not in ("after", "scratch")]
     if bad:
         ap.error(f"unknown methods / protocols {bad}; methods: {', '.join(METHODS)}; protocols: after, scratch")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    if args.data not in ("cifar10", "fake") and not (Path(args.data) / "train").is_dir():
-        print(f"CIFAR-10 tree not found at {args.data}; pass --data (see ../shared/data/README.md)")
+    common = common_job(args)
+    if common is None:
         return 2
-    common = PruneJob(
-        model=f"preresnet{args.depth}", data=args.data, batch_size=args.batch_size, lr=0.1, weight_decay=1e-4,
-        schedule="step", finetune_lr=args.finetune_lr, bn_recalibration=args.bn_recalibration,
-        search_lr=args.search_lr, train_subset=args.train_subset, test_subset=args.test_subset,
-        device=args.device, progress=False, plots=False, finetune_epochs=args.finetune_epochs,
-        model_factory=partial(_factory, depth=args.depth),
-    )
+    common = replace(common, search_lr=args.search_lr)
     t_start = time.perf_counter()
     work = args.work / f"equal_macs_d{args.depth}"
     search_settings = {k: v for k, v in (("arch_lr", args.rarts_arch_lr), ("l1", args.rarts_l1),
@@ -180,9 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         controls[protocol].append(res["before"]["test_acc"])
 
     if "after" in args.protocols:
-        base_dir = args.work / f"baseline_d{args.depth}"
-        base = _load_or_run(replace(common, out=str(base_dir), pretrain_epochs=args.baseline_epochs,
-                                    stop_after="pretrain"))
+        base_dir, base = trained_baseline(common, args)
         bases["after"] = base["before"]
         init = str(base_dir / "baseline.pt")
         split_suffix = f"_{args.search_split}" if args.search_split else ""  # the default runs keep their folders

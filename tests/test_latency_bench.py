@@ -124,3 +124,58 @@ def test_latency_model_refuses_bad_arguments(capsys: pytest.CaptureFixture[str])
     quick = bench.parse_args(["--quick", "--round-to", "auto"])
     assert quick.models == ["tiny"] and quick.round_to == "auto"
     assert not quick.out.is_relative_to(ROOT / "bench" / "results")
+
+
+def _synthetic_table(path: Path, depth: int, batch: int) -> None:
+    """A deterministic latency table of PreResNet-``depth`` (10 classes, 32x32) at ``batch``: every layer's
+    latency proportional to its MACs at each width (exactly bilinear), a small constant rest."""
+    from rartsprune.app.models import preresnet
+    from rartsprune.width.latency import WidthLatencyTable, measure_width_latency
+
+    model = preresnet(depth=depth, num_classes=10).eval()
+    measured = measure_width_latency(model, torch.randn(1, 3, 32, 32), batch=batch, warmup=0, repeats=1)
+    data = measured.to_dict()
+    for layer in data["layers"].values():
+        hw = 1
+        for d in layer["input_shape"][2:]:
+            hw *= d
+        scale = 1.0 if layer["depthwise"] else 1e-6 * hw
+        layer["ms"] = [[scale * max(i, 1) * o for o in layer["out_widths"]] for i in layer["in_widths"]]
+    layer_sum = sum(v["ms"][-1][-1] for v in data["layers"].values())
+    data.update(whole_ms=1.05 * layer_sum, rest_ms=0.05 * layer_sum)
+    WidthLatencyTable.from_dict(data).save(path)
+
+
+def test_equal_latency_bench_smoke(tmp_path: Path) -> None:
+    """Both arms at the same predicted latency, timed, fine-tuned per seed; the report pairs them by seed."""
+    table = tmp_path / "table.json"
+    _synthetic_table(table, 11, 4)
+    out = tmp_path / "el.json"
+    proc = subprocess.run(
+        [sys.executable, "bench/equal_latency.py", "--data", "fake", "--depth", "11", "--train-subset", "64",
+         "--test-subset", "32", "--baseline-epochs", "1", "--finetune-epochs", "1", "--batch-size", "16",
+         "--latency-batch", "4", "--latency", "0.6", "--table", str(table), "--rounds", "2", "--reps", "2",
+         "--seeds", "0,1", "--threads", "1", "--device", "cpu", "--work", str(tmp_path / "work"), "--out", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT, env=ENV)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    arms = res["arms"]
+    # the latency arm meets its predicted budget; the MACs arm was bisected to the same predicted latency
+    assert arms["latency"]["predicted_fraction"] <= 0.6 + 1e-9
+    assert arms["macs"]["predicted_fraction"] == pytest.approx(arms["latency"]["predicted_fraction"], abs=0.02)
+    assert 0 < arms["macs"]["budget"] < 1 and res["unpruned"]["table"] == "loaded"
+    # the job pruned what was timed (it checks), every seed of both arms ran, the pairing is by seed
+    assert sorted((r["arm"], r["seed"]) for r in res["runs"]) == [("latency", 0), ("latency", 1), ("macs", 0),
+                                                                  ("macs", 1)]
+    acc = {(r["arm"], r["seed"]): r["acc"] for r in res["runs"]}
+    p = res["paired_latency_minus_macs"]
+    assert p["values"] == pytest.approx([acc[("latency", s)] - acc[("macs", s)] for s in (0, 1)])
+    assert len(res["timing"]["rounds_ms"]) == 2 and set(res["timing"]["rounds_ms"][0]) == {"unpruned", "latency",
+                                                                                          "macs"}
+    assert 0 < arms["latency"]["measured_fraction"]["median"] < 2
+    assert "| latency | latency=0.6 |" in out.with_suffix(".md").read_text()
+    # a missing table is refused before anything runs
+    bad = subprocess.run([sys.executable, "bench/equal_latency.py", "--data", "fake", "--table",
+                          str(tmp_path / "missing.json"), "--work", str(tmp_path / "work"), "--depth", "11"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV)
+    assert bad.returncode == 2 and "no such file" in bad.stdout
