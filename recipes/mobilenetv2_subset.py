@@ -20,6 +20,13 @@ GPU-scale defaults; on a CPU (one run):
 
     python recipes/mobilenetv2_subset.py --data ../shared/data/cifar10 --train-subset 500 --test-subset 200 \\
         --epochs 1 --search-epochs 1 --finetune-epochs 1 --runs 1 --out /tmp/mbv2
+
+Under ``torchrun`` every job runs data-parallel, the searches and the one-shot baselines (``random``,
+``l1_norm``, ``slimming``) alike; ``--batch-size`` stays the global batch, rank 0 alone writes the folders
+and tables and prints them, ``--resume`` continues every job from rank 0's checkpoints::
+
+    torchrun --nproc_per_node 4 recipes/mobilenetv2_subset.py --data IMAGENET20 \\
+        --methods darts1,darts2,random,l1_norm,slimming --out runs/mbv2
 """
 
 from __future__ import annotations

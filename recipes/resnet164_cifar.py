@@ -12,6 +12,12 @@ Phases: train → width search (RARTS, or --method darts1/darts2/milenas/slimmin
 
 Writes OUT/results.json, plan.json + pruned.pt, checkpoint.pt (``--resume``), scores.png, widths.png, and
 prints an accuracy / MACs table.
+
+Under ``torchrun`` every phase runs data-parallel with every ``--method``, the one-shot baselines
+(``slimming``, ``l1_norm``, ``random``) included: ``--batch-size`` stays the global batch, rank 0 alone writes
+the files and prints the table, and ``--resume`` continues from rank 0's checkpoint on every rank::
+
+    torchrun --nproc_per_node 4 recipes/resnet164_cifar.py --data cifar10 --method slimming --out runs/r164-slim
 """
 
 from __future__ import annotations

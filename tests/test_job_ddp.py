@@ -2,8 +2,10 @@
 
 Launched like ``torchrun`` does it (``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` / ``MASTER_*`` set, the runner
 initialises the process group) or inside a process group the caller initialised. The model has no BatchNorm:
-per-rank batch statistics would make one and two processes differ legitimately. Every rank takes half of each
-global batch and augments it as one process would, so the runs match one process at the same global batch.
+per-rank batch statistics would make one and two processes differ legitimately (Network Slimming's model has
+InstanceNorm instead: affine scales the baseline ranks by, normalised per image). Every rank takes half of each
+global batch and augments it as one process would, so the runs match one process at the same global batch —
+for the searches and for the one-shot baselines (``l1_norm``, ``random``, ``slimming``) alike.
 """
 
 from __future__ import annotations
@@ -62,6 +64,31 @@ class Tiny(nn.Module):
 def tiny(num_classes: int) -> nn.Module:
     model = Tiny(num_classes)
     SEEN["models"].append(model)  # the last one built is the job's (pruned in place, then fine-tuned)
+    return model
+
+
+class TinyNorm(Tiny):
+    """`Tiny` with affine InstanceNorm after each convolution: scales for Network Slimming whose statistics are
+    each image's own, so one process and two compute the same numbers."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__(num_classes)
+        self.norm1 = nn.InstanceNorm2d(8, affine=True)
+        self.norm2 = nn.InstanceNorm2d(12, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and torch.is_grad_enabled() and x.shape[0] > 1:
+            SEEN["batches"].append(int(x.shape[0]))
+            if len(SEEN["batches"]) == SEEN["crash_at"]:
+                raise Crash(f"training pass {SEEN['crash_at']}")
+        x = torch.relu(self.norm1(self.conv1(x)))
+        x = torch.relu(self.norm2(self.conv2(x)))
+        return self.fc(x.mean((2, 3)))
+
+
+def tiny_norm(num_classes: int) -> nn.Module:
+    model = TinyNorm(num_classes)
+    SEEN["models"].append(model)
     return model
 
 
@@ -209,6 +236,104 @@ def test_resumed_two_process_run_equals_an_uninterrupted_one(tmp_path: Path) -> 
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+# -------------------------------------------------------------------------------------- one-shot baselines
+#: The baseline jobs of `test_one_shot_baselines_on_two_processes_match_one_process`: no pretraining, 2 epochs
+#: of the baseline's training (plain SGD, for slimming with a strong ℓ1 term on the norm scales), 1 fine-tuning.
+BASELINE_JOBS: dict[str, dict[str, Any]] = {
+    "l1_norm": {"method": "l1_norm"},
+    "random": {"method": "random", "seed": 3},
+    "slimming": {"method": "slimming", "model_factory": tiny_norm, "sparsity": 0.02},
+}
+
+
+def baseline_job(out: Path, name: str, **kw: Any) -> PruneJob:
+    return job(out, **{"pretrain_epochs": 0, "search_epochs": 2, "finetune_epochs": 1, **BASELINE_JOBS[name], **kw})
+
+
+def _baseline_worker(rank: int, ports: list[int], tmp: str) -> None:
+    torch.set_num_threads(1)
+    base = Path(tmp)
+    own = "" if rank == 0 else f"-rank{rank}"  # rank 1's folders must stay unwritten
+    got: dict[str, Any] = {}
+    for i, name in enumerate(BASELINE_JOBS):
+        torchrun_env(rank, WORLD, ports[i])
+        SEEN["batches"].clear()
+        results = run(baseline_job(base / f"{name}{own}", name))
+        got[name] = {"results": json.dumps(results), "model": _state(SEEN["models"][-1]),
+                     "batches": list(SEEN["batches"])}
+    # slimming interrupted in the middle of its second epoch (2 steps of 2 passes an epoch), then resumed on
+    # every rank from rank 0's checkpoint (a folder both ranks see)
+    torchrun_env(rank, WORLD, ports[3])
+    SEEN["batches"].clear()
+    SEEN["crash_at"] = 4 + 2 + 1
+    part = baseline_job(base / "slimming-part", "slimming")
+    try:
+        run(part)
+    except Crash:
+        got["crashed"] = True
+    SEEN["crash_at"] = None
+    saved = torch.load(base / "slimming-part" / "checkpoint.pt", weights_only=True)
+    got["saved_at"] = (saved["phase"], int(saved["epoch"]))
+    torchrun_env(rank, WORLD, ports[4])
+    got["resumed"] = json.dumps(run(replace(part, resume=True)))
+    got["resumed_model"] = _state(SEEN["models"][-1])
+    # ranks given different seeds: refused on every rank before the pruner is built (no rank hangs)
+    torchrun_env(rank, WORLD, ports[5])
+    try:
+        run(baseline_job(base / f"seeds{own}", "random", seed=rank))
+    except RuntimeError as exc:
+        got["seed_error"] = str(exc)
+    got["group_left"] = dist.is_initialized()
+    torch.save(got, base / f"rank{rank}.pt")
+
+
+@pytest.mark.timeout(300)
+def test_one_shot_baselines_on_two_processes_match_one_process(tmp_path: Path) -> None:
+    """l1_norm, random and slimming under torchrun: DDP training (each rank half of every batch), the same
+    kept channels, weights and numbers on both ranks and as one process; rank 0 writes; resumable."""
+    mp.spawn(_baseline_worker, args=([free_port() for _ in range(6)], str(tmp_path)), nprocs=WORLD, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    for name in BASELINE_JOBS:
+        SEEN["batches"].clear()
+        one = run(baseline_job(tmp_path / f"one-{name}", name))
+        one_model, one_batches = _state(SEEN["models"][-1]), list(SEEN["batches"])
+        two = [json.loads(r[name]["results"]) for r in ranks]
+        # DDP: each rank trained on half of every global batch (2 passes a baseline step, 4 steps, then 4 of
+        # fine-tuning), and still ended with the weights of one process on the whole batches
+        assert one_batches == [16] * 12 and all(r[name]["batches"] == [8] * 12 for r in ranks), name
+        assert all(torch.equal(ranks[0][name]["model"][k], ranks[1][name]["model"][k]) for k in one_model)
+        _assert_close(ranks[0][name]["model"], one_model)
+        _assert_close(ranks[0][name]["model"], torch.load(tmp_path / name / "pruned.pt", weights_only=True))
+        # the same kept channels, numbers on both ranks, and as one process within float tolerance
+        kept = json.loads((tmp_path / name / "plan.json").read_text())["groups"]
+        assert kept == json.loads((tmp_path / f"one-{name}" / "plan.json").read_text())["groups"], name
+        assert two[0]["widths"] == one["widths"] and two[0]["pruning"]["prc"] == one["pruning"]["prc"]
+        assert 0 < one["pruning"]["prc"] < 1 and one["pruning"]["method"] == name
+        assert _numbers(two[0]) == _numbers(two[1])
+        assert len(two[0]["history"]) == len(one["history"]) == 3
+        for got, want in zip(two[0]["history"], one["history"]):
+            assert got.keys() == want.keys()
+            for k, v in want.items():
+                assert got[k] == pytest.approx(v, abs=1e-5), (name, got["phase"], k)
+        for stage in ("before", "after_search", "after_prune", "after_finetune"):
+            assert two[0][stage]["test_acc"] == pytest.approx(one[stage]["test_acc"], abs=1e-9), (name, stage)
+        assert two[0]["distributed"] == {"world_size": 2, "max_score_difference": 0.0,
+                                         "max_weight_difference": 0.0}
+        assert not (tmp_path / f"{name}-rank1").exists()
+        assert {p.name for p in (tmp_path / name).iterdir()} == {"baseline.pt", "checkpoint.pt", "plan.json",
+                                                                 "pruned.pt", "results.json"}
+    # Network Slimming's ℓ1 term acted (the scales of the kept channels shrank from 1, the same on both ranks)
+    gammas = torch.cat([ranks[0]["slimming"]["model"][f"norm{i}.weight"] for i in (1, 2)])
+    assert gammas.max() < 0.999
+    # resumed from rank 0's checkpoint after epoch 1: as the uninterrupted run, on both ranks
+    for r in ranks:
+        assert r["crashed"] and r["saved_at"] == ("search", 1) and not r["group_left"]
+        assert _numbers(json.loads(r["resumed"])) == _numbers(json.loads(r["slimming"]["results"]))
+        assert all(torch.equal(r["resumed_model"][k], r["slimming"]["model"][k]) for k in r["resumed_model"])
+        assert "different seeds (this rank: seed=" in r["seed_error"]
+    assert "seed=0)" in ranks[0]["seed_error"] and "seed=1)" in ranks[1]["seed_error"]
+
+
 # ----------------------------------------------------------------------------------------- settings, sharding
 _REFUSED = """
 import sys
@@ -229,8 +354,13 @@ def test_settings_the_ranks_cannot_run_are_refused_before_any_work(tmp_path: Pat
     check_launch(job(tmp_path / "a", batch_size=30), world=1)  # one process takes any batch
     with pytest.raises(ValueError, match=r"batch_size=30 must be a multiple of the 4 processes"):
         check_launch(job(tmp_path / "a", batch_size=30), world=4)
-    with pytest.raises(ValueError, match="one-shot baseline"):
-        check_launch(job(tmp_path / "a", method="l1_norm"), world=2)
+    for method in ("l1_norm", "random", "slimming"):  # the one-shot baselines run data-parallel too
+        check_launch(job(tmp_path / "a", method=method), world=2)
+        check_launch(job(tmp_path / "a", method=method, batch_size=20, search_split="swap"), world=2)
+    # a baseline with "swap" steps on half batches (9 images here), which 2 processes cannot split
+    check_launch(job(tmp_path / "a", batch_size=18, search_split="swap"), world=2)  # a search: whole batches
+    with pytest.raises(ValueError, match=r"batch_size=18: method='random' .* batches of 9 images.* multiple of 4"):
+        check_launch(job(tmp_path / "a", method="random", batch_size=18, search_split="swap"), world=2)
     # rank 1 of 2 as torchrun starts it, alone: the error must come before the process group (which would wait
     # for rank 0 forever, hence a process of its own with a time limit), the data and the model
     env = {**os.environ, **dict(zip(TORCHRUN_ENV, ("1", str(WORLD), "1", "127.0.0.1", str(free_port())))),
@@ -275,6 +405,37 @@ def test_sharded_batches_are_the_global_batch_augmented_as_in_one_process() -> N
         make_loader(train, 16, train=False, num_replicas=2, rank=0)
     with pytest.raises(ValueError, match="rank must be in"):
         BatchShard([[0, 1]], 2, 2)
+
+
+# ------------------------------------------------------------------------------- several groups, real torchrun
+_GROUPS_SCRIPT = """
+import sys
+import torch
+from rartsprune.app.launch import launch_ranks, process_group
+from rartsprune.optim import distributed as ddp
+
+for job in range(3):  # as a recipe runs one job after another, each with a group of its own
+    with process_group(torch.device("cpu"), launch_ranks()) as ranks:
+        total = torch.tensor([float(ranks.rank + 1) * (job + 1)])
+        ddp.all_reduce_mean_([total])
+        print(f"job {job} rank {ranks.rank} of {ranks.world}: {total.item()}", flush=True)
+"""
+
+
+@pytest.mark.timeout(300)
+def test_torchrun_process_after_process_group(tmp_path: Path) -> None:
+    """Under torchrun (its agent's store outlives the groups) a process can make a group, destroy it and make
+    the next one: what a recipe's successive jobs do."""
+    script = tmp_path / "groups.py"
+    script.write_text(_GROUPS_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_ENV}
+    env.update({"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD),
+                           "--master_port", str(free_port()), str(script)],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = sorted(line for line in proc.stdout.splitlines() if line.startswith("job"))
+    assert lines == [f"job {j} rank {r} of 2: {1.5 * (j + 1)}" for j in range(3) for r in range(WORLD)]
 
 
 # ------------------------------------------------------------------------------------------- the command line

@@ -21,6 +21,7 @@ Examples:
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -35,6 +36,8 @@ __all__ = ["Ranks", "launch_ranks", "rank_device", "process_group", "barrier", "
            "check_batch_split", "agree", "share_rng_from_rank0"]
 
 _ENV = ("RANK", "WORLD_SIZE")
+#: Numbers the process groups `process_group` initialises in this process (their keys in the store).
+_GROUPS = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,11 @@ def process_group(device: torch.device, ranks: Ranks) -> Iterator[Ranks]:
     ``gloo``, and destroyed on exit; a group the caller initialised is left alone. One process: nothing
     happens.
 
+    A process may do this several times (a recipe runs one job after another): every group gets keys of its
+    own in the rendezvous store (``rartsprune/<n>``, ``n`` counting the groups this process made, the same on
+    every rank when the ranks run the same jobs). ``torchrun``'s store outlives the groups, and a new group
+    under the keys of the last one would read its stale addresses and fail to connect.
+
     Examples:
         >>> with process_group(torch.device("cpu"), Ranks()) as ranks:
         ...     ranks.world
@@ -139,11 +147,13 @@ def process_group(device: torch.device, ranks: Ranks) -> Iterator[Ranks]:
     if not ranks.launched:
         yield ranks
         return
+    store, _, _ = next(dist.rendezvous("env://", rank=ranks.rank, world_size=ranks.world))
+    store = dist.PrefixStore(f"rartsprune/{next(_GROUPS)}", store)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-        dist.init_process_group("nccl", rank=ranks.rank, world_size=ranks.world, device_id=device)
+        dist.init_process_group("nccl", store=store, rank=ranks.rank, world_size=ranks.world, device_id=device)
     else:
-        dist.init_process_group("gloo", rank=ranks.rank, world_size=ranks.world)
+        dist.init_process_group("gloo", store=store, rank=ranks.rank, world_size=ranks.world)
     try:
         yield replace(ranks, launched=False)
     finally:

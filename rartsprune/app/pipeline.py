@@ -23,11 +23,14 @@ initialises the process group when the caller has not (``nccl`` on CUDA, each ra
 ``gloo`` on the CPU) and destroys it if it created it. Every epoch's seeded batches are split between the
 ranks (``batch_size`` stays the global batch, each rank takes ``batch_size / world_size`` of every batch and
 augments it as one process would, `rartsprune.app.data.BatchShard`), training runs in DistributedDataParallel
-and the search with ``distributed=True``; evaluation is sharded and summed, BatchNorm statistics and (before
-surgery) the scores and weights are made rank 0's, so every rank logs the same numbers and cuts the same model
-(checked). Only rank 0 writes files and shows progress; ``resume`` loads rank 0's checkpoint on every rank.
-`check_launch` refuses what cannot run on the ranks (a ``batch_size`` not divisible by them, a one-shot
-baseline). With one process nothing changes.
+and the search with ``distributed=True``; a one-shot baseline (``l1_norm``, ``random``, ``slimming``) trains in
+DistributedDataParallel too (`rartsprune.width.baselines.BaselineTrainer.distribute`: Network Slimming's
+ℓ1 term on the BatchNorm scales is added to the averaged gradients, the same on every rank). Evaluation is
+sharded and summed, BatchNorm statistics and (before surgery) the scores and weights are made rank 0's, so
+every rank logs the same numbers, ranks the channels alike (the seed and the importances are compared across
+the ranks) and cuts the same model (checked). Only rank 0 writes files and shows progress; ``resume`` loads
+rank 0's checkpoint on every rank. `check_launch` refuses what cannot run on the ranks (a batch not divisible
+by them). With one process nothing changes.
 
 Examples:
     >>> from rartsprune.app.pipeline import PruneJob, run
@@ -66,8 +69,9 @@ from ..optim import get_rng_state, set_rng_state
 from ..split import PairedLoader, epoch_seed, split_dataset
 from ..surgery import PruningPlan, apply_plan
 from ..width import SelectionConfig, WidthSearchConfig, prune
+from ..width.baselines import BaselineTrainer
 from ..width.budget import BUDGET_KINDS
-from ..width.config import BASELINE_METHODS, SEARCH_METHODS
+from ..width.config import BASELINE_METHODS
 from ..width.importance import IMPORTANCES
 from . import loop
 from .data import default_augment, load_dataset, make_loader, num_classes, to_device_batch
@@ -341,12 +345,14 @@ def check_launch(job: PruneJob, world: int | None = None) -> None:
     `launch_ranks`: ``torchrun``'s ``WORLD_SIZE`` or the initialised process group). `run` calls it first, on
     every rank, before anything touches a model; one process accepts every job.
 
+    Every method runs data-parallel, the one-shot baselines (``l1_norm``, ``random``, ``slimming``) too.
+
     Raises:
-        ValueError: ``batch_size`` (the global batch) is not divisible by the number of processes, or a
-            one-shot baseline (``method`` l1_norm / random / slimming) is asked to run on several processes.
+        ValueError: ``batch_size`` (the global batch) is not divisible by the number of processes, or (a
+            one-shot baseline with ``search_split="swap"``, which steps on half batches) half of it is not.
 
     Examples:
-        >>> check_launch(PruneJob(batch_size=64), world=4)
+        >>> check_launch(PruneJob(batch_size=64, method="slimming"), world=4)
         >>> check_launch(PruneJob(batch_size=30), world=4)
         Traceback (most recent call last):
         ...
@@ -356,10 +362,12 @@ def check_launch(job: PruneJob, world: int | None = None) -> None:
     if world <= 1:
         return
     check_batch_split(job.batch_size, world)
-    if job.method in BASELINE_METHODS:
-        raise ValueError(f"method={job.method!r} is a one-shot baseline, which does not run data-parallel: "
-                         f"run it in one process (the searches {', '.join(SEARCH_METHODS)} run on {world} "
-                         "processes)")
+    step_batches = {size for _, _, size in _search_passes(job, None, None)}
+    uneven = sorted(size for size in step_batches if size % world)
+    if uneven:  # a one-net baseline with "swap" steps on half batches
+        raise ValueError(f"batch_size={job.batch_size}: method={job.method!r} with search_split={job.split!r} "
+                         f"steps on batches of {uneven[0]} images, which the {world} processes cannot split "
+                         f"evenly: use a batch_size that is a multiple of {2 * world}")
 
 
 def _amp_dtype(amp: str) -> torch.dtype | None:
@@ -567,13 +575,23 @@ def _make_pruner(ctx: _Job, model: nn.Module) -> Any:
     else:
         weights = {"weight_scheduler": lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(
                        opt, epochs, eta_min=job.search_lr * 0.04)}
-    return prune(
+    baseline = job.method in BASELINE_METHODS
+    if ctx.ranks.distributed and not agree(job.seed, ctx.device):
+        raise RuntimeError(f"the ranks were given different seeds (this rank: seed={job.seed}): every rank must "
+                           "run the same job (the seed orders the batches and seeds the random baseline)")
+    pruner = prune(
         model, example_inputs=ctx.example.to(ctx.device),
         search_config=job.search_config(epochs * _search_steps_per_epoch(job, _job_split(ctx)), **weights),
         selection=_shared_selection(ctx, model), amp_dtype=ctx.amp,
         grad_scaler=torch.amp.GradScaler(ctx.device.type) if ctx.amp == torch.float16 else None,
-        prune_heads=job.prune_heads, seed=job.seed, distributed=ctx.ranks.distributed,
+        prune_heads=job.prune_heads, seed=job.seed, distributed=ctx.ranks.distributed and not baseline,
     )
+    if ctx.ranks.distributed and baseline:  # plain training in DDP (the searches wrap their nets themselves)
+        if not isinstance(pruner.search, BaselineTrainer):
+            raise TypeError(f"method={job.method!r} should train with a BaselineTrainer, got "
+                            f"{type(pruner.search).__name__}")
+        pruner.search.distribute()
+    return pruner
 
 
 def _shared_selection(ctx: _Job, model: nn.Module) -> SelectionConfig:
@@ -706,11 +724,32 @@ def _check_same_plan(ctx: _Job, plan: PruningPlan) -> None:
     """
     if not ctx.ranks.distributed:
         return
-    digest = int.from_bytes(hashlib.blake2b(plan.to_json().encode(), digest_size=7).digest(), "little")
-    if not agree(digest, ctx.device):
+    if not agree(_digest(plan.to_json().encode()), ctx.device):
         raise RuntimeError("the ranks pruned different models (their pruning plans differ) although their "
                            "scores were made rank 0's: a selection that depends on the rank (e.g. its own "
                            "measurements)")
+
+
+def _digest(data: bytes) -> int:
+    """A 56-bit hash of ``data`` (compared across the ranks with `agree`)."""
+    return int.from_bytes(hashlib.blake2b(data, digest_size=7).digest(), "little")
+
+
+def _check_same_importance(ctx: _Job, scores: dict[str, torch.Tensor]) -> None:
+    """Several ranks: every rank must rank the channels alike (a hash of the importances compared across the
+    ranks; the weights were made rank 0's and ``random`` is seeded by the job's seed, compared too).
+
+    Raises:
+        RuntimeError: the importances differ (on every rank).
+    """
+    if not ctx.ranks.distributed:
+        return
+    data = b"".join(name.encode() + scores[name].detach().float().cpu().contiguous().numpy().tobytes()
+                    for name in sorted(scores))
+    if not agree(_digest(data), ctx.device):
+        raise RuntimeError(f"the ranks' channel importances ({ctx.job.method}, importance "
+                           f"{ctx.job.importance or 'the method default'}) differ although their weights were "
+                           "made rank 0's: an importance that depends on the rank (e.g. its own random state)")
 
 
 def _check_collapse(ctx: _Job, pruner: Any) -> None:
@@ -854,6 +893,7 @@ def _run(ctx: _Job) -> dict[str, Any]:
         ctx.results["after_search"] = {"test_acc": ctx.eval(model)}
         _same_search_on_ranks(ctx, pruner)
         scores = pruner.importance()
+        _check_same_importance(ctx, scores)
         t0 = time.perf_counter()
         model = pruner.finalize()
         ctx.results["wall_time_s"]["finalize"] = time.perf_counter() - t0

@@ -10,8 +10,15 @@ channels with the method's importance:
 * ``random`` — seeded uniform scores;
 * ``slimming`` — |γ| of the channel's BatchNorm layers (Liu et al., 2017).
 
+Data-parallel (several processes, an initialised ``torch.distributed`` process group): after
+`BaselineTrainer.distribute` the trainer's forward passes go through ``DistributedDataParallel``, so every rank
+steps on the gradient of the global batch (averaged during ``backward``, before Network Slimming's term and
+the clipping) and holds the same weights; the ranking of the finished model is then the same on every rank
+(``random`` is seeded, not drawn from the rank's generator).
+
 Examples:
     >>> pruner = rartsprune.prune(model, ratio=0.4, method="l1_norm")  # doctest: +SKIP
+    >>> pruner.search.distribute()  # inside a process group: train the baseline data-parallel  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import torch_pruning as tp
 
 from ..errors import SearchError
 from ..graph import build_dependency_graph, safe_index_mapping
+from ..optim import distributed as ddp
 from ..optim import get_rng_state, set_rng_state
 from ..optim.base import default_loss
 from ..scores import ScoreHandle, _check_inputs, _detach
@@ -59,6 +67,17 @@ class BaselineTrainer:
         optimizer, scheduler: factories, as for the search optimizers.
         sparsity: Network Slimming's ``s``: ``s * sign(γ)`` is added to the gradient of every BN scale in
             ``bn_layers`` (0 for plain training).
+
+    Data-parallel training: `distribute` (inside a process group).
+
+    Examples:
+        >>> net = nn.Sequential(nn.Linear(4, 3))
+        >>> trainer = BaselineTrainer(net, list(net.parameters()), loss_fn=None, scheduler=None,
+        ...                           optimizer=lambda p: torch.optim.SGD(p, lr=0.1), grad_clip=None,
+        ...                           amp_dtype=None)
+        >>> batch = (torch.randn(2, 4), torch.tensor([0, 2]))
+        >>> trainer.step(batch, batch)["lr"], trainer.num_steps, trainer.distributed
+        (0.1, 1, False)
     """
 
     method = "baseline"
@@ -86,6 +105,33 @@ class BaselineTrainer:
         self.sparsity = float(sparsity)
         self.bn_weights = [_raw_weight(m) for m in (bn_layers or [])]
         self.num_steps = 0
+        self._net: nn.Module = model  # what the forward passes call: the model, or its DDP wrapper
+
+    @property
+    def distributed(self) -> bool:
+        """Whether the trainer trains data-parallel (`distribute` was called)."""
+        return self._net is not self.model
+
+    def distribute(self, ddp_kwargs: Mapping[str, Any] | None = None) -> None:
+        """Train data-parallel from now on, on every rank of the initialised process group (call it on every
+        rank, before the first `step`).
+
+        The forward passes go through ``torch.nn.parallel.DistributedDataParallel`` (built by
+        `rartsprune.optim.distributed.wrap_ddp`, which first gives every rank rank 0's weights and buffers):
+        each rank steps on its part of the global batch, ``backward`` averages the gradients over the ranks,
+        and only then are Network Slimming's ``s * sign(γ)`` (of the same γ on every rank) added and the
+        gradients clipped, so every rank takes the step one process would take on the global batch (up to
+        BatchNorm's per-rank batch statistics). A non-finite loss on any rank stops the step on every rank.
+        ``ddp_kwargs``: passed to ``DistributedDataParallel``.
+
+        Raises:
+            SearchError: no process group is initialised.
+        """
+        if self.distributed:
+            return
+        weights = {id(p) for p in self.weights}
+        frozen = [p for p in self.model.parameters() if id(p) not in weights]  # the scores: not trained
+        self._net = ddp.wrap_ddp(self.model, ignore=frozen, ddp_kwargs=ddp_kwargs)
 
     def step(self, batch_t: Any, batch_v: Any) -> dict[str, float]:
         """One optimizer step on the mean loss of the two batches."""
@@ -94,10 +140,13 @@ class BaselineTrainer:
         device = self.weights[0].device.type
         ctx = torch.autocast(device_type=device, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         with ctx:
-            loss_t = self.loss_fn(self.model, batch_t)
-            loss_v = self.loss_fn(self.model, batch_v)
+            loss_t = self.loss_fn(self._net, batch_t)
+            loss_v = self.loss_fn(self._net, batch_v)
         loss = 0.5 * (loss_t + loss_v)
-        if not torch.isfinite(loss):
+        bad = torch.logical_not(torch.isfinite(loss.detach())).reshape(1).to(torch.int32)
+        if self.distributed:  # every rank stops, or none: a rank alone in backward would wait forever
+            bad = ddp.any_rank_max(bad)
+        if bool(bad[0]):
             self.model.load_state_dict(buffers, strict=False)
             raise SearchError(f"non-finite training loss at step {self.num_steps + 1}; the model was left as before")
         loss.backward()
