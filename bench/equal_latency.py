@@ -42,7 +42,8 @@ import torch.nn as nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import equal_macs  # noqa: E402  (bench/ is on sys.path when a script runs)
+import _alloc  # noqa: E402  (bench/ is on sys.path when a script runs)
+import equal_macs  # noqa: E402
 import latency_model  # noqa: E402
 import speedup  # noqa: E402
 from _paths import portable  # noqa: E402
@@ -50,7 +51,7 @@ from _paths import portable  # noqa: E402
 import rartsprune  # noqa: E402
 from rartsprune.app.models import preresnet  # noqa: E402
 from rartsprune.flops import flops_report  # noqa: E402
-from rartsprune.width.latency import WidthLatencyTable, device_name  # noqa: E402
+from rartsprune.width.latency import WidthLatencyTable, allocator_settings, device_name  # noqa: E402
 
 ARMS = ("latency", "macs")
 
@@ -79,6 +80,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="a latency table JSON to use instead of measuring one (checked against the device, batch "
                          "size and input shape)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "equal_latency.json")
+    ap.add_argument("--allocator", choices=_alloc.CHOICES, default="retain",
+                    help="retain: run with glibc's heap kept in the process (bench/_alloc.py; the default: timings "
+                         "otherwise swing with page faults); system: the environment as it is")
     args = ap.parse_args(argv)
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -183,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.threads or torch.get_num_threads()
     if args.table is None:
         args.table = latency_model.table_file(args.table_dir, f"preresnet{args.depth}", args.latency_batch, 32,
-                                              device_name(device), threads)
+                                              device_name(device), threads,
+                                              allocator_settings() if device.type == "cpu" else None)
     table, status = latency_model.load_or_measure_table(model, x, args.table, args.latency_batch,
                                                         warmup=args.table_warmup, repeats=args.table_repeats)
     print(f"table {status} ({portable(args.table)}): predicted {table.full_ms:.2f} ms at batch {args.latency_batch}",
@@ -239,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     paired = {**_mean_std(diffs), "values": diffs, "latency_wins": sum(d > 0 for d in diffs)}
     target = arms["latency"]["acc"]["mean"] >= arms["macs"]["acc"]["mean"]
     budget_met = abs(timing["latency"]["fraction"]["median"] / args.latency - 1) <= 0.10
-    result = {"settings": {k: portable(v) for k, v in vars(args).items()},
+    result = {"settings": {k: portable(v) for k, v in vars(args).items()}, "allocator_env": allocator_settings(),
               "unpruned": {**base["before"], "predicted_ms": table.full_ms, "table": status}, "arms": arms,
               "timing": timing, "runs": runs, "paired_latency_minus_macs": paired,
               "targets": {"latency-selected >= MACs-selected at equal latency": target,
@@ -281,4 +286,5 @@ def render_markdown(result: dict[str, Any], argv: list[str] | None) -> str:
 
 
 if __name__ == "__main__":
+    _alloc.exec_with_allocator()
     sys.exit(main())

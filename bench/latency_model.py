@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import math
 import os
@@ -53,11 +54,12 @@ sys.path.insert(0, str(ROOT))
 if str(Path(__file__).resolve().parent) not in sys.path:  # imported (by a test) rather than run as a script
     sys.path.append(str(Path(__file__).resolve().parent))
 
-import speedup  # noqa: E402  (bench/ is on sys.path)
+import _alloc  # noqa: E402  (bench/ is on sys.path)
+import speedup  # noqa: E402
 from _paths import portable  # noqa: E402
 
 import rartsprune  # noqa: E402
-from rartsprune.width.latency import WidthLatencyTable, device_name, measure_width_latency  # noqa: E402
+from rartsprune.width.latency import WidthLatencyTable, allocator_settings, device_name, measure_width_latency  # noqa: E402
 
 #: The issue's target: |measured / predicted - 1| <= 10% for every pruned model.
 TARGET = 0.10
@@ -174,15 +176,22 @@ def summarize(rows: Sequence[Mapping[str, Any]], target: float = TARGET) -> dict
 # --------------------------------------------------------------------------------------------------------------
 
 
-def table_file(table_dir: Path, model: str, batch: int, size: int, device: str, threads: int) -> Path:
-    """Where the table of ``model`` at ``batch`` on ``device`` with ``threads`` torch threads is cached.
+def table_file(table_dir: Path, model: str, batch: int, size: int, device: str, threads: int,
+               allocator: Mapping[str, str] | None = None) -> Path:
+    """Where the table of ``model`` at ``batch`` on ``device`` with ``threads`` torch threads (and, on a CPU, the
+    allocator settings ``allocator``: `rartsprune.width.latency.allocator_settings`) is cached.
 
     Examples:
         >>> table_file(Path("t"), "resnet50", 32, 224, "cuda:0 (NVIDIA H200)", 1).name
         'resnet50_224px_b32_cuda-0-NVIDIA-H200_1t.json'
+        >>> table_file(Path("t"), "resnet50", 1, 224, "cpu", 1, {"MALLOC_TOP_PAD_": "1"}).name
+        'resnet50_224px_b1_cpu_1t_heap-23e8.json'
     """
     slug = re.sub(r"[^A-Za-z0-9]+", "-", device).strip("-")
-    return table_dir / f"{model}_{size}px_b{batch}_{slug}_{threads}t.json"
+    heap = ""
+    if allocator:
+        heap = "_heap-" + hashlib.sha1(json.dumps(sorted(allocator.items())).encode()).hexdigest()[:4]
+    return table_dir / f"{model}_{size}px_b{batch}_{slug}_{threads}t{heap}.json"
 
 
 def load_or_measure_table(model: nn.Module, x: torch.Tensor, path: Path, batch: int, *, warmup: int,
@@ -192,7 +201,8 @@ def load_or_measure_table(model: nn.Module, x: torch.Tensor, path: Path, batch: 
     device = device_name(x.device)
     if path.exists():
         table = WidthLatencyTable.load(path)
-        table.check(device=device, batch=batch, input_shape=[batch, *x.shape[1:]], source=f"latency table {path}")
+        table.check(device=device, batch=batch, input_shape=[batch, *x.shape[1:]], source=f"latency table {path}",
+                    allocator=allocator_settings() if x.device.type == "cpu" else None)
         return table, "loaded"
     table = measure_width_latency(model, x, batch=batch, warmup=warmup, repeats=repeats)
     table.save(path)
@@ -229,7 +239,8 @@ def prepare(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(args.seed)).to(device)
         entry: dict[str, Any] = {"input": size, "unpruned_fingerprint": speedup.fingerprint(model), "batches": {}}
         for b in args.batches:
-            path = table_file(args.table_dir, name, b, size, device_name(device), args.threads)
+            path = table_file(args.table_dir, name, b, size, device_name(device), args.threads,
+                              allocator_settings() if device.type == "cpu" else None)
             table, status = load_or_measure_table(model, x, path, b, warmup=args.table_warmup,
                                                   repeats=args.table_repeats)
             print(f"{name} batch {b}: table {status} ({portable(path)}), predicted {table.full_ms:.2f} ms", flush=True)
@@ -384,6 +395,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--models", type=speedup.model_list(list(MODELS)), default=None,
                     help=f"comma list of {', '.join(MODELS)} (default resnet50,mobilenet_v2)")
     ap.add_argument("--batches", type=speedup._int_list, default=None, help="comma list (default 1,32)")
+    ap.add_argument("--allocator", choices=_alloc.CHOICES, default="retain",
+                    help="retain: run with glibc's heap kept in the process (bench/_alloc.py; the default: timings "
+                         "otherwise swing with page faults); system: the environment as it is")
     ap.add_argument("--budgets", type=_budgets, default=None,
                     help="latency budgets, fractions of the predicted latency (default 0.8,0.6,0.4)")
     ap.add_argument("--method", choices=METHODS, default="l1_norm", help="one-shot importance of the selection")
@@ -461,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
                 "round_to": args.round_to, "rounds": args.rounds, "reps": args.reps, "table_warmup": args.table_warmup,
                 "table_repeats": args.table_repeats, "threads": args.threads, "device": args.device,
                 "seed": args.seed, "quick": args.quick, "table_dir": portable(args.table_dir),
-                "out": portable(args.out)}
+                "out": portable(args.out), "allocator": args.allocator, "allocator_env": allocator_settings()}
     for entry in prepared.values():  # the temporary files are gone
         for batch in entry["batches"].values():
             for v in batch["variants"].values():
@@ -479,4 +493,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    _alloc.exec_with_allocator()
     sys.exit(main())

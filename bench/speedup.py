@@ -55,11 +55,13 @@ sys.path.insert(0, str(ROOT))
 if str(Path(__file__).resolve().parent) not in sys.path:  # imported (by a test) rather than run as a script:
     sys.path.append(str(Path(__file__).resolve().parent))  # last, so bench/coverage.py shadows no package
 
-from _paths import portable  # noqa: E402  (bench/ is on sys.path)
+import _alloc  # noqa: E402  (bench/ is on sys.path)
+from _paths import portable  # noqa: E402
 
 import rartsprune  # noqa: E402
 from rartsprune.app.models import preresnet  # noqa: E402
 from rartsprune.flops import flops_report, format_count  # noqa: E402
+from rartsprune.width.latency import allocator_settings  # noqa: E402
 
 MODELS: dict[str, int] = {"resnet50": 224, "mobilenet_v2": 224, "preresnet164": 32}  # name -> input size
 
@@ -509,6 +511,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--channels-last", action="store_true", help="run every model (and input) in channels_last")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "speedup.json",
                     help="JSON results; the markdown goes next to it with the suffix .md")
+    ap.add_argument("--allocator", choices=_alloc.CHOICES, default="retain",
+                    help="retain: run with glibc's heap kept in the process (bench/_alloc.py; the default: timings "
+                         "otherwise swing with page faults); system: the environment as it is")
     ap.add_argument("--one-round", type=Path, default=None, help=argparse.SUPPRESS)  # internal: a round's JSON
     ap.add_argument("--round-index", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -538,7 +543,8 @@ def main(argv: list[str] | None = None) -> int:
     selection, report = split_rounds(args.rounds)
     settings = {"rounds": args.rounds, "reps": args.reps, "batches": args.batches, "round_to": args.round_to,
                 "models": args.models, "ratio": args.ratio, "threads": args.threads, "seed": args.seed,
-                "device": args.device, "channels_last": args.channels_last, "out": portable(args.out)}
+                "device": args.device, "channels_last": args.channels_last, "out": portable(args.out),
+                "allocator": args.allocator, "allocator_env": allocator_settings()}
     result = {"device": rounds[0]["device"], "torch": torch.__version__, "target_efficiency": TARGET,
               "noise_limit": NOISE_LIMIT, "settings": settings,
               "split": {"selection_rounds": [i + 1 for i in selection], "report_rounds": [i + 1 for i in report],
@@ -554,4 +560,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    _alloc.exec_with_allocator()
     sys.exit(main())

@@ -30,7 +30,7 @@ def _bench() -> ModuleType:
     return module
 
 
-def test_latency_model_bench_smoke(tmp_path: Path) -> None:
+def test_latency_model_bench_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out, tables = tmp_path / "lm.json", tmp_path / "tables"
     proc = subprocess.run([sys.executable, "bench/latency_model.py", "--quick", "--out", str(out), "--table-dir",
                            str(tables)], capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV)
@@ -41,7 +41,8 @@ def test_latency_model_bench_smoke(tmp_path: Path) -> None:
     assert s["out"] == os.path.relpath(out, ROOT)  # no absolute path of this machine in the results
     # the table was measured once and cached where asked
     (table_path,) = tables.glob("*.json")
-    assert table_path.name == "tiny_32px_b1_cpu_1t.json"
+    assert table_path.name.startswith("tiny_32px_b1_cpu_1t_heap-")  # measured with the heap retained
+    assert s["allocator"] == "retain" and s["allocator_env"] == _bench()._alloc.RETAIN
     (row,) = res["rows"]
     assert row["model"] == "tiny" and row["batch"] == 1 and row["table"]["status"] == "measured"
     # two rounds, each in its own process, timing the weights the parent pruned
@@ -69,6 +70,8 @@ def test_latency_model_bench_smoke(tmp_path: Path) -> None:
     assert f"{summary['within_target']} of {summary['pruned_models']} pruned models within 10%" in text
     # the cached table is reloaded next time, and refused for another batch size
     bench = _bench()
+    for k, v in bench._alloc.RETAIN.items():  # the table is only valid under the allocator it was measured with
+        monkeypatch.setenv(k, v)
     torch.manual_seed(0)
     model = bench.build_model("tiny").eval()
     x = torch.randn(1, 3, 32, 32)
@@ -76,6 +79,9 @@ def test_latency_model_bench_smoke(tmp_path: Path) -> None:
     assert status == "loaded" and table.full_ms == pytest.approx(row["table"]["full_ms"])
     with pytest.raises(ValueError, match="batch size 1"):
         bench.load_or_measure_table(model, x, table_path, 2, warmup=0, repeats=1)
+    monkeypatch.delenv("MALLOC_TOP_PAD_")
+    with pytest.raises(ValueError, match="allocator settings"):
+        bench.load_or_measure_table(model, x, table_path, 1, warmup=0, repeats=1)
 
 
 def test_latency_model_aggregate_and_summary() -> None:

@@ -100,3 +100,39 @@ def test_two_gloo_ranks_match_one_process_on_the_global_batch(tmp_path):
         assert torch.equal(ranks[0][name]["alpha"], ranks[1][name]["alpha"])  # ranks agree exactly
         moved = (single[name]["alpha"] - torch.linspace(-0.5, 0.5, 16)).abs().max()
         assert moved > 0.05, name  # alpha really moved (three Adam steps at lr 0.05)
+
+
+@pytest.mark.parametrize("method", ["l1_norm", "slimming"])
+def test_prune_distributed_trains_a_one_shot_baseline_data_parallel(tmp_path: Path, method: str) -> None:
+    """``prune(method=<baseline>, distributed=True)``: the baseline's trainer goes through DDP (here one gloo
+    rank: the same step as without it), and without a process group it is refused with the model untouched."""
+    import rartsprune
+    from rartsprune.errors import SearchError
+
+    def net() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                             nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+
+    g = torch.Generator().manual_seed(1)
+    batch = (torch.randn(6, 3, 8, 8, generator=g), torch.randint(0, 3, (6,), generator=g))
+    model = net()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(SearchError, match="process group"):
+        rartsprune.prune(model, method=method, ratio=0.5, example_inputs=batch[0][:1], distributed=True)
+    assert not rartsprune.has_scores(model)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    plain = rartsprune.prune(net(), method=method, ratio=0.5, example_inputs=batch[0][:1])
+    dist.init_process_group("gloo", init_method=(tmp_path / "pg").as_uri(), rank=0, world_size=1)
+    try:
+        pruner = rartsprune.prune(model, method=method, ratio=0.5, example_inputs=batch[0][:1], distributed=True)
+        assert pruner.search.distributed and not plain.search.distributed
+        for _ in range(2):
+            got, want = pruner.step(batch, batch), plain.step(batch, batch)
+            assert got["loss_t"] == pytest.approx(want["loss_t"], abs=1e-6)
+        for (k, a), b in zip(pruner.model.state_dict().items(), plain.model.state_dict().values()):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=k)
+        assert pruner.finalize() is not None and plain.finalize() is not None
+    finally:
+        dist.destroy_process_group()

@@ -28,7 +28,7 @@ from rartsprune.width import (
     measure_width_latency,
     select_by_budget,
 )
-from rartsprune.width.latency import LayerLatency
+from rartsprune.width.latency import LayerLatency, allocator_settings
 
 X = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
@@ -269,6 +269,30 @@ def test_prune_refuses_a_table_of_another_device(table_path: Path, tmp_path: Pat
     with pytest.raises(ValueError, match=r"device 'cuda:0 \(Imaginary GPU\)', but 'cpu' is asked"):
         rartsprune.prune(model, latency=0.7, latency_table=str(path), example_inputs=X)
     assert_untouched(model, before)
+
+
+def test_a_cpu_table_records_the_allocator_and_is_refused_under_another(table_path: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CPU latency depends on whether the C allocator returns freed memory: the table records its settings."""
+    recorded = json.loads(table_path.read_text())["meta"]["allocator"]
+    assert recorded == allocator_settings()
+    data = json.loads(table_path.read_text())
+    data["meta"]["allocator"] = {**recorded, "MALLOC_TOP_PAD_": "12345"}
+    path = tmp_path / "other_heap.json"
+    path.write_text(json.dumps(data))
+    model = tiny()
+    before = snapshot(model)
+    with pytest.raises(ValueError, match="allocator settings.*MALLOC_TOP_PAD_"):
+        rartsprune.prune(model, latency=0.7, latency_table=str(path), example_inputs=X)
+    assert_untouched(model, before)
+    monkeypatch.setenv("MALLOC_TOP_PAD_", "12345")  # under the same settings it loads
+    pruner = rartsprune.prune(model, latency=0.7, latency_table=str(path), example_inputs=X)
+    pruner.finalize()
+    assert pruner.result["latency"]["predicted_fraction"] <= 0.7 + 1e-9
+    del data["meta"]["allocator"]  # a table that did not record them (measured before they were) loads anywhere
+    path.write_text(json.dumps(data))
+    monkeypatch.delenv("MALLOC_TOP_PAD_")
+    rartsprune.prune(tiny(), latency=0.7, latency_table=str(path), example_inputs=X).remove()
 
 
 def test_prune_refuses_a_table_of_another_model(table_path: Path) -> None:

@@ -54,7 +54,9 @@ __all__ = [
     "DEFAULT_FRACTIONS",
     "LatencyModel",
     "LayerLatency",
+    "ALLOCATOR_ENV",
     "WidthLatencyTable",
+    "allocator_settings",
     "device_name",
     "latency_report",
     "measure_width_latency",
@@ -69,6 +71,28 @@ DEFAULT_FRACTIONS: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
 DEFAULT_WARMUP = 5
 DEFAULT_REPEATS = 20
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+#: Environment variables that change how the C allocator returns freed memory to the system (glibc's malloc
+#: tunables, and a preloaded jemalloc / tcmalloc): on a CPU they change the latency of large layers.
+ALLOCATOR_ENV: tuple[str, ...] = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
+                                  "MALLOC_ARENA_MAX", "LD_PRELOAD")
+
+
+def allocator_settings() -> dict[str, str]:
+    """This process's C-allocator settings that change CPU latency: those of `ALLOCATOR_ENV` that are set.
+
+    A CPU latency depends on them as much as on the widths: with glibc's defaults a large tensor freed after a
+    layer can be handed back to the system and page-faulted in afresh by the next call, so the same forward
+    pass costs more in one process than in another. (Measured on this project's 2-core VM, one thread:
+    torchvision's ResNet-50 at batch 32 took 4.7 s per forward with the defaults and 3.0 s with
+    ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_MMAP_THRESHOLD_`` raised; a lone 1x1 convolution 16→64 at batch 16,
+    32x32, took 62 ms vs 0.76 ms.) A CPU table records them (``meta["allocator"]``) and `WidthLatencyTable.check`
+    refuses it under other settings.
+
+    Examples:
+        >>> isinstance(allocator_settings(), dict)
+        True
+    """
+    return {k: os.environ[k] for k in ALLOCATOR_ENV if os.environ.get(k)}
 
 
 def device_name(device: torch.device | str) -> str:
@@ -235,10 +259,18 @@ class WidthLatencyTable:
         return self.predict(widths)
 
     def check(self, *, device: str | None = None, batch: int | None = None, input_shape: Sequence[int] | None = None,
-              source: str = "the latency table") -> None:
-        """``ValueError`` naming both values when the table was measured on another device, batch or input shape."""
+              source: str = "the latency table", allocator: Mapping[str, str] | None = None) -> None:
+        """``ValueError`` naming both values when the table was measured on another device, batch or input shape,
+        or (a CPU table that recorded them, ``allocator`` given) under other allocator settings
+        (`allocator_settings`)."""
+        recorded = self.meta.get("allocator")
+        if recorded is None or allocator is None:
+            allocator = None
+        else:
+            allocator, recorded = dict(allocator), dict(recorded)
         for what, mine, asked in (("device", self.device, device), ("batch size", self.batch, batch),
-                                  ("input shape", list(self.input_shape), None if input_shape is None else list(input_shape))):
+                                  ("input shape", list(self.input_shape), None if input_shape is None else list(input_shape)),
+                                  ("allocator settings", recorded, allocator)):
             if asked is not None and mine != asked:
                 raise ValueError(f"{source} was measured with {what} {mine!r}, but {asked!r} is asked: measure it "
                                  "again there (remove the file or pass another latency_table=)")
@@ -461,6 +493,8 @@ def measure_width_latency(
     layer_sum = sum(lat.full_ms for lat in table_layers.values())
     meta = {"torch": torch.__version__, "warmup": warmup, "repeats": repeats, "statistic": "median",
             "fractions": list(fractions), "layer_sum_ms": layer_sum}
+    if device.type == "cpu":
+        meta["allocator"] = allocator_settings()
     return WidthLatencyTable(device_name(device), batch, [batch, *x0.shape[1:]], float(whole_ms),
                              max(0.0, float(whole_ms) - layer_sum), table_layers, meta)
 
@@ -567,7 +601,8 @@ def latency_report(model: nn.Module, table: WidthLatencyTable, example_inputs: t
         >>> report["predicted_ms"], report["measured_ms"], report["ratio"]  # doctest: +SKIP
     """
     x = _single_tensor(example_inputs)
-    table.check(device=device_name(_model_device(model)), input_shape=[table.batch, *x.shape[1:]])
+    table.check(device=device_name(_model_device(model)), input_shape=[table.batch, *x.shape[1:]],
+                allocator=allocator_settings() if _model_device(model).type == "cpu" else None)
     predicted = table.predict_model(model)
     measured = time_model(model, x, batch=table.batch, warmup=warmup, repeats=repeats)
     return {"device": table.device, "batch": table.batch, "predicted_ms": predicted, "measured_ms": measured,

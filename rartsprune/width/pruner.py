@@ -46,6 +46,7 @@ from .latency import (
     DEFAULT_WARMUP,
     LatencyModel,
     WidthLatencyTable,
+    allocator_settings,
     device_name,
     measure_width_latency,
     prunable_layers,
@@ -714,7 +715,8 @@ def _latency_model(handle: ScoreHandle, selection: SelectionConfig, whole_ms: fl
     if whole_ms is None:  # the table exists
         assert path is not None
         table = WidthLatencyTable.load(path)
-        table.check(device=device, batch=batch, input_shape=[batch, *x.shape[1:]], source=f"latency table {path}")
+        table.check(device=device, batch=batch, input_shape=[batch, *x.shape[1:]], source=f"latency table {path}",
+                    allocator=allocator_settings() if _model_device(handle.model).type == "cpu" else None)
     else:
         table = measure_width_latency(handle.model, x, batch=batch, layers=prunable_layers(handle), whole_ms=whole_ms)
         if path is not None:
@@ -754,16 +756,17 @@ def _search_optimizer(model: nn.Module, handle: ScoreHandle, search: WidthSearch
             arch_penalty=penalty if penalty.active else None,
             grad_clip=search.grad_clip, amp_dtype=amp_dtype, grad_scaler=grad_scaler, distributed=distributed,
         )
-    if distributed:
-        raise ValueError(f"distributed=True is supported by the searches ({', '.join(METHODS)}), not by {search.method!r}")
     for a in handle.scores:
         a.requires_grad_(False)
     alpha_ids = {id(a) for a in handle.scores}
     weights = [p for p in model.parameters() if p.requires_grad and id(p) not in alpha_ids]
     slimming = search.method == "slimming"
-    return BaselineTrainer(
+    trainer = BaselineTrainer(
         model, weights, loss_fn=loss_fn, optimizer=weight_optimizer, scheduler=search.weight_scheduler,
         grad_clip=search.grad_clip, amp_dtype=amp_dtype, sparsity=search.sparsity if slimming else 0.0,
         bn_layers=slimming_layers(handle) if slimming else None,
     )
+    if distributed:  # data-parallel training of the baseline: every rank keeps the same weights, and channels
+        trainer.distribute()
+    return trainer
 
