@@ -12,6 +12,12 @@ training-mode forward + backward that must give the scores finite gradients, the
 step -> surgery -> exact forward (`rartsprune.app.tasks.search_step_check`; not for ``timm_features``, which
 has no training targets).
 
+Export suite (``export``, not part of ``all``): every classifier of the default coverage set (the two classifier
+suites) is pruned as above (random 40% of each group, surgery), then exported with `rartsprune.export.export_model`
+to ``torch.export`` (``.pt2``) and ONNX; the reloaded file's outputs must equal the module's within 1e-5 x max(1,
+output scale). Writes ``bench/results/coverage_export.json`` and the "Export" section of ``docs/coverage.md``
+(labelled partial while models of the set are missing).
+
 Each model runs in its own subprocess with a time limit, so a hang or a crash shows up as a row, not a stuck
 run. Writes ``bench/results/coverage.json`` (classifier rows under ``rows``, task rows under ``tasks``; kept
 between runs: finished rows are skipped unless ``--force``; each finished row is merged into the file as it is
@@ -21,6 +27,8 @@ sections after the generated ones are kept).
     python bench/coverage.py                       # everything (hours on 2 CPU cores)
     python bench/coverage.py --suite timm --models resnet18,vit_tiny_patch16_224
     python bench/coverage.py --suite detection --threads 1
+    python bench/coverage.py --suite export --threads 1 --limit 20   # 20 more models of the export sweep
+    python bench/coverage.py --suite export --models 'resnet.*,timm:vit_.*'
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -42,39 +51,39 @@ TASK_SUITES = ("detection", "segmentation", "video", "flow", "timm_features")
 #: The torchvision task suites: their pass rate is the one the ≥ 90% target is about.
 TORCHVISION_TASK_SUITES = ("detection", "segmentation", "video", "flow")
 TARGET = 0.9
+#: The export sweep (``--suite export``): its JSON, formats and tolerance.
+EXPORT_RESULTS = ROOT / "bench" / "results" / "coverage_export.json"
+EXPORT_FORMATS = ("torch_export", "onnx")
+EXPORT_ATOL = 1e-5
+_FORMAT_TITLES = {"torch_export": "torch.export", "onnx": "ONNX", "torchscript": "TorchScript"}
 
 
 def run_one(spec: str, ratio: float) -> dict:
     """Check one model in this process; returns a JSON-able row."""
     warnings.filterwarnings("ignore")
-    import torch
-
     from rartsprune.app.tasks import task_of
 
     if task_of(spec) != "classification":
         return run_task(spec, ratio)
 
-    from rartsprune.app.zoo import build_model, example_inputs_for
-    from rartsprune.check import check_model, perturb_parameters
+    from rartsprune.app.tasks import check_setup, check_task_model
     from rartsprune.flops import flops_report
 
-    torch.manual_seed(0)
     row: dict = {"model": spec}
     t0 = time.perf_counter()
-    try:
-        model = build_model(spec, num_classes=10, small=True).eval()
-        x = example_inputs_for(spec, batch=2, model=model)
+    try:  # random weights (seed 0), perturbed; 64 px where the architecture allows
+        model, inputs = check_setup(spec, num_classes=10, batch=2)
     except Exception as exc:  # noqa: BLE001 - any construction failure is a row in the table
         row.update(ok=False, reason=f"cannot build: {type(exc).__name__}: {exc}"[:300])
         return row
-    perturb_parameters(model)
+    x = inputs.example
     row["input"] = list(x.shape[1:])
     try:
         row["macs_before"] = flops_report(model, x[:1]).macs
     except Exception as exc:  # noqa: BLE001
         row["macs_before"] = None
         row["flops_error"] = str(exc)[:200]
-    result = check_model(model, x, ratio=ratio, return_model=True)
+    result = check_task_model(model, inputs, ratio=ratio, return_model=True)
     row.update(result.to_dict())
     if result.ok and result.pruned is not None:
         try:
@@ -112,49 +121,34 @@ def _macs(model: object, spec: str, inputs: object) -> int | None:
     return flops_report(wrapped, xs).macs  # type: ignore[arg-type]
 
 
-def _describe(example: object) -> str:
-    """Shape of one example input, for the table (``2 x 3x128x128`` images, ``3x8x64x64`` clips ...)."""
-    import torch
-
-    if isinstance(example, torch.Tensor):
-        return "x".join(str(v) for v in example.shape[1:])
-    if isinstance(example, tuple) and isinstance(example[0], list):  # detection: (images,)
-        return f"{len(example[0])} x " + "x".join(str(v) for v in example[0][0].shape)
-    if isinstance(example, tuple):  # RAFT: (image1, image2, updates)
-        return "2 x " + "x".join(str(v) for v in example[0].shape[1:]) + f", {example[2]} updates"
-    return "-"
-
-
 def run_task(spec: str, ratio: float) -> dict:
     """Check one detection / segmentation / video / flow model or timm feature extractor; a JSON-able row.
 
     ``ok``: the check passed (`rartsprune.check.check_model` with the task's outputs and loss) and, where the
     task has a loss, the search step too (``search``).
     """
-    import torch
+    from rartsprune.app.tasks import (
+        check_setup,
+        check_task_model,
+        describe_inputs,
+        search_step_check,
+        task_of,
+    )
 
-    from rartsprune.app.tasks import search_step_check, task_inputs, task_of
-    from rartsprune.app.zoo import build_model
-    from rartsprune.check import check_model, perturb_parameters
-
-    torch.manual_seed(0)
     row: dict = {"model": spec, "task": task_of(spec)}
     t0 = time.perf_counter()
-    try:
-        model = build_model(spec, num_classes=10, small=True).eval()
-        inputs = task_inputs(spec, model, batch=2)
+    try:  # random weights (seed 0), perturbed; the task's small inputs, loss and compared outputs
+        model, inputs = check_setup(spec, num_classes=10, batch=2)
     except Exception as exc:  # noqa: BLE001 - any construction failure is a row in the table
         row.update(ok=False, reason=f"cannot build: {type(exc).__name__}: {exc}"[:300])
         return row
-    perturb_parameters(model)
-    row["input"] = _describe(inputs.example)
+    row["input"] = describe_inputs(inputs.example)
     try:
         row["macs_before"] = _macs(model, spec, inputs)
     except Exception as exc:  # noqa: BLE001
         row["macs_before"] = None
         row["flops_error"] = str(exc)[:200]
-    result = check_model(model, inputs.example, ratio=ratio, return_model=True, outputs_fn=inputs.outputs_fn,
-                         loss_fn=inputs.loss_fn, train_batch=inputs.train_batch)
+    result = check_task_model(model, inputs, ratio=ratio, return_model=True)
     row.update(result.to_dict())
     row["check_ok"] = result.ok
     if result.ok and result.pruned is not None:
@@ -171,23 +165,95 @@ def run_task(spec: str, ratio: float) -> dict:
     return row
 
 
-def _worker(spec: str, ratio: float) -> None:
-    row = run_one(spec, ratio)
+def _export_format(pruned: object, x: object, folder: Path, fmt: str) -> dict:
+    """Export ``pruned`` to ``fmt`` in ``folder`` (`rartsprune.export.export_model`, dynamic batch, checked).
+
+    ``ok``: True (the reloaded file's outputs equal the module's within `EXPORT_ATOL` x max(1, scale)), False
+    (with ``reason``; ``static_batch`` tells whether a static batch dimension exports), None (not run: the
+    format's packages are missing, ``reason`` names them).
+    """
+    from rartsprune.export import SUFFIXES, export_model
+
+    t0 = time.perf_counter()
+    try:
+        r = export_model(pruned, x, folder / f"model{SUFFIXES[fmt]}", fmt, atol=EXPORT_ATOL)  # type: ignore[arg-type]
+    except ImportError as exc:
+        return {"ok": None, "reason": f"not run: {exc}"[:300]}
+    except Exception as exc:  # noqa: BLE001 - any exporter failure is a cell in the table, with its cause
+        cell: dict = {"ok": False, "reason": " ".join(str(exc).split())[:500], "seconds": time.perf_counter() - t0}
+        try:  # is the dynamic batch dimension the cause?
+            r = export_model(pruned, x, folder / f"static{SUFFIXES[fmt]}", fmt, dynamic_batch=False,  # type: ignore[arg-type]
+                             atol=EXPORT_ATOL)
+            cell["static_batch"] = f"ok (max diff {r.max_diff:.1e})"
+        except Exception as exc2:  # noqa: BLE001
+            cell["static_batch"] = " ".join(str(exc2).split())[:200]
+        return cell
+    cell = {"ok": True, "checked": r.checked, "max_diff": r.max_diff, "output_scale": r.output_scale,
+            "batch_sizes": list(r.batch_sizes), "seconds": time.perf_counter() - t0}
+    if not r.checked:
+        cell["reason"] = "written, checked by onnx.checker only (onnxruntime is not installed)"
+    return cell
+
+
+def run_export(spec: str, ratio: float, formats: tuple[str, ...] = EXPORT_FORMATS) -> dict:
+    """Prune one classifier as the coverage check does, then export it to each of ``formats``; a JSON-able row.
+
+    Random weights (perturbed), a random ``ratio`` of each group's channels removed, surgery
+    (`rartsprune.check.check_model`, the coverage suite's setting), then `rartsprune.export.export_model` per
+    format: the written file is reloaded and run at batch 2 and 3. ``ok``: every format that ran passed.
+    """
+    import tempfile
+
+    warnings.filterwarnings("ignore")
+    from rartsprune.app.tasks import check_setup, check_task_model
+
+    row: dict = {"model": spec}
+    t0 = time.perf_counter()
+    try:
+        model, inputs = check_setup(spec, num_classes=10, batch=2)
+    except Exception as exc:  # noqa: BLE001 - any construction failure is a row in the table
+        row.update(ok=False, reason=f"cannot build: {type(exc).__name__}: {exc}"[:300], seconds=time.perf_counter() - t0)
+        return row
+    x = inputs.example
+    row["input"] = list(x.shape[1:])
+    result = check_task_model(model, inputs, ratio=ratio, backward=False, return_model=True)
+    row.update(params_before=result.params_before, params_after=result.params_after,
+               removed_channels=result.removed_channels, pruned_diff=result.pruned_diff,
+               prune_seconds=result.seconds)
+    if not result.ok or result.pruned is None:
+        row.update(ok=False, reason=f"not pruned, so not exported: {result.reason}"[:400],
+                   seconds=time.perf_counter() - t0)
+        return row
+    pruned = result.pruned.eval()
+    row["formats"] = {}
+    with tempfile.TemporaryDirectory(prefix="rartsprune-export-sweep-") as folder:
+        for fmt in formats:
+            row["formats"][fmt] = _export_format(pruned, x, Path(folder), fmt)
+    ran = {f: c for f, c in row["formats"].items() if c["ok"] is not None}
+    failed = {f: c for f, c in ran.items() if not c["ok"]}
+    row["ok"] = bool(ran) and not failed
+    if failed:
+        row["reason"] = "; ".join(f"{_FORMAT_TITLES.get(f, f)}: {c['reason']}" for f, c in failed.items())[:600]
+    elif not ran:
+        row["reason"] = "no format could run: " + "; ".join(c["reason"] for c in row["formats"].values())
+    row["seconds"] = time.perf_counter() - t0
+    return row
+
+
+def _worker(spec: str, ratio: float, suite: str = "all", formats: tuple[str, ...] = EXPORT_FORMATS) -> None:
+    row = run_export(spec, ratio, formats) if suite == "export" else run_one(spec, ratio)
     print("ROW " + json.dumps(row), flush=True)
 
 
-def _specs(suite: str, models: str | None) -> list[str]:
+def _suite_specs(suite: str) -> list[str]:
+    """Every spec of ``suite`` (``export``: the classifier suites, the default coverage set)."""
     from rartsprune.app.tasks import TIMM_FEATURES_COVERAGE, torchvision_task_models
     from rartsprune.app.zoo import TIMM_COVERAGE, torchvision_classification_models
 
-    if models:
-        names = [m.strip() for m in models.split(",") if m.strip()]
-        prefix = {"timm": "timm:", "timm_features": "timm_features:"}.get(suite, "torchvision:" if suite != "all" else "")
-        return [n if ":" in n else prefix + n for n in names]
     specs = []
-    if suite in ("all", "torchvision"):
+    if suite in ("all", "torchvision", "export"):
         specs += [f"torchvision:{n}" for n in torchvision_classification_models()]
-    if suite in ("all", "timm"):
+    if suite in ("all", "timm", "export"):
         specs += [f"timm:{n}" for n in TIMM_COVERAGE]
     for task in TORCHVISION_TASK_SUITES:
         if suite in ("all", "tasks", task):
@@ -195,6 +261,34 @@ def _specs(suite: str, models: str | None) -> list[str]:
     if suite in ("all", "tasks", "timm_features"):
         specs += [f"timm_features:{n}" for n in TIMM_FEATURES_COVERAGE]
     return specs
+
+
+def _matches(pattern: str, spec: str) -> bool:
+    """``pattern`` (a regular expression) matches the whole spec or the whole name after its source."""
+    try:
+        return bool(re.fullmatch(pattern, spec) or re.fullmatch(pattern, spec.split(":", 1)[-1]))
+    except re.error:
+        return False
+
+
+def _specs(suite: str, models: str | None) -> list[str]:
+    """The suite's specs, or those ``models`` selects.
+
+    ``models``: comma-separated items; each is a regular expression matched against the whole name (or the
+    whole spec) of the suite's models (``resnet18``, ``resnet.*``, ``timm:vit_.*``); an item that matches none
+    of them is taken as a model spec itself (a name gets the suite's source: ``torchvision:`` or ``timm:``).
+    """
+    base = _suite_specs(suite)
+    if not models:
+        return base
+    prefix = {"timm": "timm:", "timm_features": "timm_features:"}.get(suite, "torchvision:" if suite != "all" else "")
+    out: list[str] = []
+    for item in (m.strip() for m in models.split(",")):
+        if not item:
+            continue
+        found = [spec for spec in base if _matches(item, spec)] or [item if ":" in item else prefix + item]
+        out += [spec for spec in found if spec not in out]
+    return out
 
 
 def _fmt_macs(n: int | None) -> str:
@@ -405,12 +499,197 @@ def _save(path: Path, ratio: float, spec: str, row: dict, is_task: bool) -> tupl
     return rows, tasks
 
 
+#: The heading the export sweep writes (its section replaces the one in the table, wherever it is).
+_EXPORT_HEADING = "## Export"
+
+
+def _sci(v: float) -> str:
+    """``1e-5`` rather than Python's ``1e-05``."""
+    mantissa, _, exp = f"{v:.0e}".partition("e")
+    return f"{mantissa}e{int(exp)}"
+
+
+def _format_cell(cell: dict | None) -> str:
+    """One format's result: ``pass, 3.1e-07`` (max abs diff), ``**fail**``, ``not run`` or ``-``."""
+    if cell is None:
+        return "-"
+    if cell.get("ok") is None:
+        return "not run"
+    if not cell["ok"]:
+        return "**fail**"
+    return f"pass, {cell['max_diff']:.1e}" if cell.get("checked") else "pass, unchecked"
+
+
+def _export_reason(row: dict) -> str:
+    """Why a row failed; for a passing row, anything worth knowing (an unchecked or skipped format)."""
+    if not row.get("ok"):
+        text = row.get("reason") or "failed without a reason"
+        statics = [f"{_FORMAT_TITLES.get(f, f)} with a static batch: {c['static_batch']}"
+                   for f, c in (row.get("formats") or {}).items() if c.get("ok") is False and c.get("static_batch")]
+        return "; ".join([text, *statics])
+    return "; ".join(f"{_FORMAT_TITLES.get(f, f)}: {c['reason']}" for f, c in (row.get("formats") or {}).items()
+                     if c.get("reason"))
+
+
+def _params_cell(row: dict) -> str:
+    """``before → after`` parameter counts of a pruned model, ``-`` when it was not pruned."""
+    if not row.get("params_before") or "formats" not in row:
+        return "-"
+    return f"{_fmt_macs(row['params_before'])} → {_fmt_macs(row.get('params_after'))}"
+
+
+def export_lines(rows: dict[str, dict], planned: list[str], formats: tuple[str, ...] = EXPORT_FORMATS,
+                 ratio: float = 0.4) -> list[str]:
+    """The generated "Export" section: the counts on top (labelled partial while models of ``planned`` have no
+    row), per-format counts, one row per model with the reason of every failure."""
+    ok = sum(1 for r in rows.values() if r.get("ok"))
+    run_planned = [p for p in planned if p in rows]
+    partial = len(run_planned) < len(planned)
+    counts = f"**{ok}/{len(rows)} pass**"  # under a fixed heading: links to coverage.md#export keep working
+    if partial:
+        counts += f" (partial sweep: {len(run_planned)} of {len(planned)} models run)"
+    names = " and ".join(_FORMAT_TITLES.get(f, f) for f in formats)
+    lines = [
+        _EXPORT_HEADING,
+        "",
+        counts + ".",
+        "",
+        f"Every pruned model of the default coverage set (the {len(planned)} torchvision and timm classifiers above):",
+        f"random weights (perturbed), a random {100 * ratio:.0f}% of each group's channels removed and surgery, as in",
+        f"the coverage check; then `rartsprune.export.export_model` to {names} with a dynamic batch dimension",
+        "(`torch.export` → `.pt2`; ONNX with `torch.onnx.export`, dynamo-based, the `[export]` extra). The written",
+        "file is reloaded (`torch.export.load`, onnxruntime) and run at batch 2 and 3: its outputs must equal the",
+        f"module's within {_sci(EXPORT_ATOL)} x max(1, output scale) (`max diff`: the largest absolute difference).",
+        "A failed format is retried with a static batch to tell whether the dynamic batch is the cause.",
+        "Regenerate with `python bench/coverage.py --suite export` (resumable: finished models are skipped;",
+        "`--models REGEX`, `--limit N`), JSON in `bench/results/coverage_export.json`.",
+        "",
+    ]
+    if partial:
+        lines += [f"**Partial sweep**: {len(run_planned)} of the {len(planned)} models have been run; the other "
+                  f"{len(planned) - len(run_planned)} are not run yet.", ""]
+    counts = []
+    for fmt in formats:
+        cells = [r.get("formats", {}).get(fmt) for r in rows.values()]
+        ran = [c for c in cells if c is not None and c.get("ok") is not None]
+        counts.append(f"{_FORMAT_TITLES.get(fmt, fmt)} {sum(1 for c in ran if c['ok'])}/{len(ran)}")
+    not_pruned = sum(1 for r in rows.values() if "formats" not in r)
+    lines += [f"Per format: {', '.join(counts)} pass; not pruned or not built (so not exported): {not_pruned}.", ""]
+    lines += [
+        f"| model | input | parameters | {' | '.join(_FORMAT_TITLES.get(f, f) + ' (max diff)' for f in formats)} "
+        "| output scale | time | result | reason |",
+        "|---|---|---|" + "---|" * len(formats) + "---|---|---|---|",
+    ]
+    for spec, r in sorted(rows.items()):
+        fmts = r.get("formats") or {}
+        scale = max((c.get("output_scale", 0.0) for c in fmts.values() if c.get("ok")), default=None)
+        inp = "x".join(str(v) for v in r.get("input", [])[1:]) or "-"
+        lines.append(
+            f"| {spec} | {inp} | {_params_cell(r)} | "
+            + " | ".join(_format_cell(fmts.get(f)) for f in formats)
+            + f" | {'-' if scale is None else f'{scale:.3g}'} | {r.get('seconds', 0):.0f} s | "
+            + f"{'pass' if r.get('ok') else '**fail**'} | {_cell(_export_reason(r), 400)} |"
+        )
+    lines.append("")
+    return lines
+
+
+def write_export_section(rows: dict[str, dict], path: Path, planned: list[str],
+                         formats: tuple[str, ...] = EXPORT_FORMATS, ratio: float = 0.4) -> None:
+    """Replace the "Export" section of the table at ``path`` (or append it); everything else is kept as it is."""
+    lines = path.read_text().splitlines() if path.exists() else ["# Model coverage", ""]
+    start = next((i for i, ln in enumerate(lines) if ln == _EXPORT_HEADING or ln.startswith(_EXPORT_HEADING + ":")),
+                 None)
+    if start is None:
+        before, after = lines + ([""] if lines and lines[-1] else []), []
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        before, after = lines[:start], lines[end:]
+    section = export_lines(rows, planned, formats, ratio)
+    text = "\n".join(before + section + after)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text if text.endswith("\n") else text + "\n")
+
+
+def _load_export(path: Path) -> dict[str, dict]:
+    """Rows of the export sweep's JSON file, empty when it does not exist."""
+    return json.loads(path.read_text()).get("rows", {}) if path.exists() else {}
+
+
+def _save_export(path: Path, ratio: float, formats: tuple[str, ...], spec: str, row: dict) -> dict[str, dict]:
+    """Merge one export row into the JSON file as it is now and write it."""
+    rows = _load_export(path)
+    rows[spec] = row
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"ratio": ratio, "formats": list(formats), "atol": EXPORT_ATOL, "rows": rows}
+    tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+    return rows
+
+
+def _run_worker(spec: str, args: argparse.Namespace, env: dict[str, str]) -> dict:
+    """Run one model in a subprocess with the time and memory limits; its row (a failure row if it died)."""
+    cmd = [sys.executable, __file__, "--worker", spec, "--ratio", str(args.ratio), "--memory-gb", str(args.memory_gb)]
+    if args.suite == "export":
+        cmd += ["--suite", "export", "--formats", ",".join(args.formats)]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"model": spec, "ok": False, "reason": f"timed out after {args.timeout:.0f} s", "seconds": args.timeout}
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("ROW ")), None)
+    if line is None:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        return {"model": spec, "ok": False, "reason": f"worker died (exit {proc.returncode}): {tail[0][:200]}",
+                "seconds": time.perf_counter() - t0}
+    return json.loads(line[4:])
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    from rartsprune.export import FORMATS
+
+    names = tuple(f.strip() for f in text.split(",") if f.strip())
+    bad = [f for f in names if f not in FORMATS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown export format(s) {bad or text!r}; valid: {', '.join(FORMATS)}")
+    return names
+
+
+def _export_main(args: argparse.Namespace, env: dict[str, str]) -> int:
+    """``--suite export``: prune and export the default coverage set (or ``--models``), resuming from the JSON."""
+    from tqdm import tqdm
+
+    path = args.json or EXPORT_RESULTS
+    rows = _load_export(path)
+    planned = _suite_specs("export")
+    todo = [s for s in _specs("export", args.models) if args.force or s not in rows]
+    if args.limit is not None:
+        todo = todo[: args.limit]
+    for spec in tqdm(todo, desc="export", unit="model", disable=None):
+        row = _run_worker(spec, args, env)
+        tqdm.write(f"{spec}: {'pass' if row.get('ok') else 'FAIL ' + str(row.get('reason'))[:120]}")
+        rows = _save_export(path, args.ratio, args.formats, spec, row)
+        write_export_section(rows, args.table, planned, args.formats, args.ratio)
+    rows = _load_export(path)
+    write_export_section(rows, args.table, planned, args.formats, args.ratio)
+    print(json.dumps({"export": f"{sum(1 for r in rows.values() if r.get('ok'))}/{len(rows)}",
+                      "run": f"{sum(1 for p in planned if p in rows)}/{len(planned)}", "json": str(path)}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--suite", choices=("all", *CLASSIFIER_SUITES, "tasks", *TASK_SUITES), default="all",
-                    help="all: every suite; tasks: the task suites (detection, segmentation, video, flow, timm_features)")
-    ap.add_argument("--models", help="comma-separated names (or specs) instead of the whole suite")
+    ap.add_argument("--suite", choices=("all", *CLASSIFIER_SUITES, "tasks", *TASK_SUITES, "export"), default="all",
+                    help="all: every check suite; tasks: the task suites (detection, segmentation, video, flow, "
+                    "timm_features); export: prune and export the default coverage set (torchvision + timm)")
+    ap.add_argument("--models", help="comma-separated regular expressions matched against the whole names (or specs) "
+                    "of the suite's models, e.g. 'resnet18,vit_.*'; an item matching none is taken as a spec")
+    ap.add_argument("--limit", type=int, default=None,
+                    help="run at most N models (after skipping the finished ones: repeat to continue a sweep)")
     ap.add_argument("--ratio", type=float, default=0.4, help="fraction of each group's channels removed")
+    ap.add_argument("--formats", type=_formats, default=EXPORT_FORMATS,
+                    help=f"--suite export: comma-separated export formats (default: {','.join(EXPORT_FORMATS)})")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per model")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads per model (OMP_NUM_THREADS of the workers; default: $OMP_NUM_THREADS or 2)")
@@ -418,10 +697,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="address-space limit of each worker (a model that needs more fails with MemoryError "
                     "instead of exhausting the machine); 0: no limit")
     ap.add_argument("--force", action="store_true", help="re-run models already in the JSON")
-    ap.add_argument("--json", type=Path, default=RESULTS)
+    ap.add_argument("--json", type=Path, default=None,
+                    help=f"results file (default: {RESULTS.relative_to(ROOT)}; --suite export: "
+                    f"{EXPORT_RESULTS.relative_to(ROOT)})")
     ap.add_argument("--table", type=Path, default=TABLE)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.limit is not None and args.limit < 0:
+        ap.error(f"--limit must be at least 0, got {args.limit}")
     if args.worker:
         if args.memory_gb > 0:
             import resource
@@ -431,38 +714,32 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-        _worker(args.worker, args.ratio)
+        _worker(args.worker, args.ratio, args.suite, args.formats)
         return 0
+    threads = str(args.threads) if args.threads else os.environ.get("OMP_NUM_THREADS", "2")
+    env = dict(os.environ, OMP_NUM_THREADS=threads)
+    if args.suite == "export":
+        return _export_main(args, env)
     from rartsprune.app.tasks import task_of
 
-    rows, tasks = _load(args.json)
-    specs = _specs(args.suite, args.models)
+    path = args.json or RESULTS
+    rows, tasks = _load(path)
+    specs = [s for s in _specs(args.suite, args.models)
+             if args.force or s not in (tasks if task_of(s) != "classification" else rows)]
+    if args.limit is not None:
+        specs = specs[: args.limit]
     planned = _specs("all", None)
     from tqdm import tqdm
 
-    threads = str(args.threads) if args.threads else os.environ.get("OMP_NUM_THREADS", "2")
-    env = dict(os.environ, OMP_NUM_THREADS=threads)
     for spec in tqdm(specs, desc="coverage", unit="model", disable=None):
         is_task = task_of(spec) != "classification"
-        if spec in (tasks if is_task else rows) and not args.force:
-            continue
-        cmd = [sys.executable, __file__, "--worker", spec, "--ratio", str(args.ratio), "--memory-gb", str(args.memory_gb)]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
-            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("ROW ")), None)
-            if line is None:
-                tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-                row = {"model": spec, "ok": False, "reason": f"worker died (exit {proc.returncode}): {tail[0][:200]}"}
-            else:
-                row = json.loads(line[4:])
-        except subprocess.TimeoutExpired:
-            row = {"model": spec, "ok": False, "reason": f"timed out after {args.timeout:.0f} s"}
+        row = _run_worker(spec, args, env)
         if is_task:
             row.setdefault("task", task_of(spec))
         tqdm.write(f"{spec}: {'pass' if row.get('ok') else 'FAIL ' + str(row.get('reason'))[:120]}")
-        rows, tasks = _save(args.json, args.ratio, spec, row, is_task)
+        rows, tasks = _save(path, args.ratio, spec, row, is_task)
         write_table(rows, args.table, planned, tasks)
-    rows, tasks = _load(args.json)
+    rows, tasks = _load(path)
     write_table(rows, args.table, planned, tasks)
     every = {**rows, **tasks}
     suites = [*CLASSIFIER_SUITES, *TASK_SUITES]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
+import re
+import socket
 import subprocess
 import sys
 from dataclasses import replace
@@ -137,3 +140,81 @@ def test_round_to_flag_takes_auto_or_a_positive_integer(tmp_path: Path) -> None:
     # 'auto' needs a latency budget: refused before anything runs, nothing written
     proc = cli("prune", "--round-to", "auto", "--macs", "0.5", "--out", str(tmp_path / "y"), *TINY, check=False)
     assert proc.returncode == 2 and "round_to='auto'" in proc.stderr and not (tmp_path / "y").exists()
+
+
+#: ``check`` on task models: (extra flags, task, input, loss). Detector and segmenter at their default sizes,
+#: the video model at an explicit small clip.
+TASK_CHECKS = {
+    "torchvision:fasterrcnn_mobilenet_v3_large_320_fpn": ([], "detection", "2 x 3x128x128", "detection_loss"),
+    "torchvision:mc3_18": (["--size", "4x32x32"], "video", "3x4x32x32", "cross_entropy"),
+    "torchvision:lraspp_mobilenet_v3_large": ([], "segmentation", "3x64x64", "segmentation_loss"),
+}
+_LOSS_LINE = re.compile(r"^  task loss +(\w+) (\S+) \(training mode, scores at 1\); score-gradient norm (\S+), "
+                        r"(\d+) of (\d+) score vectors reached$", re.M)
+
+
+def test_check_runs_the_task_loss_of_detectors_video_and_segmenters(capsys: pytest.CaptureFixture,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from rartsprune.app.cli import main
+
+    def offline(*args: object, **kwargs: object) -> None:
+        raise OSError("the network is off in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", offline)  # a weight download would fail the check (exit 2)
+    for spec, (extra, task, shape, loss_fn) in TASK_CHECKS.items():
+        assert main(["check", "--model", spec, *extra]) == 0, capsys.readouterr()
+        captured = capsys.readouterr()
+        out = captured.out
+        assert out.startswith(f"{spec}: PASS") and "Traceback" not in captured.err, out
+        assert f"\n  task             {task}, input {shape}\n" in out, out
+        found = _LOSS_LINE.search(out)
+        assert found is not None, out
+        name, loss, norm, reached, scored = found.groups()
+        assert name == loss_fn
+        assert math.isfinite(float(loss)) and float(loss) > 0
+        assert math.isfinite(float(norm)) and float(norm) > 0
+        assert int(reached) == int(scored) > 0  # the loss reaches every score vector
+        assert re.search(rf"channel groups +\d+ \(.*\b{scored} scored\)", out), out  # every scored group reached
+    # the same numbers as JSON, with the task and the input
+    assert main(["check", "--model", "torchvision:mc3_18", "--size", "4x32x32", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["ok"] is True and result["task"] == "video" and result["input"] == "3x4x32x32"
+    assert result["loss_fn"] == "cross_entropy" and math.isfinite(result["loss"])
+    assert result["score_grad_norm"] > 0 and result["scores_without_grad"] == 0
+    assert result["pruned_diff"] <= 1e-5 * max(1.0, result["output_scale"])
+    # a classifier: no task loss (its check compares logits), the line absent
+    assert main(["check", "--model", "torchvision:resnet18"]) == 0
+    out = capsys.readouterr().out
+    assert "  task             classification, input 3x64x64\n" in out and "task loss" not in out
+
+
+#: A --size each model cannot take -> the text of the error (exit status 2, one line, no traceback).
+BAD_SIZES = {
+    ("torchvision:mc3_18", "112"): "video models take clips, 1 number(s) given; the valid form is TxHxW",
+    ("torchvision:mvit_v2_s", "8x64x64"): "torchvision builds mvit_v2_s for 16x224x224 clips only",
+    ("torchvision:raft_small", "100"): "RAFT needs each side at least 128 px",
+    ("torchvision:raft_small", "128x132"): "and a multiple of 8, got 128x132",
+    ("torchvision:resnet18", "8x8"): "2 numbers given, the model takes square images; the valid form is S,",
+    ("torchvision:lraspp_mobilenet_v3_large", "abc"): "is not numbers separated by 'x'",
+    ("torchvision:fasterrcnn_mobilenet_v3_large_320_fpn", "0"): "every number must be positive",
+    ("torchvision:s3d", "8x64x64"): "torchvision:s3d does not run on inputs of size 8x64x64 (RuntimeError:",
+}
+
+
+def test_check_refuses_a_size_the_task_cannot_take(capsys: pytest.CaptureFixture) -> None:
+    from rartsprune.app.cli import main
+
+    for (spec, size), message in BAD_SIZES.items():
+        assert main(["check", "--model", spec, "--size", size]) == 2, (spec, size)
+        captured = capsys.readouterr()
+        assert captured.out == "" and captured.err.startswith("rartsprune check: error: "), captured
+        assert message in captured.err and "Traceback" not in captured.err, captured.err
+        assert len(captured.err.strip().splitlines()) == 1
+    # S3D's error names its default size; an unknown model is one line too
+    assert main(["check", "--model", "torchvision:s3d", "--size", "8x64x64"]) == 2
+    assert "default for torchvision:s3d: 16x224x224" in capsys.readouterr().err
+    assert main(["check", "--model", "torchvision:no_such_net"]) == 2
+    assert "torchvision has no model named 'no_such_net'" in capsys.readouterr().err
+    # the process' exit status
+    proc = cli("check", "--model", "torchvision:r3d_18", "--size", "112", check=False)
+    assert proc.returncode == 2 and "the valid form is TxHxW" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,7 +1,9 @@
 """Export of pruned models: torch.export, ONNX (with the ``export`` extra), TorchScript, the CLI, refusals.
 
 The default run exports a pruned ResNet-18 and a small ViT; ``pytest -m slow`` exports every pruned model
-of the default coverage set (the sweep behind the Export section of docs/coverage.md).
+of the default coverage set. The Export section of docs/coverage.md comes from the same sweep run by
+``python bench/coverage.py --suite export`` (resumable, one subprocess per model; tested on two models in
+tests/test_coverage.py).
 """
 
 from __future__ import annotations

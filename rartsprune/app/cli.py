@@ -4,7 +4,9 @@ Subcommands:
 
 * ``prune`` — train (optional) → width search → surgery → fine-tune, with checkpoints and ``--resume``
   (see `rartsprune.app.pipeline` for what lands in ``--out``).
-* ``check`` — can rartsprune score and prune this model exactly? (attach, zero 40 %, surgery, compare).
+* ``check`` — can rartsprune score and prune this model exactly? (attach, zero 40 %, surgery, compare); for
+  detection, segmentation, video and optical-flow models also one training-mode forward + backward with the
+  task's loss, which must give the scores finite, nonzero gradients (`rartsprune.app.tasks`).
 * ``flops`` — MACs and parameters of a model, per module.
 * ``export`` — a job's ``plan.json`` + ``pruned.pt`` as a ``torch.export`` (``.pt2``), ONNX or TorchScript
   file, checked against the module (`rartsprune.export`).
@@ -19,6 +21,7 @@ Examples::
     torchrun --nproc_per_node 4 -m rartsprune prune --model torchvision:resnet50 --data /data/imagenet \\
         --batch-size 256 --macs 0.5 --out runs/r50    # data-parallel on 4 GPUs, 256: the global batch
     python -m rartsprune check --model timm:efficientnet_b0
+    python -m rartsprune check --model torchvision:r3d_18 --size 8x112x112   # video: frames x height x width
     python -m rartsprune export --model torchvision:resnet18 --plan runs/r18/plan.json \\
         --weights runs/r18/pruned.pt --out r18.onnx --size 32
 """
@@ -189,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "zero-initialised layers do not hide errors)")
     c.add_argument("--model", required=True, help=_HELP["model"])
     c.add_argument("--ratio", type=float, default=0.4)
-    c.add_argument("--size", type=int, default=None, help="input image size (default: small where possible)")
+    c.add_argument("--size", default=None, help=_CHECK_SIZE_HELP)
     c.add_argument("--json", action="store_true", help="print the result as JSON instead of the readable verdict")
     f = sub.add_parser("flops", help="MACs and parameters per module")
     f.add_argument("--model", required=True, help=_HELP["model"])
@@ -211,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _demo(args)
     if args.command == "export":
         return _export(args)
+    if args.command == "check":
+        return _check(args)
     if args.command == "prune":
         from .pipeline import run
 
@@ -228,18 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     import torch
 
-    from .zoo import build_model, example_inputs_for
+    from .zoo import build_model
 
-    classes = getattr(args, "num_classes", 10)
-    model = build_model(args.model, num_classes=classes, small=args.command == "check" and args.size is None).eval()
-    if args.command == "check":
-        from ..check import check_model, perturb_parameters
-
-        x = torch.randn(2, 3, args.size, args.size) if args.size else example_inputs_for(args.model, 2, model=model)
-        perturb_parameters(model)  # random weights: zero-initialised heads would make the comparison vacuous
-        result = check_model(model, x, ratio=args.ratio)
-        print(json.dumps(result.to_dict(), indent=1) if args.json else _check_text(args.model, result))
-        return 0 if result.ok else 1
+    model = build_model(args.model, num_classes=args.num_classes).eval()
     from ..flops import flops_report, format_count
 
     report = flops_report(model, torch.randn(1, 3, args.size, args.size))
@@ -251,11 +247,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _check_text(spec: str, result: Any) -> str:
-    """`rartsprune check`'s verdict for people: pass / refused with the reason, then the numbers."""
+#: ``check --size`` help: the form depends on the model's task (`rartsprune.app.tasks.SIZE_FORMS`).
+_CHECK_SIZE_HELP = (
+    "input size, in the model's task's form: S (a square image side) for classifiers, detectors and segmenters; "
+    "TxHxW (frames x height x width) for video models (MViT: 16x224x224 only); S or HxW for RAFT (each side at "
+    "least 128 and a multiple of 8). Default: small where the architecture allows (64 px images; detectors "
+    "128 px, video 8x64x64, S3D and MViT 16x224x224, RAFT 128x128)"
+)
+
+
+def _check(args: argparse.Namespace) -> int:
+    """``check``: the model's task decides its inputs, loss and compared outputs (`rartsprune.app.tasks`).
+
+    A bad ``--size``, an unknown model or a failed build is one line on stderr and exit status 2, never a
+    traceback; a model that cannot be pruned exactly is exit status 1 with the reason.
+    """
+    from .tasks import check_setup, check_task_model, describe_inputs, loss_name, task_of
+
+    try:
+        model, inputs = check_setup(args.model, size=args.size)
+    except (ValueError, RuntimeError, TypeError, OSError, ImportError, AssertionError) as exc:
+        print(f"rartsprune check: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    result = check_task_model(model, inputs, ratio=args.ratio)
+    info = {"task": task_of(args.model), "input": describe_inputs(inputs.example), "loss_fn": loss_name(inputs.loss_fn)}
+    if args.json:
+        print(json.dumps({**info, **result.to_dict()}, indent=1))
+    else:
+        print(_check_text(args.model, result, info))
+    return 0 if result.ok else 1
+
+
+def _check_text(spec: str, result: Any, info: dict[str, str] | None = None) -> str:
+    """`rartsprune check`'s verdict for people: pass / refused with the reason, then the numbers.
+
+    ``info``: the task, the input's shape and the loss' name (the task-loss line appears when a loss ran).
+    """
+    import math
+
     from ..flops import format_count
 
     lines = [f"{spec}: {'PASS' if result.ok else 'REFUSED'}" + ("" if result.ok else f" - {result.reason}")]
+    if info:
+        lines.append(f"  task             {info['task']}, input {info['input']}")
+    if info and info.get("loss_fn", "-") != "-" and not math.isnan(result.loss):
+        reached = result.scored_groups - result.scores_without_grad
+        lines.append(f"  task loss        {info['loss_fn']} {result.loss:.4g} (training mode, scores at 1); "
+                     f"score-gradient norm {result.score_grad_norm:.3e}, {reached} of {result.scored_groups} "
+                     "score vectors reached")
     if result.groups:
         statuses = ", ".join(f"{n} {k}" for k, n in sorted((result.statuses or {}).items()))
         lines.append(f"  channel groups   {result.groups} ({statuses})")
