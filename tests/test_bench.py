@@ -84,7 +84,7 @@ def _speedup_module():
 def test_speedup_smoke(tmp_path: Path) -> None:
     out = tmp_path / "sp.json"
     _run("bench/speedup.py", "--models", "preresnet164", "--batches", "1", "--reps", "1", "--round-to", "none,8",
-         "--rounds", "2", "--threads", "1", "--out", str(out), timeout=180)
+         "--rounds", "2", "--threads", "1", "--out", str(out), timeout=400)
     res = json.loads(out.read_text())
     assert res["split"]["selection_rounds"] == [1] and res["split"]["report_rounds"] == [2]
     assert res["settings"]["rounds"] == 2 and res["settings"]["out"] == os.path.relpath(out, ROOT)
