@@ -28,7 +28,7 @@ from rartsprune.width import (
     measure_width_latency,
     select_by_budget,
 )
-from rartsprune.width.latency import LayerLatency, allocator_settings
+from rartsprune.width.latency import LayerLatency, _split_rest, allocator_settings
 
 X = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
@@ -110,6 +110,36 @@ def test_the_table_samples_the_prunable_layers_and_predicts_monotone_in_width() 
             assert all(a <= b + 1e-12 for a, b in zip(ins, ins[1:])), (cout, ins)
     # the model's prediction from its own widths is the unpruned prediction
     assert table.predict_model(tiny()) == pytest.approx(table.full_ms)
+
+
+def test_the_remainder_is_split_by_the_half_width_timing() -> None:
+    """The remainder (normalisations, activations, additions) shrinks with the pruned layers' outputs: a second
+    timing, of a copy at half width, splits it into a constant part and one proportional to the activations."""
+    table = measure()
+    ref = table.meta["reference"]  # calibrate=True by default: the half-width copy was timed
+    assert 0 < ref["activation_fraction"] < 1 and ref["ms"] > 0
+    rest = table.rest_ms + table.rest_scaled_ms
+    assert 0.0 <= table.rest_scaled_ms <= rest + 1e-12 and table.full_ms == pytest.approx(table.layers_full_ms + rest)
+    assert set(table.activations) == set(table.layers)
+    assert table.activations["3"] == 32 * 32 and table.activations["14"] == 1  # elements per output channel
+    assert table.predict_model(tiny()) == pytest.approx(table.full_ms)
+    # the arithmetic, on a table whose samples are exact: remainder 2 ms of which 1.5 scale with activations
+    lat = LayerLatency("linear", 8, 4, False, [1, 8], [8], [1, 4], [[0.5, 1.0]])
+    plain = WidthLatencyTable("cpu", 1, [1, 8], 3.0, 2.0, {"fc": lat}, activations={"fc": 1.0})
+    split = _split_rest(plain, 0.5 + 0.5 + 1.5 * 0.25, {"fc": {"in": 8, "out": 1}})  # the copy at 1 of 4 outputs
+    assert split.rest_scaled_ms == pytest.approx(1.5) and split.rest_ms == pytest.approx(0.5)
+    assert split.full_ms == pytest.approx(plain.full_ms) and split.predict({"fc": {"out": 1}}) == pytest.approx(1.375)
+    assert plain.predict({"fc": {"out": 1}}) == pytest.approx(2.5)  # a constant remainder overestimates it
+    # noise that would make a part negative is clipped; a table without the split reloads as a constant remainder
+    assert _split_rest(plain, 10.0, {"fc": {"out": 1}}).rest_scaled_ms == 0.0
+    assert _split_rest(plain, 0.0, {"fc": {"out": 1}}).rest_scaled_ms == pytest.approx(2.0)
+    data = split.to_dict()
+    assert WidthLatencyTable.from_dict(data) == split
+    del data["rest_scaled_ms"], data["activations"]
+    old = WidthLatencyTable.from_dict(data)
+    assert old.rest_scaled_ms == 0.0 and old.predict({"fc": {"out": 1}}) == pytest.approx(0.5 + 0.5)
+    uncalibrated = measure(calibrate=False)
+    assert uncalibrated.rest_scaled_ms == 0.0 and "reference" not in uncalibrated.meta
 
 
 def test_the_envelope_hides_noise_and_interpolates_between_samples() -> None:

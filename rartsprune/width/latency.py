@@ -12,9 +12,14 @@ measures what the pruned model will cost in milliseconds instead:
   then the median of ``repeats`` timed runs (`rartsprune.topology.latency`'s timer);
 * a layer's latency at any (in, out) width is the bilinear interpolation of its samples (after making them
   non-decreasing in both widths, so that timing noise never makes a wider layer predict faster);
-* the model's predicted latency is the sum of its layers' predictions plus a constant *remainder*: the
-  measured whole-model latency minus the sum of the layers at full width (normalisations, activations,
-  pooling, the head and the layers that are not pruned; at least 0).
+* the model's predicted latency is the sum of its layers' predictions plus a *remainder*: the measured
+  whole-model latency minus the sum of the layers at full width (normalisations, activations, residual
+  additions, pooling, the head and the layers that are not pruned; at least 0). Much of it is elementwise work
+  on the pruned layers' outputs, which shrinks with them, so the remainder is split in two (``calibrate=True``,
+  the default): a part proportional to the *activation fraction* — the timed layers' output elements kept,
+  ``sum(out_width * elements per channel) / the same at full width`` — and a constant part. The split comes
+  from a second whole-model timing, of a copy with every channel group cut to half its units; without it (or
+  for a table that did not record it) the remainder is constant, which overestimates heavily pruned models.
 
 The table is saved as JSON (`WidthLatencyTable.save`) with the device name, the torch version, the batch
 size and the input shape, and reloaded with `WidthLatencyTable.load`; `WidthLatencyTable.check` refuses a
@@ -38,7 +43,7 @@ import bisect
 import copy
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +51,8 @@ import torch
 import torch.nn as nn
 
 from ..graph import preserved_state
-from ..scores import ScoreHandle, _model_device, has_scores
-from ..surgery import layer_widths, plan_from_scores
+from ..scores import ScoreHandle, _model_device, has_scores, remove
+from ..surgery import apply_surgery, layer_widths, plan_from_scores
 from ..topology.latency import _time_module, load_json, save_json
 
 __all__ = [
@@ -58,6 +63,7 @@ __all__ = [
     "WidthLatencyTable",
     "allocator_settings",
     "device_name",
+    "half_width_reference",
     "latency_report",
     "measure_width_latency",
     "prunable_layers",
@@ -216,9 +222,13 @@ class WidthLatencyTable:
         device: where it was measured (`device_name`).
         batch: the batch size; ``input_shape``: the model's input (batch first).
         whole_ms: the measured latency of the whole unpruned model.
-        rest_ms: ``whole_ms`` minus the layers at full width (at least 0), added to every prediction.
+        rest_ms: the constant part of the remainder (``whole_ms`` minus the layers at full width, at least 0,
+            minus ``rest_scaled_ms``), added to every prediction.
         layers: layer name -> `LayerLatency`.
-        meta: torch version, warm-up, repeats, statistic.
+        meta: torch version, warm-up, repeats, statistic, the calibration's timing of the half-width copy.
+        rest_scaled_ms: the part of the remainder proportional to the activation fraction (0: constant).
+        activations: layer name -> output elements per output channel (at the table's batch size), for the
+            activation fraction.
 
     Examples:
         >>> t = WidthLatencyTable("cpu", 1, [1, 8], 2.0, 1.0,
@@ -236,15 +246,41 @@ class WidthLatencyTable:
     rest_ms: float
     layers: dict[str, LayerLatency] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    rest_scaled_ms: float = 0.0
+    activations: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def layers_full_ms(self) -> float:
+        """The layers' predicted latencies at full width, summed."""
+        return sum(lat.full_ms for lat in self.layers.values())
 
     @property
     def full_ms(self) -> float:
         """The predicted latency of the unpruned model (the layers at full width plus the remainder)."""
-        return self.rest_ms + sum(lat.full_ms for lat in self.layers.values())
+        return self.rest_ms + self.rest_scaled_ms + self.layers_full_ms
+
+    def activation_fraction(self, widths: Mapping[str, Mapping[str, Any]]) -> float:
+        """The fraction of the timed layers' output elements that ``widths`` keep (1.0 without activations).
+
+        Examples:
+            >>> lat = LayerLatency("linear", 8, 4, False, [1, 8], [8], [1, 4], [[0.5, 1.0]])
+            >>> t = WidthLatencyTable("cpu", 1, [1, 8], 2.0, 0.5, {"fc": lat}, rest_scaled_ms=0.5,
+            ...                       activations={"fc": 1.0})
+            >>> t.activation_fraction({"fc": {"out": 1}}), t.predict({"fc": {"out": 1}})
+            (0.25, 1.125)
+        """
+        full = sum(a * self.layers[n].out_channels for n, a in self.activations.items() if n in self.layers)
+        if full <= 0:
+            return 1.0
+        kept = sum(a * float(widths.get(n, {}).get("out", self.layers[n].out_channels))
+                   for n, a in self.activations.items() if n in self.layers)
+        return kept / full
 
     def predict(self, widths: Mapping[str, Mapping[str, Any]]) -> float:
         """Predicted latency (ms) for layer widths (``layer_widths`` / a plan's widths; missing layers: full)."""
         total = self.rest_ms
+        if self.rest_scaled_ms:
+            total += self.rest_scaled_ms * self.activation_fraction(widths)
         for name, lat in self.layers.items():
             w = widths.get(name, {})
             total += lat.predict(w.get("in"), w.get("out"))
@@ -279,6 +315,7 @@ class WidthLatencyTable:
         """JSON-able dict (``format``, ``unit``, device, batch, input shape, remainder, layers, meta)."""
         return {"format": _FORMAT, "unit": "ms", "device": self.device, "batch": self.batch,
                 "input_shape": list(self.input_shape), "whole_ms": self.whole_ms, "rest_ms": self.rest_ms,
+                "rest_scaled_ms": self.rest_scaled_ms, "activations": dict(sorted(self.activations.items())),
                 "meta": dict(self.meta), "layers": {n: lat.to_dict() for n, lat in sorted(self.layers.items())}}
 
     @classmethod
@@ -289,7 +326,9 @@ class WidthLatencyTable:
         try:
             return cls(str(data["device"]), int(data["batch"]), [int(v) for v in data["input_shape"]],
                        float(data["whole_ms"]), float(data["rest_ms"]),
-                       {str(n): LayerLatency.from_dict(v) for n, v in data["layers"].items()}, dict(data.get("meta", {})))
+                       {str(n): LayerLatency.from_dict(v) for n, v in data["layers"].items()}, dict(data.get("meta", {})),
+                       float(data.get("rest_scaled_ms", 0.0)),
+                       {str(n): float(v) for n, v in data.get("activations", {}).items()})
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"width latency table lacks a field or has a bad one: {exc!r}") from exc
 
@@ -366,8 +405,10 @@ def _fresh_layer(m: nn.Module, kind: str, cin: int, cout: int, device: torch.dev
                bias=m.bias is not None, padding_mode=m.padding_mode, device=device, dtype=dtype)
 
 
-def _trace_inputs(model: nn.Module, x: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Size]:
-    """The input shape every layer of ``names`` sees on ``x`` (one inference pass; the model's state kept)."""
+def _trace_inputs(model: nn.Module, x: torch.Tensor, names: Sequence[str],
+                  outputs: dict[str, torch.Size] | None = None) -> dict[str, torch.Size]:
+    """The input shape every layer of ``names`` sees on ``x`` (one inference pass; the model's state kept);
+    their output shapes go into ``outputs`` when it is given."""
     modules = dict(model.named_modules())
     seen: dict[str, torch.Size] = {}
 
@@ -378,7 +419,15 @@ def _trace_inputs(model: nn.Module, x: torch.Tensor, names: Sequence[str]) -> di
 
         return hook
 
+    def out_hook_for(name: str) -> Callable[[nn.Module, tuple[Any, ...], Any], None]:
+        def hook(mod: nn.Module, args: tuple[Any, ...], out: Any) -> None:
+            if outputs is not None and name not in outputs and isinstance(out, torch.Tensor):
+                outputs[name] = out.shape
+
+        return hook
+
     handles = [modules[n].register_forward_pre_hook(hook_for(n)) for n in names]
+    handles += [modules[n].register_forward_hook(out_hook_for(n)) for n in names]
     try:
         with preserved_state(model), torch.no_grad():
             model.eval()
@@ -423,6 +472,8 @@ def measure_width_latency(
     warmup: int = DEFAULT_WARMUP,
     repeats: int = DEFAULT_REPEATS,
     progress: Callable[[str], None] | None = None,
+    calibrate: bool = True,
+    reference: tuple[float, Mapping[str, Mapping[str, Any]]] | None = None,
 ) -> WidthLatencyTable:
     """Time the prunable layers of ``model`` alone at a few widths, and the whole model (see the module docstring).
 
@@ -436,6 +487,11 @@ def measure_width_latency(
         fractions: fractions (0, 1] of the channels each pruned width is timed at (one channel is added).
         warmup, repeats: untimed runs, then timed runs whose median is kept, per sample.
         progress: called with a line per timed layer.
+        calibrate: split the remainder into a constant part and a part proportional to the activation fraction,
+            from a timing of a copy with every channel group at half its units (`half_width_reference`; see
+            the module docstring). ``False``: a constant remainder.
+        reference: that timing, already made: ``(ms, layer widths)`` of a pruned copy (needed for a scored
+            model, whose copies cannot be pruned here).
 
     The model is left as it was (one inference pass with hooks, then timings in eval mode).
     Example in the module docstring.
@@ -459,9 +515,12 @@ def measure_width_latency(
         if has_scores(model):
             raise ValueError("pass whole_ms= (time_model on the plain model) for a scored model: the scores slow it")
         whole_ms = time_model(model, x0, batch=batch, warmup=warmup, repeats=repeats)
+    if calibrate and reference is None and not has_scores(model):
+        reference = half_width_reference(model, x0, batch=batch, warmup=warmup, repeats=repeats)
     device = _model_device(model)
     modules = dict(model.named_modules())
-    shapes = _trace_inputs(model, x0.detach().to(device), list(layers))
+    out_shapes: dict[str, torch.Size] = {}
+    shapes = _trace_inputs(model, x0.detach().to(device), list(layers), out_shapes)
     table_layers: dict[str, LayerLatency] = {}
     for name, (pin, pout) in layers.items():
         m = modules[name]
@@ -491,12 +550,69 @@ def measure_width_latency(
         if progress is not None:
             progress(f"{name}: {table_layers[name].full_ms:.4f} ms at full width, {len(in_widths) * len(out_widths)} samples")
     layer_sum = sum(lat.full_ms for lat in table_layers.values())
-    meta = {"torch": torch.__version__, "warmup": warmup, "repeats": repeats, "statistic": "median",
-            "fractions": list(fractions), "layer_sum_ms": layer_sum}
+    meta: dict[str, Any] = {"torch": torch.__version__, "warmup": warmup, "repeats": repeats, "statistic": "median",
+                            "fractions": list(fractions), "layer_sum_ms": layer_sum}
     if device.type == "cpu":
         meta["allocator"] = allocator_settings()
-    return WidthLatencyTable(device_name(device), batch, [batch, *x0.shape[1:]], float(whole_ms),
-                             max(0.0, float(whole_ms) - layer_sum), table_layers, meta)
+    # elements per output channel at the table's batch size (the hooks saw batch 1)
+    activations = {n: float(batch * torch.Size(s).numel() / max(1, s[1 if len(s) > 2 else -1]))
+                   for n, s in out_shapes.items() if len(s) >= 2}
+    table = WidthLatencyTable(device_name(device), batch, [batch, *x0.shape[1:]], float(whole_ms),
+                              max(0.0, float(whole_ms) - layer_sum), table_layers, meta, 0.0, activations)
+    if reference is not None:
+        table = _split_rest(table, *reference)
+    return table
+
+
+def half_width_reference(model: nn.Module, example_inputs: torch.Tensor, *, batch: int = 1,
+                         warmup: int = DEFAULT_WARMUP, repeats: int = DEFAULT_REPEATS,
+                         attach_kwargs: Mapping[str, Any] | None = None,
+                         ) -> tuple[float, dict[str, dict[str, Any]]] | None:
+    """The latency (ms) and layer widths of a copy of the plain ``model`` with every channel group cut to half its
+    units (the calibration of `measure_width_latency`); ``None`` when the model has no channel group.
+    ``attach_kwargs``: passed to `rartsprune.attach_scores` (e.g. ``ignored_layers``), so that the copy's groups
+    are the pruned model's.
+
+    Examples:
+        >>> import torch, torch.nn as nn
+        >>> net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 8, 3, padding=1))
+        >>> ms, widths = half_width_reference(net, torch.randn(1, 3, 16, 16), warmup=1, repeats=3)
+        >>> ms > 0, widths["0"]["out"]
+        (True, 8)
+    """
+    from ..attach import attach_scores
+
+    x0 = _single_tensor(example_inputs)
+    twin = copy.deepcopy(model)
+    kwargs = dict(attach_kwargs or {})
+    if kwargs.get("ignored_layers"):  # modules of the model: the same modules of the copy
+        names = {id(m): n for n, m in model.named_modules()}
+        twin_modules = dict(twin.named_modules())
+        kwargs["ignored_layers"] = [twin_modules[names[id(m)]] if isinstance(m, nn.Module) else m
+                                    for m in kwargs["ignored_layers"]]
+    handle = attach_scores(twin, x0.detach().to(_model_device(twin)), **kwargs)
+    if not handle.groups:
+        remove(twin)
+        return None
+    apply_surgery(twin, {g.name: list(range(max(1, g.num_units // 2))) for g in handle.groups}, verify=False)
+    return time_model(twin, x0, batch=batch, warmup=warmup, repeats=repeats), layer_widths(twin)
+
+
+def _split_rest(table: WidthLatencyTable, ref_ms: float, ref_widths: Mapping[str, Mapping[str, Any]]
+                ) -> WidthLatencyTable:
+    """``table`` with its remainder split by a second timing: ``ref_ms`` of a pruned copy whose layer widths are
+    ``ref_widths``. With the remainders ``r_full`` (whole model) and ``r_ref`` (the copy, minus its predicted
+    layers) and the copy's activation fraction ``f``: ``scaled = (r_full - r_ref) / (1 - f)``, clipped to
+    ``[0, r_full]``, and the rest constant."""
+    rest_full = table.rest_ms + table.rest_scaled_ms
+    frac = table.activation_fraction(ref_widths)
+    layers_ref = sum(lat.predict(ref_widths.get(n, {}).get("in"), ref_widths.get(n, {}).get("out"))
+                     for n, lat in table.layers.items())
+    rest_ref = float(ref_ms) - layers_ref
+    scaled = 0.0 if frac >= 1.0 else min(max((rest_full - rest_ref) / (1.0 - frac), 0.0), rest_full)
+    meta = {**table.meta, "reference": {"ms": float(ref_ms), "activation_fraction": frac,
+                                        "predicted_layers_ms": layers_ref, "rest_ms": rest_ref}}
+    return replace(table, rest_ms=rest_full - scaled, rest_scaled_ms=scaled, meta=meta)
 
 
 # ---- the cost model of a latency budget ------------------------------------------------------------------
