@@ -28,7 +28,7 @@ Searching a pretrained detector (its batches: ``(images, targets)`` as torchvisi
     >>> model = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights="DEFAULT")  # doctest: +SKIP
     >>> prunable_frozen_batchnorm(model)  # doctest: +SKIP
     53
-    >>> model.train()  # before prune: the search copies the model, in its mode, into its auxiliary network  # doctest: +SKIP
+    >>> model.train()  # detectors return their losses in training mode (the search's two nets follow it)  # doctest: +SKIP
     >>> pruner = rartsprune.prune(model, ratio=0.3, example_inputs=([torch.rand(3, 512, 512)],),
     ...                           loss_fn=detection_loss)  # doctest: +SKIP
     >>> for (images, targets), batch_v in zip(train_loader, val_loader):  # doctest: +SKIP
@@ -82,7 +82,7 @@ def detection_loss(net: nn.Module, batch: Any) -> torch.Tensor:
 
     Raises:
         ValueError: the batch is not ``(images, targets)``, or the network returned no loss dict (it is in
-            eval mode: call ``model.train()`` before `rartsprune.prune`).
+            eval mode: call ``model.train()`` before the search steps).
 
     Examples:
         >>> import torch, torchvision
@@ -100,8 +100,8 @@ def detection_loss(net: nn.Module, batch: Any) -> torch.Tensor:
     if not isinstance(losses, Mapping) or not losses:
         raise ValueError(
             f"the detector returned {type(losses).__name__}, not its loss dict: it is in eval mode (torchvision "
-            "detectors compute losses only in training mode); call model.train() before rartsprune.prune, whose "
-            "search copies the model, in its mode at that time, into an auxiliary network"
+            "detectors compute losses only in training mode); call model.train() before the search steps (the "
+            "search's auxiliary network follows the model's mode at every step)"
         )
     return torch.stack([v.float().reshape(()) for v in losses.values()]).sum()
 

@@ -381,8 +381,8 @@ def search_step_check(model: nn.Module, inputs: TaskInputs, *, ratio: float = 0.
                       rtol: float = 1e-5) -> dict[str, Any]:
     """attach → one search step → surgery → exact forward, on a copy of ``model``.
 
-    `rartsprune.prune` (RARTS, ``ratio``) with ``inputs.loss_fn`` on the model in training mode (RARTS copies
-    it, mode included, into its auxiliary network), one `rartsprune.WidthPruner.step` on ``inputs.train_batch`` (as both D_t and D_v batch), then ``finalize()`` (the surgery,
+    `rartsprune.prune` (RARTS, ``ratio``) with ``inputs.loss_fn`` on the model in training mode (RARTS'
+    auxiliary network follows its mode at every step), one `rartsprune.WidthPruner.step` on ``inputs.train_batch`` (as both D_t and D_v batch), then ``finalize()`` (the surgery,
     which verifies the model's own outputs). Finally the pruned model's eval-mode outputs
     (``inputs.outputs_fn``, e.g. a detector's raw head outputs) must equal those of the searched model with
     the scores of the removed units at zero, within ``rtol`` x max(1, output scale).
@@ -410,7 +410,7 @@ def search_step_check(model: nn.Module, inputs: TaskInputs, *, ratio: float = 0.
     net = copy.deepcopy(model)
     row: dict[str, Any] = {"ok": False, "reason": ""}
     try:
-        net.train()  # before prune: RARTS' auxiliary network is a copy made there, in the model's mode
+        net.train()  # task losses need training mode (the auxiliary network follows it at every step)
         pruner = prune(net, ratio=ratio, example_inputs=inputs.example, loss_fn=inputs.loss_fn, seed=seed)
         stats = pruner.step(inputs.train_batch, inputs.train_batch)
         row["stats"] = {k: float(v) for k, v in stats.items() if isinstance(v, (int, float))}

@@ -244,6 +244,7 @@ class SearchOptimizer:
                 "aux_model", aux, self._aux_weight_optimizer or weight_optimizer,
                 self._aux_weight_scheduler or weight_scheduler,
             )
+        self._mode_pairs = self._same_named_modules()
         arch_opt = (arch_optimizer or default_arch_optimizer)(list(self._alpha))
         if not isinstance(arch_opt, torch.optim.Optimizer):
             raise TypeError(f"arch_optimizer must return a torch.optim.Optimizer, got {type(arch_opt).__name__}")
@@ -288,6 +289,31 @@ class SearchOptimizer:
         sched = sched_factory(opt) if sched_factory is not None else None
         call = ddp.wrap_ddp(module, self._alpha, self._ddp_kwargs) if self.distributed else module
         return _Net(name, module, call, weights, opt, sched)
+
+    def _same_named_modules(self) -> list[tuple[nn.Module, nn.Module]]:
+        """``(module of y, module of w)`` for every name both nets have (the wrappers too, under DDP); ``[]``
+        for one-network methods."""
+        if self._w is None:
+            return []
+        aux = dict(self._w.module.named_modules())
+        pairs = [(m, aux[name]) for name, m in self._y.module.named_modules() if name in aux]
+        if self._y.call is not self._y.module and self._w.call is not self._w.module:
+            pairs.append((self._y.call, self._w.call))
+        return pairs
+
+    def _follow_mode(self) -> None:
+        """Give every module of the auxiliary net w the train / eval mode of its namesake in the model y.
+
+        w is a copy of the model made once, in the model's mode at that time; without this a model put in
+        training mode after the search optimizer was built (or switched to eval mode to validate and back)
+        would leave w in its old mode: BatchNorm normalising with other statistics, dropout off, a torchvision
+        detector returning detections instead of its losses. Each module's own flag is copied (not
+        ``train(mode)``), so modules that keep their own mode, such as frozen normalisation layers, stay as
+        they are in y.
+        """
+        for src, dst in self._mode_pairs:
+            if dst.training != src.training:
+                dst.training = src.training
 
     # ------------------------------------------------------------------ public surface
     @property
@@ -341,10 +367,14 @@ class SearchOptimizer:
         Returns a dict of floats with at least ``loss_t``, ``loss_v``, ``penalty``, ``lr`` (weight LR of
         ``model``), ``lr_arch``, and ``dist`` (= ||y - w||, after the step) for RARTS.
 
+        The auxiliary net (RARTS) first takes the model's train / eval mode, module by module: put ``model``
+        in the mode to search in (``model.train()``) before stepping, whenever the optimizer was built.
+
         Raises:
             SearchError: a loss or gradient was not finite; everything the step changed has been restored
                 (unless ``guard_nonfinite=False``). Any exception raised by a loss function also restores.
         """
+        self._follow_mode()  # w trains in y's mode, whatever the mode when w was copied
         self._checks = []
         self._inv_scale = 1.0 / self._scaler.get_scale() if self._scaler is not None else 1.0
         if self.guard_nonfinite:
