@@ -304,15 +304,30 @@ def compare_reports(before: FlopsReport, after: FlopsReport, *, max_depth: int =
     return "\n".join(lines)
 
 
+def _tensors_only(x: Any) -> bool:
+    """A tensor, or a non-empty list / tuple of tensors (nested)."""
+    if isinstance(x, torch.Tensor):
+        return True
+    return isinstance(x, (tuple, list)) and bool(x) and all(_tensors_only(v) for v in x)
+
+
+def _flat_tensors(x: Any) -> list[torch.Tensor]:
+    """The tensors of a (nested) list / tuple, in order."""
+    if isinstance(x, torch.Tensor):
+        return [x]
+    return [t for v in x for t in _flat_tensors(v)]
+
+
 def _as_input_tuple(example_inputs: Any) -> tuple[torch.Tensor, ...]:
     if isinstance(example_inputs, torch.Tensor):
         return (example_inputs,)
     if isinstance(example_inputs, (tuple, list)) and example_inputs:
-        bad = [type(x).__name__ for x in example_inputs if not isinstance(x, torch.Tensor)]
+        # a list of tensors as one argument (a torchvision detector's images) traces too
+        bad = [type(x).__name__ for x in example_inputs if not _tensors_only(x)]
         if not bad:
             return tuple(example_inputs)
         raise TypeError(
-            f"example_inputs must be tensors (fvcore traces model(*inputs)); got {', '.join(bad)}. "
+            f"example_inputs must be tensors or lists of tensors (fvcore traces model(*inputs)); got {', '.join(bad)}. "
             "Wrap the model in a module whose forward takes tensors only."
         )
     raise TypeError(
@@ -423,5 +438,5 @@ def flops_report(
         unsupported_ops=dict(unsupported),
         uncalled_modules=sorted(uncalled),
         model_name=name,
-        input_shapes=[tuple(x.shape) for x in inputs],
+        input_shapes=[tuple(x.shape) for x in _flat_tensors(inputs)],
     )

@@ -243,3 +243,23 @@ def test_fused_multihead_attention_is_counted() -> None:
     per_layer = 4 * b * n * e * e + 2 * b * n * n * e
     attn = sum(v["macs"] for k, v in fused.by_module.items() if k.endswith("self_attention"))
     assert attn == 2 * per_layer
+
+
+def test_a_list_of_tensors_as_one_argument_is_counted() -> None:
+    """A torchvision detector takes its images as a list: the count traces through it (and through prune's MACs
+    budget, which counts with the same code)."""
+
+    class ListNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+        def forward(self, images: list[torch.Tensor]) -> torch.Tensor:
+            return self.conv(torch.stack(images))
+
+    net = ListNet()
+    imgs = [torch.randn(3, 8, 8), torch.randn(3, 8, 8)]
+    report = flops_report(net, (imgs,))
+    assert report.macs == 2 * 8 * 8 * 8 * 3 * 9 and report.input_shapes == [(3, 8, 8), (3, 8, 8)]
+    with pytest.raises(TypeError, match="tensors or lists of tensors"):
+        flops_report(net, ([imgs[0], "x"],))
