@@ -115,8 +115,8 @@ def test_the_table_samples_the_prunable_layers_and_predicts_monotone_in_width() 
 def test_the_remainder_is_split_by_the_half_width_timing() -> None:
     """The remainder (normalisations, activations, additions) shrinks with the pruned layers' outputs: a second
     timing, of a copy at half width, splits it into a constant part and one proportional to the activations."""
-    table = measure()
-    ref = table.meta["reference"]  # calibrate=True by default: the half-width copy was timed
+    table = measure(calibrate=True)
+    ref = table.meta["reference"]  # the half-width copy was timed
     assert 0 < ref["activation_fraction"] < 1 and ref["ms"] > 0
     rest = table.rest_ms + table.rest_scaled_ms
     assert 0.0 <= table.rest_scaled_ms <= rest + 1e-12 and table.full_ms == pytest.approx(table.layers_full_ms + rest)
@@ -138,7 +138,7 @@ def test_the_remainder_is_split_by_the_half_width_timing() -> None:
     del data["rest_scaled_ms"], data["activations"]
     old = WidthLatencyTable.from_dict(data)
     assert old.rest_scaled_ms == 0.0 and old.predict({"fc": {"out": 1}}) == pytest.approx(0.5 + 0.5)
-    uncalibrated = measure(calibrate=False)
+    uncalibrated = measure()  # the default: a constant remainder
     assert uncalibrated.rest_scaled_ms == 0.0 and "reference" not in uncalibrated.meta
 
 

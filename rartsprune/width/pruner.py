@@ -48,7 +48,6 @@ from .latency import (
     WidthLatencyTable,
     allocator_settings,
     device_name,
-    half_width_reference,
     measure_width_latency,
     prunable_layers,
     time_model,
@@ -644,10 +643,7 @@ def prune(
         raise TypeError(f"prune_heads must be True or False, got {prune_heads!r}")
     if example_inputs is None:
         example_inputs = _infer_example_inputs(model)
-    attach_kwargs = {"ignored_layers": ignored_layers, "allow_inexact": allow_inexact, "backend": backend,
-                     "seed": seed, "prune_heads": prune_heads}
-    # timed before the scores slow the model: the whole model, and a half-width copy (the table's calibration)
-    whole = _whole_latency(model, example_inputs, selection, attach_kwargs)
+    whole_ms = _whole_latency(model, example_inputs, selection)  # timed before the scores slow the model
     handle = attach_scores(
         model, example_inputs, ignored_layers=ignored_layers, allow_inexact=allow_inexact, backend=backend, seed=seed,
         prune_heads=prune_heads,
@@ -679,7 +675,7 @@ def prune(
         latency_model: LatencyModel | None = None
         if budget is not None:  # refuse a budget below the reachable minimum before anything is built
             if budget[0] == "latency":
-                latency_model = _latency_model(handle, selection, whole)
+                latency_model = _latency_model(handle, selection, whole_ms)
             else:
                 cost = CostModel(handle, round_to=selection.round_to)
             select_by_budget(handle, budget[1], kind=budget[0], scope=selection.scope,
@@ -697,10 +693,10 @@ def prune(
                        loss_fn=resolved_loss, seed=seed, cost=cost, latency=latency_model)
 
 
-def _whole_latency(model: nn.Module, example_inputs: Any, selection: SelectionConfig,
-                   attach_kwargs: Mapping[str, Any]) -> tuple[float, Any] | None:
-    """A latency budget whose table must be measured: the plain model's latency (ms) and the table's calibration
-    (`half_width_reference`), else ``None``."""
+def _whole_latency(model: nn.Module, example_inputs: Any, selection: SelectionConfig) -> float | None:
+    """A latency budget whose table must be measured: the plain model's latency (ms), else ``None`` (a table
+    with the calibrated remainder is built with ``measure_width_latency(..., calibrate=True)`` and passed as
+    ``latency_table=``)."""
     if selection.budget is None or selection.budget[0] != "latency":
         return None
     if not isinstance(example_inputs, torch.Tensor) or example_inputs.dim() < 2:
@@ -708,26 +704,23 @@ def _whole_latency(model: nn.Module, example_inputs: Any, selection: SelectionCo
                          f"{type(example_inputs).__name__}")
     if selection.latency_table is not None and os.path.exists(selection.latency_table):
         return None  # loaded, not measured
-    whole_ms = time_model(model, example_inputs, batch=selection.latency_batch, warmup=DEFAULT_WARMUP,
-                          repeats=DEFAULT_REPEATS)
-    return whole_ms, half_width_reference(model, example_inputs, batch=selection.latency_batch,
-                                          warmup=DEFAULT_WARMUP, repeats=DEFAULT_REPEATS, attach_kwargs=attach_kwargs)
+    return time_model(model, example_inputs, batch=selection.latency_batch, warmup=DEFAULT_WARMUP,
+                      repeats=DEFAULT_REPEATS)
 
 
-def _latency_model(handle: ScoreHandle, selection: SelectionConfig, whole: tuple[float, Any] | None) -> LatencyModel:
+def _latency_model(handle: ScoreHandle, selection: SelectionConfig, whole_ms: float | None) -> LatencyModel:
     """The latency budget's cost model: its table loaded (and checked) or measured (and saved)."""
     x = handle.example_inputs
     batch = selection.latency_batch
     device = device_name(_model_device(handle.model))
     path = selection.latency_table
-    if whole is None:  # the table exists
+    if whole_ms is None:  # the table exists
         assert path is not None
         table = WidthLatencyTable.load(path)
         table.check(device=device, batch=batch, input_shape=[batch, *x.shape[1:]], source=f"latency table {path}",
                     allocator=allocator_settings() if _model_device(handle.model).type == "cpu" else None)
     else:
-        table = measure_width_latency(handle.model, x, batch=batch, layers=prunable_layers(handle), whole_ms=whole[0],
-                                      reference=whole[1])
+        table = measure_width_latency(handle.model, x, batch=batch, layers=prunable_layers(handle), whole_ms=whole_ms)
         if path is not None:
             table.save(path)
     return LatencyModel(handle, table, round_to=None if selection.round_to == AUTO else selection.round_to)
