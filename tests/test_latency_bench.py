@@ -161,7 +161,8 @@ def test_equal_latency_bench_smoke(tmp_path: Path) -> None:
         [sys.executable, "bench/equal_latency.py", "--data", "fake", "--depth", "11", "--train-subset", "64",
          "--test-subset", "32", "--baseline-epochs", "1", "--finetune-epochs", "1", "--batch-size", "16",
          "--latency-batch", "4", "--latency", "0.6", "--table", str(table), "--rounds", "2", "--reps", "2",
-         "--seeds", "0,1", "--threads", "1", "--device", "cpu", "--work", str(tmp_path / "work"), "--out", str(out)],
+         "--seeds", "0,1", "--threads", "1", "--device", "cpu", "--work", str(tmp_path / "work"), "--out", str(out),
+         "--allocator", "system"],  # the table was written under this process's allocator settings
         capture_output=True, text=True, timeout=600, cwd=ROOT, env=ENV)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     res = json.loads(out.read_text())
