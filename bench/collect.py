@@ -129,6 +129,14 @@ WIDTH_QUALITY = (
     ("Channel criteria after 3 search epochs", "criterion_quality_e3.md",
      "python bench/criterion_quality.py --threads 1 --search-epochs 3 --budgets 0.6,0.35 "
      "--variants default,former_default,adam_lr1e-2_l1_4e-3 --out bench/results/criterion_quality_e3.json"),
+    ("Channel criteria judged after fine-tuning (training images only)", "criterion_quality_ft.md",
+     "python bench/criterion_quality.py --threads 1 --search-epochs 1 --budgets 0.6,0.35 --finetune-epochs 3 "
+     "--finetune-budgets 0.6 --finetune-only '\\|a\\*g\\||l1_norm|random' "
+     "--variants budget_default,budget_default_swap,slimming,slimming_swap --out bench/results/criterion_quality_ft.json"),
+    ("Channel criteria judged after fine-tuning, 3 search epochs", "criterion_quality_ft_e3.md",
+     "python bench/criterion_quality.py --threads 1 --search-epochs 3 --budgets 0.6,0.35 --finetune-epochs 3 "
+     "--finetune-budgets 0.6 --finetune-only '\\|a\\*g\\||l1_norm|random' --variants budget_default,slimming "
+     "--out bench/results/criterion_quality_ft_e3.json"),
 )
 
 
@@ -186,7 +194,16 @@ def main(argv: list[str] | None = None) -> int:
                         "--methods rarts,l1_norm --layer-scope-methods '' --no-control --importances '' "
                         "--out bench/results/pruning_quality_search4_r60.json")
     lines += md_section("Real speed-up against the MACs ratio (`bench/speedup.py`, independent rounds)", "speedup.md",
-                        "python bench/speedup.py --threads 1 --rounds 4 --models mobilenet_v2,resnet50")
+                        "python bench/speedup.py --threads 1 --rounds 6")
+    lines += md_section("Predicted vs measured latency (`bench/latency_model.py`)", "latency_model.md",
+                        "python bench/latency_model.py --threads 1")
+    lines += md_section("Predicted vs measured latency, the calibrated remainder (not the default)",
+                        "latency_model_calibrated.md", "python bench/latency_model.py --threads 1 (tables measured "
+                        "with calibrate=True)")
+    lines += md_section("Accuracy at equal latency (`bench/equal_latency.py`)", "equal_latency.md",
+                        "python bench/equal_latency.py --threads 1 --seeds 0,1,2")
+    lines += md_section("Detection recipe (`recipes/detection.py`)", "detection_recipe.md",
+                        "python recipes/detection.py --threads 1")
     lines += md_section("Speed-up, PreResNet-164 in channels_last", "speedup_preresnet164_channels_last.md",
                         "python bench/speedup.py --models preresnet164 --channels-last "
                         "--out bench/results/speedup_preresnet164_channels_last.json")
