@@ -5,7 +5,6 @@ Nothing here times anything: only that the scripts work and their outputs are co
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -14,6 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
@@ -75,10 +76,7 @@ def test_step_cost_records_relative_paths(tmp_path: Path) -> None:
 
 def _speedup_module():
     """bench/speedup.py as a module (bench/ is not a package), for its pure functions."""
-    spec = importlib.util.spec_from_file_location("bench_speedup", ROOT / "bench" / "speedup.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/speedup.py", "bench_speedup")
 
 
 def test_speedup_smoke(tmp_path: Path) -> None:
@@ -270,6 +268,16 @@ def test_equal_macs_smoke(tmp_path: Path) -> None:
     assert swapped["job"]["search_split"] == "swap" and (work / "after" / "rarts_swap_s0_search").is_dir()
     default = json.loads((work / "after" / "rarts_m0.6_s0" / "results.json").read_text())
     assert default["job"]["search_split"] is None  # the job's own: 'fixed' after training
+    # the fine-tuning length check: the control's gain over the unpruned network is recorded and reported
+    gain = res["control_gain"]["after"]
+    assert gain == pytest.approx(res["control"]["after"]["acc_mean"] - res["unpruned"]["after"]["test_acc"])
+    assert "Fine-tuning length check" in out.with_suffix(".md").read_text()
+    # run folders are named by method, budget and seed: a run of another length in the same --work is refused
+    longer = [*args[:args.index("--finetune-epochs") + 1], "2", *args[args.index("--finetune-epochs") + 2:]]
+    proc = subprocess.run([sys.executable, *longer, "--protocols", "after"], capture_output=True, text=True,
+                          timeout=600, cwd=ROOT, env=ENV)
+    assert proc.returncode != 0 and "finetune_epochs=1 (asked 2)" in proc.stderr + proc.stdout
+    assert json.loads((work / "after" / "rarts_m0.6_s0" / "results.json").read_text()) == default  # untouched
 
 
 def test_gpu_check_plumbing(tmp_path: Path) -> None:

@@ -8,10 +8,8 @@ with the budget times the unpruned model's count: within 2 % (relative). The sco
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import math
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -26,6 +24,7 @@ import torchvision
 import rartsprune
 from rartsprune.app.pipeline import PruneJob, run
 from rartsprune.width.budget import CostModel
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = 0.02  # relative tolerance of the achieved MACs / parameter fraction
@@ -323,12 +322,7 @@ def test_cli_help_describes_the_budget(monkeypatch: pytest.MonkeyPatch, capsys: 
 
 # ---------------------------------------------------------------------------------------- recipes
 def load_recipe(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", ROOT / "recipes" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"recipes/{name}.py", f"recipe_{name}", register=True)
 
 
 def test_resnet164_recipe_takes_a_macs_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -22,6 +22,7 @@ from rartsprune.app.zoo import (
     torchvision_classification_models,
 )
 from rartsprune.check import check_model, perturb_parameters
+from tests.scripts import load_script
 
 #: Representative models for the default run: residual, depthwise, grouped, concatenation (GoogLeNet, with
 #: training-only auxiliary heads), squeeze-excite gating, GhostNet (Torch-Pruning over-prunes parts of it),
@@ -94,10 +95,7 @@ HAS_ONNX = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxsc
 
 def _coverage_module() -> ModuleType:
     """bench/coverage.py as a module (bench/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("bench_coverage", ROOT / "bench" / "coverage.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/coverage.py", "bench_coverage")
 
 
 def _table_row(text: str, spec: str) -> list[str]:

@@ -6,7 +6,6 @@ and that its pure aggregation computes what it says.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,17 +16,15 @@ from types import ModuleType
 import pytest
 import torch
 
+from tests.scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
 
 
 def _bench() -> ModuleType:
     """bench/latency_model.py as a module (bench/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("bench_latency_model", ROOT / "bench" / "latency_model.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/latency_model.py", "bench_latency_model")
 
 
 def test_latency_model_bench_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,7 +6,6 @@ after the search, is resumed to the end, then resumed again (nothing left to do)
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ from rartsprune.app.data.detection import (
     detection_collate,
 )
 from rartsprune.app.detection_metrics import evaluate_map, require_map
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--train-images", "16", "--val-images", "8", "--image-size", "64", "--batch-size", "4", "--epochs", "1",
@@ -31,11 +31,7 @@ TINY = ["--train-images", "16", "--val-images", "8", "--image-size", "64", "--ba
 
 
 def _recipe() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("detection_recipe", ROOT / "recipes" / "detection.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("recipes/detection.py", "detection_recipe")
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import itertools
 import json
 import os
@@ -15,6 +14,7 @@ import pytest
 import torch
 
 from rartsprune.topology import NATS_PRIMITIVES, DartsGenotype, format_nats_arch, parse_nats_arch
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
@@ -48,10 +48,7 @@ def synthetic_table(tmp_path_factory) -> Path:
 
 
 def _load_recipe(script: str):
-    spec = importlib.util.spec_from_file_location(script[:-3], RECIPES / script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(RECIPES / script, script[:-3])
 
 
 def test_help_of_every_recipe():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import random
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from rartsprune.app.data.subset import build_class_subset
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = [f"n{i:08d}" for i in range(12)]
@@ -151,10 +151,7 @@ def test_refusals_on_the_tree_and_out(tmp_path):
 
 
 def _recipe():
-    spec = importlib.util.spec_from_file_location("imagenet_subset", ROOT / "recipes" / "imagenet_subset.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("recipes/imagenet_subset.py", "imagenet_subset")
 
 
 def test_command_prints_classes_and_refuses_cleanly(tmp_path, capsys):

@@ -18,7 +18,6 @@ forward pass; under DDP they are rank 0's), only between the ranks.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
 import os
@@ -39,6 +38,7 @@ from rartsprune.optim import distributed as ddp
 from rartsprune.topology import DARTS_V2, DartsEvalNetwork, NatsSearchNetwork
 from rartsprune.topology.search import SearchConfig, TopologySearch
 from tests.ddp_helpers import TORCHRUN_ENV, free_port, torchrun_env
+from tests.scripts import load_script
 
 pytestmark = pytest.mark.ddp
 WORLD = 2
@@ -82,10 +82,7 @@ class HalvesEval(DartsEvalNetwork):
 
 
 def _recipe(script: str) -> Any:
-    spec = importlib.util.spec_from_file_location(script[:-3], ROOT / "recipes" / script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"recipes/{script}", script[:-3])
 
 
 def _tensors(tree: Any, prefix: str = "") -> dict[str, torch.Tensor]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -23,6 +22,7 @@ from rartsprune.topology import (
     DartsImageNetTrainConfig,
 )
 from rartsprune.topology.network import DartsEvalCell
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -157,10 +157,7 @@ def test_imagenet_config_is_dartss_protocol():
 
 
 def _recipe():
-    spec = importlib.util.spec_from_file_location("darts_train", ROOT / "recipes" / "darts_train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("recipes/darts_train.py", "darts_train")
 
 
 def _image_folder(root: Path, classes=("ant", "bee", "cat"), n=(4, 2), val="val") -> Path:

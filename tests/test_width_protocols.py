@@ -19,6 +19,7 @@ import pytest
 import rartsprune.app.pipeline as pipeline
 from rartsprune.app.models import preresnet
 from rartsprune.app.pipeline import PruneJob, run
+from tests.scripts import load_script
 
 
 def _preresnet11(num_classes: int) -> Any:
@@ -75,8 +76,6 @@ def test_prune_after_training_keeps_the_search_lr(tmp_path: Path, monkeypatch: p
 
 
 def test_cli_and_recipe_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib.util
-    import sys
 
     from rartsprune.app.cli import main
 
@@ -84,12 +83,7 @@ def test_cli_and_recipe_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(pipeline, "run", lambda job: jobs.append(job) or {"summary": {}})
     assert main(["prune", "--train-during-search", "--search-epochs", "30", "--out", str(tmp_path)]) == 0
     assert jobs[-1].train_during_search and jobs[-1].search_epochs == 30
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("recipe_r164_protocols", root / "recipes" / "resnet164_cifar.py")
-    assert spec is not None and spec.loader is not None
-    recipe = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = recipe
-    spec.loader.exec_module(recipe)
+    recipe = load_script("recipes/resnet164_cifar.py", "recipe_r164_protocols", register=True)
     captured: list[PruneJob] = []
     monkeypatch.setattr(recipe, "run", lambda job: captured.append(job) or {})
     monkeypatch.setattr(recipe, "table", lambda results: "")
