@@ -96,6 +96,10 @@ WIDTH_QUALITY = (
      "equal_macs_scratch_swap_rarts_l1norm.md",
      "python bench/equal_macs.py --threads 1 --protocols scratch --seeds 0,1,2 --methods rarts --no-control "
      "--rarts-importance l1_norm --out bench/results/equal_macs_scratch_swap_rarts_l1norm.json"),
+    ("Width search at equal MACs, after training, 3 seeds, a converged baseline (100 epochs) and 10 fine-tuning "
+     "epochs (2026-12-05)", "equal_macs_after_b100.md",
+     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2 --baseline-epochs 100 "
+     "--finetune-epochs 10 --work runs/pq_b100 --out bench/results/equal_macs_after_b100.json"),
     ("Width search at equal MACs, after training, 3 seeds, rerun 2026-12-04 (every arm of a seed in one process, "
      "the defaults)", "equal_macs_after_rerun.md",
      "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2 "
@@ -137,6 +141,9 @@ WIDTH_QUALITY = (
      "python bench/criterion_quality.py --threads 1 --search-epochs 3 --budgets 0.6,0.35 --finetune-epochs 3 "
      "--finetune-budgets 0.6 --finetune-only '\\|a\\*g\\||l1_norm|random' --variants budget_default,slimming "
      "--out bench/results/criterion_quality_ft_e3.json"),
+    ("Channel criteria on the converged baseline (100 epochs; training images only)", "criterion_quality_b100.md",
+     "python bench/criterion_quality.py --threads 1 --work runs/pq_b100 --search-epochs 1 --budgets 0.6,0.35 "
+     "--variants default,budget_default,slimming --out bench/results/criterion_quality_b100.json"),
 )
 
 
