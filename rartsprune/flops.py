@@ -15,7 +15,10 @@ this module
 * traces in eval mode under ``torch.no_grad`` and restores every module's own ``training`` flag, every
   parameter's ``requires_grad`` and the module hooks afterwards, also when tracing fails;
 * raises `rartsprune.errors.UnsupportedModelError` naming the model class and the original error
-  when the model cannot be traced.
+  when the model cannot be traced;
+* counts a two-stage torchvision detector (Faster / Mask / Keypoint R-CNN) at a fixed number of boxes
+  (`rartsprune.tasks.TwoStageMacsView`: the RPN's post-NMS proposal count for the box head, the detections per
+  image for the mask / keypoint heads), not at the weight- and image-dependent number its own forward keeps.
 
 Examples:
     >>> import torch, torchvision
@@ -41,6 +44,7 @@ import torch
 import torch.nn as nn
 
 from .errors import UnsupportedModelError
+from .tasks import TwoStageMacsView, is_two_stage_detector
 
 __all__ = [
     "FlopsReport",
@@ -406,8 +410,11 @@ def flops_report(
     op_handles: dict[str, OpHandle | None] = {_SDPA_OP: sdpa_mac_handle, _MHA_OP: mha_mac_handle}
     if handles is not None:
         op_handles.update(handles)
+    # a two-stage detector's own forward runs its heads on as many boxes as survive NMS: count a fixed number
+    traced = TwoStageMacsView(model) if is_two_stage_detector(model) else model
     with _traced_state(model):
-        analysis = fvnn.FlopCountAnalysis(model, inputs)
+        traced.eval()
+        analysis = fvnn.FlopCountAnalysis(traced, inputs)
         analysis.set_op_handle(**op_handles)
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
         try:

@@ -67,7 +67,9 @@ __all__ = [
     "detection_outputs",
     "comparable_outputs",
     "is_torchvision_detector",
+    "is_two_stage_detector",
     "grid_boxes",
+    "TwoStageMacsView",
     "PrunableFrozenBatchNorm2d",
     "prunable_frozen_batchnorm",
 ]
@@ -214,11 +216,7 @@ def detection_outputs(model: nn.Module, inputs: Any) -> dict[str, Any]:
     transform, backbone = getattr(model, "transform", None), getattr(model, "backbone", None)
     if not isinstance(transform, nn.Module) or not isinstance(backbone, nn.Module):
         raise TypeError(f"{type(model).__name__} is not a torchvision detector (it needs .transform and .backbone)")
-    images = inputs[0] if isinstance(inputs, tuple) else inputs
-    images, _ = transform(list(images))
-    features = backbone(images.tensors)
-    if isinstance(features, torch.Tensor):
-        features = OrderedDict([("0", features)])
+    images, features = _features(model, inputs)
     feats = list(features.values())
     rpn, roi_heads = getattr(model, "rpn", None), getattr(model, "roi_heads", None)
     if rpn is not None and roi_heads is not None:
@@ -226,19 +224,106 @@ def detection_outputs(model: nn.Module, inputs: Any) -> dict[str, Any]:
         out: dict[str, Any] = {"rpn_objectness": objectness, "rpn_deltas": deltas}
         sizes = images.image_sizes
         proposals = [b.to(images.tensors.device) for b in grid_boxes(sizes)]
-        x = roi_heads.box_head(roi_heads.box_roi_pool(features, proposals, sizes))
-        out["class_logits"], out["box_regression"] = roi_heads.box_predictor(x)
-        if roi_heads.has_mask():
-            x = roi_heads.mask_head(roi_heads.mask_roi_pool(features, proposals, sizes))
-            out["mask_logits"] = roi_heads.mask_predictor(x)
-        if roi_heads.has_keypoint():
-            x = roi_heads.keypoint_head(roi_heads.keypoint_roi_pool(features, proposals, sizes))
-            out["keypoint_logits"] = roi_heads.keypoint_predictor(x)
-        return out
+        return {**out, **_roi_outputs(roi_heads, features, proposals, proposals, sizes)}
     head = getattr(model, "head", None)
     if not isinstance(head, nn.Module):
         raise TypeError(f"{type(model).__name__} has neither rpn/roi_heads nor a head: not a torchvision detector")
     return dict(head(feats))
+
+
+class TwoStageMacsView(nn.Module):
+    """A two-stage torchvision detector's compute with a *fixed* number of proposals: what its MACs are counted on.
+
+    A Faster / Mask / Keypoint R-CNN in eval mode runs its box head on the proposals that survive the region
+    proposal network's NMS, and its mask / keypoint head on the final detections: counts that depend on the
+    weights and the image (a detector pruned or trained for one more epoch can count 70x fewer MACs on the same
+    image). This view runs the detector's own transform, backbone and RPN head, then the box head on
+    ``rpn.post_nms_top_n()`` boxes per image (eval mode's count: 1000 for torchvision's defaults; what a trained
+    detector gets on a real image) and the mask / keypoint heads on ``roi_heads.detections_per_img`` boxes (100):
+    the work of one image at the detector's full proposal and detection counts. Box decoding, NMS and RoI
+    pooling have no MACs. The view shares the detector's submodules under their own names (``backbone``,
+    ``rpn``, ``roi_heads``, ...), so a MACs report of it reads as one of the detector.
+    `rartsprune.flops.flops_report` counts every two-stage torchvision detector through it.
+
+    Examples:
+        >>> import torch, torchvision
+        >>> from rartsprune.flops import flops_report
+        >>> net = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
+        ...     num_classes=3, weights_backbone=None, min_size=64, max_size=64)
+        >>> fc6 = flops_report(net, (torch.rand(1, 3, 64, 64),)).by_module["roi_heads.box_head.fc6"]["macs"]
+        >>> fc6 // net.roi_heads.box_head.fc6.weight.numel()  # this builder keeps 150 proposals in eval mode
+        150
+        >>> sorted(TwoStageMacsView(net.eval())([torch.rand(3, 64, 64)]))
+        ['box_regression', 'class_logits', 'rpn_deltas', 'rpn_objectness']
+    """
+
+    def __init__(self, detector: nn.Module) -> None:
+        super().__init__()
+        if not is_two_stage_detector(detector):
+            raise TypeError(f"{type(detector).__name__} is not a two-stage torchvision detector (no rpn / roi_heads)")
+        for name, child in detector.named_children():
+            self.add_module(name, child)
+        # the detector's own tensors too (rartsprune's channel scores live there while a search runs)
+        for name, param in detector.named_parameters(recurse=False):
+            self.register_parameter(name, param)
+        for name, buf in detector.named_buffers(recurse=False):
+            self.register_buffer(name, buf)
+
+    def forward(self, images: Any) -> dict[str, Any]:
+        images, features = _features(self, images)
+        rpn, roi_heads = self.rpn, self.roi_heads
+        objectness, deltas = rpn.head(list(features.values()))
+        sizes = images.image_sizes
+        device = images.tensors.device
+        out: dict[str, Any] = {"rpn_objectness": objectness, "rpn_deltas": deltas}
+        n_boxes = int(rpn.post_nms_top_n())  # follows the RPN's mode (eval while MACs are counted)
+        proposals = [_repeat_boxes(b.to(device), n_boxes) for b in grid_boxes(sizes)]
+        detections = [b[: roi_heads.detections_per_img] for b in proposals]
+        return {**out, **_roi_outputs(roi_heads, features, proposals, detections, sizes)}
+
+
+def _features(model: nn.Module, inputs: Any) -> tuple[Any, OrderedDict[str, torch.Tensor]]:
+    """A torchvision detector's transformed images and backbone (FPN) features for ``inputs`` (images or
+    ``(images, targets)``)."""
+    images = inputs[0] if isinstance(inputs, tuple) else inputs
+    images, _ = model.transform(list(images))
+    features = model.backbone(images.tensors)
+    if isinstance(features, torch.Tensor):
+        features = OrderedDict([("0", features)])
+    return images, features
+
+
+def _roi_outputs(roi_heads: nn.Module, features: Any, boxes: list[torch.Tensor], detections: list[torch.Tensor],
+                 sizes: Any) -> dict[str, Any]:
+    """The RoI heads' raw outputs: the box head on ``boxes``, the mask / keypoint heads (if any) on ``detections``."""
+    x = roi_heads.box_head(roi_heads.box_roi_pool(features, boxes, sizes))
+    out: dict[str, Any] = {}
+    out["class_logits"], out["box_regression"] = roi_heads.box_predictor(x)
+    if roi_heads.has_mask():
+        x = roi_heads.mask_head(roi_heads.mask_roi_pool(features, detections, sizes))
+        out["mask_logits"] = roi_heads.mask_predictor(x)
+    if roi_heads.has_keypoint():
+        x = roi_heads.keypoint_head(roi_heads.keypoint_roi_pool(features, detections, sizes))
+        out["keypoint_logits"] = roi_heads.keypoint_predictor(x)
+    return out
+
+
+def _repeat_boxes(boxes: torch.Tensor, n: int) -> torch.Tensor:
+    """``n`` boxes: ``boxes`` repeated (and cut) to that count."""
+    reps = -(-n // len(boxes))
+    return boxes.repeat(reps, 1)[:n]
+
+
+def is_two_stage_detector(model: nn.Module) -> bool:
+    """True for a torchvision detector with a region proposal network and RoI heads (Faster / Mask / Keypoint R-CNN).
+
+    Examples:
+        >>> import torchvision
+        >>> is_two_stage_detector(torchvision.models.resnet18())
+        False
+    """
+    return (is_torchvision_detector(model) and isinstance(getattr(model, "rpn", None), nn.Module)
+            and isinstance(getattr(model, "roi_heads", None), nn.Module))
 
 
 def is_torchvision_detector(model: nn.Module) -> bool:

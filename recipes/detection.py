@@ -2,7 +2,8 @@
 
 The detector is torchvision's ``ssdlite320_mobilenet_v3_large`` built from random weights (nothing is
 downloaded), with its fixed input size set to ``--image-size`` (its transform resizes every image to that
-square). The data is either a detection set the recipe draws itself (`rartsprune.app.data.detection`:
+square); ``--detector fasterrcnn_mobilenet`` / ``fasterrcnn_resnet50`` takes a Faster R-CNN with a
+MobileNetV3-Large / ResNet-50 FPN instead (random weights, anchors sized for ``--image-size``). The data is either a detection set the recipe draws itself (`rartsprune.app.data.detection`:
 rectangles, ellipses and triangles with their boxes and classes, deterministic from ``--seed``) or a COCO-format
 folder (``--coco DIR``: ``annotations/instances_train*.json`` and ``instances_val*.json`` with the images, or one
 json that is split 80/20). Phases, each checkpointed to OUT/checkpoint.pt (``--resume`` continues after the last
@@ -69,24 +70,63 @@ STAGES = (("before", "unpruned"), ("after_search", "after search (scored)"),
 # --------------------------------------------------------------------------- model and data
 
 
-def build_detector(num_classes: int, image_size: int) -> nn.Module:
-    """torchvision's SSDlite with MobileNetV3-Large, random weights, resizing its inputs to ``image_size`` px.
+#: ``--detector`` choices: torchvision builders, each built from random weights (nothing is downloaded).
+DETECTORS = ("ssdlite", "fasterrcnn_mobilenet", "fasterrcnn_resnet50")
+
+
+def _anchors(image_size: int, levels: int, per_level: int) -> Any:
+    """Anchor boxes for ``image_size`` px inputs: five sizes from 1/16 to the whole image, three aspect ratios.
+
+    torchvision's Faster R-CNN anchors (32 to 512 px) are sized for 800 px COCO images; on the recipe's small
+    inputs most of them would cover the whole image. ``per_level`` 1: one size per feature map (an FPN's five
+    levels), 5: every size on every map (the MobileNet FPN's three maps).
+    """
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+
+    sizes = tuple(max(4, round(image_size / 16 * 2 ** i)) for i in range(5))
+    per_map = tuple((s,) for s in sizes) if per_level == 1 else (sizes,) * levels
+    return AnchorGenerator(per_map, ((0.5, 1.0, 2.0),) * len(per_map))
+
+
+def build_detector(num_classes: int, image_size: int, detector: str = "ssdlite") -> nn.Module:
+    """A torchvision detector with random weights that resizes its inputs to ``image_size`` px.
+
+    ``detector``: ``"ssdlite"`` (SSDlite320 with MobileNetV3-Large), ``"fasterrcnn_mobilenet"`` (Faster R-CNN
+    with a MobileNetV3-Large FPN) or ``"fasterrcnn_resnet50"`` (Faster R-CNN with a ResNet-50 FPN). The Faster
+    R-CNNs get anchors sized for ``image_size`` (`_anchors`); built without weights, torchvision gives them
+    trainable BatchNorm (not frozen) and every backbone layer trainable.
+
+    Raises:
+        ValueError: an unknown ``detector``.
 
     Examples:
         >>> net = build_detector(4, 64)
         >>> net.transform.fixed_size, net.head.classification_head.module_list[0][1].out_channels
         ((64, 64), 24)
+        >>> build_detector(4, 64, "fasterrcnn_mobilenet").rpn.anchor_generator.sizes[0]
+        (4, 8, 16, 32, 64)
     """
-    from torchvision.models.detection import ssdlite320_mobilenet_v3_large
+    from torchvision.models import detection as tvd
     from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-    model = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_classes)
-    # the builder fixes 320 px; SSD's default boxes are fractions of the image, so any size works
-    model.transform = GeneralizedRCNNTransform(image_size, image_size, [0.5] * 3, [0.5] * 3, size_divisible=1,
-                                               fixed_size=(image_size, image_size))
-    model.detections_per_img = 100  # COCO's mAP looks at 100 detections per image
-    model.topk_candidates = 300
-    return model
+    if detector == "ssdlite":
+        model = tvd.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_classes)
+        # the builder fixes 320 px; SSD's default boxes are fractions of the image, so any size works
+        model.transform = GeneralizedRCNNTransform(image_size, image_size, [0.5] * 3, [0.5] * 3, size_divisible=1,
+                                                   fixed_size=(image_size, image_size))
+        model.detections_per_img = 100  # COCO's mAP looks at 100 detections per image
+        model.topk_candidates = 300
+        return model
+    builders = {"fasterrcnn_mobilenet": (tvd.fasterrcnn_mobilenet_v3_large_fpn, 3, 5),
+                "fasterrcnn_resnet50": (tvd.fasterrcnn_resnet50_fpn, 5, 1)}
+    if detector in builders:
+        build, levels, per_level = builders[detector]
+        model = build(weights=None, weights_backbone=None, num_classes=num_classes, min_size=image_size,
+                      max_size=image_size, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+        # the same number of anchors per location as the builder's, so the RPN head fits them
+        model.rpn.anchor_generator = _anchors(image_size, levels, per_level)
+        return model
+    raise ValueError(f"unknown detector {detector!r}; choose from {', '.join(DETECTORS)}")
 
 
 class RawHeads(nn.Module):
@@ -183,7 +223,7 @@ class Job:
     # ---- model
     def new_model(self) -> nn.Module:
         torch.manual_seed(epoch_seed(self.args.seed, 0, "model"))
-        return build_detector(self.num_classes, self.args.image_size).to(self.device)
+        return build_detector(self.num_classes, self.args.image_size, self.args.detector).to(self.device)
 
     def counts(self, model: nn.Module) -> dict[str, int]:
         report = flops_report(model, (self.example.to(self.device),))
@@ -528,6 +568,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--max-objects", type=int, default=3, help="at most this many shapes per generated image")
     data.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     train = ap.add_argument_group("training")
+    train.add_argument("--detector", choices=DETECTORS, default="ssdlite",
+                       help="ssdlite: SSDlite320/MobileNetV3-Large; fasterrcnn_mobilenet: Faster R-CNN with a "
+                            "MobileNetV3-Large FPN; fasterrcnn_resnet50: Faster R-CNN with a ResNet-50 FPN "
+                            "(all from random weights)")
     train.add_argument("--epochs", type=int, default=15, help="baseline training epochs")
     train.add_argument("--batch-size", type=int, default=16)
     train.add_argument("--lr", type=float, default=3e-3, help="AdamW learning rate of the baseline")

@@ -263,3 +263,25 @@ def test_a_list_of_tensors_as_one_argument_is_counted() -> None:
     assert report.macs == 2 * 8 * 8 * 8 * 3 * 9 and report.input_shapes == [(3, 8, 8), (3, 8, 8)]
     with pytest.raises(TypeError, match="tensors or lists of tensors"):
         flops_report(net, ([imgs[0], "x"],))
+
+
+def test_two_stage_detector_macs_do_not_depend_on_its_weights() -> None:
+    """A Faster R-CNN's own forward keeps as many proposals as survive NMS; the count uses a fixed number."""
+    from rartsprune.tasks import is_two_stage_detector
+
+    torch.manual_seed(0)
+    net = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
+        num_classes=3, weights_backbone=None, min_size=64, max_size=64).train()
+    assert is_two_stage_detector(net) and not is_two_stage_detector(torchvision.models.resnet18())
+    x = (torch.rand(1, 3, 64, 64),)
+    before = flops_report(net, x)
+    flags = [p.requires_grad for p in net.parameters()]
+    with torch.no_grad():  # an objectness head that rejects (almost) every anchor: its own forward keeps few boxes
+        net.rpn.head.cls_logits.bias.fill_(-50.0)
+    after = flops_report(net, x)
+    assert after.macs == before.macs
+    fc6 = net.roi_heads.box_head.fc6
+    n = net.rpn._post_nms_top_n["testing"]
+    assert after.by_module["roi_heads.box_head.fc6"]["macs"] == n * fc6.in_features * fc6.out_features
+    assert after.by_module["backbone"] == before.by_module["backbone"] and after.params == before.params
+    assert net.training and [p.requires_grad for p in net.parameters()] == flags  # the model is as it was

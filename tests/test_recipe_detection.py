@@ -408,3 +408,20 @@ def test_recipe_searches_a_coco_folder_with_negative_images(recipe: ModuleType, 
     assert 0.0 <= r["before"]["map"] <= 1.0 and r["before"]["macs"] > 1e6
     search = [h for h in r["history"] if h["phase"] == "search"]
     assert len(search) == 1 and search[0]["steps"] == 1 and search[0]["loss_v"] > 0
+
+
+def test_faster_rcnn_detector_prunes_to_the_macs_budget(recipe: ModuleType, tmp_path: Path) -> None:
+    """``--detector fasterrcnn_mobilenet`` end to end: its MACs (box head at a fixed proposal count) meet the budget."""
+    out = tmp_path / "frcnn"
+    assert recipe.main([*TINY, "--detector", "fasterrcnn_mobilenet", "--threads", "1", "--out", str(out)]) == 0
+    r = json.loads((out / "results.json").read_text())
+    assert r["settings"]["detector"] == "fasterrcnn_mobilenet"
+    ratio = r["after_prune"]["macs"] / r["before"]["macs"]
+    assert abs(ratio - 0.6) <= 0.02 * 0.6
+    assert r["after_prune"]["params"] < r["before"]["params"]
+    assert 0.0 <= r["after_finetune"]["map"] <= 100.0
+
+
+def test_unknown_detector_is_refused(recipe: ModuleType) -> None:
+    with pytest.raises(ValueError, match="unknown detector 'yolo'"):
+        recipe.build_detector(3, 64, "yolo")
