@@ -111,8 +111,12 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "rarts_beta0.1": ("rarts", {"beta": 0.1}, {}),
     "rarts_lam0.1": ("rarts", {"lam": 0.1}, {}),
     "rarts_fused": ("rarts", {"update": "fused"}, {}),
-    "rarts_frozen_w": ("rarts", {"weight_lr": 1e-9}, {}),
-    "rarts_cost2": ("rarts", {"l1": 0.0, "cost_weight": 2.0}, {}),  # pressure in proportion to each unit's MACs  # the weights do not move: only the scores learn
+    "rarts_frozen_w": ("rarts", {"weight_lr": 1e-9}, {}),  # the weights do not move: only the scores learn
+    "rarts_cost2": ("rarts", {"l1": 0.0, "cost_weight": 2.0}, {}),  # pressure in proportion to each unit's MACs
+    # the weights' LR in the search: the default 1e-2 is ten times a converged baseline's last LR (step schedule)
+    "default_wlr1e-3": ("rarts", {"weight_lr": 1e-3}, {}),
+    "budget_default_wlr1e-3": ("rarts", {"l1": 0.0, "cost_weight": 2.0, "weight_lr": 1e-3}, {}),
+    "budget_default_frozen_w": ("rarts", {"l1": 0.0, "cost_weight": 2.0, "weight_lr": 1e-9}, {}),
     "slimming": ("slimming", {}, {}),  # Network Slimming's sparsity epoch; |a*g| is then its BN-scale ranking
     "slimming_swap": ("slimming", {}, {"split": "swap"}),
     "darts1": ("darts1", {}, {}),
