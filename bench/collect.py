@@ -96,6 +96,11 @@ WIDTH_QUALITY = (
      "equal_macs_scratch_swap_rarts_l1norm.md",
      "python bench/equal_macs.py --threads 1 --protocols scratch --seeds 0,1,2 --methods rarts --no-control "
      "--rarts-importance l1_norm --out bench/results/equal_macs_scratch_swap_rarts_l1norm.json"),
+    ("Width search at equal MACs, after training, 3 seeds, a converged baseline (100 epochs), 10 fine-tuning "
+     "epochs from the baseline's last LR, 0.001 (2026-12-05)", "equal_macs_after_b100_ft1e-3.md",
+     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2 --baseline-epochs 100 "
+     "--finetune-epochs 10 --finetune-lr 0.001 --work runs/pq_b100_ft1e-3 "
+     "--out bench/results/equal_macs_after_b100_ft1e-3.json"),
     ("Width search at equal MACs, after training, 3 seeds, a converged baseline (100 epochs) and 10 fine-tuning "
      "epochs (2026-12-05)", "equal_macs_after_b100.md",
      "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2 --baseline-epochs 100 "
@@ -144,6 +149,11 @@ WIDTH_QUALITY = (
     ("Channel criteria on the converged baseline (100 epochs; training images only)", "criterion_quality_b100.md",
      "python bench/criterion_quality.py --threads 1 --work runs/pq_b100 --search-epochs 1 --budgets 0.6,0.35 "
      "--variants default,budget_default,slimming --out bench/results/criterion_quality_b100.json"),
+    ("Channel criteria on the converged baseline: the search's weight LR (training images only)",
+     "criterion_quality_b100_wlr.md",
+     "python bench/criterion_quality.py --threads 1 --work runs/pq_b100 --search-epochs 1 --budgets 0.6,0.35 "
+     "--variants default,budget_default,default_wlr1e-3,budget_default_wlr1e-3,budget_default_frozen_w "
+     "--out bench/results/criterion_quality_b100_wlr.json"),
 )
 
 
