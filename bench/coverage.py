@@ -195,6 +195,23 @@ def _export_format(pruned: object, x: object, folder: Path, fmt: str) -> dict:
     return cell
 
 
+def _unpruned_check(spec: str, x: object, folder: Path, failed: dict[str, dict]) -> None:
+    """Mark each failed format's cell with ``unpruned_ok``: whether the *unpruned* model exports to it.
+
+    A format the unpruned model fails too is the exporter's limit (an op it cannot convert), not the pruning's.
+    """
+    from rartsprune.app.tasks import check_setup
+
+    try:
+        model, _ = check_setup(spec, num_classes=10, batch=2)
+    except Exception:  # noqa: BLE001 - it was built once already; leave the cells unmarked
+        return
+    model.eval()
+    (folder / "unpruned").mkdir(exist_ok=True)
+    for fmt, cell in failed.items():
+        cell["unpruned_ok"] = bool(_export_format(model, x, folder / "unpruned", fmt).get("ok"))
+
+
 def run_export(spec: str, ratio: float, formats: tuple[str, ...] = EXPORT_FORMATS) -> dict:
     """Prune one classifier as the coverage check does, then export it to each of ``formats``; a JSON-able row.
 
@@ -229,11 +246,15 @@ def run_export(spec: str, ratio: float, formats: tuple[str, ...] = EXPORT_FORMAT
     with tempfile.TemporaryDirectory(prefix="rartsprune-export-sweep-") as folder:
         for fmt in formats:
             row["formats"][fmt] = _export_format(pruned, x, Path(folder), fmt)
-    ran = {f: c for f, c in row["formats"].items() if c["ok"] is not None}
-    failed = {f: c for f, c in ran.items() if not c["ok"]}
+        ran = {f: c for f, c in row["formats"].items() if c["ok"] is not None}
+        failed = {f: c for f, c in ran.items() if not c["ok"]}
+        if failed:  # is it the pruning? export the unpruned model (built afresh, the same seed) to those formats
+            _unpruned_check(spec, x, Path(folder), failed)
     row["ok"] = bool(ran) and not failed
     if failed:
-        row["reason"] = "; ".join(f"{_FORMAT_TITLES.get(f, f)}: {c['reason']}" for f, c in failed.items())[:600]
+        row["reason"] = "; ".join(f"{_FORMAT_TITLES.get(f, f)}: "
+                                  + ("the unpruned model fails too: " if c.get("unpruned_ok") is False else "")
+                                  + c["reason"] for f, c in failed.items())[:600]
     elif not ran:
         row["reason"] = "no format could run: " + "; ".join(c["reason"] for c in row["formats"].values())
     row["seconds"] = time.perf_counter() - t0
@@ -574,7 +595,11 @@ def export_lines(rows: dict[str, dict], planned: list[str], formats: tuple[str, 
         ran = [c for c in cells if c is not None and c.get("ok") is not None]
         counts.append(f"{_FORMAT_TITLES.get(fmt, fmt)} {sum(1 for c in ran if c['ok'])}/{len(ran)}")
     not_pruned = sum(1 for r in rows.values() if "formats" not in r)
-    lines += [f"Per format: {', '.join(counts)} pass; not pruned or not built (so not exported): {not_pruned}.", ""]
+    exporter = sum(1 for r in rows.values() if not r.get("ok") and "formats" in r
+                   and all(c.get("unpruned_ok") is False for c in r["formats"].values() if c.get("ok") is False))
+    lines += [f"Per format: {', '.join(counts)} pass; not pruned or not built (so not exported): {not_pruned}; "
+              f"failing where the unpruned model fails the same export too (the exporter's limit, not the "
+              f"pruning's): {exporter}.", ""]
     lines += [
         f"| model | input | parameters | {' | '.join(_FORMAT_TITLES.get(f, f) + ' (max diff)' for f in formats)} "
         "| output scale | time | result | reason |",

@@ -170,3 +170,25 @@ def test_export_suite_writes_json_and_table_and_resumes(tmp_path: Path, monkeypa
     text = table.read_text()
     assert f"\n## Export\n\n**2/4 pass** (partial sweep: 4 of {planned} models run).\n" in text
     assert _table_row(text, "torchvision:resnet34")[-2:] == ["**fail**", "exporting ResNet to torch_export failed: fake"]
+
+
+@pytest.mark.parametrize("unpruned_fails", [True, False])
+def test_export_failure_is_attributed_by_exporting_the_unpruned_model(monkeypatch: pytest.MonkeyPatch,
+                                                                      unpruned_fails: bool) -> None:
+    """A format that fails on the pruned model is tried on the unpruned one: the exporter's limit or the pruning's."""
+    cov = _coverage_module()
+    calls: list[str] = []
+
+    def fake_export(model: object, x: object, folder: Path, fmt: str) -> dict:
+        calls.append(folder.name)
+        fails = folder.name != "unpruned" or unpruned_fails
+        return {"ok": False, "reason": "boom"} if fails else {"ok": True, "output_scale": 1.0}
+
+    monkeypatch.setattr(cov, "_export_format", fake_export)
+    row = cov.run_export("torchvision:resnet18", 0.4, ("torch_export",))
+    cell = row["formats"]["torch_export"]
+    assert row["ok"] is False and calls[-1] == "unpruned" and len(calls) == 2
+    assert cell["unpruned_ok"] is (not unpruned_fails)
+    assert ("the unpruned model fails too: boom" in row["reason"]) is unpruned_fails
+    text = "\n".join(cov.export_lines({"torchvision:resnet18": row}, ["torchvision:resnet18"], ("torch_export",)))
+    assert f"the exporter's limit, not the pruning's): {int(unpruned_fails)}." in text
