@@ -79,6 +79,9 @@ class ExportResult:
         max_diff: largest absolute difference between the file's and the module's outputs (NaN unchecked).
         output_scale: largest absolute output of the module on the checked inputs.
         seconds: wall time of export and check.
+        exporter: what wrote the file: ``"torch.export"``, ``"torch.jit.trace"``, or for ONNX ``"dynamo"``
+            (``torch.onnx.export(dynamo=True)``) or ``"torchscript"`` (the TorchScript-based exporter, used
+            where the dynamo-based one fails: BEiT, Twins and MaxViT in timm, for instance).
     """
 
     path: Path
@@ -89,13 +92,14 @@ class ExportResult:
     max_diff: float = math.nan
     output_scale: float = math.nan
     seconds: float = 0.0
+    exporter: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly summary."""
         return {
             "path": str(self.path), "format": self.format, "dynamic_batch": self.dynamic_batch,
             "checked": self.checked, "batch_sizes": list(self.batch_sizes), "max_diff": self.max_diff,
-            "output_scale": self.output_scale, "seconds": round(self.seconds, 3),
+            "output_scale": self.output_scale, "seconds": round(self.seconds, 3), "exporter": self.exporter,
         }
 
 
@@ -190,25 +194,52 @@ def _dynamic_shapes(args: tuple[torch.Tensor, ...], dynamic_batch: bool) -> tupl
     return tuple({0: batch} for _ in args)
 
 
-def _write(model: nn.Module, args: tuple[torch.Tensor, ...], path: Path, fmt: str, dynamic_batch: bool) -> None:
-    """Run the exporter; the file lands at ``path``."""
+def _write_onnx_torchscript(model: nn.Module, args: tuple[torch.Tensor, ...], path: Path,
+                            dynamic_batch: bool) -> None:
+    """ONNX through torch's TorchScript-based exporter (``dynamo=False``), the batch dimension dynamic."""
+    with torch.no_grad():
+        n_out = len(_flat(model(*args)))
+    inputs, outputs = [f"input_{i}" for i in range(len(args))], [f"output_{i}" for i in range(n_out)]
+    axes = {n: {0: "batch"} for n in inputs + outputs} if dynamic_batch else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation and tracer warnings; the check decides
+        torch.onnx.export(model, args, str(path), dynamo=False, input_names=inputs, output_names=outputs,
+                          dynamic_axes=axes)
+
+
+def _write(model: nn.Module, args: tuple[torch.Tensor, ...], path: Path, fmt: str, dynamic_batch: bool) -> str:
+    """Run the exporter; the file lands at ``path``. Returns the exporter that wrote it (for ONNX: ``"dynamo"``,
+    or ``"torchscript"`` where the ``torch.export``-based exporter failed and the TorchScript-based one did not)."""
     if fmt == "torch_export":
         program = torch.export.export(model, args, dynamic_shapes=_dynamic_shapes(args, dynamic_batch))
         torch.export.save(program, path)
+        return "torch.export"
     elif fmt == "onnx":
         nbytes = sum(p.numel() * p.element_size() for p in model.parameters())
-        program = torch.onnx.export(
-            model, args, dynamo=True, dynamic_shapes=_dynamic_shapes(args, dynamic_batch), verbose=False,
-        )
-        if program is None:
-            raise ExportError("torch.onnx.export returned no program")
-        program.save(path, external_data=nbytes > _ONNX_INLINE_BYTES)
+        try:
+            program = torch.onnx.export(
+                model, args, dynamo=True, dynamic_shapes=_dynamic_shapes(args, dynamic_batch), verbose=False,
+            )
+            if program is None:
+                raise ExportError("torch.onnx.export returned no program")
+            program.save(path, external_data=nbytes > _ONNX_INLINE_BYTES)
+            return "dynamo"
+        except Exception as exc:  # noqa: BLE001 - some models only convert with the TorchScript-based exporter
+            if nbytes > _ONNX_INLINE_BYTES:
+                raise
+            try:
+                _write_onnx_torchscript(model, args, path, dynamic_batch)
+            except Exception as legacy:  # noqa: BLE001 - both exporters failed: report both causes
+                raise ExportError(f"torch.onnx.export failed: {_short(exc, 300)}; the TorchScript-based exporter "
+                                  f"(dynamo=False) too: {_short(legacy, 300)}") from exc
+            return "torchscript"
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still works
             warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the check tells whether the trace generalises
             traced = torch.jit.trace(model, args, check_trace=False)
             torch.jit.save(traced, str(path))
+        return "torch.jit.trace"
 
 
 def _load_file(path: Path, fmt: str, device: torch.device) -> Callable[..., list[torch.Tensor]] | None:
@@ -382,7 +413,7 @@ def export_model(
             # ONNX names its external data file after the model file; torch.export wants a .pt2 name
             tmp = tmp_dir / (target.name if format == "onnx" else "model" + SUFFIXES[format])
             try:
-                _write(model, trace_args, tmp, format, dynamic_batch)
+                exporter = _write(model, trace_args, tmp, format, dynamic_batch)
             except ExportError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any exporter failure, reported with its cause
@@ -390,7 +421,7 @@ def export_model(
                 hint = (" (the dynamic batch dimension is the cause: try dynamic_batch=False)"
                         if dynamic_batch and any(d in str(exc) for d in dims) else "")
                 raise ExportError(f"exporting {name} to {format} failed: {_short(exc)}{hint}") from exc
-            result = ExportResult(target, format, dynamic_batch, checked=False)
+            result = ExportResult(target, format, dynamic_batch, checked=False, exporter=exporter)
             if check:
                 _check_file(tmp, result, name, check_sets, references, atol)
             os.replace(tmp, target)

@@ -386,3 +386,29 @@ def test_every_pruned_coverage_model_exports(spec: str, tmp_path: Path, record_p
             record_property(fmt, f"fail: {exc} | {static}")
     _assert_unchanged(pruned, snap)
     assert not failures, failures
+
+
+@needs_onnx
+def test_onnx_falls_back_to_the_torchscript_exporter(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Where the dynamo-based ONNX exporter fails, the TorchScript-based one writes the file (checked the same)."""
+    real = torch.onnx.export
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    x = torch.randn(2, 3, 16, 16)
+
+    def dynamo_fails(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("dynamo", True):
+            raise RuntimeError("fake: Failed to decompose the FX graph")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", dynamo_fails)
+    r = export_model(net, x, tmp_path / "net.onnx", "onnx")
+    assert r.exporter == "torchscript" and r.checked and r.batch_sizes == (2, 3) and r.max_diff <= 1e-5
+    assert r.to_dict()["exporter"] == "torchscript"
+
+    def both_fail(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("fake: dynamo" if kwargs.get("dynamo", True) else "fake: legacy")
+
+    monkeypatch.setattr(torch.onnx, "export", both_fail)
+    with pytest.raises(ExportError, match="fake: dynamo.*TorchScript-based exporter.*fake: legacy"):
+        export_model(net, x, tmp_path / "other.onnx", "onnx")
+    assert not (tmp_path / "other.onnx").exists()
