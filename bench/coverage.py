@@ -189,8 +189,7 @@ def _export_format(pruned: object, x: object, folder: Path, fmt: str) -> dict:
             cell["static_batch"] = " ".join(str(exc2).split())[:200]
         return cell
     cell = {"ok": True, "checked": r.checked, "max_diff": r.max_diff, "output_scale": r.output_scale,
-            "batch_sizes": list(r.batch_sizes), "seconds": time.perf_counter() - t0}
-    cell["exporter"] = r.exporter
+            "batch_sizes": list(r.batch_sizes), "seconds": time.perf_counter() - t0, "exporter": r.exporter}
     if r.exporter == "torchscript":
         cell["reason"] = "written by the TorchScript-based exporter (dynamo=False): the torch.export-based one fails"
     if not r.checked:

@@ -216,19 +216,13 @@ def detection_outputs(model: nn.Module, inputs: Any) -> dict[str, Any]:
     transform, backbone = getattr(model, "transform", None), getattr(model, "backbone", None)
     if not isinstance(transform, nn.Module) or not isinstance(backbone, nn.Module):
         raise TypeError(f"{type(model).__name__} is not a torchvision detector (it needs .transform and .backbone)")
-    images, features = _features(model, inputs)
-    feats = list(features.values())
-    rpn, roi_heads = getattr(model, "rpn", None), getattr(model, "roi_heads", None)
-    if rpn is not None and roi_heads is not None:
-        objectness, deltas = rpn.head(feats)
-        out: dict[str, Any] = {"rpn_objectness": objectness, "rpn_deltas": deltas}
-        sizes = images.image_sizes
-        proposals = [b.to(images.tensors.device) for b in grid_boxes(sizes)]
-        return {**out, **_roi_outputs(roi_heads, features, proposals, proposals, sizes)}
+    if getattr(model, "rpn", None) is not None and getattr(model, "roi_heads", None) is not None:
+        return _two_stage_outputs(model, inputs)
     head = getattr(model, "head", None)
     if not isinstance(head, nn.Module):
         raise TypeError(f"{type(model).__name__} has neither rpn/roi_heads nor a head: not a torchvision detector")
-    return dict(head(feats))
+    _, features = _features(model, inputs)
+    return dict(head(list(features.values())))
 
 
 class TwoStageMacsView(nn.Module):
@@ -270,16 +264,9 @@ class TwoStageMacsView(nn.Module):
             self.register_buffer(name, buf)
 
     def forward(self, images: Any) -> dict[str, Any]:
-        images, features = _features(self, images)
-        rpn, roi_heads = self.rpn, self.roi_heads
-        objectness, deltas = rpn.head(list(features.values()))
-        sizes = images.image_sizes
-        device = images.tensors.device
-        out: dict[str, Any] = {"rpn_objectness": objectness, "rpn_deltas": deltas}
-        n_boxes = int(rpn.post_nms_top_n())  # follows the RPN's mode (eval while MACs are counted)
-        proposals = [_repeat_boxes(b.to(device), n_boxes) for b in grid_boxes(sizes)]
-        detections = [b[: roi_heads.detections_per_img] for b in proposals]
-        return {**out, **_roi_outputs(roi_heads, features, proposals, detections, sizes)}
+        # the RPN's post-NMS count follows its mode (eval while MACs are counted)
+        return _two_stage_outputs(self, images, boxes=int(self.rpn.post_nms_top_n()),
+                                  detections=int(self.roi_heads.detections_per_img))
 
 
 def _features(model: nn.Module, inputs: Any) -> tuple[Any, OrderedDict[str, torch.Tensor]]:
@@ -293,17 +280,28 @@ def _features(model: nn.Module, inputs: Any) -> tuple[Any, OrderedDict[str, torc
     return images, features
 
 
-def _roi_outputs(roi_heads: nn.Module, features: Any, boxes: list[torch.Tensor], detections: list[torch.Tensor],
-                 sizes: Any) -> dict[str, Any]:
-    """The RoI heads' raw outputs: the box head on ``boxes``, the mask / keypoint heads (if any) on ``detections``."""
-    x = roi_heads.box_head(roi_heads.box_roi_pool(features, boxes, sizes))
-    out: dict[str, Any] = {}
+def _two_stage_outputs(model: nn.Module, inputs: Any, boxes: int | None = None,
+                       detections: int | None = None) -> dict[str, Any]:
+    """Raw outputs of a two-stage detector: the RPN head, then the RoI heads on fixed boxes (`grid_boxes`).
+
+    ``boxes``: how many boxes per image the box head sees (the grid repeated to that count; ``None``: the grid
+    once); ``detections``: how many of them the mask / keypoint heads see (``None``: all).
+    """
+    images, features = _features(model, inputs)
+    roi_heads = model.roi_heads
+    objectness, deltas = model.rpn.head(list(features.values()))
+    out: dict[str, Any] = {"rpn_objectness": objectness, "rpn_deltas": deltas}
+    sizes = images.image_sizes
+    grid = [b.to(images.tensors.device) for b in grid_boxes(sizes)]
+    proposals = grid if boxes is None else [_repeat_boxes(b, boxes) for b in grid]
+    kept = proposals if detections is None else [b[:detections] for b in proposals]
+    x = roi_heads.box_head(roi_heads.box_roi_pool(features, proposals, sizes))
     out["class_logits"], out["box_regression"] = roi_heads.box_predictor(x)
     if roi_heads.has_mask():
-        x = roi_heads.mask_head(roi_heads.mask_roi_pool(features, detections, sizes))
+        x = roi_heads.mask_head(roi_heads.mask_roi_pool(features, kept, sizes))
         out["mask_logits"] = roi_heads.mask_predictor(x)
     if roi_heads.has_keypoint():
-        x = roi_heads.keypoint_head(roi_heads.keypoint_roi_pool(features, detections, sizes))
+        x = roi_heads.keypoint_head(roi_heads.keypoint_roi_pool(features, kept, sizes))
         out["keypoint_logits"] = roi_heads.keypoint_predictor(x)
     return out
 

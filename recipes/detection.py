@@ -1,12 +1,14 @@
-"""Prune a torchvision SSDlite (MobileNetV3-Large) detector with RARTS to a MACs budget: train, search, cut, fine-tune.
+"""Prune a torchvision detector (SSDlite by default, or a Faster R-CNN) with RARTS to a MACs budget: train, search, cut,
+fine-tune.
 
 The detector is torchvision's ``ssdlite320_mobilenet_v3_large`` built from random weights (nothing is
 downloaded), with its fixed input size set to ``--image-size`` (its transform resizes every image to that
 square); ``--detector fasterrcnn_mobilenet`` / ``fasterrcnn_resnet50`` takes a Faster R-CNN with a
-MobileNetV3-Large / ResNet-50 FPN instead (random weights, anchors sized for ``--image-size``). The data is either a detection set the recipe draws itself (`rartsprune.app.data.detection`:
-rectangles, ellipses and triangles with their boxes and classes, deterministic from ``--seed``) or a COCO-format
-folder (``--coco DIR``: ``annotations/instances_train*.json`` and ``instances_val*.json`` with the images, or one
-json that is split 80/20). Phases, each checkpointed to OUT/checkpoint.pt (``--resume`` continues after the last
+MobileNetV3-Large / ResNet-50 FPN instead (random weights, anchors sized for ``--image-size``). The data is
+either a detection set the recipe draws itself (`rartsprune.app.data.detection`: rectangles, ellipses and
+triangles with their boxes and classes, deterministic from ``--seed``) or a COCO-format folder (``--coco DIR``:
+``annotations/instances_train*.json`` and ``instances_val*.json`` with the images, or one json that is split
+80/20). Phases, each checkpointed to OUT/checkpoint.pt (``--resume`` continues after the last
 finished epoch and skips finished phases):
 
 1. baseline: ``--epochs`` of AdamW training (linear warm-up, cosine decay), then mAP and MACs;
