@@ -301,6 +301,11 @@ def cost_aware(imp: dict[str, torch.Tensor], macs: dict[str, torch.Tensor]) -> d
     return {k: v / (macs[k] / mean).clamp(min=1e-6) for k, v in imp.items()}
 
 
+def per_group_mean(imp: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Every group's values divided by their mean: the groups' average unit ties across groups."""
+    return {k: v / v.mean().clamp(min=1e-12) for k, v in imp.items()}
+
+
 def fisher(model: torch.nn.Module, handle: Any, data: Data, seed: int) -> dict[str, torch.Tensor]:
     """Σ over one epoch of D_t batches of (∂L/∂α)² at α = 1 (empirical Fisher; Molchanov et al.'s Taylor
     criterion of the scores): what the gradients alone say, as a reference for the searched scores."""
@@ -407,6 +412,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--finetune-lr", type=float, default=0.01)
     ap.add_argument("--finetune-only", default="",
                     help="fine-tune only the criteria whose label matches this regular expression (default: all)")
+    ap.add_argument("--readouts", default="", type=lambda s: sorted({x for x in s.split(",") if x}),
+                    help="more rankings of each search, comma-separated: l1aw (the ℓ1-norm of the weights with "
+                         "the scores folded in, |α|·‖W‖: prune(importance='l1_norm') after a search; label "
+                         "l1(a*W)); norm (every ranking, the one-shot ones too, divided by its group's mean, as "
+                         "the ℓ1-norm baseline's group normalisation; label suffix /mean)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "criterion_quality.json")
@@ -469,12 +479,25 @@ def main(argv: list[str] | None = None) -> int:
 
     print("one-shot criteria on the baseline", flush=True)
     cached("one_shot", one_shot)
+    if "norm" in args.readouts:
+        def one_shot_norm() -> dict[str, Any]:
+            net = copy.deepcopy(base)
+            handle = rartsprune.attach_scores(net, torch.zeros(1, 3, 32, 32))
+            criteria = {"bn_gamma/mean": per_group_mean(unit_importance(handle, "alpha_gamma")),
+                        "fisher/mean": per_group_mean(fisher(net, handle, data, args.seed))}
+            return evaluate_criteria(net, handle, criteria, orc, data, args)
+
+        cached("one_shot_norm", one_shot_norm)
     for epochs in args.search_epochs:
         for variant in variants:
             def searched(variant: str = variant, epochs: int = epochs) -> dict[str, Any]:
                 pruner = run_search(base, data, variant, epochs, args.seed)
                 criteria = {f"{variant}@{epochs}ep |a|": unit_importance(pruner.handle, "alpha"),
                             f"{variant}@{epochs}ep |a*g|": unit_importance(pruner.handle, "alpha_gamma")}
+                if "l1aw" in args.readouts:  # the ℓ1-norm of the searched weights with the scores folded in
+                    criteria[f"{variant}@{epochs}ep l1(a*W)"] = baseline_importance(pruner.handle, "l1_norm")
+                if "norm" in args.readouts:  # each group's values over their mean (as the ℓ1-norm baseline's)
+                    criteria.update({f"{k}/mean": per_group_mean(v) for k, v in list(criteria.items())})
                 res = evaluate_criteria(pruner.model, pruner.handle, criteria, orc, data, args)
                 scores = torch.cat([a.detach().flatten() for a in pruner.handle.scores])
                 for v in res.values():
@@ -483,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
                 return res
 
             print(f"{variant}, {epochs} search epoch(s)", flush=True)
-            cached(f"{variant}_e{epochs}", searched)
+            cached(f"{variant}_e{epochs}" + "".join(f"_{r}" for r in args.readouts), searched)
     result = {"settings": {k: portable(v) for k, v in vars(args).items()}, "baseline": portable(str(ckpt)),
               "baseline_sha256": digest, "oracle": {"units": len(orc["units"]), "total_units": orc["total_units"],
                                                    "base_loss": orc["base_loss"]},

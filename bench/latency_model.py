@@ -89,9 +89,22 @@ def build_model(name: str) -> nn.Module:
     return speedup.build_model(name)
 
 
-def variant_name(budget: float) -> str:
-    """The variant's key in the results, e.g. ``latency=0.6``."""
-    return f"latency={budget:g}"
+def _table_kinds(text: str) -> list[str]:
+    kinds = [k for k in text.split(",") if k]
+    bad = [k for k in kinds if k not in ("plain", "fused")]
+    if bad or not kinds or len(set(kinds)) != len(kinds):
+        raise argparse.ArgumentTypeError(f"expected a comma list of plain / fused without repeats, got {text!r}")
+    return kinds
+
+
+def variant_name(budget: float, table: str = "plain") -> str:
+    """The variant's key in the results, e.g. ``latency=0.6`` (``fused latency=0.6`` with the fused table).
+
+    Examples:
+        >>> variant_name(0.6), variant_name(0.4, "fused")
+        ('latency=0.6', 'fused latency=0.4')
+    """
+    return f"latency={budget:g}" if table == "plain" else f"{table} latency={budget:g}"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -195,7 +208,7 @@ def table_file(table_dir: Path, model: str, batch: int, size: int, device: str, 
 
 
 def load_or_measure_table(model: nn.Module, x: torch.Tensor, path: Path, batch: int, *, warmup: int,
-                          repeats: int) -> tuple[WidthLatencyTable, str]:
+                          repeats: int, fuse: bool = False) -> tuple[WidthLatencyTable, str]:
     """The cached table at ``path`` (checked against the device, batch size and input shape), or a new one
     measured and saved there; returns it and ``"loaded"`` / ``"measured"``."""
     device = device_name(x.device)
@@ -204,7 +217,7 @@ def load_or_measure_table(model: nn.Module, x: torch.Tensor, path: Path, batch: 
         table.check(device=device, batch=batch, input_shape=[batch, *x.shape[1:]], source=f"latency table {path}",
                     allocator=allocator_settings() if x.device.type == "cpu" else None)
         return table, "loaded"
-    table = measure_width_latency(model, x, batch=batch, warmup=warmup, repeats=repeats)
+    table = measure_width_latency(model, x, batch=batch, warmup=warmup, repeats=repeats, fuse=fuse)
     table.save(path)
     return table, "measured"
 
@@ -239,23 +252,29 @@ def prepare(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(args.seed)).to(device)
         entry: dict[str, Any] = {"input": size, "unpruned_fingerprint": speedup.fingerprint(model), "batches": {}}
         for b in args.batches:
-            path = table_file(args.table_dir, name, b, size, device_name(device), args.threads,
-                              allocator_settings() if device.type == "cpu" else None)
-            table, status = load_or_measure_table(model, x, path, b, warmup=args.table_warmup,
-                                                  repeats=args.table_repeats)
-            print(f"{name} batch {b}: table {status} ({portable(path)}), predicted {table.full_ms:.2f} ms", flush=True)
             variants: dict[str, Any] = {}
-            for budget in args.budgets:
-                pruned, info = prune_to(model, x, budget, b, path, method=args.method, round_to=args.round_to,
-                                        seed=args.seed)
-                if pruned is not None:
-                    info["file"] = str(work / f"{name}_b{b}_{variant_name(budget)}.pt")
-                    torch.save(pruned, info["file"])
-                variants[variant_name(budget)] = info
-            entry["batches"][str(b)] = {
-                "table": {"path": portable(path), "status": status, "device": table.device, "full_ms": table.full_ms,
-                          "whole_ms": table.whole_ms, "rest_ms": table.rest_ms, "meta": table.meta},
-                "variants": variants}
+            tables: dict[str, Any] = {}
+            for kind in args.tables:
+                path = table_file(args.table_dir, name, b, size, device_name(device), args.threads,
+                                  allocator_settings() if device.type == "cpu" else None)
+                if kind != "plain":
+                    path = path.with_name(f"{path.stem}_{kind}{path.suffix}")
+                table, status = load_or_measure_table(model, x, path, b, warmup=args.table_warmup,
+                                                      repeats=args.table_repeats, fuse=kind == "fused")
+                print(f"{name} batch {b}: {kind} table {status} ({portable(path)}), predicted {table.full_ms:.2f} ms",
+                      flush=True)
+                tables[kind] = {"path": portable(path), "status": status, "device": table.device,
+                                "full_ms": table.full_ms, "whole_ms": table.whole_ms, "rest_ms": table.rest_ms,
+                                "meta": table.meta}
+                for budget in args.budgets:
+                    key = variant_name(budget, kind)
+                    pruned, info = prune_to(model, x, budget, b, path, method=args.method, round_to=args.round_to,
+                                            seed=args.seed)
+                    if pruned is not None:
+                        info["file"] = str(work / f"{name}_b{b}_{key.replace(' ', '_')}.pt")
+                        torch.save(pruned, info["file"])
+                    variants[key] = info
+            entry["batches"][str(b)] = {"table": tables[args.tables[0]], "tables": tables, "variants": variants}
         models[name] = entry
     return models
 
@@ -361,6 +380,15 @@ def render_markdown(result: Mapping[str, Any]) -> str:
               f"{100 * result['target']:.0f}% of their prediction (worst |ratio − 1| = "
               f"{100 * summary['worst_error']:.1f}%): the predictions {verdict} the target"
               + (" — noisy: rerun on an idle machine." if summary["noisy"] else "."), ""]
+    kinds = s.get("tables", ["plain"])
+    if len(kinds) > 1:  # the tables side by side: how many of each one's pruned models met the target
+        for kind in kinds:
+            mine = [(v["within_target"], abs(v["ratio"]["median"] - 1)) for r in result["rows"]
+                    for k, v in r["variants"].items() if k != "unpruned" and (k.split(" ")[0] if " " in k else "plain") == kind]
+            if mine:
+                lines.append(f"- {kind} table: {sum(w for w, _ in mine)} of {len(mine)} within "
+                             f"{100 * result['target']:.0f}% (worst |ratio − 1| = {100 * max(e for _, e in mine):.1f}%)")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -410,6 +438,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--table-warmup", type=int, default=None, help="untimed runs per table sample (default 5)")
     ap.add_argument("--table-repeats", type=speedup._positive_int, default=None,
                     help="timed runs per table sample, their median is kept (default 20)")
+    ap.add_argument("--tables", type=_table_kinds, default=["plain"],
+                    help="comma list of latency tables to prune with, side by side in the same rounds: plain (each "
+                         "layer timed alone, the default) and fused (each layer timed with the BatchNorm and "
+                         "activation that consume its output: measure_width_latency(fuse=True))")
     ap.add_argument("--threads", type=speedup._positive_int, default=1, help="torch threads everywhere (default 1)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0, help="weights and inputs: the same in every round")
@@ -472,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"round {i + 1}/{args.rounds} done in {rounds[-1]['seconds']:.0f} s", flush=True)
     rows = combine(prepared, rounds)
     settings = {"models": args.models, "batches": args.batches, "budgets": args.budgets, "method": args.method,
-                "round_to": args.round_to, "rounds": args.rounds, "reps": args.reps, "table_warmup": args.table_warmup,
+                "round_to": args.round_to, "tables": args.tables, "rounds": args.rounds, "reps": args.reps, "table_warmup": args.table_warmup,
                 "table_repeats": args.table_repeats, "threads": args.threads, "device": args.device,
                 "seed": args.seed, "quick": args.quick, "table_dir": portable(args.table_dir),
                 "out": portable(args.out), "allocator": args.allocator, "allocator_env": allocator_settings()}

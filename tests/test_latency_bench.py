@@ -30,15 +30,18 @@ def _bench() -> ModuleType:
 def test_latency_model_bench_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out, tables = tmp_path / "lm.json", tmp_path / "tables"
     proc = subprocess.run([sys.executable, "bench/latency_model.py", "--quick", "--out", str(out), "--table-dir",
-                           str(tables)], capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV)
+                           str(tables), "--tables", "plain,fused"], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT, env=ENV)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     res = json.loads(out.read_text())
     s = res["settings"]
     assert s["quick"] and s["models"] == ["tiny"] and s["batches"] == [1] and s["rounds"] == 2 and s["threads"] == 1
     assert s["out"] == os.path.relpath(out, ROOT)  # no absolute path of this machine in the results
-    # the table was measured once and cached where asked
-    (table_path,) = tables.glob("*.json")
+    # each table was measured once and cached where asked: the plain one and the fused one beside it
+    table_path, fused_path = sorted(tables.glob("*.json"), key=lambda p: len(p.name))
     assert table_path.name.startswith("tiny_32px_b1_cpu_1t_heap-")  # measured with the heap retained
+    assert fused_path.name == table_path.stem + "_fused.json" and s["tables"] == ["plain", "fused"]
+    assert json.loads(fused_path.read_text())["meta"]["fuse"] is True
     assert s["allocator"] == "retain" and s["allocator_env"] == _bench()._alloc.RETAIN
     (row,) = res["rows"]
     assert row["model"] == "tiny" and row["batch"] == 1 and row["table"]["status"] == "measured"
@@ -46,7 +49,8 @@ def test_latency_model_bench_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     rounds = res["rounds"]
     assert [r["round"] for r in rounds] == [1, 2] and len({r["pid"] for r in rounds}) == 2
     timed = [k for k in row["variants"] if k != "unpruned"]
-    assert timed and set(timed) | set(row["skipped"]) == {"latency=0.9", "latency=0.7"}
+    assert timed and set(timed) | set(row["skipped"]) == {"latency=0.9", "latency=0.7", "fused latency=0.9",
+                                                          "fused latency=0.7"}
     predictions = res["predictions"]["tiny"]["batches"]["1"]["variants"]
     for k, v in row["variants"].items():
         per_round = [r["models"]["tiny"]["batches"]["1"]["median_ms"][k] for r in rounds]
@@ -65,6 +69,10 @@ def test_latency_model_bench_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     text = out.with_suffix(".md").read_text()
     assert text.startswith("# Predicted vs measured latency") and "| tiny | 1 | unpruned |" in text
     assert f"{summary['within_target']} of {summary['pruned_models']} pruned models within 10%" in text
+    for kind in ("plain", "fused"):  # the two tables' results side by side
+        mine = [k for k in timed if (k.split(" ")[0] if " " in k else "plain") == kind]
+        if mine:
+            assert f"- {kind} table: {sum(row['variants'][k]['within_target'] for k in mine)} of {len(mine)}" in text
     # the cached table is reloaded next time, and refused for another batch size
     bench = _bench()
     for k, v in bench._alloc.RETAIN.items():  # the table is only valid under the allocator it was measured with
@@ -115,13 +123,14 @@ def test_latency_model_refuses_bad_arguments(capsys: pytest.CaptureFixture[str])
                           [["--budgets", "0.6,1.5"], "strictly between 0 and 1"],
                           [["--models", "vgg"], "unknown model"], [["--round-to", "x"], "not an integer"],
                           [["--method", "rarts"], "invalid choice"], [["--budgets", "0.6,0.6"], "must not repeat"],
+                          [["--tables", "plain,cold"], "plain / fused"], [["--tables", "fused,fused"], "plain / fused"],
                           [["--quick", "--out", str(ROOT / "bench" / "results" / "x.json")], "not results"]):
         with pytest.raises(SystemExit):
             bench.parse_args(argv)
         assert message in capsys.readouterr().err, argv
     real = bench.parse_args([])
     assert real.models == ["resnet50", "mobilenet_v2"] and real.batches == [1, 32] and real.threads == 1
-    assert real.budgets == [0.8, 0.6, 0.4] and real.rounds == 5 and real.round_to is None
+    assert real.budgets == [0.8, 0.6, 0.4] and real.rounds == 5 and real.round_to is None and real.tables == ["plain"]
     assert real.out == ROOT / "bench" / "results" / "latency_model.json"
     assert real.table_dir == ROOT / "runs" / "latency_tables"
     quick = bench.parse_args(["--quick", "--round-to", "auto"])

@@ -112,6 +112,30 @@ def test_the_table_samples_the_prunable_layers_and_predicts_monotone_in_width() 
     assert table.predict_model(tiny()) == pytest.approx(table.full_ms)
 
 
+def test_a_fused_table_times_each_layer_with_the_batchnorm_and_activation_after_it(tmp_path: Path) -> None:
+    model = tiny()
+    plain, fused = measure(model), measure(model, fuse=True)
+    assert plain.meta["fuse"] is False and fused.meta["fuse"] is True
+    assert all(lat.fused == [] for lat in plain.layers.values())
+    assert {n: lat.fused for n, lat in fused.layers.items()} == {
+        "0": ["BatchNorm2d", "ReLU"], "3": ["BatchNorm2d", "ReLU"], "6": ["BatchNorm2d", "ReLU"],
+        "9": ["BatchNorm2d", "ReLU"], "14": []}  # the head's output goes to the model output
+    for name, lat in fused.layers.items():  # the same grid; a fused sample's block is the layer plus two more ops
+        assert (lat.in_widths, lat.out_widths) == (plain.layers[name].in_widths, plain.layers[name].out_widths)
+    assert WidthLatencyTable.load(fused.save(tmp_path / "fused.json")) == fused  # the list survives the file
+    # a ReLU that does not directly follow the layer's output (here: after a residual addition) is not fused
+    class Residual(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.relu = nn.Conv2d(3, 3, 3, padding=1), nn.ReLU()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.relu(self.conv(x) + x)
+
+    from rartsprune.width.latency import _followers
+    assert _followers(Residual().eval(), X, ["conv"]) == {"conv": []}
+
+
 def test_the_remainder_is_split_by_the_half_width_timing() -> None:
     """The remainder (normalisations, activations, additions) shrinks with the pruned layers' outputs: a second
     timing, of a copy at half width, splits it into a constant part and one proportional to the activations."""

@@ -142,6 +142,8 @@ class LayerLatency:
         in_widths, out_widths: the sampled widths (``in_widths == [in_channels]`` where the input is not
             pruned, or the layer is depthwise).
         ms: ``ms[i][j]``: the median latency at ``in_widths[i]``, ``out_widths[j]``.
+        fused: the modules timed together with the layer, in order (``measure_width_latency(fuse=True)``:
+            the BatchNorm and activation that directly consume its output, e.g. ``["BatchNorm2d", "ReLU"]``).
 
     Examples:
         >>> lat = LayerLatency("linear", 8, 8, False, [1, 8], [8], [1, 4, 8], [[1.0, 2.0, 4.0]])
@@ -157,6 +159,7 @@ class LayerLatency:
     in_widths: list[int]
     out_widths: list[int]
     ms: list[list[float]]
+    fused: list[str] = field(default_factory=list)
     _grid: list[list[float]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -197,7 +200,7 @@ class LayerLatency:
         return {"kind": self.kind, "in_channels": self.in_channels, "out_channels": self.out_channels,
                 "depthwise": self.depthwise, "input_shape": list(self.input_shape),
                 "in_widths": list(self.in_widths), "out_widths": list(self.out_widths),
-                "ms": [list(map(float, row)) for row in self.ms]}
+                "ms": [list(map(float, row)) for row in self.ms], "fused": list(self.fused)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LayerLatency:
@@ -205,7 +208,8 @@ class LayerLatency:
         try:
             return cls(str(data["kind"]), int(data["in_channels"]), int(data["out_channels"]), bool(data["depthwise"]),
                        [int(v) for v in data["input_shape"]], [int(v) for v in data["in_widths"]],
-                       [int(v) for v in data["out_widths"]], [[float(v) for v in row] for row in data["ms"]])
+                       [int(v) for v in data["out_widths"]], [[float(v) for v in row] for row in data["ms"]],
+                       [str(v) for v in data.get("fused", [])])
         except (KeyError, TypeError) as exc:
             raise ValueError(f"bad layer entry in a width latency table: {exc!r}") from exc
 
@@ -408,6 +412,79 @@ def _fresh_layer(m: nn.Module, kind: str, cin: int, cout: int, device: torch.dev
                bias=m.bias is not None, padding_mode=m.padding_mode, device=device, dtype=dtype)
 
 
+#: Activations timed with the layer whose (normalised) output they consume when ``fuse=True``.
+_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.SiLU, nn.GELU, nn.Sigmoid,
+                nn.Tanh, nn.LeakyReLU, nn.ELU, nn.Mish)
+_BATCHNORMS = {"conv1d": nn.BatchNorm1d, "conv2d": nn.BatchNorm2d, "conv3d": nn.BatchNorm3d, "linear": nn.BatchNorm1d}
+
+
+def _hooked_pass(model: nn.Module, x: torch.Tensor, handles: Sequence[Any]) -> None:
+    """One inference pass of ``model`` on ``x`` (its state kept), then the hook ``handles`` are removed."""
+    try:
+        with preserved_state(model), torch.no_grad():
+            model.eval()
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _followers(model: nn.Module, x: torch.Tensor, names: Sequence[str]) -> dict[str, list[str]]:
+    """For every layer of ``names``: the modules that directly consume its output, in order — a BatchNorm over
+    its channels, then an activation (`_ACTIVATIONS`) — found in one inference pass by matching each module
+    call's input tensor with the previous one's output (the model's state kept)."""
+    calls: list[tuple[str, nn.Module, tuple[int, tuple[int, ...]], tuple[int, tuple[int, ...]]]] = []
+    alive: list[Any] = []  # every output stays allocated, so that no later tensor reuses its address
+
+    def key(t: Any) -> tuple[int, tuple[int, ...]]:
+        return (t.data_ptr(), tuple(t.shape)) if isinstance(t, torch.Tensor) else (-1, ())
+
+    def hook_for(name: str) -> Callable[[nn.Module, tuple[Any, ...], Any], None]:
+        def hook(mod: nn.Module, args: tuple[Any, ...], out: Any) -> None:
+            calls.append((name, mod, key(args[0] if args else None), key(out)))
+            alive.append(out)
+
+        return hook
+
+    wanted = set(names)
+    leaves = [(n, m) for n, m in model.named_modules()
+              if n in wanted or isinstance(m, (nn.modules.batchnorm._BatchNorm, *_ACTIVATIONS))]
+    _hooked_pass(model, x, [m.register_forward_hook(hook_for(n)) for n, m in leaves])
+    out: dict[str, list[str]] = {}
+    for k, (name, _, _, produced) in enumerate(calls):
+        if name not in wanted or name in out:
+            continue
+        chain: list[str] = []
+        for later, mod, consumed, result in calls[k + 1:]:
+            if consumed != produced or produced[0] == -1:
+                continue
+            if not chain and isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.num_features == produced[1][1]:
+                chain.append(later)
+                produced = result
+            elif isinstance(mod, _ACTIVATIONS):
+                chain.append(later)
+                break
+            else:
+                break
+        out[name] = chain
+    return out
+
+
+def _timed_block(layer: nn.Module, kind: str, cout: int, followers: Sequence[nn.Module]) -> nn.Module:
+    """``layer`` followed by fresh copies of ``followers`` (a BatchNorm resized to ``cout``, an activation)."""
+    if not followers:
+        return layer
+    parts: list[nn.Module] = [layer]
+    for f in followers:
+        if isinstance(f, nn.modules.batchnorm._BatchNorm):
+            bn = _BATCHNORMS[kind](cout, eps=f.eps, affine=f.affine, device=layer.weight.device,
+                                   dtype=layer.weight.dtype)
+            parts.append(bn.eval())
+        else:
+            parts.append(copy.deepcopy(f))
+    return nn.Sequential(*parts).eval()
+
+
 def _trace_inputs(model: nn.Module, x: torch.Tensor, names: Sequence[str],
                   outputs: dict[str, torch.Size] | None = None) -> dict[str, torch.Size]:
     """The input shape every layer of ``names`` sees on ``x`` (one inference pass; the model's state kept);
@@ -431,13 +508,7 @@ def _trace_inputs(model: nn.Module, x: torch.Tensor, names: Sequence[str],
 
     handles = [modules[n].register_forward_pre_hook(hook_for(n)) for n in names]
     handles += [modules[n].register_forward_hook(out_hook_for(n)) for n in names]
-    try:
-        with preserved_state(model), torch.no_grad():
-            model.eval()
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    _hooked_pass(model, x, handles)
     missing = sorted(set(names) - set(seen))
     if missing:
         raise ValueError(f"layers {missing[:5]} did not run on example_inputs: their latency cannot be measured")
@@ -477,6 +548,7 @@ def measure_width_latency(
     progress: Callable[[str], None] | None = None,
     calibrate: bool = False,
     reference: tuple[float, Mapping[str, Mapping[str, Any]]] | None = None,
+    fuse: bool = False,
 ) -> WidthLatencyTable:
     """Time the prunable layers of ``model`` alone at a few widths, and the whole model (see the module docstring).
 
@@ -495,6 +567,9 @@ def measure_width_latency(
             the module docstring). ``False``: a constant remainder.
         reference: that timing, already made: ``(ms, layer widths)`` of a pruned copy (needed for a scored
             model, whose copies cannot be pruned here).
+        fuse: time each layer together with the BatchNorm and the activation that directly consume its output
+            (conv → BN → ReLU as one block, each resized with the layer's output width), so that their cost
+            follows the width instead of staying in the constant remainder (`LayerLatency.fused` lists them).
 
     The model is left as it was (one inference pass with hooks, then timings in eval mode).
     Example in the module docstring.
@@ -524,6 +599,7 @@ def measure_width_latency(
     modules = dict(model.named_modules())
     out_shapes: dict[str, torch.Size] = {}
     shapes = _trace_inputs(model, x0.detach().to(device), list(layers), out_shapes)
+    follow = _followers(model, x0.detach().to(device), list(layers)) if fuse else {}
     table_layers: dict[str, LayerLatency] = {}
     for name, (pin, pout) in layers.items():
         m = modules[name]
@@ -538,23 +614,26 @@ def measure_width_latency(
         shape = [batch, *shapes[name][1:]]
         cdim = len(shape) - 1 if kind == "linear" else 1
         dtype = m.weight.dtype if m.weight.is_floating_point() else torch.float32
+        followers = [modules[f] for f in follow.get(name, [])]
+        if kind == "linear" and len(shape) != 2:
+            followers = []  # a BatchNorm1d after a token-wise linear normalises another dimension
         ms: list[list[float]] = []
         for wi in in_widths:
             row = []
             for wo in out_widths:
                 ci = wo // mult if depthwise else wi
-                layer = _fresh_layer(m, kind, ci, wo, device, dtype).eval()
+                layer = _timed_block(_fresh_layer(m, kind, ci, wo, device, dtype).eval(), kind, wo, followers)
                 shape[cdim] = ci
                 t, _ = _time_module(layer, torch.randn(shape, device=device, dtype=dtype), warmup, repeats)
                 row.append(float(t))
             ms.append(row)
         table_layers[name] = LayerLatency(kind, cin, cout, depthwise, [batch, *shapes[name][1:]], in_widths,
-                                          out_widths, ms)
+                                          out_widths, ms, [type(f).__name__ for f in followers])
         if progress is not None:
             progress(f"{name}: {table_layers[name].full_ms:.4f} ms at full width, {len(in_widths) * len(out_widths)} samples")
     layer_sum = sum(lat.full_ms for lat in table_layers.values())
     meta: dict[str, Any] = {"torch": torch.__version__, "warmup": warmup, "repeats": repeats, "statistic": "median",
-                            "fractions": list(fractions), "layer_sum_ms": layer_sum}
+                            "fractions": list(fractions), "layer_sum_ms": layer_sum, "fuse": bool(fuse)}
     if device.type == "cpu":
         meta["allocator"] = allocator_settings()
     # elements per output channel at the table's batch size (the hooks saw batch 1)

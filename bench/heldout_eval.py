@@ -1,0 +1,197 @@
+"""Re-evaluate the finished runs of `bench/equal_macs.py` on test images that no reported number has used.
+
+`bench/equal_macs.py` reports each seed on a class-stratified subset of the test set (``--test-subset``,
+2,000 images by default, drawn with the seed). Nothing in those runs looked at the other test images, so they
+are a fresh, larger measurement of the same trained networks: this script loads every finished arm of one
+protocol (``plan.json`` + ``pruned.pt``), every unpruned control and the shared baseline, and evaluates each on
+
+* ``unseen``: the test images outside that seed's reported subset (6,000 of CIFAR-10's 8,000 here), and
+* ``all``: the whole test set (the same images for every seed),
+
+then writes the same kind of table as `bench/equal_macs.py` (mean ± std over seeds, RARTS paired by seed, the
+control's gain over the baseline) as JSON and Markdown. Nothing is trained; no setting is chosen here.
+
+    python bench/heldout_eval.py --threads 1 --work runs/pq_b100_ft1e-3 \\
+        --out bench/results/equal_macs_after_b100_ft1e-3_heldout.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _paths import portable  # noqa: E402  (bench/ is on sys.path when a script runs)
+
+from rartsprune.app.data import default_augment, load_dataset, make_loader  # noqa: E402
+from rartsprune.app.models import preresnet  # noqa: E402
+from rartsprune.app.pipeline import evaluate  # noqa: E402
+from rartsprune.export import load_pruned  # noqa: E402
+from rartsprune.split import stratified_indices  # noqa: E402
+
+RUN = re.compile(r"^(?P<method>.+)_m(?P<budget>[0-9.]+)_s(?P<seed>\d+)$")
+SETS = ("unseen", "all")
+
+
+def _mean_std(vals: list[float]) -> str:
+    return f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f}" if len(vals) > 1 else f"{vals[0]:.2f}"
+
+
+class TestSets:
+    """The full test set and, per seed, the images outside that seed's reported subset."""
+
+    def __init__(self, data: str, subset: int, batch_size: int) -> None:
+        self.full = load_dataset(data, "test")
+        self.aug = default_augment(self.full, train=False)
+        self.subset = subset
+        self.batch_size = batch_size
+        self.targets = torch.as_tensor([int(t) for t in self.full.targets])
+
+    def indices(self, which: str, seed: int) -> torch.Tensor:
+        if which == "all":
+            return torch.arange(len(self.full))
+        seen = torch.zeros(len(self.full), dtype=torch.bool)
+        seen[stratified_indices(self.targets, self.subset, seed=seed)] = True
+        return torch.nonzero(~seen).flatten()
+
+    def accuracy(self, model: torch.nn.Module, which: str, seed: int) -> float:
+        loader = make_loader(self.full.subset(self.indices(which, seed)), self.batch_size, train=False)
+        return evaluate(model, loader, torch.device("cpu"), self.aug, None, None)
+
+
+def _job(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "results.json").read_text())["job"]
+
+
+def _dense(folder: Path, weights: str, depth: int) -> torch.nn.Module:
+    model = preresnet(depth=depth, num_classes=10)
+    model.load_state_dict(torch.load(folder / weights, map_location="cpu", weights_only=True))
+    return model
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, required=True, help="the --work folder of a finished equal_macs.py run")
+    ap.add_argument("--protocol", default="after", choices=("after", "scratch_swap", "scratch"))
+    ap.add_argument("--depth", type=int, default=20)
+    ap.add_argument("--data", default=None, help="CIFAR-10 tree (default: the runs' own)")
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    runs_dir = args.work / f"equal_macs_d{args.depth}" / args.protocol
+    arms = sorted(p for p in runs_dir.iterdir() if RUN.match(p.name) and (p / "pruned.pt").exists())
+    controls = sorted(runs_dir.glob("control_s*"))
+    if not arms:
+        print(f"no finished runs under {runs_dir}")
+        return 2
+    first = _job(arms[0])
+    data = args.data or first["data"]
+    subsets = {_job(p)["test_subset"] for p in arms}
+    if len(subsets) != 1 or None in subsets:
+        print(f"the runs used different or no test subsets ({subsets}): nothing is held out")
+        return 2
+    sets = TestSets(data, subsets.pop(), args.batch_size)
+    example = torch.zeros(1, 3, 32, 32)
+    runs: list[dict[str, Any]] = []
+    for folder in arms:
+        m = RUN.match(folder.name)
+        assert m is not None
+        seed = int(m["seed"])
+        model = load_pruned(folder / "plan.json", folder / "pruned.pt", preresnet(depth=args.depth, num_classes=10),
+                            example_inputs=example)
+        reported = json.loads((folder / "results.json").read_text())["after_finetune"]["test_acc"]
+        row = {"method": m["method"], "budget": float(m["budget"]), "seed": seed, "reported": reported,
+               **{s: sets.accuracy(model, s, seed) for s in SETS}}
+        runs.append(row)
+        print(f"{folder.name}: reported {reported:.2f}, unseen {row['unseen']:.2f}, all {row['all']:.2f}", flush=True)
+    base_folder = Path(_job(arms[0])["init_weights"]) if args.protocol == "after" else None
+    seeds = sorted({r["seed"] for r in runs})
+    unpruned: dict[str, Any] = {}
+    if base_folder is not None:
+        base = preresnet(depth=args.depth, num_classes=10)
+        base.load_state_dict(torch.load(base_folder, map_location="cpu", weights_only=True))
+        unpruned = {s: {str(seed): sets.accuracy(base, s, seed) for seed in seeds} for s in SETS}
+    control: dict[str, dict[str, float]] = {s: {} for s in SETS}
+    for folder in controls:
+        seed = int(folder.name.rsplit("_s", 1)[1])
+        net = _dense(folder, "baseline.pt", args.depth)
+        for s in SETS:
+            control[s][str(seed)] = sets.accuracy(net, s, seed)
+    rows = []
+    for budget in sorted({r["budget"] for r in runs}, reverse=True):
+        for method in sorted({r["method"] for r in runs}):
+            sel = [r for r in runs if (r["budget"], r["method"]) == (budget, method)]
+            if sel:
+                rows.append({"budget": budget, "method": method, "seeds": len(sel),
+                             **{s: statistics.mean(r[s] for r in sel) for s in (*SETS, "reported")},
+                             **{f"{s}_text": _mean_std([r[s] for r in sel]) for s in (*SETS, "reported")}})
+    paired = []
+    for budget in sorted({r["budget"] for r in runs}, reverse=True):
+        mine = {r["seed"]: r for r in runs if r["budget"] == budget and r["method"] == "rarts"}
+        for method in sorted({r["method"] for r in runs} - {"rarts"}):
+            other = {r["seed"]: r for r in runs if r["budget"] == budget and r["method"] == method}
+            common = sorted(set(mine) & set(other))
+            if not common:
+                continue
+            entry: dict[str, Any] = {"budget": budget, "vs": method, "seeds": common}
+            for s in (*SETS, "reported"):
+                d = [mine[k][s] - other[k][s] for k in common]
+                entry[s] = {"mean": statistics.mean(d), "text": _mean_std(d), "ahead": sum(x > 0 for x in d)}
+            paired.append(entry)
+    gains = {s: statistics.mean(control[s][k] - unpruned[s][k] for k in control[s]) for s in SETS
+             if control[s] and unpruned}
+    result = {"settings": {k: portable(v) for k, v in vars(args).items()}, "test_images": len(sets.full),
+              "reported_subset": sets.subset, "unpruned": unpruned, "control": control, "control_gain": gains,
+              "rows": rows, "runs": runs, "paired": paired, "total_wall_s": time.perf_counter() - t0}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    _markdown(result, args, argv)
+    return 0
+
+
+def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] | None) -> None:
+    n, k = result["test_images"], result["reported_subset"]
+    lines = [f"# Held-out re-evaluation of `{portable(str(args.work))}` ({args.protocol})", "",
+             f"The same trained networks as the equal-MACs run, evaluated on the {n - k} test images outside each "
+             f"seed's reported {k}-image subset (`unseen`) and on all {n} (`all`). `reported`: the run's own number.",
+             ""]
+    if result["unpruned"]:
+        for s in SETS:
+            u, c = result["unpruned"][s], result["control"][s]
+            lines.append(f"- {s}: unpruned {_mean_std(list(u.values()))}"
+                         + (f", control {_mean_std(list(c.values()))}, control gain "
+                            f"{result['control_gain'][s]:+.2f} (per seed "
+                            + ", ".join(f"{c[key] - u[key]:+.2f}" for key in sorted(c)) + ")" if c else ""))
+        lines.append("")
+    lines += ["| MACs budget | method | unseen | all | reported |", "|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['budget']:g}x | {r['method']} | {r['unseen_text']} | {r['all_text']} | "
+                     f"{r['reported_text']} |")
+    if result["paired"]:
+        lines += ["", "RARTS minus each arm, paired by seed (mean ± std, seeds RARTS is ahead on):", "",
+                  "| MACs budget | vs | unseen | all | reported |", "|---|---|---|---|---|"]
+        for p in result["paired"]:
+            lines.append(f"| {p['budget']:g}x | {p['vs']} | "
+                         + " | ".join(f"{p[s]['text']} ({p[s]['ahead']}/{len(p['seeds'])})"
+                                      for s in (*SETS, "reported")) + " |")
+    cmd = " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    lines += ["", f"Command: `python bench/heldout_eval.py {cmd}`", ""]
+    args.out.with_suffix(".md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
