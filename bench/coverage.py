@@ -58,6 +58,29 @@ EXPORT_ATOL = 1e-5
 _FORMAT_TITLES = {"torch_export": "torch.export", "onnx": "ONNX", "torchscript": "TorchScript"}
 
 
+def build_classifier(spec: str) -> tuple[dict, object, object]:
+    """``(row, model, inputs)``: the classifier as ``rartsprune check`` builds it (random weights, seed 0,
+    perturbed; 64 px where the architecture allows), the row holding its input shape and MACs; on a build
+    failure ``(row with ok=False and the reason, None, None)``."""
+    from rartsprune.app.tasks import check_setup
+    from rartsprune.flops import flops_report
+
+    row: dict = {"model": spec}
+    try:
+        model, inputs = check_setup(spec, num_classes=10, batch=2)
+    except Exception as exc:  # noqa: BLE001 - any construction failure is a row in the table
+        row.update(ok=False, reason=f"cannot build: {type(exc).__name__}: {exc}"[:300])
+        return row, None, None
+    x = inputs.example
+    row["input"] = list(x.shape[1:])
+    try:
+        row["macs_before"] = flops_report(model, x[:1]).macs
+    except Exception as exc:  # noqa: BLE001
+        row["macs_before"] = None
+        row["flops_error"] = str(exc)[:200]
+    return row, model, inputs
+
+
 def run_one(spec: str, ratio: float) -> dict:
     """Check one model in this process; returns a JSON-able row."""
     warnings.filterwarnings("ignore")
@@ -66,23 +89,14 @@ def run_one(spec: str, ratio: float) -> dict:
     if task_of(spec) != "classification":
         return run_task(spec, ratio)
 
-    from rartsprune.app.tasks import check_setup, check_task_model
+    from rartsprune.app.tasks import check_task_model
     from rartsprune.flops import flops_report
 
-    row: dict = {"model": spec}
     t0 = time.perf_counter()
-    try:  # random weights (seed 0), perturbed; 64 px where the architecture allows
-        model, inputs = check_setup(spec, num_classes=10, batch=2)
-    except Exception as exc:  # noqa: BLE001 - any construction failure is a row in the table
-        row.update(ok=False, reason=f"cannot build: {type(exc).__name__}: {exc}"[:300])
+    row, model, inputs = build_classifier(spec)
+    if model is None:
         return row
     x = inputs.example
-    row["input"] = list(x.shape[1:])
-    try:
-        row["macs_before"] = flops_report(model, x[:1]).macs
-    except Exception as exc:  # noqa: BLE001
-        row["macs_before"] = None
-        row["flops_error"] = str(exc)[:200]
     result = check_task_model(model, inputs, ratio=ratio, return_model=True)
     row.update(result.to_dict())
     if result.ok and result.pruned is not None:

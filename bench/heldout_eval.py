@@ -24,6 +24,7 @@ import shlex
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,20 @@ class TestSets:
     def accuracy(self, model: torch.nn.Module, which: str, seed: int) -> float:
         loader = make_loader(self.full.subset(self.indices(which, seed)), self.batch_size, train=False)
         return evaluate(model, loader, torch.device("cpu"), self.aug, None, None)
+
+    def cached(self, folder: Path, weights: str, seed: int, build: Callable[[], torch.nn.Module]) -> dict[str, float]:
+        """Both accuracies of the network in ``folder``; kept in ``folder/heldout_eval.json`` (valid while the
+        weights file is older than it and the test set and subset size are the same)."""
+        cache = folder / "heldout_eval.json"
+        key = {"weights": weights, "test_images": len(self.full), "subset": self.subset, "seed": seed}
+        if cache.exists() and cache.stat().st_mtime >= (folder / weights).stat().st_mtime:
+            data = json.loads(cache.read_text())
+            if data.get("key") == key:
+                return {s: float(data[s]) for s in SETS}
+        model = build()
+        acc = {s: self.accuracy(model, s, seed) for s in SETS}
+        cache.write_text(json.dumps({"key": key, **acc}))
+        return acc
 
 
 def _job(folder: Path) -> dict[str, Any]:
@@ -110,11 +125,13 @@ def main(argv: list[str] | None = None) -> int:
         m = RUN.match(folder.name)
         assert m is not None
         seed = int(m["seed"])
-        model = load_pruned(folder / "plan.json", folder / "pruned.pt", preresnet(depth=args.depth, num_classes=10),
-                            example_inputs=example)
+        def build(folder: Path = folder) -> torch.nn.Module:
+            return load_pruned(folder / "plan.json", folder / "pruned.pt",
+                               preresnet(depth=args.depth, num_classes=10), example_inputs=example)
+
         reported = json.loads((folder / "results.json").read_text())["after_finetune"]["test_acc"]
         row = {"method": m["method"], "budget": float(m["budget"]), "seed": seed, "reported": reported,
-               **{s: sets.accuracy(model, s, seed) for s in SETS}}
+               **sets.cached(folder, "pruned.pt", seed, build)}
         runs.append(row)
         print(f"{folder.name}: reported {reported:.2f}, unseen {row['unseen']:.2f}, all {row['all']:.2f}", flush=True)
     base_folder = Path(_job(arms[0])["init_weights"]) if args.protocol == "after" else None
@@ -127,9 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     control: dict[str, dict[str, float]] = {s: {} for s in SETS}
     for folder in controls:
         seed = int(folder.name.rsplit("_s", 1)[1])
-        net = _dense(folder, "baseline.pt", args.depth)
+        acc = sets.cached(folder, "baseline.pt", seed, lambda folder=folder: _dense(folder, "baseline.pt", args.depth))
         for s in SETS:
-            control[s][str(seed)] = sets.accuracy(net, s, seed)
+            control[s][str(seed)] = acc[s]
     rows = []
     for budget in sorted({r["budget"] for r in runs}, reverse=True):
         for method in sorted({r["method"] for r in runs}):
@@ -138,19 +155,21 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"budget": budget, "method": method, "seeds": len(sel),
                              **{s: statistics.mean(r[s] for r in sel) for s in (*SETS, "reported")},
                              **{f"{s}_text": _mean_std([r[s] for r in sel]) for s in (*SETS, "reported")}})
-    paired = []
+    paired = []  # every RARTS arm (rarts, or rarts_<settings>) against every other method, seed by seed
+    methods = sorted({r["method"] for r in runs})
     for budget in sorted({r["budget"] for r in runs}, reverse=True):
-        mine = {r["seed"]: r for r in runs if r["budget"] == budget and r["method"] == "rarts"}
-        for method in sorted({r["method"] for r in runs} - {"rarts"}):
-            other = {r["seed"]: r for r in runs if r["budget"] == budget and r["method"] == method}
-            common = sorted(set(mine) & set(other))
-            if not common:
-                continue
-            entry: dict[str, Any] = {"budget": budget, "vs": method, "seeds": common}
-            for s in (*SETS, "reported"):
-                d = [mine[k][s] - other[k][s] for k in common]
-                entry[s] = {"mean": statistics.mean(d), "text": _mean_std(d), "ahead": sum(x > 0 for x in d)}
-            paired.append(entry)
+        by_seed = {m: {r["seed"]: r for r in runs if r["budget"] == budget and r["method"] == m} for m in methods}
+        for arm in (m for m in methods if m.split("_")[0] == "rarts"):
+            for method in (m for m in methods if m.split("_")[0] != "rarts"):
+                mine, other = by_seed[arm], by_seed[method]
+                common = sorted(set(mine) & set(other))
+                if not common:
+                    continue
+                entry: dict[str, Any] = {"budget": budget, "arm": arm, "vs": method, "seeds": common}
+                for s in (*SETS, "reported"):
+                    d = [mine[k][s] - other[k][s] for k in common]
+                    entry[s] = {"mean": statistics.mean(d), "text": _mean_std(d), "ahead": sum(x > 0 for x in d)}
+                paired.append(entry)
     gains = {s: statistics.mean(control[s][k] - unpruned[s][k] for k in control[s]) for s in SETS
              if control[s] and unpruned}
     result = {"settings": {k: portable(v) for k, v in vars(args).items()}, "test_images": len(sets.full),
@@ -181,10 +200,11 @@ def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] 
         lines.append(f"| {r['budget']:g}x | {r['method']} | {r['unseen_text']} | {r['all_text']} | "
                      f"{r['reported_text']} |")
     if result["paired"]:
-        lines += ["", "RARTS minus each arm, paired by seed (mean ± std, seeds RARTS is ahead on):", "",
-                  "| MACs budget | vs | unseen | all | reported |", "|---|---|---|---|---|"]
+        lines += ["", "Each RARTS arm minus each other arm, paired by seed (mean ± std, seeds the RARTS arm is "
+                  "ahead on):", "", "| MACs budget | RARTS arm | vs | unseen | all | reported |",
+                  "|---|---|---|---|---|---|"]
         for p in result["paired"]:
-            lines.append(f"| {p['budget']:g}x | {p['vs']} | "
+            lines.append(f"| {p['budget']:g}x | {p['arm']} | {p['vs']} | "
                          + " | ".join(f"{p[s]['text']} ({p[s]['ahead']}/{len(p['seeds'])})"
                                       for s in (*SETS, "reported")) + " |")
     cmd = " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))

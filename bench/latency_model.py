@@ -339,8 +339,9 @@ def combine(prepared: Mapping[str, Any], rounds: Sequence[Mapping[str, Any]]) ->
             predicted = {"unpruned": batch["table"]["full_ms"], **{k: v["predicted_ms"] for k, v in timed.items()}}
             agg = aggregate([rnd["models"][name]["batches"][b]["median_ms"] for rnd in rounds], predicted)
             for k, v in agg["variants"].items():
-                if k != "unpruned":
-                    v.update({f: timed[k][f] for f in ("budget", "round_to", "prc", "params")})
+                if k != "unpruned":  # the fraction of the unpruned latency that the variant's own table predicts
+                    v.update({f: timed[k][f] for f in ("budget", "round_to", "prc", "params", "predicted_fraction")})
+                    v["predicted_speedup"] = 1.0 / v["predicted_fraction"]
             skipped = {k: v["skipped"] for k, v in batch["variants"].items() if "skipped" in v}
             rows.append({"model": name, "input": entry["input"], "batch": int(b), "table": batch["table"],
                          "reps": rounds[0]["models"][name]["batches"][b]["reps"], "skipped": skipped, **agg})

@@ -42,7 +42,7 @@ from .scores import (
     get_handle,
     has_scores,
 )
-from .surgery import _expected_widths, _max_diff, _prune_one, layer_widths
+from .surgery import _expected_widths, _max_diff, _prune_one, layer_widths, replace_layernorms
 from .tasks import comparable_outputs
 
 __all__ = ["attach_scores"]
@@ -75,6 +75,8 @@ def _dry_run(
     removed = _zero_half(handle, seed)
     by_name = {g.name: g for g in handle.groups}
     heads = {g.name: {"attention": g.attention, "head_dim": g.head_dim} for g in handle.groups if g.attention}
+    norms = {n: int(getattr(m, "full_width", m.normalized_shape[0])) for n, m in work.named_modules()
+             if any(n in by_name[g].layernorms for g in groups)}
     _detach(work, fold=True)
     bad: dict[str, str] = {}
     with torch.no_grad(), preserved_state(work):
@@ -99,6 +101,7 @@ def _dry_run(
         if not check_outputs or bad:
             return bad, True
         try:
+            replace_layernorms(work, norms)
             out = comparable_outputs(work, inputs)
         except Exception:  # noqa: BLE001 - the forward breaks: bisect to the responsible groups like a mismatch
             return bad, False
@@ -168,6 +171,7 @@ def attach_scores(
     validate: bool = True,
     seed: int = 0,
     prune_heads: bool = False,
+    prune_layernorm: bool = False,
 ) -> ScoreHandle:
     """Insert one learnable score vector α into every prunable channel group of ``model``, in place.
 
@@ -191,6 +195,12 @@ def attach_scores(
             Every ``nn.MultiheadAttention`` used as self-attention is replaced, in place, by the equivalent
             `rartsprune.heads.HeadAttention` (outputs checked equal; it stays after `rartsprune.remove`,
             except where none of its heads could be scored). Off by default.
+        prune_layernorm: also score channel groups normalised by plain ``nn.LayerNorm`` layers — a vision
+            transformer's embedding width, the stream every block reads and writes — and remove them
+            exactly: the score also multiplies the bare parameters that write the channels (class token,
+            position embedding), and surgery replaces those LayerNorms by
+            `rartsprune.layernorm.PrunedLayerNorm`, which keeps the original width's statistics. Off by
+            default (`allow_inexact` instead scores them approximately).
 
     Returns:
         A `rartsprune.scores.ScoreHandle` giving access to the scores and their groups.
@@ -232,7 +242,7 @@ def attach_scores(
         originals, _ = convert_multihead_attention(model, lambda m: _eval_forward(m, inputs))
     try:
         groups = analyze_groups(model, inputs, ignored_layers=ignored_layers, allow_inexact=allow_inexact,
-                                prune_heads=prune_heads)
+                                prune_heads=prune_heads, prune_layernorm=prune_layernorm)
         if not any(g.scorable for g in groups):
             reasons = sorted({f"{g.status}: {g.reason}" for g in groups})[:6]
             raise UnsupportedModelError(

@@ -38,7 +38,8 @@ class CheckResult:
     """Outcome of `check_model` (all numbers; ``ok`` and ``reason`` summarise).
 
     ``statuses`` counts the channel groups by status; ``unscored`` maps every group left unscored to
-    ``"status: reason"`` (e.g. ``"protected: its channels reach the model output"``).
+    ``"status: reason"`` (e.g. ``"protected: its channels reach the model output"``); ``layernorm_groups``
+    counts the scored groups removed exactly through their LayerNorms (``prune_layernorm=True``).
     """
 
     ok: bool
@@ -56,6 +57,7 @@ class CheckResult:
     loss: float = float("nan")
     score_grad_norm: float = float("nan")
     scores_without_grad: int = 0
+    layernorm_groups: int = 0
     statuses: dict[str, int] | None = None
     unscored: dict[str, str] | None = None
     pruned: nn.Module | None = field(default=None, repr=False)
@@ -120,6 +122,8 @@ def check_model(
     outputs_fn: Callable[[nn.Module, Any], Any] | None = None,
     loss_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None,
     train_batch: Any = None,
+    prune_heads: bool = False,
+    prune_layernorm: bool = False,
 ) -> CheckResult:
     """Run attach → α=1 equivalence → zero ``ratio`` of each group → surgery → equivalence → backward.
 
@@ -145,6 +149,9 @@ def check_model(
       gradients on its weights. Without ``loss_fn`` the pruned model's backward uses the sum of its (compared)
       outputs, in training mode.
 
+    ``prune_heads`` / ``prune_layernorm``: as for `rartsprune.attach_scores` (whole attention heads; channels
+    normalised by LayerNorms, e.g. a vision transformer's embedding width).
+
     Examples:
         >>> import torch, torchvision
         >>> from rartsprune.tasks import segmentation_loss
@@ -163,10 +170,12 @@ def check_model(
     try:
         with torch.no_grad():
             original = outputs(work, example_inputs)
-        handle = attach_scores(work, example_inputs, ignored_layers=ignored_layers)
+        handle = attach_scores(work, example_inputs, ignored_layers=ignored_layers, prune_heads=prune_heads,
+                               prune_layernorm=prune_layernorm)
         result.groups = len(handle.all_groups)
         result.scored_groups = len(handle.groups)
         result.scored_channels = handle.num_channels()
+        result.layernorm_groups = sum(bool(g.layernorms) for g in handle.groups)
         result.statuses = handle.summary()["groups"]
         result.unscored = {g.name: f"{g.status}: {g.reason}" for g in handle.all_groups if not g.scorable}
         with torch.no_grad():

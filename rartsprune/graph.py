@@ -29,6 +29,7 @@ import torch_pruning as tp
 
 from .errors import UnsupportedModelError
 from .heads import HeadSpec, find_attention_blocks, head_of_qkv_channel
+from .layernorm import is_exact_layernorm
 
 __all__ = [
     "GroupMember",
@@ -202,6 +203,8 @@ class ChannelGroup:
             output projection's input (see `rartsprune.heads`).
         attention: for a head group (one unit per attention head), the attention module's name; else ``""``.
         head_dim: for a head group, the width of one head; else 0.
+        layernorms: for a group normalised by LayerNorms that ``prune_layernorm=True`` removes exactly, those
+            LayerNorms (surgery replaces them by `rartsprune.layernorm.PrunedLayerNorm`); else empty.
     """
 
     name: str
@@ -215,6 +218,7 @@ class ChannelGroup:
     in_placements: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
     attention: str = ""
     head_dim: int = 0
+    layernorms: tuple[str, ...] = ()
 
     @property
     def scorable(self) -> bool:
@@ -528,24 +532,28 @@ def _placements(
     After the producing layer's normalisation when there is one (conv -> BN -> score -> act), and after
     every layer of the group that produces the channels (every conv/linear output not directly
     normalised, every BatchNorm/InstanceNorm of the group, LayerNorm/GroupNorm only when inexact
-    scoring is allowed). Returns (placements, error).
+    scoring is allowed or the group's LayerNorms are removed exactly, ``group.layernorms``; then the bare
+    parameters that write the channels too, e.g. a class token). Returns (placements, error).
     """
     outs = [m for m in group.members if m.side == "out"]
-    normed = {m.name for m in outs if m.op in ("bn", "in") or (allow_inexact and m.op in _CROSS_CHANNEL_NORMS)}
+    cross = allow_inexact or bool(group.layernorms)
+    normed = {m.name for m in outs if m.op in ("bn", "in") or (cross and m.op in _CROSS_CHANNEL_NORMS)}
     placements = []
     for m in outs:
         mod = modules.get(m.name)
         if m.op in ("conv", "dwconv", "linear", "embed"):
             node = graph.module2node[mod]
             nxt = node.outputs
-            if len(nxt) == 1 and isinstance(nxt[0].module, nn.Module) and graph._module2name.get(nxt[0].module) in normed:
-                continue  # conv -> BN: the score goes after the BN, where BN cannot undo it
+            follower = graph._module2name.get(nxt[0].module) if len(nxt) == 1 and isinstance(nxt[0].module, nn.Module) else None
+            if follower in normed and follower not in group.layernorms:
+                continue  # conv -> BN: the score goes after the BN, where BN cannot undo it (an exactly removed
+                # LayerNorm needs its input channel zero as well: it sees every channel in its statistics)
             if isinstance(mod, nn.modules.conv._ConvTransposeNd) and mod.groups > 1:
                 return [], f"grouped transposed convolution {m.name} cannot carry channel scores"
         elif m.name in normed:
             if not getattr(mod, "affine", getattr(mod, "elementwise_affine", False)) or mod.weight is None:
                 return [], f"normalisation {m.name} has no affine parameters to fold a score into"
-        else:
+        elif not (m.op == "param" and group.layernorms):
             continue  # PReLU, parameters: zero in, zero out; the probe checks it
         unit = [group.unit_of_channel[r] for r in m.root_idxs]
         placements.append((m.name, tuple(m.idxs), tuple(unit)))
@@ -638,6 +646,7 @@ def analyze_groups(
     ignored_layers: Sequence[nn.Module | str] | None = None,
     allow_inexact: bool = False,
     prune_heads: bool = False,
+    prune_layernorm: bool = False,
     graph: tp.DependencyGraph | None = None,
 ) -> list[ChannelGroup]:
     """List every channel group of ``model`` with its status and score placements.
@@ -653,6 +662,9 @@ def analyze_groups(
         prune_heads: score whole attention heads (one unit per head, rooted at the block's fused qkv
             layer) of the attention blocks `rartsprune.heads.find_attention_blocks` supports; the other
             attention internals stay left alone, with the reason.
+        prune_layernorm: also score groups normalised by plain ``nn.LayerNorm`` layers over the channels (a
+            vision transformer's embedding width), removed exactly (`rartsprune.layernorm`); the output
+            projections of supported attention blocks may then lose output channels.
         graph: a dependency graph already built for ``model`` (internal use).
 
     Returns:
@@ -664,7 +676,9 @@ def analyze_groups(
     modules.update({graph._param_to_name[p]: p for p in graph._param_to_name})
     ignored = resolve_modules(model, ignored_layers, "ignored_layers")
     attention = _attention_module_names(model)
-    head_specs, head_refused = find_attention_blocks(model) if prune_heads else ({}, {})
+    blocks, refused = find_attention_blocks(model) if (prune_heads or prune_layernorm) else ({}, {})
+    head_specs, head_refused = (blocks, refused) if prune_heads else ({}, {})
+    out_projections = {spec.proj for spec in blocks.values()} if prune_layernorm else set()
 
     groups: list[ChannelGroup] = []
     for raw in _raw_groups(graph, groups):
@@ -704,23 +718,28 @@ def analyze_groups(
         outs = [m for m in members if m.side == "out"]
         consumers = [m for m in members if m.side == "in"]
         mixing = _mixing_op(raw.items)
+        norms = [m for m in outs if m.op in _CROSS_CHANNEL_NORMS]
+        if prune_layernorm and norms and all(m.op == "ln" and is_exact_layernorm(modules.get(m.name)) for m in norms):
+            group.layernorms = tuple(m.name for m in norms)
         if has_sink or not consumers:
             group.status, group.reason = "protected", "its channels reach the model output"
         elif any(m.name in ignored for m in outs):
             group.status, group.reason = "ignored", "contains a layer listed in ignored_layers"
         elif root_name in head_specs:
             _score_heads(group, head_specs[root_name], has_sink, modules)
-        elif any(m.name in attention for m in outs):
+        elif any(m.name in attention and not (group.layernorms and m.name in out_projections) for m in outs):
             group.status, group.reason = "attention", _attention_reason(outs, head_refused, prune_heads)
         elif any(m.op in _UNSCORABLE_PRODUCERS for m in members):
             bad = next(m for m in members if m.op in _UNSCORABLE_PRODUCERS)
             group.status, group.reason = "unsupported", f"{bad.op} layer {bad.name} cannot be pruned exactly"
         elif unit_error:
             group.status, group.reason = "unsupported", unit_error
-        elif not allow_inexact and any(m.op in _CROSS_CHANNEL_NORMS for m in outs):
-            bad = next(m for m in outs if m.op in _CROSS_CHANNEL_NORMS)
+        elif not allow_inexact and not group.layernorms and norms:
+            bad = norms[0]
             group.status = "inexact"
             group.reason = f"normalised across channels by {bad.name} ({bad.op}); pass allow_inexact=True to score it"
+            if bad.op == "ln" and not prune_layernorm:
+                group.reason += " (or prune_layernorm=True to remove it exactly)"
         elif mixing.startswith("a channel slice"):
             group.status, group.reason = "unsupported", f"its channels pass through {mixing} in the forward code"
         elif mixing and not allow_inexact:

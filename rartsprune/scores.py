@@ -390,7 +390,17 @@ def _place(model: nn.Module, bank: ScoreBank) -> None:
         for name, idxs, units in g.in_placements:
             per_input.setdefault(name, []).append((alpha, idxs, units))
     device = _model_device(model)
+    param_dims = {m.name: m.dim for g in bank.groups if g.scorable for m in g.members if m.op == "param"}
     for name, entries in per_module.items():
+        if name not in modules and name in param_dims:  # a bare parameter writing the channels (a class token)
+            owner_name, _, attr = name.rpartition(".")
+            owner = modules[owner_name]
+            dim = param_dims[name] % getattr(owner, attr).dim()
+            scale = _Scale(getattr(owner, attr).shape[dim], entries).to(device)
+            bank.scales[name] = scale
+            parametrize.register_parametrization(owner, attr, _ScaleParametrization(scale, dim), unsafe=True)
+            bank.placed[name] = "param"
+            continue
         module = modules[name]
         length = module.weight.shape[_weight_channel_dim(module)]
         scale = _Scale(length, entries).to(device)
@@ -443,7 +453,8 @@ def _unplace(model: nn.Module, bank: ScoreBank, fold: bool) -> None:
     """Remove every scale, folding α into the weights when ``fold``."""
     modules = dict(model.named_modules())
     for name, kind in list(bank.placed.items()):
-        module = modules[name.removesuffix(_IN_SUFFIX)]
+        key = name.removesuffix(_IN_SUFFIX)
+        module = modules[key] if key in modules else modules[key.rpartition(".")[0]]  # a bare parameter's owner
         if kind == "param":
             _remove_parametrizations(module, fold)
         else:

@@ -49,6 +49,7 @@ from .heads import (
     per_head_parameter_names,
     remove_heads,
 )
+from .layernorm import PrunedLayerNorm, is_exact_layernorm, sync_embed_width
 from .scores import (
     BANK_ATTR,
     _check_inputs,
@@ -59,7 +60,7 @@ from .scores import (
 )
 from .tasks import comparable_outputs
 
-__all__ = ["PruningPlan", "plan_from_scores", "apply_surgery", "apply_plan", "layer_widths"]
+__all__ = ["PruningPlan", "plan_from_scores", "apply_surgery", "apply_plan", "layer_widths", "replace_layernorms"]
 
 PLAN_FORMAT = "rartsprune-plan/1"
 
@@ -78,6 +79,8 @@ class PruningPlan:
         heads: head groups (``prune_heads=True``): root layer name -> ``{"attention": module name,
             "head_dim": int, "heads": heads kept, "convert": bool}`` (``convert``: the block was an
             ``nn.MultiheadAttention``, replaced by `rartsprune.heads.HeadAttention`).
+        layernorms: LayerNorms of groups removed exactly (``prune_layernorm=True``): module name -> the width
+            whose statistics it keeps (surgery replaces each by a `rartsprune.layernorm.PrunedLayerNorm`).
     """
 
     groups: dict[str, list[int]]
@@ -86,6 +89,7 @@ class PruningPlan:
     version: str = __version__
     model: str = ""
     heads: dict[str, dict[str, Any]] = field(default_factory=dict)
+    layernorms: dict[str, int] = field(default_factory=dict)
 
     def removed(self) -> dict[str, list[int]]:
         """Root layer name -> removed channel indices (only groups that lose channels)."""
@@ -110,6 +114,7 @@ class PruningPlan:
             "groups": {k: {"channels": self.channels[k], "kept": list(v)} for k, v in self.groups.items()},
             "widths": self.widths,
             **({"heads": self.heads} if self.heads else {}),
+            **({"layernorms": self.layernorms} if self.layernorms else {}),
         }
 
     def to_json(self) -> str:
@@ -135,8 +140,12 @@ class PruningPlan:
         unknown = sorted(set(heads) - set(groups))
         if unknown:
             raise ValueError(f"plan heads entries {unknown[:3]} are not groups of the plan")
+        try:
+            layernorms = {str(k): int(v) for k, v in dict(data.get("layernorms", {})).items()}
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"plan layernorms must map LayerNorm names to widths: {exc}") from exc
         return cls(groups, channels, dict(data.get("widths", {})), str(data.get("rartsprune_version", "")),
-                   str(data.get("model", "")), heads)
+                   str(data.get("model", "")), heads, layernorms)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PruningPlan:
@@ -146,7 +155,14 @@ class PruningPlan:
 
 
 def _named_param(model: nn.Module, name: str) -> torch.Tensor | None:
-    return dict(model.named_parameters()).get(name)
+    """The parameter ``name`` of ``model`` (its scaled value where a score parametrizes it, e.g. a class
+    token), or None."""
+    owner_name, _, attr = name.rpartition(".")
+    try:
+        value = getattr(model.get_submodule(owner_name), attr)
+    except AttributeError:
+        return None
+    return value if isinstance(value, torch.Tensor) else None
 
 
 def layer_widths(model: nn.Module, names: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
@@ -165,10 +181,10 @@ def layer_widths(model: nn.Module, names: Sequence[str] | None = None) -> dict[s
         if w is not None:
             out[name] = w
     if wanted is not None:
-        params = dict(model.named_parameters())
         for name in wanted - set(out):
-            if name in params:
-                out[name] = {"shape": list(params[name].shape)}
+            param = _named_param(model, name)
+            if param is not None:
+                out[name] = {"shape": list(param.shape)}
     return out
 
 
@@ -195,7 +211,6 @@ def _expected_widths(
 ) -> dict[str, dict[str, Any]]:
     """Widths of every layer after removing ``removed`` (root channels per group)."""
     widths = layer_widths(model)
-    params = dict(model.named_parameters())
     by_name = {g.name: g for g in groups}
     for gname, gone in removed.items():
         gone_set = set(gone)
@@ -205,7 +220,7 @@ def _expected_widths(
                 continue
             if m.op == "param":
                 if m.name not in widths:
-                    widths[m.name] = {"shape": list(params[m.name].shape)}
+                    widths[m.name] = {"shape": list(_named_param(model, m.name).shape)}
                 widths[m.name]["shape"][m.dim] -= n
                 continue
             w = widths.get(m.name)
@@ -301,7 +316,12 @@ def plan_from_scores(
                  "convert": g.attention in converted}
         for g in handle.groups if g.attention
     }
-    return PruningPlan(groups, channels, widths, __version__, type(model).__name__, heads)
+    modules = dict(model.named_modules())
+    layernorms = {
+        ln: int(getattr(modules[ln], "full_width", modules[ln].normalized_shape[0]))
+        for g in handle.groups if g.layernorms and g.name in removed for ln in g.layernorms
+    }
+    return PruningPlan(groups, channels, widths, __version__, type(model).__name__, heads, layernorms)
 
 
 def _prune_one(graph: Any, modules: Mapping[str, nn.Module], work: nn.Module, name: str, gone: Sequence[int],
@@ -326,12 +346,36 @@ def _prune_one(graph: Any, modules: Mapping[str, nn.Module], work: nn.Module, na
 
 
 def _prune_groups(work: nn.Module, removed: Mapping[str, Sequence[int]], inputs: Any,
-                  heads: Mapping[str, Mapping[str, Any]] | None = None) -> None:
-    """Remove root channels group by group with Torch-Pruning (index mappings refresh after each group)."""
+                  heads: Mapping[str, Mapping[str, Any]] | None = None,
+                  layernorms: Mapping[str, int] | None = None) -> None:
+    """Remove root channels group by group with Torch-Pruning (index mappings refresh after each group), then
+    make the ``layernorms`` keep their original statistics (`replace_layernorms`)."""
     graph = build_dependency_graph(work, inputs)
     modules = dict(work.named_modules())
     for name, gone in removed.items():
         _prune_one(graph, modules, work, name, gone, heads or {})
+    replace_layernorms(work, layernorms or {})
+
+
+def replace_layernorms(work: nn.Module, layernorms: Mapping[str, int]) -> None:
+    """Replace each LayerNorm ``name`` of ``work`` (already narrowed by Torch-Pruning) by a
+    `rartsprune.layernorm.PrunedLayerNorm` that divides by ``layernorms[name]``, the width it had.
+
+    Raises:
+        SurgeryError: a name is not an exact LayerNorm of ``work`` (`rartsprune.layernorm.is_exact_layernorm`).
+    """
+    for name, full in layernorms.items():
+        try:
+            norm = work.get_submodule(name)
+        except AttributeError as exc:
+            raise SurgeryError(f"the plan's LayerNorm {name!r} is not a module of this model") from exc
+        if not is_exact_layernorm(norm):
+            raise SurgeryError(f"the plan's LayerNorm {name!r} is a {type(norm).__name__}, not an nn.LayerNorm")
+        if isinstance(norm, PrunedLayerNorm) and norm.full_width == full:
+            continue
+        _set_module(work, name, PrunedLayerNorm.from_layernorm(norm, full_width=int(full)))
+    if layernorms:
+        sync_embed_width(work)
 
 
 def _transplant(model: nn.Module, work: nn.Module) -> None:
@@ -400,10 +444,7 @@ def apply_surgery(
     allow_inexact = getattr(work, BANK_ATTR).allow_inexact
     _detach(work, fold=True)
     try:
-        if plan.heads:
-            _prune_groups(work, removed, inputs, plan.heads)
-        else:
-            _prune_groups(work, removed, inputs)
+        _prune_groups(work, removed, inputs, plan.heads, plan.layernorms)
     except SurgeryError:
         raise
     except Exception as exc:  # noqa: BLE001 - any Torch-Pruning failure
@@ -466,17 +507,15 @@ def apply_plan(
                 f"the plan was made for another architecture ({plan.model or 'unknown'}): layers not in the plan "
                 f"{extra[:3]}, plan layers missing from the model {missing[:3]}"
             )
-    groups = {g.name: g for g in analyze_groups(work, inputs, prune_heads=bool(plan.heads))}
+    groups = {g.name: g for g in analyze_groups(work, inputs, prune_heads=bool(plan.heads),
+                                                prune_layernorm=bool(plan.layernorms))}
     for name, n in plan.channels.items():
         if name not in groups:
             raise ValueError(f"the plan prunes layer {name!r}, which is not a channel-group root of this model")
         if groups[name].channels != n:
             raise ValueError(f"layer {name!r} has {groups[name].channels} channels, the plan expects {n}")
     try:
-        if plan.heads:
-            _prune_groups(work, plan.removed(), inputs, plan.heads)
-        else:
-            _prune_groups(work, plan.removed(), inputs)
+        _prune_groups(work, plan.removed(), inputs, plan.heads, plan.layernorms)
     except SurgeryError:
         raise
     except Exception as exc:  # noqa: BLE001 - any Torch-Pruning failure

@@ -278,6 +278,26 @@ def test_equal_macs_smoke(tmp_path: Path) -> None:
                           timeout=600, cwd=ROOT, env=ENV)
     assert proc.returncode != 0 and "finetune_epochs=1 (asked 2)" in proc.stderr + proc.stdout
     assert json.loads((work / "after" / "rarts_m0.6_s0" / "results.json").read_text()) == default  # untouched
+    # the held-out re-evaluation: the same networks on the test images outside each seed's reported subset
+    held = tmp_path / "held.json"
+    _run("bench/heldout_eval.py", "--work", str(tmp_path / "work"), "--depth", "11", "--threads", "1",
+         "--out", str(held))
+    h = json.loads(held.read_text())
+    n, k = h["test_images"], h["reported_subset"]
+    assert k == 32 and n > k
+    assert {(r["method"], r["budget"]) for r in h["runs"]} == {("rarts", 0.6), ("rarts", 0.35), ("l1_norm", 0.6),
+                                                               ("l1_norm", 0.35), ("rarts_swap", 0.6)}
+    for r in h["runs"]:  # the reported subset and the unseen images make up the whole test set, image for image
+        if r["method"] != "rarts_swap":  # (the swap run is not in this result's runs)
+            assert r["reported"] == acc[("after", r["method"], r["budget"])]
+        assert r["all"] * n == pytest.approx(r["reported"] * k + r["unseen"] * (n - k), abs=1e-6)
+    assert set(h["control"]["all"]) == {"0"} and set(h["unpruned"]["all"]) == {"0"}
+    assert h["control_gain"]["all"] == pytest.approx(h["control"]["all"]["0"] - h["unpruned"]["all"]["0"])
+    cache = work / "after" / "rarts_m0.6_s0" / "heldout_eval.json"
+    stamp = cache.stat().st_mtime_ns
+    _run("bench/heldout_eval.py", "--work", str(tmp_path / "work"), "--depth", "11", "--threads", "1",
+         "--out", str(held))
+    assert cache.stat().st_mtime_ns == stamp and json.loads(held.read_text())["runs"] == h["runs"]  # cached
 
 
 def test_gpu_check_plumbing(tmp_path: Path) -> None:
@@ -308,3 +328,16 @@ def test_gpu_check_refuses_bad_input(tmp_path: Path) -> None:
         proc = subprocess.run([sys.executable, "bench/gpu_check.py", "--out", str(tmp_path)],
                               capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=120)
         assert proc.returncode == 2 and "no CUDA device here" in proc.stdout
+
+
+def test_embed_width_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "ew.json"
+    _run("bench/embed_width.py", "--models", "timm:deit_tiny_patch16_224,timm:no_such_model", "--out", str(out))
+    res = json.loads(out.read_text())
+    deit, missing = res["rows"]
+    assert "no_such_model" in missing["error"]
+    heads, both = deit["heads"], deit["heads+embed"]
+    assert heads["ok"] and both["ok"] and heads["layernorm_groups"] == 0 and both["layernorm_groups"] == 1
+    assert both["pruned_layernorms"] == 25  # two per block and the final one
+    assert both["macs_ratio"] < heads["macs_ratio"] - 0.15  # the embedding width is in every linear layer
+    assert "1 of 2 models lose their embedding width exactly" in out.with_suffix(".md").read_text()

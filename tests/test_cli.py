@@ -218,3 +218,16 @@ def test_check_refuses_a_size_the_task_cannot_take(capsys: pytest.CaptureFixture
     # the process' exit status
     proc = cli("check", "--model", "torchvision:r3d_18", "--size", "112", check=False)
     assert proc.returncode == 2 and "the valid form is TxHxW" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_check_scores_heads_and_the_embedding_width_when_asked(capsys: pytest.CaptureFixture) -> None:
+    from rartsprune.app.cli import main
+
+    spec = "timm:vit_tiny_patch16_224"
+    assert main(["check", "--model", spec, "--json"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert plain["ok"] and plain["layernorm_groups"] == 0 and plain["statuses"].get("attention", 0) > 0
+    assert main(["check", "--model", spec, "--prune-heads", "--prune-layernorm"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{spec}: PASS") and "; 1 through their LayerNorms" in out, out
+    assert "attention" not in out.split("channel groups")[1].split("\n")[0]  # heads and embedding width scored

@@ -104,17 +104,17 @@ def test_failed_surgery_leaves_model_untouched(monkeypatch: pytest.MonkeyPatch, 
         out_before = model(X)
     real = surgery._prune_groups
 
-    def midway(work: nn.Module, removed: dict, inputs: object) -> None:
+    def midway(work: nn.Module, removed: dict, inputs: object, *rest: object) -> None:
         first = dict(list(removed.items())[:3])
-        real(work, first, inputs)  # some groups are really pruned on the working copy ...
+        real(work, first, inputs, *rest)  # some groups are really pruned on the working copy ...
         raise RuntimeError("injected failure after three groups")  # ... then Torch-Pruning fails
 
-    def overprune(work: nn.Module, removed: dict, inputs: object) -> None:
-        real(work, removed, inputs)
+    def overprune(work: nn.Module, removed: dict, inputs: object, *rest: object) -> None:
+        real(work, removed, inputs, *rest)
         work.layer3[0].conv2.out_channels -= 1  # what a silent over-prune looks like to the width check
 
-    def corrupt(work: nn.Module, removed: dict, inputs: object) -> None:
-        real(work, removed, inputs)
+    def corrupt(work: nn.Module, removed: dict, inputs: object, *rest: object) -> None:
+        real(work, removed, inputs, *rest)
         with torch.no_grad():
             work.fc.bias.add_(1.0)
 

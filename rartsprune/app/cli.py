@@ -90,6 +90,7 @@ _HELP = {
     "prox": "mode=l1: a proximal soft-threshold step on the scores after each search step (exact zeros)",
     "stop_after": "end the job after this phase",
     "prune_heads": "also score and remove whole attention heads (torchvision ViT, timm ViT / DeiT / Swin)",
+    "prune_layernorm": "also score and remove, exactly, channels normalised by a LayerNorm (a ViT's embedding width)",
     "scope": "global (rank channels across layers) or layer (same ratio per layer)",
     "round_to": "round kept channel counts up to a multiple of this; 'auto' with --latency: the rounding the "
                 "latency table predicts best",
@@ -194,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.add_argument("--ratio", type=float, default=0.4)
     c.add_argument("--size", default=None, help=_CHECK_SIZE_HELP)
     c.add_argument("--json", action="store_true", help="print the result as JSON instead of the readable verdict")
+    c.add_argument("--prune-heads", action="store_true", help=_HELP["prune_heads"])
+    c.add_argument("--prune-layernorm", action="store_true", help=_HELP["prune_layernorm"])
     f = sub.add_parser("flops", help="MACs and parameters per module")
     f.add_argument("--model", required=True, help=_HELP["model"])
     f.add_argument("--size", type=int, default=224)
@@ -269,7 +272,8 @@ def _check(args: argparse.Namespace) -> int:
     except (ValueError, RuntimeError, TypeError, OSError, ImportError, AssertionError) as exc:
         print(f"rartsprune check: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    result = check_task_model(model, inputs, ratio=args.ratio)
+    result = check_task_model(model, inputs, ratio=args.ratio, prune_heads=args.prune_heads,
+                              prune_layernorm=args.prune_layernorm)
     info = {"task": task_of(args.model), "input": describe_inputs(inputs.example), "loss_fn": loss_name(inputs.loss_fn)}
     if args.json:
         print(json.dumps({**info, **result.to_dict()}, indent=1))
@@ -297,7 +301,8 @@ def _check_text(spec: str, result: Any, info: dict[str, str] | None = None) -> s
                      "score vectors reached")
     if result.groups:
         statuses = ", ".join(f"{n} {k}" for k, n in sorted((result.statuses or {}).items()))
-        lines.append(f"  channel groups   {result.groups} ({statuses})")
+        lines.append(f"  channel groups   {result.groups} ({statuses})"
+                     + (f"; {result.layernorm_groups} through their LayerNorms" if result.layernorm_groups else ""))
         lines.append(f"  channels         {result.removed_channels} of {result.scored_channels} scored channels removed")
         lines.append(f"  parameters       {format_count(result.params_before)} -> {format_count(result.params_after)}")
         lines.append(f"  output change    scores at 1: {result.identity_diff:.2e}; after surgery: {result.pruned_diff:.2e} "

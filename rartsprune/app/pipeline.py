@@ -201,6 +201,7 @@ class PruneJob:
     momentum: float = 0.9
     schedule: str = "step"
     prune_heads: bool = False
+    prune_layernorm: bool = False
     bn_recalibration: int = 50
     train_subset: int | None = None
     test_subset: int | None = None
@@ -286,8 +287,9 @@ class PruneJob:
         if factories:
             raise ValueError(f"a job builds the search's optimizers and schedulers itself (from lr, schedule, ...); "
                              f"its search config cannot carry {factories}: call rartsprune.prune directly for that")
-        if not isinstance(self.prune_heads, bool):
-            raise TypeError(f"prune_heads must be True or False, got {self.prune_heads!r}")
+        for flag in ("prune_heads", "prune_layernorm"):
+            if not isinstance(getattr(self, flag), bool):
+                raise TypeError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
         if self.search_split is not None and self.search_split not in SEARCH_SPLITS:
             raise ValueError(f"search_split must be None (the protocol's default), "
                              f"{' or '.join(repr(x) for x in SEARCH_SPLITS)}, got {self.search_split!r}")
@@ -584,7 +586,8 @@ def _make_pruner(ctx: _Job, model: nn.Module) -> Any:
         search_config=job.search_config(epochs * _search_steps_per_epoch(job, _job_split(ctx)), **weights),
         selection=_shared_selection(ctx, model), amp_dtype=ctx.amp,
         grad_scaler=torch.amp.GradScaler(ctx.device.type) if ctx.amp == torch.float16 else None,
-        prune_heads=job.prune_heads, seed=job.seed, distributed=ctx.ranks.distributed and not baseline,
+        prune_heads=job.prune_heads, prune_layernorm=job.prune_layernorm, seed=job.seed,
+        distributed=ctx.ranks.distributed and not baseline,
     )
     if ctx.ranks.distributed and baseline:  # plain training in DDP (the searches wrap their nets themselves)
         if not isinstance(pruner.search, BaselineTrainer):
@@ -607,7 +610,7 @@ def _shared_selection(ctx: _Job, model: nn.Module) -> SelectionConfig:
     if ctx.ranks.main and not os.path.exists(path):  # measured on a copy, without the other ranks
         try:
             probe = prune(copy.deepcopy(model), example_inputs=ctx.example.to(ctx.device), selection=shared,
-                          prune_heads=ctx.job.prune_heads, seed=ctx.job.seed)
+                          prune_heads=ctx.job.prune_heads, prune_layernorm=ctx.job.prune_layernorm, seed=ctx.job.seed)
             probe.remove()
         except (ValueError, TypeError, RuntimeError) as exc:  # e.g. a budget below the reachable minimum
             failed = exc

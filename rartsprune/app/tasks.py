@@ -555,7 +555,8 @@ def _size_error(spec: str, text: str, exc: BaseException) -> ValueError:
 
 
 def check_task_model(model: nn.Module, inputs: TaskInputs, *, ratio: float = 0.4, seed: int = 0,
-                     backward: bool = True, return_model: bool = False) -> CheckResult:
+                     backward: bool = True, return_model: bool = False, prune_heads: bool = False,
+                     prune_layernorm: bool = False) -> CheckResult:
     """`rartsprune.check.check_model` with the task's example, compared outputs, loss and training batch.
 
     With a loss (detection, segmentation, video, flow) the result has the scored model's training loss
@@ -569,4 +570,5 @@ def check_task_model(model: nn.Module, inputs: TaskInputs, *, ratio: float = 0.4
         (True, True)
     """
     return check_model(model, inputs.example, ratio=ratio, seed=seed, backward=backward, return_model=return_model,
-                       outputs_fn=inputs.outputs_fn, loss_fn=inputs.loss_fn, train_batch=inputs.train_batch)
+                       outputs_fn=inputs.outputs_fn, loss_fn=inputs.loss_fn, train_batch=inputs.train_batch,
+                       prune_heads=prune_heads, prune_layernorm=prune_layernorm)

@@ -51,7 +51,7 @@ def slimming_layers(handle: ScoreHandle) -> list[nn.Module]:
     out = []
     for g in handle.groups:
         for name, _, _ in g.placements:
-            m = modules[name]
+            m = modules.get(name)  # None for a bare parameter (a class token)
             if isinstance(m, nn.modules.batchnorm._NormBase) and m.affine and m not in out:
                 out.append(m)
     return out
@@ -217,7 +217,7 @@ def baseline_importance(handle: ScoreHandle, method: str, seed: int = 0) -> dict
         imp = unit_importance(handle, "alpha_gamma")
         modules = dict(handle.model.named_modules())
         for g in handle.groups:  # Network Slimming only prunes channels that have a BN scale
-            if not any(isinstance(modules[n], nn.modules.batchnorm._NormBase) for n, _, _ in g.placements):
+            if not any(isinstance(modules.get(n), nn.modules.batchnorm._NormBase) for n, _, _ in g.placements):
                 imp[g.name] = torch.full((g.num_units,), float("inf"))
         return imp
     raise ValueError(f"unknown baseline {method!r}; valid: {', '.join(BASELINES)}")

@@ -506,6 +506,7 @@ def prune(
     backend: str = "param",
     allow_inexact: bool = False,
     prune_heads: bool = False,
+    prune_layernorm: bool = False,
     selection: SelectionConfig | None = None,
     search_config: WidthSearchConfig | None = None,
     seed: int = 0,
@@ -578,6 +579,8 @@ def prune(
             learning rates, weight decays, factories and ``grad_clip`` at their defaults).
         prune_heads: also score and remove whole attention heads of the supported vision transformers
             (`rartsprune.attach_scores`'s ``prune_heads``; see docs/width.md, "Attention heads").
+        prune_layernorm: also score and remove, exactly, the channels normalised by LayerNorms — a vision
+            transformer's embedding width (`rartsprune.attach_scores`'s ``prune_layernorm``; docs/width.md).
         seed: seed of the checks, the random baseline and the auxiliary copy.
         lr, rarts_mode: deprecated names of ``weight_lr`` and ``update`` (before 0.2; a DeprecationWarning).
 
@@ -639,14 +642,15 @@ def prune(
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError(f"{type(model).__name__} is frozen (no parameter requires grad): nothing can be trained")
 
-    if not isinstance(prune_heads, bool):
-        raise TypeError(f"prune_heads must be True or False, got {prune_heads!r}")
+    for flag, value in (("prune_heads", prune_heads), ("prune_layernorm", prune_layernorm)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{flag} must be True or False, got {value!r}")
     if example_inputs is None:
         example_inputs = _infer_example_inputs(model)
     whole_ms = _whole_latency(model, example_inputs, selection)  # timed before the scores slow the model
     handle = attach_scores(
         model, example_inputs, ignored_layers=ignored_layers, allow_inexact=allow_inexact, backend=backend, seed=seed,
-        prune_heads=prune_heads,
+        prune_heads=prune_heads, prune_layernorm=prune_layernorm,
     )
     try:
         groups = handle.groups

@@ -103,7 +103,7 @@ def unit_importance(handle: ScoreHandle, criterion: str = "alpha") -> dict[str, 
             gamma = torch.zeros(g.num_units)
             count = torch.zeros(g.num_units)
             for name, idxs, units in g.placements:
-                module = modules[name]
+                module = modules.get(name)  # None for a bare parameter (a class token)
                 if not isinstance(module, nn.modules.batchnorm._NormBase):
                     continue
                 w = _raw_weight(module)
