@@ -87,9 +87,10 @@ def _job(folder: Path) -> dict[str, Any]:
     return json.loads((folder / "results.json").read_text())["job"]
 
 
-def _dense(folder: Path, weights: str, depth: int) -> torch.nn.Module:
+def _dense(path: Path, depth: int) -> torch.nn.Module:
+    """An unpruned PreResNet with the state dict at ``path``."""
     model = preresnet(depth=depth, num_classes=10)
-    model.load_state_dict(torch.load(folder / weights, map_location="cpu", weights_only=True))
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model
 
 
@@ -134,17 +135,16 @@ def main(argv: list[str] | None = None) -> int:
                **sets.cached(folder, "pruned.pt", seed, build)}
         runs.append(row)
         print(f"{folder.name}: reported {reported:.2f}, unseen {row['unseen']:.2f}, all {row['all']:.2f}", flush=True)
-    base_folder = Path(_job(arms[0])["init_weights"]) if args.protocol == "after" else None
+    baseline = Path(_job(arms[0])["init_weights"]) if args.protocol == "after" else None
     seeds = sorted({r["seed"] for r in runs})
     unpruned: dict[str, Any] = {}
-    if base_folder is not None:
-        base = preresnet(depth=args.depth, num_classes=10)
-        base.load_state_dict(torch.load(base_folder, map_location="cpu", weights_only=True))
+    if baseline is not None:
+        base = _dense(baseline, args.depth)
         unpruned = {s: {str(seed): sets.accuracy(base, s, seed) for seed in seeds} for s in SETS}
     control: dict[str, dict[str, float]] = {s: {} for s in SETS}
     for folder in controls:
         seed = int(folder.name.rsplit("_s", 1)[1])
-        acc = sets.cached(folder, "baseline.pt", seed, lambda folder=folder: _dense(folder, "baseline.pt", args.depth))
+        acc = sets.cached(folder, "baseline.pt", seed, lambda folder=folder: _dense(folder / "baseline.pt", args.depth))
         for s in SETS:
             control[s][str(seed)] = acc[s]
     rows = []

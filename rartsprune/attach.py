@@ -27,6 +27,7 @@ import torch.nn as nn
 from .errors import RartsPruneError, UnsupportedModelError
 from .graph import ChannelGroup, _call_model, analyze_groups, build_dependency_graph, preserved_state
 from .heads import convert_multihead_attention, restore_modules
+from .layernorm import original_width
 from .scores import (
     ALPHA_PREFIX,
     BANK_ATTR,
@@ -75,8 +76,7 @@ def _dry_run(
     removed = _zero_half(handle, seed)
     by_name = {g.name: g for g in handle.groups}
     heads = {g.name: {"attention": g.attention, "head_dim": g.head_dim} for g in handle.groups if g.attention}
-    norms = {n: int(getattr(m, "full_width", m.normalized_shape[0])) for n, m in work.named_modules()
-             if any(n in by_name[g].layernorms for g in groups)}
+    norms = {ln: original_width(work.get_submodule(ln)) for g in groups for ln in by_name[g].layernorms}
     _detach(work, fold=True)
     bad: dict[str, str] = {}
     with torch.no_grad(), preserved_state(work):

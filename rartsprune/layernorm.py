@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-__all__ = ["PrunedLayerNorm", "is_exact_layernorm", "sync_embed_width"]
+__all__ = ["PrunedLayerNorm", "is_exact_layernorm", "original_width", "sync_embed_width"]
 
 
 #: LayerNorm subclasses that compute exactly ``F.layer_norm`` over their last dimension (timm's, which may use
@@ -50,6 +50,16 @@ def is_exact_layernorm(module: nn.Module) -> bool:
     return ((kind in (nn.LayerNorm, PrunedLayerNorm) or f"{kind.__module__}.{kind.__qualname__}" in _SAME_AS_LAYERNORM)
             and len(module.normalized_shape) == 1
             and module.elementwise_affine and module.weight is not None)
+
+
+def original_width(norm: nn.LayerNorm) -> int:
+    """The width whose statistics ``norm`` computes: a `PrunedLayerNorm`'s ``full_width``, else its own width.
+
+    Examples:
+        >>> original_width(nn.LayerNorm(8)), original_width(PrunedLayerNorm(4, 8))
+        (8, 8)
+    """
+    return int(getattr(norm, "full_width", norm.normalized_shape[0]))
 
 
 class PrunedLayerNorm(nn.LayerNorm):
@@ -89,7 +99,7 @@ class PrunedLayerNorm(nn.LayerNorm):
         if not is_exact_layernorm(norm):
             raise TypeError(f"expected an nn.LayerNorm over one dimension with affine parameters, got {norm!r}")
         width = int(norm.normalized_shape[0])
-        full = full_width if full_width is not None else getattr(norm, "full_width", width)
+        full = full_width if full_width is not None else original_width(norm)
         idx = list(range(width)) if kept is None else sorted(int(i) for i in kept)
         if not idx or idx[0] < 0 or idx[-1] >= width:
             raise ValueError(f"kept channels must be a non-empty subset of range({width})")

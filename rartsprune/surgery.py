@@ -49,7 +49,7 @@ from .heads import (
     per_head_parameter_names,
     remove_heads,
 )
-from .layernorm import PrunedLayerNorm, is_exact_layernorm, sync_embed_width
+from .layernorm import PrunedLayerNorm, is_exact_layernorm, original_width, sync_embed_width
 from .scores import (
     BANK_ATTR,
     _check_inputs,
@@ -316,11 +316,8 @@ def plan_from_scores(
                  "convert": g.attention in converted}
         for g in handle.groups if g.attention
     }
-    modules = dict(model.named_modules())
-    layernorms = {
-        ln: int(getattr(modules[ln], "full_width", modules[ln].normalized_shape[0]))
-        for g in handle.groups if g.layernorms and g.name in removed for ln in g.layernorms
-    }
+    layernorms = {ln: original_width(model.get_submodule(ln))
+                  for g in handle.groups if g.name in removed for ln in g.layernorms}
     return PruningPlan(groups, channels, widths, __version__, type(model).__name__, heads, layernorms)
 
 
