@@ -85,7 +85,8 @@ def _sgd(lr: float, momentum: float = 0.9) -> Callable:
 
 
 #: name -> (method, rartsprune.prune keywords, extras). Extras: "warmup" (fraction of the steps with frozen
-#: scores), "split" ("swap": the job's search_split="swap"; default "fixed"). "l1" is prune()'s ℓ1 pressure on
+#: scores), "split" ("swap": the job's search_split="swap"; default "fixed"), "gradual" (a budget-aware search:
+#: one search per MACs budget with gradual_steps = this fraction of the steps). "l1" is prune()'s ℓ1 pressure on
 #: the scores (0: none; ratio mode's default is 4e-3).
 VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "default": ("rarts", {}, {}),  # rartsprune.prune's defaults (width.DEFAULTS["ratio"])
@@ -117,6 +118,23 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "default_wlr1e-3": ("rarts", {"weight_lr": 1e-3}, {}),
     "budget_default_wlr1e-3": ("rarts", {"l1": 0.0, "cost_weight": 2.0, "weight_lr": 1e-3}, {}),
     "budget_default_frozen_w": ("rarts", {"l1": 0.0, "cost_weight": 2.0, "weight_lr": 1e-9}, {}),
+    # budget-aware searches (prune(gradual_steps=...)): one search per MACs budget, the units outside the selection
+    # at a growing fraction of the budget zeroed during the first "gradual" fraction of the steps (cubic schedule)
+    "gradual_budget": ("rarts", {"l1": 0.0, "cost_weight": 2.0}, {"gradual": 0.5}),
+    "gradual_ratio_pressure": ("rarts", {"l1": 4e-3, "cost_weight": 0.0}, {"gradual": 0.5}),
+    "gradual_budget_all": ("rarts", {"l1": 0.0, "cost_weight": 2.0}, {"gradual": 1.0}),
+    "gradual_l1_norm": ("l1_norm", {}, {"gradual": 0.5}),  # the same schedule by weight magnitude (plain training)
+    # the gradual searches ranked by |a|*||W|| (importance="l1_norm": the weights' magnitude with the scores folded in)
+    "gradual_budget_l1aw": ("rarts", {"l1": 0.0, "cost_weight": 2.0, "importance": "l1_norm"}, {"gradual": 0.5}),
+    "gradual_ratio_l1aw": ("rarts", {"l1": 4e-3, "cost_weight": 0.0, "importance": "l1_norm"}, {"gradual": 0.5}),
+    "gradual_nopressure_l1aw": ("rarts", {"l1": 0.0, "cost_weight": 0.0, "importance": "l1_norm"}, {"gradual": 0.5}),
+    "gradual_budget_l1aw_alr1e-2": ("rarts", {"l1": 0.0, "cost_weight": 2.0, "importance": "l1_norm", "arch_lr": 1e-2},
+                                    {"gradual": 0.5}),
+    "gradual_budget_alr1e-2": ("rarts", {"l1": 0.0, "cost_weight": 2.0, "arch_lr": 1e-2}, {"gradual": 0.5}),
+    "gradual_nopressure_l1aw_alr1e-2": ("rarts", {"l1": 0.0, "cost_weight": 0.0, "importance": "l1_norm", "arch_lr": 1e-2},
+                                        {"gradual": 0.5}),
+    "gradual_budget_fused_l1aw": ("rarts", {"l1": 0.0, "cost_weight": 2.0, "importance": "l1_norm", "update": "fused"},
+                                  {"gradual": 0.5}),
     "slimming": ("slimming", {}, {}),  # Network Slimming's sparsity epoch; |a*g| is then its BN-scale ranking
     "slimming_swap": ("slimming", {}, {"split": "swap"}),
     "darts1": ("darts1", {}, {}),
@@ -321,22 +339,27 @@ def fisher(model: torch.nn.Module, handle: Any, data: Data, seed: int) -> dict[s
     return {g.name: s.cpu() for g, s in zip(handle.groups, acc)}
 
 
-def run_search(base: torch.nn.Module, data: Data, variant: str, epochs: int, seed: int) -> Any:
-    """The variant's search for ``epochs`` epochs on a copy of the baseline; returns the pruner."""
+def run_search(base: torch.nn.Module, data: Data, variant: str, epochs: int, seed: int,
+               budget: float | None = None) -> Any:
+    """The variant's search for ``epochs`` epochs on a copy of the baseline; returns the pruner (a gradual
+    variant's searches toward the MACs ``budget``, the others at ratio 0.4, the ranking read out at any budget)."""
     method, kwargs, extras = VARIANTS[variant]
-    model = copy.deepcopy(base)
-    torch.manual_seed(seed)
-    kwargs = dict(kwargs)
-    if "weight_lr" not in kwargs:
-        kwargs["weight_lr"] = 0.01  # the quality benchmark's search LR of the weights (trained net, fine LR)
-    pruner = rartsprune.prune(model, ratio=0.4, method=method, example_inputs=torch.zeros(1, 3, 32, 32),
-                              seed=seed, **kwargs)
     swap = extras.get("split", "fixed") == "swap"
 
     def epoch_pairs(epoch: int) -> Any:
         return data.swap_pairs(epoch, seed, method in BASELINE_METHODS) if swap else data.pairs(epoch, seed)
 
     steps = epochs * len(epoch_pairs(0))
+    model = copy.deepcopy(base)
+    torch.manual_seed(seed)
+    kwargs = dict(kwargs)
+    if "weight_lr" not in kwargs:
+        kwargs["weight_lr"] = 0.01  # the quality benchmark's search LR of the weights (trained net, fine LR)
+    size: dict[str, Any] = {"ratio": 0.4}
+    if "gradual" in extras:
+        size = {"macs": budget, "gradual_steps": max(1, round(extras["gradual"] * steps))}
+    pruner = rartsprune.prune(model, method=method, example_inputs=torch.zeros(1, 3, 32, 32), seed=seed,
+                              **size, **kwargs)
     frozen = int(extras.get("warmup", 0.0) * steps)
     arch_opt = getattr(pruner.search, "optimizers", {}).get("arch")  # one-shot trainers have no score optimizer
     lr0 = arch_opt.param_groups[0]["lr"] if arch_opt is not None else 0.0
@@ -349,6 +372,21 @@ def run_search(base: torch.nn.Module, data: Data, variant: str, epochs: int, see
             pruner.step(data.batch(bt), data.batch(bv))
             k += 1
     return pruner
+
+
+def gradual_row(base: torch.nn.Module, data: Data, variant: str, epochs: int, args: argparse.Namespace) -> dict[str, Any]:
+    """A budget-aware variant: one search per budget, pruned to what its schedule kept (BN re-estimated)."""
+    acc, params = {}, {}
+    for b in args.budgets:
+        pruner = run_search(base, data, variant, epochs, args.seed, budget=b)
+        params[f"{b:g}"] = pruner.cost_model().fraction(pruner.selection().keep, "params")
+        net = pruner.finalize()
+        loader = make_loader(data.train, data.batch_size, train=True, seed=epoch_seed(args.seed, 0, "recalibrate"))
+        rartsprune.recalibrate_bn(net, (data.batch(x)[0] for x in loader), num_batches=args.bn_batches)
+        acc[f"{b:g}"] = data.accuracy(net)
+        print(f"  {variant}@{epochs}ep at {b:g}x: acc {acc[f'{b:g}']:.1f}", flush=True)
+    return {f"{variant}@{epochs}ep": {"spearman_global": math.nan, "spearman_layer": math.nan, "acc": acc,
+                                      "acc_ft": {}, "params_kept": params}}
 
 
 def evaluate_criteria(model: torch.nn.Module, handle: Any, criteria: dict[str, dict[str, torch.Tensor]],
@@ -506,6 +544,9 @@ def main(argv: list[str] | None = None) -> int:
                 return res
 
             print(f"{variant}, {epochs} search epoch(s)", flush=True)
+            if "gradual" in VARIANTS[variant][2]:
+                cached(f"{variant}_e{epochs}", lambda variant=variant, epochs=epochs: gradual_row(base, data, variant, epochs, args))
+                continue
             cached(f"{variant}_e{epochs}" + "".join(f"_{r}" for r in args.readouts), searched)
     result = {"settings": {k: portable(v) for k, v in vars(args).items()}, "baseline": portable(str(ckpt)),
               "baseline_sha256": digest, "oracle": {"units": len(orc["units"]), "total_units": orc["total_units"],

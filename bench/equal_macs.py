@@ -167,6 +167,11 @@ def main(argv: list[str] | None = None) -> int:
                          "finalized runs get their own folders. l1_norm / random / slimming rank the network RARTS "
                          "trained by a classic criterion: the ablation that separates the learned scores' choice "
                          "from the training the search gave the network")
+    ap.add_argument("--gradual", type=float, default=None,
+                    help="the --gradual-methods reach each budget gradually during this fraction of their search / "
+                         "training steps (PruneJob.gradual: one search per budget); their runs get their own folders")
+    ap.add_argument("--gradual-methods", default="rarts", type=lambda s: [m for m in s.split(",") if m],
+                    help="the methods --gradual applies to (e.g. rarts,l1_norm: the same schedule by weight magnitude)")
     ap.add_argument("--search-split", default=None, choices=("fixed", "swap"),
                     help="how RARTS' / slimming's search epochs use the data (PruneJob.search_split; default: the "
                          "job's — 'fixed' after training, 'swap' when the search is the training: every image "
@@ -177,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     bad = [m for m in args.methods if m not in METHODS] + [p for p in args.protocols if p not in ("after", "scratch")]
     if bad:
         ap.error(f"unknown methods / protocols {bad}; methods: {', '.join(METHODS)}; protocols: after, scratch")
+    if args.gradual and "scratch" in args.protocols:
+        ap.error("--gradual runs one search per budget after training: use it with --protocols after")
     common = common_job(args)
     if common is None:
         return 2
@@ -190,15 +197,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.rarts_importance is not None:
         rarts_settings["importance"] = args.rarts_importance
 
+    def gradual(method: str) -> dict[str, Any]:
+        return {"gradual": args.gradual} if args.gradual and method in args.gradual_methods else {}
+
     def folder(method: str, finalized: bool = True) -> str:
         """Run folder: the search settings name the search; the ranking criterion only the finalized runs."""
+        schedule = f"_gradual{args.gradual:g}" if gradual(method) else ""
         if method != "rarts":
-            return method
+            return method + schedule
         imp = f"_imp{args.rarts_importance}" if finalized and args.rarts_importance is not None else ""
-        return method + suffix + imp
+        return method + suffix + schedule + imp
 
     def settings(method: str) -> dict[str, Any]:
-        return rarts_settings if method == "rarts" else {}
+        return {**(rarts_settings if method == "rarts" else {}), **gradual(method)}
     runs: list[dict[str, Any]] = []
     controls: dict[str, list[float]] = {p: [] for p in args.protocols}
     bases: dict[str, dict[str, Any]] = {}
@@ -232,12 +243,17 @@ def main(argv: list[str] | None = None) -> int:
                               **settings(method))
                 searched = None
                 name = folder(method)
+                per_budget = bool(settings(method).get("gradual"))  # a gradual search is its budget's own
                 if method in SEARCHED:
                     job = replace(job, search_split=args.search_split)
                     searched = work / "after" / f"{folder(method, finalized=False)}{split_suffix}_s{seed}_search"
                     name += split_suffix
-                    _load_or_run(replace(job, out=str(searched), stop_after="search", macs=args.budgets[0]))
+                    if not per_budget:
+                        _load_or_run(replace(job, out=str(searched), stop_after="search", macs=args.budgets[0]))
                 for macs in args.budgets:
+                    if per_budget and searched is not None:
+                        searched = work / "after" / f"{folder(method, finalized=False)}{split_suffix}_m{macs:g}_s{seed}_search"
+                        _load_or_run(replace(job, out=str(searched), stop_after="search", macs=macs))
                     res = _at_budget(job, searched, work / "after" / f"{name}_m{macs:g}_s{seed}", macs)
                     record("after", method, seed, macs, res)
             control("after", base_dir / "baseline.pt", seed)
@@ -349,7 +365,10 @@ def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] 
              f"the whole time, search split {args.search_split or 'swap (the default)'}, RARTS' score LR the job's "
              f"SCORE_TRAVEL / search steps unless set; l1_norm and random prune the plainly trained network). Then surgery to the MACs "
              f"budget, BatchNorm re-estimated on {args.bn_recalibration} batches, {args.finetune_epochs} fine-tuning "
-             f"epochs at LR {args.finetune_lr}. Test images: {args.test_subset or 'all'}.", ""]
+             f"epochs at LR {args.finetune_lr}. Test images: {args.test_subset or 'all'}."
+             + (f" Gradual pruning (`PruneJob.gradual={args.gradual:g}`: each budget reached during that fraction of the "
+                f"search / training steps, one search per budget) for {', '.join(args.gradual_methods)}; the other "
+                "arms prune once, after their epoch." if args.gradual else ""), ""]
     for protocol in args.protocols:
         unpruned = result["unpruned"].get(protocol)
         ctrl = result["control"][protocol]

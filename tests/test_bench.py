@@ -268,6 +268,13 @@ def test_equal_macs_smoke(tmp_path: Path) -> None:
     assert swapped["job"]["search_split"] == "swap" and (work / "after" / "rarts_swap_s0_search").is_dir()
     default = json.loads((work / "after" / "rarts_m0.6_s0" / "results.json").read_text())
     assert default["job"]["search_split"] is None  # the job's own: 'fixed' after training
+    # gradual pruning: one search per budget, its own folders, for every method named
+    _run(*swap_args[:-1], "--protocols", "after", "--methods", "rarts,l1_norm", "--budgets", "0.6", "--no-control",
+         "--gradual", "1", "--gradual-methods", "rarts,l1_norm", "--out", str(tmp_path / "em_gradual.json"))
+    for name in ("rarts_gradual1_m0.6_s0", "l1_norm_gradual1_m0.6_s0"):
+        run_ = json.loads((work / "after" / name / "results.json").read_text())
+        assert run_["job"]["gradual"] == 1 and abs(run_["summary"]["macs_ratio"] - 0.6) <= 0.02 * 0.6, name
+    assert (work / "after" / "rarts_gradual1_m0.6_s0_search").is_dir()
     # the fine-tuning length check: the control's gain over the unpruned network is recorded and reported
     gain = res["control_gain"]["after"]
     assert gain == pytest.approx(res["control"]["after"]["acc_mean"] - res["unpruned"]["after"]["test_acc"])
@@ -286,9 +293,10 @@ def test_equal_macs_smoke(tmp_path: Path) -> None:
     n, k = h["test_images"], h["reported_subset"]
     assert k == 32 and n > k
     assert {(r["method"], r["budget"]) for r in h["runs"]} == {("rarts", 0.6), ("rarts", 0.35), ("l1_norm", 0.6),
-                                                               ("l1_norm", 0.35), ("rarts_swap", 0.6)}
+                                                               ("l1_norm", 0.35), ("rarts_swap", 0.6),
+                                                               ("rarts_gradual1", 0.6), ("l1_norm_gradual1", 0.6)}
     for r in h["runs"]:  # the reported subset and the unseen images make up the whole test set, image for image
-        if r["method"] != "rarts_swap":  # (the swap run is not in this result's runs)
+        if r["method"] in ("rarts", "l1_norm"):  # (the swap and gradual runs are not in this result's runs)
             assert r["reported"] == acc[("after", r["method"], r["budget"])]
         assert r["all"] * n == pytest.approx(r["reported"] * k + r["unseen"] * (n - k), abs=1e-6)
     assert set(h["control"]["all"]) == {"0"} and set(h["unpruned"]["all"]) == {"0"}

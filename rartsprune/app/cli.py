@@ -91,6 +91,9 @@ _HELP = {
     "stop_after": "end the job after this phase",
     "prune_heads": "also score and remove whole attention heads (torchvision ViT, timm ViT / DeiT / Swin)",
     "prune_layernorm": "also score and remove, exactly, channels normalised by a LayerNorm (a ViT's embedding width)",
+    "gradual": "reach the size gradually during this fraction of the search steps (0..1; cubic schedule): removed "
+               "channels' scores are zeroed and held there, so the rest of the search trains the pruned network",
+    "gradual_steps": "like --gradual, in search steps (exclusive with --gradual)",
     "scope": "global (rank channels across layers) or layer (same ratio per layer)",
     "round_to": "round kept channel counts up to a multiple of this; 'auto' with --latency: the rounding the "
                 "latency table predicts best",

@@ -159,6 +159,10 @@ class PruneJob:
       start (the scores at ``SCORE_TRAVEL / search steps`` unless ``arch_lr`` is given); ``finetune_epochs``
       follow the surgery as before.
 
+    ``gradual`` (in [0, 1]): reach the size gradually during this fraction of the search's steps — the selection's
+    ``gradual_steps`` (`rartsprune.width.SelectionConfig`) set from the search length the job computes; 0 (default)
+    applies the size once, after the search.
+
     How a search epoch uses the training set (``search_split``, `SEARCH_SPLITS`):
 
     * ``"fixed"`` (the default after training): one split into D_t and D_v for the whole search, each step pairs
@@ -202,6 +206,7 @@ class PruneJob:
     schedule: str = "step"
     prune_heads: bool = False
     prune_layernorm: bool = False
+    gradual: float = 0.0
     bn_recalibration: int = 50
     train_subset: int | None = None
     test_subset: int | None = None
@@ -293,6 +298,15 @@ class PruneJob:
         if self.search_split is not None and self.search_split not in SEARCH_SPLITS:
             raise ValueError(f"search_split must be None (the protocol's default), "
                              f"{' or '.join(repr(x) for x in SEARCH_SPLITS)}, got {self.search_split!r}")
+        gradual = self.gradual
+        if isinstance(gradual, bool) or not isinstance(gradual, (int, float)) or not 0.0 <= gradual <= 1.0:
+            raise ValueError(f"gradual must be a fraction of the search steps in [0, 1], got {gradual!r}")
+        if gradual and self.selection.gradual_steps:
+            raise ValueError("pass gradual (a fraction of the search steps) or gradual_steps (a number of steps), not both")
+        if gradual and self.selection.mode != "ratio":
+            raise ValueError("gradual needs a fixed size (ratio, macs, params or latency in mode='ratio')")
+        if gradual and self.search_epochs == 0:
+            raise ValueError("gradual prunes during the search: it needs search_epochs >= 1")
         if self.stop_after not in (None, "pretrain", "search"):
             raise ValueError(f"stop_after must be None, 'pretrain' or 'search', got {self.stop_after!r}")
         self.search_config().resolved(self.selection_config())  # the pruner's own checks, before any work
@@ -304,9 +318,12 @@ class PruneJob:
             return self.search_split
         return "swap" if self.train_during_search else "fixed"
 
-    def selection_config(self) -> SelectionConfig:
-        """The selection settings the job's pruner gets (``selection``)."""
-        return self.selection
+    def selection_config(self, search_steps: int | None = None) -> SelectionConfig:
+        """The selection settings the job's pruner gets: ``selection``, with ``gradual_steps`` set to ``gradual``
+        of the ``search_steps`` (the steps of the whole search) when ``gradual`` is given."""
+        if not self.gradual or not search_steps:
+            return self.selection
+        return replace(self.selection, gradual_steps=max(1, round(self.gradual * search_steps)))
 
     def search_config(self, search_steps: int | None = None, **factories: Any) -> WidthSearchConfig:
         """The search settings the job's pruner gets: ``search`` with the optimizer and scheduler ``factories``
@@ -581,10 +598,11 @@ def _make_pruner(ctx: _Job, model: nn.Module) -> Any:
     if ctx.ranks.distributed and not agree(job.seed, ctx.device):
         raise RuntimeError(f"the ranks were given different seeds (this rank: seed={job.seed}): every rank must "
                            "run the same job (the seed orders the batches and seeds the random baseline)")
+    search_steps = epochs * _search_steps_per_epoch(job, _job_split(ctx))
     pruner = prune(
         model, example_inputs=ctx.example.to(ctx.device),
-        search_config=job.search_config(epochs * _search_steps_per_epoch(job, _job_split(ctx)), **weights),
-        selection=_shared_selection(ctx, model), amp_dtype=ctx.amp,
+        search_config=job.search_config(search_steps, **weights),
+        selection=_shared_selection(ctx, model, search_steps), amp_dtype=ctx.amp,
         grad_scaler=torch.amp.GradScaler(ctx.device.type) if ctx.amp == torch.float16 else None,
         prune_heads=job.prune_heads, prune_layernorm=job.prune_layernorm, seed=job.seed,
         distributed=ctx.ranks.distributed and not baseline,
@@ -597,11 +615,11 @@ def _make_pruner(ctx: _Job, model: nn.Module) -> Any:
     return pruner
 
 
-def _shared_selection(ctx: _Job, model: nn.Module) -> SelectionConfig:
+def _shared_selection(ctx: _Job, model: nn.Module, search_steps: int | None = None) -> SelectionConfig:
     """The job's selection; on several ranks a latency budget's table is rank 0's (measured once, into
     ``latency_table`` or ``OUT/latency_table.json``, and loaded by every rank), so that all cut the same
     model."""
-    selection = ctx.job.selection_config()
+    selection = ctx.job.selection_config(search_steps)
     if not ctx.ranks.distributed or selection.budget is None or selection.budget[0] != "latency":
         return selection
     path = selection.latency_table or str(ctx.out / "latency_table.json")

@@ -33,6 +33,7 @@ from .pruner import (
     DEFAULTS,
     MODES,
     WidthPruner,
+    gradual_fraction,
     prune,
 )
 from .rounding import ROUND_TO_CANDIDATES, RoundingChoice, allowed_roundings, choose_rounding
@@ -79,6 +80,7 @@ __all__ = [
     "WidthPruner",
     "baseline_importance",
     "check_budget",
+    "gradual_fraction",
     "prune",
     "resolve_budget",
     "select_by_budget",

@@ -112,6 +112,12 @@ class SelectionConfig:
             ``"auto"`` with a latency budget: the rounding among ``None, 2, 4, 8, 16, 32`` whose selection keeps the
             most importance within the predicted budget (`rartsprune.width.rounding`).
         importance: a built-in criterion name or an `Importance` (``None``: the method's default).
+        gradual_steps: ratio mode: reach the size gradually during the first ``gradual_steps`` search steps
+            (0: off, the size is applied once at `finalize`). After step ``t`` the units outside the selection at
+            the fraction ``s = 1 - (1 - t / gradual_steps)**3`` of the final pruning (Zhu & Gupta's cubic
+            schedule: removed ratio ``s * ratio``, kept budget ``1 - s * (1 - budget)``) have their scores set
+            to zero and held there, so the rest of the search trains the network it will become and the scores
+            of the survivors are learned without the removed units (`rartsprune.width.pruner.gradual_fraction`).
     """
 
     mode: str = "ratio"
@@ -125,6 +131,7 @@ class SelectionConfig:
     scope: str = "global"
     round_to: int | str | None = None
     importance: str | Importance | None = None
+    gradual_steps: int = 0
     budget: tuple[str, float] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -166,6 +173,12 @@ class SelectionConfig:
             raise ValueError(f"round_to must be a positive integer, 'auto' or None, got {self.round_to!r}")
         if self.importance is not None:
             get_importance(self.importance)  # ValueError / TypeError naming the criterion
+        steps = self.gradual_steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"gradual_steps must be a non-negative integer (search steps; 0: off), got {steps!r}")
+        if steps and self.mode != "ratio":
+            raise ValueError("gradual_steps needs a fixed size (ratio, macs, params or latency in mode='ratio'); "
+                             "in mode='l1' the penalty decides the size")
         object.__setattr__(self, "ratio", ratio)
         object.__setattr__(self, "budget", budget)
 

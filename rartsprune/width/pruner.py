@@ -55,9 +55,10 @@ from .latency import (
 from .penalties import WidthPenalty, soft_threshold_
 from .protocol import Searcher
 from .rounding import AUTO, RoundingChoice, choose_rounding
-from .selection import Selection, select_by_ratio, select_by_threshold
+from .selection import Selection, _finish, select_by_ratio, select_by_threshold
 
-__all__ = ["prune", "WidthPruner", "MODES", "ALL_METHODS", "DEFAULTS", "BUDGET_DEFAULTS", "DEFAULT_RATIO", "COLLAPSED_SCORE"]
+__all__ = ["prune", "WidthPruner", "MODES", "ALL_METHODS", "DEFAULTS", "BUDGET_DEFAULTS", "DEFAULT_RATIO", "COLLAPSED_SCORE",
+           "gradual_fraction"]
 
 #: Mean |α| below which a finished search's scores count as collapsed (`WidthPruner.finalize` warns).
 COLLAPSED_SCORE = 0.05
@@ -65,10 +66,26 @@ COLLAPSED_SCORE = 0.05
 #: ``DEFAULTS`` / ``BUDGET_DEFAULTS`` (the search settings that depend on the selection) live in `.config`.
 
 #: Config keys a resumed search must share with the saved one, and the keys of the selection (may differ).
-_SEARCH_KEYS = ("lam", "beta", "update", "l1", "prox", "cost_weight", "sparsity")
+_SEARCH_KEYS = ("lam", "beta", "update", "l1", "prox", "cost_weight", "sparsity", "gradual_steps")
 _SELECTION_KEYS = ("ratio", "budget", "importance", "scope", "round_to", "threshold", "latency_batch")
 ALL_METHODS = METHODS + BASELINES
 _STATE_FORMAT = "rartsprune-pruner/1"
+
+
+def gradual_fraction(step: int, steps: int) -> float:
+    """The fraction of the final pruning reached after search step ``step`` of a gradual schedule of ``steps``.
+
+    Zhu & Gupta's cubic schedule ("To prune, or not to prune", 2017): ``1 - (1 - step / steps)**3``, fast at
+    first while the network has redundancy to spare, slow at the end. ``steps=0`` (no schedule) gives 1.
+
+    Examples:
+        >>> [round(gradual_fraction(t, 4), 3) for t in range(6)]
+        [0.0, 0.578, 0.875, 0.984, 1.0, 1.0]
+    """
+    if steps <= 0:
+        return 1.0
+    progress = min(max(step / steps, 0.0), 1.0)
+    return 1.0 - (1.0 - progress) ** 3
 
 
 def _infer_example_inputs(model: nn.Module) -> torch.Tensor:
@@ -137,6 +154,10 @@ class WidthPruner:
         self._rounding: RoundingChoice | None = None  # round_to="auto": the latest choice (made by selection())
         self._input_spec = _input_spec(handle.example_inputs)
         self._num_classes = _num_classes(model, handle.example_inputs) if loss_fn is None else None
+        # selection.gradual_steps: the units removed so far (their scores held at zero), per group
+        self._gone: dict[str, torch.Tensor] | None = (
+            {g.name: torch.zeros(g.num_units, dtype=torch.bool) for g in handle.groups}
+            if selection.gradual_steps else None)
 
     # ------------------------------------------------------------------ the loop
     @property
@@ -187,7 +208,36 @@ class WidthPruner:
         if self.selection_config.mode == "l1" and self.search_config.prox and self._is_search:
             lr = self.search.optimizers["arch"].param_groups[0]["lr"]
             soft_threshold_(self.handle.scores, lr * self.search_config.l1)
+        if self._gone is not None:
+            self._gradual_step()
         return stats
+
+    def _gradual_step(self) -> None:
+        """``selection.gradual_steps``: extend the removed set to the schedule's selection, then zero its scores."""
+        steps = self.selection_config.gradual_steps
+        fraction = gradual_fraction(self.num_steps, steps)
+        if self.num_steps <= steps and fraction > 0:
+            keep = self._select(fraction).keep
+            for g in self.handle.groups:
+                gone = torch.ones(g.num_units, dtype=torch.bool)
+                gone[keep[g.name]] = False
+                self._gone[g.name] |= gone
+        self._zero_removed()
+
+    def _zero_removed(self) -> None:
+        with torch.no_grad():
+            for g, alpha in zip(self.handle.groups, self.handle.scores):
+                gone = self._gone[g.name]
+                if bool(gone.any()):
+                    alpha[gone.to(alpha.device)] = 0.0
+
+    @property
+    def removed(self) -> dict[str, list[int]] | None:
+        """With ``gradual_steps``: the units removed so far by the schedule (scores held at zero), per group;
+        otherwise ``None``."""
+        if self._gone is None:
+            return None
+        return {name: gone.nonzero().flatten().tolist() for name, gone in self._gone.items()}
 
     @property
     def _is_search(self) -> bool:
@@ -202,7 +252,7 @@ class WidthPruner:
             "beta": srch.beta, "update": srch.update, "round_to": sel.round_to, "scope": sel.scope,
             "importance": self.ranking.name, "l1": srch.l1, "prox": srch.prox, "threshold": sel.threshold,
             "cost_weight": srch.cost_weight, "sparsity": srch.sparsity, "seed": self.seed,
-            "latency_batch": sel.latency_batch,
+            "latency_batch": sel.latency_batch, "gradual_steps": sel.gradual_steps,
         }
 
     def step_schedulers(self) -> None:
@@ -212,26 +262,46 @@ class WidthPruner:
 
     # ------------------------------------------------------------------ decisions
     def importance(self) -> dict[str, torch.Tensor]:
-        """Per-unit importance used for the selection: the ``importance`` criterion (an `Importance`) applied now."""
-        return self.ranking(self.handle)
+        """Per-unit importance used for the selection: the ``importance`` criterion (an `Importance`) applied now.
+
+        With ``gradual_steps`` the units the schedule removed rank below every other unit."""
+        imp = self.ranking(self.handle)
+        if self._gone is None or not any(bool(g.any()) for g in self._gone.values()):
+            return imp
+        finite = torch.cat([v.detach().flatten().float().cpu() for v in imp.values()])
+        finite = finite[torch.isfinite(finite)]
+        low = (float(finite.min()) if finite.numel() else 0.0) - 1.0
+        return {k: torch.where(self._gone[k].to(v.device), torch.full_like(v, low), v) for k, v in imp.items()}
 
     def selection(self) -> Selection:
-        """Which units `finalize` would keep now (the model is not changed)."""
+        """Which units `finalize` would keep now (the model is not changed).
+
+        With ``gradual_steps``, once the schedule is over: exactly the units it did not remove."""
         self._alive("selection()")
+        steps = self.selection_config.gradual_steps
+        if self._gone is not None and self.num_steps >= steps:
+            return _finish(self.handle, {k: (~g).nonzero().flatten().tolist() for k, g in self._gone.items()})
+        return self._select(1.0)
+
+    def _select(self, fraction: float) -> Selection:
+        """The selection at ``fraction`` of the configured size (1: the size itself; the gradual schedule's
+        intermediate sizes below 1: ``fraction * ratio`` removed, or ``1 - fraction * (1 - budget)`` kept)."""
         if self.selection_config.mode == "l1":
             if self._is_search:
                 return select_by_threshold(self.handle, self.selection_config.threshold)
             raise ValueError("mode='l1' needs a search method (rarts, darts1, darts2, milenas)")
         if self.selection_config.budget is not None:
-            kind, fraction = self.selection_config.budget
+            kind, budget = self.selection_config.budget
+            budget = 1.0 - fraction * (1.0 - budget)
             if self.selection_config.round_to == AUTO:  # the rounding chosen by the latency model, now
-                self._rounding = choose_rounding(self.handle, fraction, importance=self.importance(),
+                self._rounding = choose_rounding(self.handle, budget, importance=self.importance(),
                                                  latency=self.latency_model(), scope=self.selection_config.scope)
                 return self._rounding.selection
             cost = self.latency_model() if kind == "latency" else self.cost_model()
-            return select_by_budget(self.handle, fraction, kind=kind, importance=self.importance(),
+            return select_by_budget(self.handle, budget, kind=kind, importance=self.importance(),
                                     scope=self.selection_config.scope, cost=cost)
-        return select_by_ratio(self.handle, self.selection_config.ratio, importance=self.importance(), scope=self.selection_config.scope)
+        return select_by_ratio(self.handle, fraction * self.selection_config.ratio, importance=self.importance(),
+                               scope=self.selection_config.scope)
 
     @property
     def round_to(self) -> int | None:
@@ -332,7 +402,9 @@ class WidthPruner:
         """
         if not self._is_search or self.selection_config.mode != "ratio" or not self.handle.scores:
             return None  # in mode="l1" scores at 0 are the point: the threshold decides the size
-        mean = float(torch.cat([a.detach().abs().flatten() for a in self.handle.scores]).mean())
+        alive = [a.detach().abs().flatten().cpu() if self._gone is None else a.detach().abs().flatten().cpu()[~self._gone[g.name]]
+                 for g, a in zip(self.handle.groups, self.handle.scores)]  # the schedule's zeros are not a collapse
+        mean = float(torch.cat(alive).mean())
         if mean >= COLLAPSED_SCORE:
             return None
         return (f"the channel scores collapsed during the search (mean |score| {mean:.4f} < {COLLAPSED_SCORE}): the l1 "
@@ -358,6 +430,7 @@ class WidthPruner:
             "config": {k: v for k, v in self.config.items() if _plain(v)},
             "groups": [g.name for g in self.handle.groups],
             "search": self.search.state_dict(),
+            "removed": self.removed,
         }
 
     def load_state_dict(self, state: Mapping[str, Any], *, other_selection: bool = False) -> None:
@@ -385,8 +458,23 @@ class WidthPruner:
             if key in saved and saved[key] != mine[key]:
                 raise ValueError(f"the checkpoint's search used {key}={saved[key]!r}, this pruner "
                                  f"{key}={mine[key]!r}: build the pruner with the checkpoint's setting")
-        self.search.load_state_dict(state["search"])
         differ = [f"{k}={saved[k]!r} -> {mine[k]!r}" for k in _SELECTION_KEYS if k in saved and saved[k] != mine[k]]
+        if differ and self._gone is not None:
+            raise ValueError("a gradual search (gradual_steps) removed units for its own selection; resume it with "
+                             "the same selection (" + ", ".join(differ) + ")")
+        removed = state.get("removed")
+        if self._gone is not None:
+            if not isinstance(removed, Mapping) or set(removed) != set(self._gone):
+                raise ValueError("the checkpoint has no gradual schedule's removed units for these groups")
+            for g in self.handle.groups:
+                units = list(removed[g.name])
+                if any(not isinstance(u, int) or not 0 <= u < g.num_units for u in units):
+                    raise ValueError(f"the checkpoint's removed units of group {g.name!r} are out of range")
+        self.search.load_state_dict(state["search"])
+        if self._gone is not None:
+            for g in self.handle.groups:
+                self._gone[g.name] = torch.zeros(g.num_units, dtype=torch.bool)
+                self._gone[g.name][list(removed[g.name])] = True
         if differ and not other_selection:
             warnings.warn("the checkpoint was saved by a pruner with another selection (" + ", ".join(differ)
                           + "); this pruner's selection applies at finalize()", UserWarning, stacklevel=2)
@@ -486,6 +574,7 @@ def prune(
     round_to: int | None = None,
     scope: str = "global",
     importance: str | Importance | None = None,
+    gradual_steps: int = 0,
     l1: float | None = None,
     prox: bool = False,
     threshold: float = 1e-2,
@@ -555,6 +644,11 @@ def prune(
             ranks by ``"alpha_gamma"`` in ratio mode and ``"alpha"`` in ℓ1 mode (``DEFAULTS``; ℓ1 mode's
             threshold is always on |α|), a baseline by its own criterion (``method="l1_norm"`` by
             `MagnitudeImportance`, ...).
+        gradual_steps: reach the size gradually over the first ``gradual_steps`` calls of ``step`` (0: off).
+            After each step the units outside the selection at a growing fraction of the size (Zhu & Gupta's
+            cubic schedule, `gradual_fraction`) have their scores set to zero and held there: the rest of the
+            search trains the network it will become, and `finalize` keeps exactly the units the schedule kept
+            (`WidthPruner.removed` lists the others). Ratio mode only; any method.
         l1: strength of the ℓ1 penalty ``l1 * Σ|α|`` on the scores, in both modes. ``mode="l1"``: it decides
             the size (default ``1e-4``). ``mode="ratio"``: a sparsity pressure that makes the scores of
             channels the loss does not need fall fast, so the ranking separates within one epoch (default
@@ -572,8 +666,8 @@ def prune(
         grad_clip, amp_dtype, grad_scaler, distributed: passed to the search optimizer.
         backend, allow_inexact: passed to `rartsprune.attach_scores`.
         selection: all selection settings as one `rartsprune.width.config.SelectionConfig` (then leave
-            ``ratio``, ``macs``, ``params``, the ``latency`` settings, ``mode``, ``threshold``, ``scope``, ``round_to`` and ``importance``
-            at their defaults).
+            ``ratio``, ``macs``, ``params``, the ``latency`` settings, ``mode``, ``threshold``, ``scope``, ``round_to``,
+            ``importance`` and ``gradual_steps`` at their defaults).
         search_config: all search settings as one `rartsprune.width.config.WidthSearchConfig` (then leave
             ``method``, ``lam``, ``beta``, ``update``, ``l1``, ``cost_weight``, ``prox``, ``sparsity``, the
             learning rates, weight decays, factories and ``grad_clip`` at their defaults).
@@ -621,7 +715,8 @@ def prune(
     # the settings, checked as two objects before anything is touched
     selection = _config(SelectionConfig, selection, "selection", mode=mode, ratio=ratio, macs=macs, params=params,
                         latency=latency, latency_batch=latency_batch, latency_table=latency_table,
-                        threshold=threshold, scope=scope, round_to=round_to, importance=importance)
+                        threshold=threshold, scope=scope, round_to=round_to, importance=importance,
+                        gradual_steps=gradual_steps)
     search = _config(WidthSearchConfig, search_config, "search_config", method=method, lam=lam, beta=beta, update=update, l1=l1,
                      cost_weight=cost_weight, prox=prox, sparsity=sparsity, weight_lr=weight_lr,
                      weight_decay=weight_decay, arch_lr=arch_lr, arch_weight_decay=arch_weight_decay,
