@@ -205,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         schedule = f"_gradual{args.gradual:g}" if gradual(method) else ""
         if method != "rarts":
             return method + schedule
-        imp = f"_imp{args.rarts_importance}" if finalized and args.rarts_importance is not None else ""
+        # the ranking names the finalized runs; a gradual search ranks while it prunes, so it names the search too
+        imp = (f"_imp{args.rarts_importance}" if (finalized or gradual(method)) and args.rarts_importance is not None
+               else "")
         return method + suffix + schedule + imp
 
     def settings(method: str) -> dict[str, Any]:

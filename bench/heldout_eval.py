@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--protocol", default="after", choices=("after", "scratch_swap", "scratch"))
     ap.add_argument("--depth", type=int, default=20)
     ap.add_argument("--data", default=None, help="CIFAR-10 tree (default: the runs' own)")
+    ap.add_argument("--seeds", default=None, type=lambda s: {int(x) for x in s.split(",") if x},
+                    help="only these seeds (default: every finished seed): compare arms over the same seeds")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, required=True)
@@ -108,8 +110,12 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     runs_dir = args.work / f"equal_macs_d{args.depth}" / args.protocol
-    arms = sorted(p for p in runs_dir.iterdir() if RUN.match(p.name) and (p / "pruned.pt").exists())
-    controls = sorted(runs_dir.glob("control_s*"))
+    def wanted(seed: int) -> bool:
+        return args.seeds is None or seed in args.seeds
+
+    arms = sorted(p for p in runs_dir.iterdir()
+                  if (m := RUN.match(p.name)) and wanted(int(m["seed"])) and (p / "pruned.pt").exists())
+    controls = sorted(p for p in runs_dir.glob("control_s*") if wanted(int(p.name.removeprefix("control_s"))))
     if not arms:
         print(f"no finished runs under {runs_dir}")
         return 2

@@ -306,6 +306,10 @@ def test_equal_macs_smoke(tmp_path: Path) -> None:
     _run("bench/heldout_eval.py", "--work", str(tmp_path / "work"), "--depth", "11", "--threads", "1",
          "--out", str(held))
     assert cache.stat().st_mtime_ns == stamp and json.loads(held.read_text())["runs"] == h["runs"]  # cached
+    proc = subprocess.run([sys.executable, "bench/heldout_eval.py", "--work", str(tmp_path / "work"), "--depth", "11",
+                           "--threads", "1", "--seeds", "1", "--out", str(tmp_path / "none.json")],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT, env=ENV)
+    assert proc.returncode == 2 and "no finished runs" in proc.stdout  # seed 1 never ran
 
 
 def test_gpu_check_plumbing(tmp_path: Path) -> None:
