@@ -279,8 +279,11 @@ def render_markdown(result: dict[str, Any], argv: list[str] | None) -> str:
     p = result["paired_latency_minus_macs"]
     noisy = " — flagged noisy (unpruned time varies > 10% between rounds)" if result["timing"]["noisy"] else ""
     if result["arms"]["latency"]["widths"] == result["arms"]["macs"]["widths"]:
-        lines += ["", "The two selections keep the same widths: at this batch size the latency table ranks the units "
-                      "as their MACs do, so the arms are one model."]
+        lines += ["", "The two selections keep the same widths, so the arms are one model. With a one-shot criterion "
+                      "both arms remove a prefix of the same ranking and the budget only decides where it stops: at "
+                      "equal predicted latency the two prefixes coincide by construction. Latency-aware selection can "
+                      "only choose other channels through a search whose pressure is in latency units (a search "
+                      "method) or a ranking that weighs each unit's cost."]
     lines += ["", f"Paired by seed, latency − MACs: {p['mean']:+.2f} ± {p['std']:.2f} (latency arm ahead on "
                   f"{p['latency_wins']} of {len(p['values'])} seeds). Unpruned time variation between rounds: "
                   f"{100 * result['timing']['unpruned_variation']:.1f}%{noisy}.", "", "Targets:", ""]

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--protocol", default="after", choices=("after", "scratch_swap", "scratch"))
     ap.add_argument("--depth", type=int, default=20)
     ap.add_argument("--data", default=None, help="CIFAR-10 tree (default: the runs' own)")
-    ap.add_argument("--seeds", default=None, type=lambda s: {int(x) for x in s.split(",") if x},
+    ap.add_argument("--seeds", default=None, type=lambda s: sorted({int(x) for x in s.split(",") if x}),
                     help="only these seeds (default: every finished seed): compare arms over the same seeds")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=None)

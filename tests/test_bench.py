@@ -304,8 +304,10 @@ def test_equal_macs_smoke(tmp_path: Path) -> None:
     cache = work / "after" / "rarts_m0.6_s0" / "heldout_eval.json"
     stamp = cache.stat().st_mtime_ns
     _run("bench/heldout_eval.py", "--work", str(tmp_path / "work"), "--depth", "11", "--threads", "1",
-         "--out", str(held))
-    assert cache.stat().st_mtime_ns == stamp and json.loads(held.read_text())["runs"] == h["runs"]  # cached
+         "--seeds", "0", "--out", str(held))
+    again = json.loads(held.read_text())
+    assert cache.stat().st_mtime_ns == stamp and again["runs"] == h["runs"]  # cached; seed 0 is every run here
+    assert again["settings"]["seeds"] == [0]
     proc = subprocess.run([sys.executable, "bench/heldout_eval.py", "--work", str(tmp_path / "work"), "--depth", "11",
                            "--threads", "1", "--seeds", "1", "--out", str(tmp_path / "none.json")],
                           capture_output=True, text=True, timeout=600, cwd=ROOT, env=ENV)
