@@ -88,6 +88,33 @@ def overhead_section() -> list[str]:
 
 #: The width-quality sections with the current defaults: (title, results markdown, command).
 WIDTH_QUALITY = (
+    ("Width search at equal MACs, after training, with gradual pruning (`--gradual 0.5`), 3 seeds, the converged "
+     "baseline (2026-12-05)", "equal_macs_after_b100_ft1e-3_gradual.md",
+     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2 --baseline-epochs 100 --finetune-epochs 10 "
+     "--finetune-lr 0.001 --work runs/pq_b100_ft1e-3 --rarts-l1 0 --rarts-cost-weight 2 --rarts-arch-lr 0.01 "
+     "--rarts-importance l1_norm --gradual 0.5 --out bench/results/equal_macs_after_b100_ft1e-3_gradual.json"),
+    ("Gradual RARTS against gradual magnitude pruning (the same schedule)", "equal_macs_after_b100_ft1e-3_gradual_both.md",
+     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2 --baseline-epochs 100 --finetune-epochs 10 "
+     "--finetune-lr 0.001 --work runs/pq_b100_ft1e-3 --rarts-l1 0 --rarts-cost-weight 2 --rarts-arch-lr 0.01 "
+     "--rarts-importance l1_norm --gradual 0.5 --methods rarts,l1_norm --gradual-methods rarts,l1_norm --no-control "
+     "--out bench/results/equal_macs_after_b100_ft1e-3_gradual_both.json"),
+    ("The equal-MACs runs on the 6,000 test images no reported number used (seeds 0-2)",
+     "equal_macs_after_b100_ft1e-3_heldout.md",
+     "python bench/heldout_eval.py --threads 1 --work runs/pq_b100_ft1e-3 --seeds 0,1,2 "
+     "--out bench/results/equal_macs_after_b100_ft1e-3_heldout.json"),
+    ("Width search at equal MACs, after training, the defaults over 5 seeds", "equal_macs_after_b100_ft1e-3_5seeds.md",
+     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2,3,4 --baseline-epochs 100 "
+     "--finetune-epochs 10 --finetune-lr 0.001 --work runs/pq_b100_ft1e-3 "
+     "--out bench/results/equal_macs_after_b100_ft1e-3_5seeds.json"),
+    ("The same 5 seeds on the unseen test images", "equal_macs_after_b100_ft1e-3_heldout_5seeds.md",
+     "python bench/heldout_eval.py --threads 1 --work runs/pq_b100_ft1e-3 --seeds 0,1,2,3,4 "
+     "--out bench/results/equal_macs_after_b100_ft1e-3_heldout_5seeds.json"),
+    ("Channel criteria with gradual searches (training images only)", "criterion_quality_b100_gradual.md",
+     "python bench/criterion_quality.py --threads 1 --work runs/pq_b100 --search-epochs 1 --budgets 0.6,0.35 "
+     "--variants default,budget_default,gradual_budget,gradual_ratio_pressure,gradual_l1_norm,gradual_budget_all,"
+     "gradual_budget_l1aw,gradual_ratio_l1aw,gradual_nopressure_l1aw,gradual_budget_l1aw_alr1e-2,"
+     "gradual_nopressure_l1aw_alr1e-2,gradual_budget_alr1e-2,gradual_budget_fused_l1aw "
+     "--out bench/results/criterion_quality_b100_gradual.json"),
     ("Width search at equal MACs, the search is the training, 3 seeds (every arm's kept net sees every image once "
      "per epoch, `search_split=\"swap\"`; RARTS' score LR from `SCORE_TRAVEL`)", "equal_macs_scratch_swap.md",
      "python bench/equal_macs.py --threads 1 --protocols scratch --seeds 0,1,2 "
@@ -219,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
                         "with calibrate=True)")
     lines += md_section("Accuracy at equal latency (`bench/equal_latency.py`)", "equal_latency.md",
                         "python bench/equal_latency.py --threads 1 --seeds 0,1,2")
+    lines += md_section("Accuracy at equal latency, batch 1", "equal_latency_b1.md",
+                        "python bench/equal_latency.py --threads 1 --latency-batch 1 --seeds 0,1,2 "
+                        "--out bench/results/equal_latency_b1.json")
     lines += md_section("Detection recipe (`recipes/detection.py`)", "detection_recipe.md",
                         "python recipes/detection.py --threads 1")
     lines += md_section("Speed-up, PreResNet-164 in channels_last", "speedup_preresnet164_channels_last.md",
