@@ -286,6 +286,13 @@ def finetune(net: torch.nn.Module, data: Data, epochs: int, lr: float, seed: int
         sched.step()
 
 
+def recalibrated_accuracy(net: torch.nn.Module, data: Data, bn_batches: int, seed: int) -> float:
+    """Held-out accuracy of a pruned ``net`` after re-estimating its BatchNorm statistics on the search subset."""
+    loader = make_loader(data.train, data.batch_size, train=True, seed=epoch_seed(seed, 0, "recalibrate"))
+    rartsprune.recalibrate_bn(net, (data.batch(x)[0] for x in loader), num_batches=bn_batches)
+    return data.accuracy(net)
+
+
 def accuracy_at_budgets(model: torch.nn.Module, imp: dict[str, torch.Tensor], budgets: list[float], data: Data,
                         bn_batches: int, seed: int, finetune_epochs: int = 0, finetune_budgets: tuple[float, ...] = (),
                         finetune_lr: float = 0.01) -> tuple[dict[str, float], dict[str, float]]:
@@ -297,9 +304,7 @@ def accuracy_at_budgets(model: torch.nn.Module, imp: dict[str, torch.Tensor], bu
         handle = rartsprune.get_handle(net)
         sel = select_by_budget(handle, b, importance=imp)
         rartsprune.apply_surgery(net, sel.keep)
-        loader = make_loader(data.train, data.batch_size, train=True, seed=epoch_seed(seed, 0, "recalibrate"))
-        rartsprune.recalibrate_bn(net, (data.batch(x)[0] for x in loader), num_batches=bn_batches)
-        out[f"{b:g}"] = data.accuracy(net)
+        out[f"{b:g}"] = recalibrated_accuracy(net, data, bn_batches, seed)
         if finetune_epochs and any(abs(b - f) < 1e-9 for f in finetune_budgets):
             finetune(net, data, finetune_epochs, finetune_lr, seed)
             tuned[f"{b:g}"] = data.accuracy(net)
@@ -380,10 +385,7 @@ def gradual_row(base: torch.nn.Module, data: Data, variant: str, epochs: int, ar
     for b in args.budgets:
         pruner = run_search(base, data, variant, epochs, args.seed, budget=b)
         params[f"{b:g}"] = pruner.cost_model().fraction(pruner.selection().keep, "params")
-        net = pruner.finalize()
-        loader = make_loader(data.train, data.batch_size, train=True, seed=epoch_seed(args.seed, 0, "recalibrate"))
-        rartsprune.recalibrate_bn(net, (data.batch(x)[0] for x in loader), num_batches=args.bn_batches)
-        acc[f"{b:g}"] = data.accuracy(net)
+        acc[f"{b:g}"] = recalibrated_accuracy(pruner.finalize(), data, args.bn_batches, args.seed)
         print(f"  {variant}@{epochs}ep at {b:g}x: acc {acc[f'{b:g}']:.1f}", flush=True)
     return {f"{variant}@{epochs}ep": {"spearman_global": math.nan, "spearman_layer": math.nan, "acc": acc,
                                       "acc_ft": {}, "params_kept": params}}

@@ -212,13 +212,16 @@ def test_criterion_quality_smoke(tmp_path: Path) -> None:
     args = ["bench/criterion_quality.py", "--data", str(data), "--work", str(work), "--depth", "11",
             "--train-subset", "200", "--oracle-units", "16", "--oracle-images", "40", "--eval-images", "40",
             "--bn-batches", "2", "--batch-size", "16", "--budgets", "0.6", "--search-epochs", "1",
-            "--variants", "default,former_default,default_swap", "--finetune-epochs", "1", "--threads", "1",
+            "--variants", "default,former_default,default_swap,gradual_l1_norm", "--finetune-epochs", "1",
+            "--threads", "1",
             "--out", str(out)]
     _run(*args)
     res = json.loads(out.read_text())
     rows = res["rows"]
     assert {"l1_norm", "bn_gamma", "random", "fisher", "default@1ep |a|", "former_default@1ep |a|",
             "default_swap@1ep |a|"} <= set(rows)
+    gradual = rows.pop("gradual_l1_norm@1ep")  # one search per budget, read out right after it (no fine-tuning)
+    assert 0.0 <= gradual["acc"]["0.6"] <= 100.0 and 0.0 < gradual["params_kept"]["0.6"] < 1.0
     for name, r in rows.items():  # fine-tuned at every budget; the selection's parameter fraction predicted
         assert 0.0 <= r["acc_ft"]["0.6"] <= 100.0 and 0.0 < r["params_kept"]["0.6"] < 1.0, name
     assert res["oracle"]["units"] == 16
@@ -230,7 +233,7 @@ def test_criterion_quality_smoke(tmp_path: Path) -> None:
     assert spread["default"] > 10 * spread["former_default"]
     assert "| l1_norm |" in out.with_suffix(".md").read_text()
     _run(*args)  # cached: the same rows
-    assert json.loads(out.read_text())["rows"].keys() == rows.keys()
+    assert set(json.loads(out.read_text())["rows"]) == {*rows, "gradual_l1_norm@1ep"}
 
 
 def test_equal_macs_smoke(tmp_path: Path) -> None:

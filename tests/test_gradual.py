@@ -198,25 +198,11 @@ def test_cli_gradual_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert (jobs[1].gradual, jobs[1].gradual_steps) == (0.0, 7)
 
 
-class _Net(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.a = nn.Conv2d(3, 16, 3, padding=1)
-        self.b = nn.Conv2d(16, 16, 3, padding=1)
-        self.head = nn.Linear(16, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.b(self.a(x).relu()).relu().mean((2, 3)))
-
-
 def test_the_schedule_trains_the_network_it_becomes() -> None:
     """The survivors' weights keep learning after the schedule: the training loss of the pruned net goes down."""
-    torch.manual_seed(0)
-    model = _Net()
-    pruner = rartsprune.prune(model, ratio=0.5, gradual_steps=3, example_inputs=torch.randn(1, 3, 8, 8),
-                              weight_lr=0.05)
+    pruner = start(ratio=0.5, gradual_steps=3, weight_lr=0.05)
     gen = torch.Generator().manual_seed(0)
-    x, y = torch.randn(32, 3, 8, 8, generator=gen), torch.randint(0, 10, (32,), generator=gen)
+    x, y = torch.randn(32, 3, 16, 16, generator=gen), torch.randint(0, 10, (32,), generator=gen)
     losses = [pruner.step((x, y), (x, y))["loss_v"] for _ in range(30)]
     assert removed_count(pruner) > 0
     assert sum(losses[-5:]) / 5 < sum(losses[3:8]) / 5

@@ -402,8 +402,9 @@ class WidthPruner:
         """
         if not self._is_search or self.selection_config.mode != "ratio" or not self.handle.scores:
             return None  # in mode="l1" scores at 0 are the point: the threshold decides the size
-        alive = [a.detach().abs().flatten().cpu() if self._gone is None else a.detach().abs().flatten().cpu()[~self._gone[g.name]]
-                 for g, a in zip(self.handle.groups, self.handle.scores)]  # the schedule's zeros are not a collapse
+        alive = [a.detach().abs().flatten().cpu() for a in self.handle.scores]
+        if self._gone is not None:  # the gradual schedule's zeros are not a collapse
+            alive = [a[~self._gone[g.name]] for g, a in zip(self.handle.groups, alive)]
         mean = float(torch.cat(alive).mean())
         if mean >= COLLAPSED_SCORE:
             return None
