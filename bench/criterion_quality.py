@@ -88,6 +88,8 @@ def _sgd(lr: float, momentum: float = 0.9) -> Callable:
 #: scores), "split" ("swap": the job's search_split="swap"; default "fixed"), "gradual" (a budget-aware search:
 #: one search per MACs budget with gradual_steps = this fraction of the steps). "l1" is prune()'s ℓ1 pressure on
 #: the scores (0: none; ratio mode's default is 4e-3).
+#: the gradual setting chosen on this diagnostic (2026-12-05): budget pressure, score LR 1e-2, |a|*||W|| ranking
+_CHOSEN: dict[str, Any] = {"l1": 0.0, "cost_weight": 2.0, "importance": "l1_norm", "arch_lr": 1e-2}
 VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "default": ("rarts", {}, {}),  # rartsprune.prune's defaults (width.DEFAULTS["ratio"])
     "former_default": ("rarts", {"arch_lr": 3e-4, "l1": 0.0}, {}),  # the defaults before the diagnostic
@@ -135,6 +137,11 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
                                         {"gradual": 0.5}),
     "gradual_budget_fused_l1aw": ("rarts", {"l1": 0.0, "cost_weight": 2.0, "importance": "l1_norm", "update": "fused"},
                                   {"gradual": 0.5}),
+    # levers on the chosen gradual setting (gradual_budget_l1aw_alr1e-2), judged after fine-tuning at 0.6x
+    "gradual_chosen_wlr1e-3": ("rarts", {**_CHOSEN, "weight_lr": 1e-3}, {"gradual": 0.5}),  # the fine-tuning LR
+    "gradual_chosen_swap": ("rarts", dict(_CHOSEN), {"gradual": 0.5, "split": "swap"}),  # y sees every image
+    "gradual_chosen_g0.25": ("rarts", dict(_CHOSEN), {"gradual": 0.25}),  # the size reached sooner, longer recovery
+    "gradual_l1_norm_wlr1e-3": ("l1_norm", {"weight_lr": 1e-3}, {"gradual": 0.5}),
     "slimming": ("slimming", {}, {}),  # Network Slimming's sparsity epoch; |a*g| is then its BN-scale ranking
     "slimming_swap": ("slimming", {}, {"split": "swap"}),
     "darts1": ("darts1", {}, {}),
@@ -380,15 +387,23 @@ def run_search(base: torch.nn.Module, data: Data, variant: str, epochs: int, see
 
 
 def gradual_row(base: torch.nn.Module, data: Data, variant: str, epochs: int, args: argparse.Namespace) -> dict[str, Any]:
-    """A budget-aware variant: one search per budget, pruned to what its schedule kept (BN re-estimated)."""
-    acc, params = {}, {}
+    """A budget-aware variant: one search per budget, pruned to what its schedule kept (BN re-estimated), and
+    fine-tuned as the one-shot criteria are (``--finetune-epochs`` at ``--finetune-budgets``, ``--finetune-only``)."""
+    acc, params, tuned = {}, {}, {}
     for b in args.budgets:
         pruner = run_search(base, data, variant, epochs, args.seed, budget=b)
         params[f"{b:g}"] = pruner.cost_model().fraction(pruner.selection().keep, "params")
-        acc[f"{b:g}"] = recalibrated_accuracy(pruner.finalize(), data, args.bn_batches, args.seed)
-        print(f"  {variant}@{epochs}ep at {b:g}x: acc {acc[f'{b:g}']:.1f}", flush=True)
+        net = pruner.finalize()
+        acc[f"{b:g}"] = recalibrated_accuracy(net, data, args.bn_batches, args.seed)
+        msg = f"  {variant}@{epochs}ep at {b:g}x: acc {acc[f'{b:g}']:.1f}"
+        if (args.finetune_epochs and re.search(args.finetune_only, f"{variant}@{epochs}ep")
+                and any(abs(b - f) < 1e-9 for f in args.finetune_budgets)):
+            finetune(net, data, args.finetune_epochs, args.finetune_lr, args.seed)
+            tuned[f"{b:g}"] = data.accuracy(net)
+            msg += f", fine-tuned {tuned[f'{b:g}']:.1f}"
+        print(msg, flush=True)
     return {f"{variant}@{epochs}ep": {"spearman_global": math.nan, "spearman_layer": math.nan, "acc": acc,
-                                      "acc_ft": {}, "params_kept": params}}
+                                      "acc_ft": tuned, "params_kept": params}}
 
 
 def evaluate_criteria(model: torch.nn.Module, handle: Any, criteria: dict[str, dict[str, torch.Tensor]],

@@ -16,10 +16,20 @@ subset, its trained baseline shared through ``--work``), one criterion for both 
    fine-tuning; the seed changes the data order), so each pair of arms shares everything but the selection;
    mean ± std over ``--seeds`` and the paired difference latency − MACs.
 
+With a search method (``--method rarts``) the arms differ in more than where the ranking stops: each arm is
+a search whose pressure counts every unit's cost in its budget's units (the latency arm: the table's predicted
+milliseconds; the MACs arm: MACs), so the two can keep different channels. Then steps 2-4 run per seed: both
+searches through the job runner (``--search-epochs`` on the trained baseline at ``--search-lr``, surgery, the
+same fine-tuning), the pruned models rebuilt from the jobs' plans and timed with the unpruned one in
+``--rounds`` interleaved rounds per seed. The MACs arm's budget is the one at which the ℓ1-norm ranking reaches
+the latency arm's predicted fraction (a search cannot be bisected), so its predicted latency differs a little
+per seed: the report gives both arms' predicted and measured fractions.
+
 Target (issue 15): at equal measured latency the latency-selected model is at least as accurate as the
 MACs-selected one after the same fine-tuning. Writes ``bench/results/equal_latency.json`` and ``.md``.
 
     python bench/equal_latency.py --threads 1 --seeds 0,1,2              # ~25 min on one idle core
+    python bench/equal_latency.py --threads 1 --method rarts --seeds 0,1,2 --out bench/results/equal_latency_rarts.json
     python bench/equal_latency.py --data fake --depth 11 --train-subset 64 --test-subset 32 --baseline-epochs 1 \\
         --finetune-epochs 1 --latency-batch 2 --rounds 2 --reps 3 --seeds 0 --work /tmp/el --out /tmp/el.json
 """
@@ -34,7 +44,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -50,10 +60,14 @@ from _paths import portable  # noqa: E402
 
 import rartsprune  # noqa: E402
 from rartsprune.app.models import preresnet  # noqa: E402
+from rartsprune.app.pipeline import PruneJob  # noqa: E402
 from rartsprune.flops import flops_report  # noqa: E402
 from rartsprune.width.latency import WidthLatencyTable, allocator_settings, device_name  # noqa: E402
 
 ARMS = ("latency", "macs")
+#: the one-shot criteria (one selection per arm, shared by every seed) and the searches (one per arm and seed)
+ONE_SHOT = ("l1_norm", "random")
+SEARCHED = ("rarts",)
 
 
 def _fraction(text: str) -> float:
@@ -68,8 +82,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     equal_macs.add_setting_args(ap)
     ap.add_argument("--latency", type=_fraction, default=0.6, help="fraction of the predicted latency to keep")
     ap.add_argument("--latency-batch", type=speedup._positive_int, default=32, help="batch size the latency is for")
-    ap.add_argument("--method", default="l1_norm", choices=("l1_norm", "random"),
-                    help="the one-shot criterion both arms rank by")
+    ap.add_argument("--method", default="l1_norm", choices=ONE_SHOT + SEARCHED,
+                    help="the criterion both arms rank by: a one-shot one, or a search (one per arm and seed, its "
+                         "pressure in the arm's cost units)")
+    ap.add_argument("--search-epochs", type=speedup._positive_int, default=1,
+                    help="a search method's epochs on the trained baseline")
+    ap.add_argument("--search-lr", type=float, default=0.01, help="a search method's weight LR")
+    ap.add_argument("--gradual", type=float, default=None,
+                    help="a search method reaches its budget gradually during this fraction of the search "
+                         "(PruneJob.gradual); its runs get their own folders")
     ap.add_argument("--seeds", default="0,1,2", type=lambda s: [int(x) for x in s.split(",") if x])
     ap.add_argument("--rounds", type=speedup._positive_int, default=5, help="timing rounds (fresh copies each)")
     ap.add_argument("--reps", type=speedup._positive_int, default=20, help="timed repetitions per round")
@@ -84,6 +105,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="retain: run with glibc's heap kept in the process (bench/_alloc.py; the default: timings "
                          "otherwise swing with page faults); system: the environment as it is")
     args = ap.parse_args(argv)
+    if args.gradual is not None and args.method not in SEARCHED:
+        ap.error(f"--gradual needs a search method ({', '.join(SEARCHED)}), not --method {args.method}")
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     return args
@@ -96,10 +119,12 @@ def macs_fraction(model: nn.Module, x: torch.Tensor, full: float) -> float:
 
 def select(model: nn.Module, x: torch.Tensor, table: WidthLatencyTable, args: argparse.Namespace, *,
            latency: float | None = None, macs: float | None = None) -> tuple[nn.Module, float]:
-    """A pruned copy of ``model`` (eval mode) at one budget, and its latency fraction predicted by ``table``."""
+    """A pruned copy of ``model`` (eval mode) at one budget, and its latency fraction predicted by ``table``
+    (ranked by ``--method``, or by the ℓ1-norm for a search method)."""
     budget = {"latency": latency, "latency_batch": args.latency_batch, "latency_table": str(args.table)} \
         if latency is not None else {"macs": macs}
-    pruner = rartsprune.prune(copy.deepcopy(model), method=args.method, example_inputs=x, seed=0, **budget)
+    method = args.method if args.method in ONE_SHOT else "l1_norm"
+    pruner = rartsprune.prune(copy.deepcopy(model), method=method, example_inputs=x, seed=0, **budget)
     pruned = pruner.finalize().eval()
     return pruned, table.predict_model(pruned) / table.full_ms
 
@@ -163,6 +188,121 @@ def _mean_std(values: list[float]) -> dict[str, float]:
     return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
+class Setting(NamedTuple):
+    """What both arms share: the job, the unpruned model and its folder, the work folder, the example input, the unpruned MACs, the
+    latency table, each arm's budget keywords and the command line."""
+
+    common: PruneJob
+    model: nn.Module
+    base_dir: Path
+    work: Path
+    x: torch.Tensor
+    full_macs: float
+    table: WidthLatencyTable
+    budgets: dict[str, dict[str, Any]]
+    args: argparse.Namespace
+
+
+def describe(pruned: nn.Module, frac: float, st: Setting) -> dict[str, Any]:
+    """A pruned model's predicted latency fraction, MACs ratio, parameters and widths."""
+    return {"predicted_fraction": frac, "macs_ratio": macs_fraction(pruned, st.x, st.full_macs),
+            "params": sum(p.numel() for p in pruned.parameters()),
+            "widths": {k: v["out"] for k, v in rartsprune.layer_widths(pruned).items()}}
+
+
+def _run(st: Setting, arm: str, seed: int, budget: dict[str, Any] | None = None,
+         **search: Any) -> tuple[Path, dict[str, Any]]:
+    """One arm's job for one seed (cached in its folder): its folder and results. ``budget``: the arm's budget
+    keywords instead of the shared ones."""
+    out = st.work / f"{arm}_s{seed}"
+    job = replace(st.common, init_weights=str(st.base_dir / "baseline.pt"), method=st.args.method, seed=seed,
+                  out=str(out), **search, **(budget if budget is not None else st.budgets[arm]))
+    return out, equal_macs._load_or_run(job)
+
+
+def _record(arm: str, seed: int, res: dict[str, Any]) -> dict[str, Any]:
+    run = {"arm": arm, "seed": seed, "acc": res["after_finetune"]["test_acc"],
+           "acc_pruned": res["after_prune"]["test_acc"], "macs_ratio": res["summary"]["macs_ratio"],
+           "params": res["after_prune"]["params"]}
+    print(f"{arm} seed {seed}: {run['acc']:.2f}% (pruned {run['acc_pruned']:.2f}%, MACs x{run['macs_ratio']:.3f})",
+          flush=True)
+    return run
+
+
+def one_shot_arms(st: Setting, selected: dict[str, tuple[nn.Module, float]]) -> tuple[dict, dict, list]:
+    """A one-shot criterion: each arm's one selection timed once, then fine-tuned per seed."""
+    files = {"unpruned": st.work / "unpruned.pt"}
+    arms: dict[str, Any] = {}
+    for arm, (pruned, frac) in selected.items():
+        files[arm] = st.work / f"{arm}.pt"
+        torch.save(pruned, files[arm])
+        arms[arm] = describe(pruned, frac, st)
+    print(f"latency arm: predicted {arms['latency']['predicted_fraction']:.3f}, MACs x{arms['latency']['macs_ratio']:.3f}"
+          f"; MACs arm: predicted {arms['macs']['predicted_fraction']:.3f}, MACs x{arms['macs']['macs_ratio']:.3f}",
+          flush=True)
+    timing = time_arms(files, st.x, st.args)
+    for arm in ARMS:
+        arms[arm]["measured_fraction"] = timing[arm]["fraction"]
+        print(f"{arm} arm: measured {timing[arm]['fraction']['median']:.3f} of the unpruned "
+              f"(rounds {timing[arm]['fraction']['min']:.3f}-{timing[arm]['fraction']['max']:.3f})", flush=True)
+    runs: list[dict[str, Any]] = []
+    for seed in st.args.seeds:
+        for arm in ARMS:
+            runs.append(_record(arm, seed, _run(st, arm, seed, search_epochs=0)[1]))
+            if abs(runs[-1]["macs_ratio"] - arms[arm]["macs_ratio"]) > 1e-3:
+                raise RuntimeError(f"the job's {arm} selection (MACs x{runs[-1]['macs_ratio']:.4f}) is not the one "
+                                   f"timed (x{arms[arm]['macs_ratio']:.4f})")
+    return arms, timing, runs
+
+
+def searched_arms(st: Setting) -> tuple[dict, dict, list]:
+    """A search method: per seed, one search per arm (its pressure in the arm's cost units) through the job
+    runner, the two pruned models rebuilt from the jobs' plans and timed with the unpruned one.
+
+    The MACs arm runs first, at the shared MACs budget; the latency arm's budget is then the latency the table
+    predicts for the MACs arm's model, so both arms of a seed are at the same predicted latency."""
+    args = st.args
+    search: dict[str, Any] = {"search_epochs": args.search_epochs, "search_lr": args.search_lr}
+    if args.gradual is not None:
+        search["gradual"] = args.gradual
+    per_arm: dict[str, list[dict[str, Any]]] = {arm: [] for arm in ARMS}
+    per_seed_timing: dict[str, Any] = {}
+    runs: list[dict[str, Any]] = []
+    for seed in args.seeds:
+        files = {"unpruned": st.work / "unpruned.pt"}
+        for arm in ("macs", "latency"):
+            budget = None
+            if arm == "latency":
+                budget = {**st.budgets["latency"], "latency": round(per_arm["macs"][-1]["predicted_fraction"], 4)}
+            out, res = _run(st, arm, seed, budget, **search)
+            runs.append(_record(arm, seed, res))
+            ckpt = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
+            pruned = rartsprune.apply_plan(copy.deepcopy(st.model), json.loads(ckpt["plan"]), st.x).eval()
+            files[arm] = out / "timed.pt"
+            torch.save(pruned, files[arm])
+            desc = describe(pruned, st.table.predict_model(pruned) / st.table.full_ms, st)
+            if abs(desc["macs_ratio"] - runs[-1]["macs_ratio"]) > 1e-3:
+                raise RuntimeError(f"the rebuilt {arm} model of seed {seed} (MACs x{desc['macs_ratio']:.4f}) is not "
+                                   f"the one the job pruned (x{runs[-1]['macs_ratio']:.4f})")
+            per_arm[arm].append({"seed": seed, "budget": (budget or st.budgets[arm])[arm], **desc})
+        per_seed_timing[str(seed)] = timing = time_arms(files, st.x, args)
+        for arm in ARMS:
+            per_arm[arm][-1]["measured"] = timing[arm]["fraction"]
+            print(f"{arm} seed {seed}: predicted {per_arm[arm][-1]['predicted_fraction']:.3f}, measured "
+                  f"{timing[arm]['fraction']['median']:.3f} of the unpruned", flush=True)
+    arms: dict[str, Any] = {}
+    for arm, rows in per_arm.items():
+        arms[arm] = {"budget": statistics.mean(r["budget"] for r in rows),
+                     "predicted_fraction": statistics.mean(r["predicted_fraction"] for r in rows),
+                     "macs_ratio": statistics.mean(r["macs_ratio"] for r in rows),
+                     "params": round(statistics.mean(r["params"] for r in rows)),
+                     "measured_fraction": _spread([r["measured"]["median"] for r in rows]),
+                     "per_seed": rows}
+    noise = max(t["unpruned_variation"] for t in per_seed_timing.values())
+    timing = {"per_seed": per_seed_timing, "unpruned_variation": noise, "noisy": noise > speedup.NOISE_LIMIT}
+    return arms, timing, runs
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     t_start = time.perf_counter()
@@ -175,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     common = replace(common, device=args.device)
     base_dir, base = equal_macs.trained_baseline(common, args)
     work = args.work / f"equal_latency_d{args.depth}_b{args.latency_batch}_{args.method}"
+    if args.method in SEARCHED:  # the search's settings name its folder
+        work = work.with_name(f"{work.name}_e{args.search_epochs}_lr{args.search_lr:g}"
+                              + (f"_gradual{args.gradual:g}" if args.gradual is not None else ""))
     work.mkdir(parents=True, exist_ok=True)
 
     # 1. the table of the trained baseline
@@ -194,61 +337,33 @@ def main(argv: list[str] | None = None) -> int:
     print(f"table {status} ({portable(args.table)}): predicted {table.full_ms:.2f} ms at batch {args.latency_batch}",
           flush=True)
 
-    # 2. the two selections at equal predicted latency
+    # 2.-4. the selections at equal predicted latency, their timing and fine-tuning
     full_macs = flops_report(model, x).macs
     by_latency, lat_frac = select(model, x, table, args, latency=args.latency)
     macs_budget, by_macs, macs_frac = matching_macs(model, x, table, lat_frac, args)
-    arms: dict[str, Any] = {}
-    files = {"unpruned": work / "unpruned.pt"}
-    torch.save(model, files["unpruned"])
-    for arm, pruned, frac in (("latency", by_latency, lat_frac), ("macs", by_macs, macs_frac)):
-        files[arm] = work / f"{arm}.pt"
-        torch.save(pruned, files[arm])
-        arms[arm] = {"predicted_fraction": frac, "macs_ratio": macs_fraction(pruned, x, full_macs),
-                     "params": sum(p.numel() for p in pruned.parameters()),
-                     "widths": {k: v["out"] for k, v in rartsprune.layer_widths(pruned).items()}}
-    arms["macs"]["budget"] = macs_budget
-    print(f"latency arm: predicted {lat_frac:.3f}, MACs x{arms['latency']['macs_ratio']:.3f}; MACs arm: macs="
-          f"{macs_budget:.4f}, predicted {macs_frac:.3f}, MACs x{arms['macs']['macs_ratio']:.3f}", flush=True)
-
-    # 3. measured latency, interleaved rounds
-    timing = time_arms(files, x, args)
-    for arm in ARMS:
-        print(f"{arm} arm: measured {timing[arm]['fraction']['median']:.3f} of the unpruned "
-              f"(rounds {timing[arm]['fraction']['min']:.3f}-{timing[arm]['fraction']['max']:.3f})", flush=True)
-
-    # 4. fine-tuning, per seed, through the job runner
     budgets = {"latency": {"latency": args.latency, "latency_batch": args.latency_batch,
                            "latency_table": str(args.table)},
                "macs": {"macs": macs_budget}}
-    runs: list[dict[str, Any]] = []
-    for seed in args.seeds:
-        for arm in ARMS:
-            job = replace(common, init_weights=str(base_dir / "baseline.pt"), method=args.method, seed=seed,
-                          search_epochs=0, out=str(work / f"{arm}_s{seed}"), **budgets[arm])
-            res = equal_macs._load_or_run(job)
-            runs.append({"arm": arm, "seed": seed, "acc": res["after_finetune"]["test_acc"],
-                         "acc_pruned": res["after_prune"]["test_acc"], "macs_ratio": res["summary"]["macs_ratio"],
-                         "params": res["after_prune"]["params"]})
-            print(f"{arm} seed {seed}: {runs[-1]['acc']:.2f}% (pruned {runs[-1]['acc_pruned']:.2f}%, "
-                  f"MACs x{runs[-1]['macs_ratio']:.3f})", flush=True)
-            if abs(runs[-1]["macs_ratio"] - arms[arm]["macs_ratio"]) > 1e-3:
-                raise RuntimeError(f"the job's {arm} selection (MACs x{runs[-1]['macs_ratio']:.4f}) is not the one "
-                                   f"timed (x{arms[arm]['macs_ratio']:.4f})")
+    torch.save(model, work / "unpruned.pt")
+    setting = Setting(common, model, base_dir, work, x, full_macs, table, budgets, args)
+    if args.method in SEARCHED:
+        arms, timing, runs = searched_arms(setting)
+    else:
+        arms, timing, runs = one_shot_arms(setting, {"latency": (by_latency, lat_frac), "macs": (by_macs, macs_frac)})
+        arms["latency"]["budget"], arms["macs"]["budget"] = args.latency, macs_budget
     for arm in ARMS:
         sel = [r for r in runs if r["arm"] == arm]
-        arms[arm].update(acc=_mean_std([r["acc"] for r in sel]), acc_pruned=_mean_std([r["acc_pruned"] for r in sel]),
-                         measured_fraction=timing[arm]["fraction"])
+        arms[arm].update(acc=_mean_std([r["acc"] for r in sel]), acc_pruned=_mean_std([r["acc_pruned"] for r in sel]))
     diffs = [next(r["acc"] for r in runs if r["arm"] == "latency" and r["seed"] == s)
              - next(r["acc"] for r in runs if r["arm"] == "macs" and r["seed"] == s) for s in args.seeds]
     paired = {**_mean_std(diffs), "values": diffs, "latency_wins": sum(d > 0 for d in diffs)}
     target = arms["latency"]["acc"]["mean"] >= arms["macs"]["acc"]["mean"]
-    budget_met = abs(timing["latency"]["fraction"]["median"] / args.latency - 1) <= 0.10
+    budget_met = abs(arms["latency"]["measured_fraction"]["median"] / arms["latency"]["budget"] - 1) <= 0.10
     result = {"settings": {k: portable(v) for k, v in vars(args).items()}, "allocator_env": allocator_settings(),
               "unpruned": {**base["before"], "predicted_ms": table.full_ms, "table": status}, "arms": arms,
               "timing": timing, "runs": runs, "paired_latency_minus_macs": paired,
               "targets": {"latency-selected >= MACs-selected at equal latency": target,
-                          f"latency budget {args.latency:g} met within 10% (measured)": budget_met},
+                          f"latency budget {arms['latency']['budget']:.3g} met within 10% (measured)": budget_met},
               "total_wall_s": time.perf_counter() - t_start}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
@@ -266,11 +381,18 @@ def render_markdown(result: dict[str, Any], argv: list[str] | None) -> str:
              f"PreResNet-{s['depth']}, {s['train_subset']} training / {s['test_subset']} test images, the trained "
              f"baseline ({result['unpruned']['test_acc']:.2f}%), latency at batch {s['latency_batch']} on "
              f"{s['device']} with {s['threads']} thread(s); {s['finetune_epochs']} fine-tuning epochs; seeds "
-             f"{s['seeds']}. Measured latency: median (min-max) over {s['rounds']} interleaved rounds.", "",
+             f"{s['seeds']}. " + (
+                 f"Each arm searched with `method={s['method']}` for {s['search_epochs']} epoch(s) at weight LR "
+                 f"{s['search_lr']:g}" + (f", gradual {s['gradual']:g}" if s.get("gradual") is not None else "")
+                 + f", its pressure in its budget's cost units, once per seed. Measured latency: per seed the "
+                 f"median over {s['rounds']} interleaved rounds; the table gives the median (min-max) over seeds; "
+                 f"predicted latency, MACs and params are means over seeds."
+                 if s["method"] in SEARCHED else
+                 f"Measured latency: median (min-max) over {s['rounds']} interleaved rounds."), "",
              "| arm | budget | predicted latency | measured latency | MACs | params | acc right after pruning | "
              "acc after fine-tuning |", "|---|---|---|---|---|---|---|---|"]
     for arm, a in result["arms"].items():
-        budget = f"latency={s['latency']:g}" if arm == "latency" else f"macs={a['budget']:.3f}"
+        budget = f"latency={a['budget']:.3g}" if arm == "latency" else f"macs={a['budget']:.3f}"
         m = a["measured_fraction"]
         lines.append(f"| {arm} | {budget} | {a['predicted_fraction']:.3f}x | {m['median']:.3f}x "
                      f"({m['min']:.3f}-{m['max']:.3f}) | {a['macs_ratio']:.3f}x | {a['params']:,} | "
@@ -278,7 +400,16 @@ def render_markdown(result: dict[str, Any], argv: list[str] | None) -> str:
                      f"{a['acc']['mean']:.2f} ± {a['acc']['std']:.2f} |")
     p = result["paired_latency_minus_macs"]
     noisy = " — flagged noisy (unpruned time varies > 10% between rounds)" if result["timing"]["noisy"] else ""
-    if result["arms"]["latency"]["widths"] == result["arms"]["macs"]["widths"]:
+    lat, mac = result["arms"]["latency"], result["arms"]["macs"]
+    if "per_seed" in lat:
+        same = sum(a["widths"] == b["widths"] for a, b in zip(lat["per_seed"], mac["per_seed"]))
+        lines += ["", f"The two searches keep the same widths on {same} of {len(lat['per_seed'])} seeds. Per seed "
+                      "(predicted / measured latency fraction, MACs): "
+                  + "; ".join(f"seed {a['seed']}: latency arm {a['predicted_fraction']:.3f} / "
+                              f"{a['measured']['median']:.3f}, x{a['macs_ratio']:.3f}, MACs arm "
+                              f"{b['predicted_fraction']:.3f} / {b['measured']['median']:.3f}, x{b['macs_ratio']:.3f}"
+                              for a, b in zip(lat["per_seed"], mac["per_seed"])) + "."]
+    elif lat["widths"] == mac["widths"]:
         lines += ["", "The two selections keep the same widths, so the arms are one model. With a one-shot criterion "
                       "both arms remove a prefix of the same ranking and the budget only decides where it stops: at "
                       "equal predicted latency the two prefixes coincide by construction. Latency-aware selection can "

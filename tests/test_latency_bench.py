@@ -158,18 +158,23 @@ def _synthetic_table(path: Path, depth: int, batch: int) -> None:
     WidthLatencyTable.from_dict(data).save(path)
 
 
-def test_equal_latency_bench_smoke(tmp_path: Path) -> None:
-    """Both arms at the same predicted latency, timed, fine-tuned per seed; the report pairs them by seed."""
+def _run_equal_latency(tmp_path: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """bench/equal_latency.py on tiny settings (PreResNet-11, fake data, a synthetic table at batch 4, 2 seeds)."""
     table = tmp_path / "table.json"
     _synthetic_table(table, 11, 4)
-    out = tmp_path / "el.json"
-    proc = subprocess.run(
+    return subprocess.run(
         [sys.executable, "bench/equal_latency.py", "--data", "fake", "--depth", "11", "--train-subset", "64",
          "--test-subset", "32", "--baseline-epochs", "1", "--finetune-epochs", "1", "--batch-size", "16",
          "--latency-batch", "4", "--latency", "0.6", "--table", str(table), "--rounds", "2", "--reps", "2",
          "--seeds", "0,1", "--threads", "1", "--device", "cpu", "--work", str(tmp_path / "work"), "--out", str(out),
-         "--allocator", "system"],  # the table was written under this process's allocator settings
+         "--allocator", "system", *extra],  # the table was written under this process's allocator settings
         capture_output=True, text=True, timeout=600, cwd=ROOT, env=ENV)
+
+
+def test_equal_latency_bench_smoke(tmp_path: Path) -> None:
+    """Both arms at the same predicted latency, timed, fine-tuned per seed; the report pairs them by seed."""
+    out = tmp_path / "el.json"
+    proc = _run_equal_latency(tmp_path, out)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     res = json.loads(out.read_text())
     arms = res["arms"]
@@ -192,3 +197,27 @@ def test_equal_latency_bench_smoke(tmp_path: Path) -> None:
                           str(tmp_path / "missing.json"), "--work", str(tmp_path / "work"), "--depth", "11"],
                          capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV)
     assert bad.returncode == 2 and "no such file" in bad.stdout
+
+
+def test_equal_latency_bench_with_a_search(tmp_path: Path) -> None:
+    """--method rarts: per seed one search per arm, the latency arm at the MACs arm's predicted latency, both
+    rebuilt from their jobs' plans and timed; a one-shot method refuses --gradual."""
+    out = tmp_path / "el.json"
+    proc = _run_equal_latency(tmp_path, out, "--method", "rarts", "--gradual", "0.5")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    lat, mac = res["arms"]["latency"]["per_seed"], res["arms"]["macs"]["per_seed"]
+    assert [r["seed"] for r in lat] == [r["seed"] for r in mac] == [0, 1]
+    for a, b in zip(lat, mac):
+        # the latency arm's budget is the MACs arm's predicted latency, and its search meets it
+        assert a["budget"] == pytest.approx(b["predicted_fraction"], abs=1e-4)
+        assert a["predicted_fraction"] <= a["budget"] + 1e-6
+        assert abs(b["macs_ratio"] - res["arms"]["macs"]["budget"]) < 0.02
+        assert 0 < a["measured"]["median"] < 2 and set(res["timing"]["per_seed"]) == {"0", "1"}
+    assert sorted((r["arm"], r["seed"]) for r in res["runs"]) == [("latency", 0), ("latency", 1), ("macs", 0),
+                                                                  ("macs", 1)]
+    assert (tmp_path / "work" / "equal_latency_d11_b4_rarts_e1_lr0.01_gradual0.5" / "latency_s0" / "timed.pt").is_file()
+    assert "searches keep the same widths on" in out.with_suffix(".md").read_text()
+    bad = subprocess.run([sys.executable, "bench/equal_latency.py", "--data", "fake", "--gradual", "0.5"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV)
+    assert bad.returncode == 2 and "--gradual needs a search method" in bad.stderr
