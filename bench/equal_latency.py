@@ -262,9 +262,9 @@ def searched_arms(st: Setting) -> tuple[dict, dict, list]:
     The MACs arm runs first, at the shared MACs budget; the latency arm's budget is then the latency the table
     predicts for the MACs arm's model, so both arms of a seed are at the same predicted latency."""
     args = st.args
-    search: dict[str, Any] = {"search_epochs": args.search_epochs, "search_lr": args.search_lr}
-    if args.gradual is not None:
-        search["gradual"] = args.gradual
+    # one-shot unless --gradual (the job's default would reach a budget gradually)
+    search: dict[str, Any] = {"search_epochs": args.search_epochs, "search_lr": args.search_lr,
+                              "gradual": 0.0 if args.gradual is None else args.gradual}
     per_arm: dict[str, list[dict[str, Any]]] = {arm: [] for arm in ARMS}
     per_seed_timing: dict[str, Any] = {}
     runs: list[dict[str, Any]] = []

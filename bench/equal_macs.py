@@ -198,15 +198,16 @@ def main(argv: list[str] | None = None) -> int:
         rarts_settings["importance"] = args.rarts_importance
 
     def gradual(method: str) -> dict[str, Any]:
-        return {"gradual": args.gradual} if args.gradual and method in args.gradual_methods else {}
+        """The method's schedule: --gradual, or one-shot (0: the job's default would prune RARTS gradually)."""
+        return {"gradual": args.gradual if args.gradual and method in args.gradual_methods else 0.0}
 
     def folder(method: str, finalized: bool = True) -> str:
         """Run folder: the search settings name the search; the ranking criterion only the finalized runs."""
-        schedule = f"_gradual{args.gradual:g}" if gradual(method) else ""
+        schedule = f"_gradual{args.gradual:g}" if gradual(method)["gradual"] else ""
         if method != "rarts":
             return method + schedule
         # the ranking names the finalized runs; a gradual search ranks while it prunes, so it names the search too
-        imp = (f"_imp{args.rarts_importance}" if (finalized or gradual(method)) and args.rarts_importance is not None
+        imp = (f"_imp{args.rarts_importance}" if (finalized or gradual(method)["gradual"]) and args.rarts_importance is not None
                else "")
         return method + suffix + schedule + imp
 

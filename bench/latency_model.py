@@ -39,6 +39,7 @@ import json
 import math
 import os
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -59,6 +60,7 @@ import speedup  # noqa: E402
 from _paths import portable  # noqa: E402
 
 import rartsprune  # noqa: E402
+from rartsprune.width import fit_measured_latency  # noqa: E402
 from rartsprune.width.latency import WidthLatencyTable, allocator_settings, device_name, measure_width_latency  # noqa: E402
 
 #: The issue's target: |measured / predicted - 1| <= 10% for every pruned model.
@@ -89,11 +91,17 @@ def build_model(name: str) -> nn.Module:
     return speedup.build_model(name)
 
 
+#: plain: layers timed alone; fused: with their BatchNorm and activation; fitted: the plain table with measured
+#: points of pruned models (`rartsprune.width.fit_measured_latency`, timed in this process before the rounds)
+TABLE_KINDS = ("plain", "fused", "fitted")
+
+
 def _table_kinds(text: str) -> list[str]:
     kinds = [k for k in text.split(",") if k]
-    bad = [k for k in kinds if k not in ("plain", "fused")]
+    bad = [k for k in kinds if k not in TABLE_KINDS]
     if bad or not kinds or len(set(kinds)) != len(kinds):
-        raise argparse.ArgumentTypeError(f"expected a comma list of plain / fused without repeats, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a comma list of {' / '.join(TABLE_KINDS)} without repeats, got "
+                                         f"{text!r}")
     return kinds
 
 
@@ -236,8 +244,16 @@ def prune_to(model: nn.Module, x: torch.Tensor, budget: float, batch: int, table
         return None, {"budget": budget, "skipped": str(exc)}
     pruned = pruner.finalize().eval()
     res = pruner.result
-    return pruned, {"budget": budget, "predicted_ms": res["latency"]["predicted_ms_after"],
-                    "predicted_fraction": res["latency"]["predicted_fraction"], "round_to": res["round_to"],
+    # a fitted table's budget is a measured fraction: its prediction is what the points expect the clock to say,
+    # that fraction of the unpruned model's measured latency
+    lat = res["latency"]
+    if "expected_measured_fraction" in lat:
+        frac, predicted_ms = lat["expected_measured_fraction"], lat["expected_measured_fraction"] * lat["measured_ms_before"]
+    else:
+        frac, predicted_ms = lat["predicted_fraction"], lat["predicted_ms_after"]
+    return pruned, {"budget": budget, "predicted_ms": predicted_ms,
+                    "predicted_fraction": frac, "table_fraction": res["latency"]["predicted_fraction"],
+                    "round_to": res["round_to"],
                     "prc": res["prc"], "params": res["params_after"], "fingerprint": speedup.fingerprint(pruned)}
 
 
@@ -257,13 +273,23 @@ def prepare(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             for kind in args.tables:
                 path = table_file(args.table_dir, name, b, size, device_name(device), args.threads,
                                   allocator_settings() if device.type == "cpu" else None)
+                plain = path
                 if kind != "plain":
                     path = path.with_name(f"{path.stem}_{kind}{path.suffix}")
+                if kind == "fitted" and not path.exists():
+                    load_or_measure_table(model, x, plain, b, warmup=args.table_warmup, repeats=args.table_repeats)
+                    shutil.copy(plain, path)
+                    print(f"{name} batch {b}: fitting {portable(path)} to {args.fit_passes} pass(es) of pruned models "
+                          f"at {args.budgets}", flush=True)
+                    fit_measured_latency(model, path, x, budgets=args.budgets, passes=args.fit_passes,
+                                         rounds=args.fit_rounds, repeats=speedup.reps_at(b, args.reps),
+                                         method=args.method, round_to=None if args.round_to == "auto" else args.round_to)
                 table, status = load_or_measure_table(model, x, path, b, warmup=args.table_warmup,
                                                       repeats=args.table_repeats, fuse=kind == "fused")
                 print(f"{name} batch {b}: {kind} table {status} ({portable(path)}), predicted {table.full_ms:.2f} ms",
                       flush=True)
                 tables[kind] = {"path": portable(path), "status": status, "device": table.device,
+                                "measured_points": table.measured,
                                 "full_ms": table.full_ms, "whole_ms": table.whole_ms, "rest_ms": table.rest_ms,
                                 "meta": table.meta}
                 for budget in args.budgets:
@@ -360,7 +386,11 @@ def render_markdown(result: Mapping[str, Any]) -> str:
              "**ratio** = measured / predicted: the median across rounds and its min–max; the target is "
              f"|ratio − 1| <= {100 * result['target']:.0f}% for every pruned model. **fraction**: of the unpruned "
              "latency, predicted vs measured (median across rounds). The unpruned rows show how well the table's "
-             "sum of layers plus remainder predicts the whole model.", ""]
+             "sum of layers plus remainder predicts the whole model."
+             + (" A *fitted* table is the plain one with measured points of pruned models "
+                "(`rartsprune.width.fit_measured_latency`, timed in the parent process before the rounds): its "
+                "budget is a fraction of the measured latency and its prediction is what the points expect the "
+                "clock to say." if "fitted" in s.get("tables", ["plain"]) else ""), ""]
     lines += speedup.noise_warnings([(r["model"], r["batch"], r["unpruned_variation"]) for r in result["rows"]
                                      if r["noisy"]])
     lines += ["| model | batch | variant | predicted ms | measured ms (median) | spread across rounds | ratio (median) | "
@@ -442,7 +472,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--tables", type=_table_kinds, default=["plain"],
                     help="comma list of latency tables to prune with, side by side in the same rounds: plain (each "
                          "layer timed alone, the default) and fused (each layer timed with the BatchNorm and "
-                         "activation that consume its output: measure_width_latency(fuse=True))")
+                         "activation that consume its output: measure_width_latency(fuse=True)) and fitted (the "
+                         "plain table with measured points of models pruned to --budgets, timed here before the "
+                         "rounds: rartsprune.width.fit_measured_latency; its budgets are measured fractions)")
+    ap.add_argument("--fit-passes", type=speedup._positive_int, default=2, help="fitted table: passes of the fit")
+    ap.add_argument("--fit-rounds", type=speedup._positive_int, default=3,
+                    help="fitted table: interleaved timing rounds per fitted model")
     ap.add_argument("--threads", type=speedup._positive_int, default=1, help="torch threads everywhere (default 1)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0, help="weights and inputs: the same in every round")

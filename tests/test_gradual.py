@@ -161,8 +161,9 @@ def test_without_gradual_steps_nothing_changes() -> None:
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"gradual": 1.5}, "gradual must be a fraction"),
-    ({"gradual": -0.1}, "gradual must be a fraction"),
+    ({"gradual": 1.5}, "gradual must be None .* or a fraction"),
+    ({"gradual": -0.1}, "gradual must be None .* or a fraction"),
+    ({"gradual": "half"}, "gradual must be None .* or a fraction"),
     ({"gradual": 0.5, "gradual_steps": 3}, "not both"),
     ({"gradual": 0.5, "mode": "l1"}, "needs a fixed size"),
     ({"gradual": 0.5, "search_epochs": 0}, "search_epochs >= 1"),
@@ -174,14 +175,15 @@ def test_prune_job_validates_gradual(kwargs: dict[str, Any], message: str) -> No
 
 def test_pipeline_with_a_gradual_budget(tmp_path: Path) -> None:
     job = PruneJob(model="torchvision:resnet18", data="fake", train_subset=64, test_subset=32, batch_size=16,
-                   pretrain_epochs=0, search_epochs=1, finetune_epochs=0, bn_recalibration=1, macs=0.5, gradual=0.5,
-                   plots=False, progress=False, out=str(tmp_path / "run"))
+                   pretrain_epochs=0, search_epochs=1, finetune_epochs=0, bn_recalibration=1, macs=0.5,
+                   plots=False, progress=False, out=str(tmp_path / "run"))  # gradual: the default with a budget
+    assert job.gradual is None and job.gradual_fraction == 0.5
     assert job.selection_config(4).gradual_steps == 2 and job.selection_config().gradual_steps == 0
     results = run(job)
     assert results["summary"]["macs_ratio"] <= 0.5 * 1.001
     assert results["summary"]["macs_ratio"] == pytest.approx(0.5, rel=TOL)
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert saved["job"]["gradual"] == 0.5
+    assert saved["job"]["gradual"] is None and saved["pruning"]["gradual"] == 0.5
     search = [r for r in saved["history"] if r["phase"] == "search"]
     assert len(search) == 1 and search[0]["score_zeros"] > 0  # the schedule's zeros, at the end of the search
 
@@ -194,8 +196,49 @@ def test_cli_gradual_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(pipeline, "run", lambda job: jobs.append(job) or {"summary": {}})
     assert main(["prune", "--macs", "0.5", "--gradual", "0.5", "--out", str(tmp_path)]) == 0
     assert main(["prune", "--macs", "0.5", "--gradual-steps", "7", "--out", str(tmp_path)]) == 0
+    assert main(["prune", "--macs", "0.5", "--out", str(tmp_path)]) == 0
+    assert main(["prune", "--macs", "0.5", "--gradual", "0", "--out", str(tmp_path)]) == 0
     assert (jobs[0].gradual, jobs[0].gradual_steps) == (0.5, 0)
-    assert (jobs[1].gradual, jobs[1].gradual_steps) == (0.0, 7)
+    assert (jobs[1].gradual, jobs[1].gradual_steps, jobs[1].gradual_fraction) == (None, 7, 0.0)
+    assert (jobs[2].gradual, jobs[2].gradual_fraction) == (None, 0.5)  # the default with a budget
+    assert (jobs[3].gradual, jobs[3].gradual_fraction) == (0.0, 0.0)  # one-shot, after the search
+
+
+@pytest.mark.parametrize(("kwargs", "expected"), [
+    ({"macs": 0.5}, 0.5),
+    ({"params": 0.5}, 0.5),
+    ({"latency": 0.6}, 0.5),
+    ({"macs": 0.5, "method": "milenas"}, 0.5),
+    ({"macs": 0.5, "gradual": 0.25}, 0.25),
+    ({"macs": 0.5, "gradual": 0}, 0),
+    ({"ratio": 0.4}, 0.0),  # a ratio: the former defaults
+    ({}, 0.0),
+    ({"macs": 0.5, "method": "l1_norm"}, 0.0),  # the baselines stay one-shot
+    ({"macs": 0.5, "search_epochs": 0}, 0.0),
+    ({"macs": 0.5, "train_during_search": True}, 0.0),
+    ({"macs": 0.5, "gradual_steps": 5}, 0.0),
+])
+def test_the_job_prunes_gradually_by_default_with_a_budget(kwargs: dict[str, Any], expected: float) -> None:
+    job = PruneJob(**kwargs)
+    assert job.gradual_fraction == expected
+    assert job.selection_config(100).gradual_steps == (round(100 * expected) if expected else
+                                                       kwargs.get("gradual_steps", 0))
+
+
+def test_a_gradual_budget_changes_the_search_defaults() -> None:
+    """With a budget reached gradually a search ranks by |α|·‖W‖ at arch_lr 1e-2 (GRADUAL_DEFAULTS) unless
+    told otherwise; without the schedule, or with a ratio, the former defaults hold."""
+    from rartsprune.width import GRADUAL_DEFAULTS
+
+    cases = [({"macs": 0.5, "gradual_steps": 4}, GRADUAL_DEFAULTS["arch_lr"], "l1_norm"),
+             ({"macs": 0.5}, 1e-1, "alpha_gamma"),
+             ({"ratio": 0.4, "gradual_steps": 4}, 1e-1, "alpha_gamma"),
+             ({"macs": 0.5, "gradual_steps": 4, "arch_lr": 3e-2, "importance": "alpha"}, 3e-2, "alpha")]
+    for kwargs, arch_lr, ranking in cases:
+        pruner = start(**kwargs)
+        assert pruner.search_config.arch_lr == pytest.approx(arch_lr), kwargs
+        assert pruner.ranking.name == ranking, kwargs
+        rartsprune.remove(pruner.model)
 
 
 def test_the_schedule_trains_the_network_it_becomes() -> None:

@@ -30,7 +30,7 @@ def _bench() -> ModuleType:
 def test_latency_model_bench_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out, tables = tmp_path / "lm.json", tmp_path / "tables"
     proc = subprocess.run([sys.executable, "bench/latency_model.py", "--quick", "--out", str(out), "--table-dir",
-                           str(tables), "--tables", "plain,fused"], capture_output=True, text=True, timeout=300,
+                           str(tables), "--tables", "plain,fused,fitted"], capture_output=True, text=True, timeout=300,
                           cwd=ROOT, env=ENV)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     res = json.loads(out.read_text())
@@ -38,10 +38,15 @@ def test_latency_model_bench_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert s["quick"] and s["models"] == ["tiny"] and s["batches"] == [1] and s["rounds"] == 2 and s["threads"] == 1
     assert s["out"] == os.path.relpath(out, ROOT)  # no absolute path of this machine in the results
     # each table was measured once and cached where asked: the plain one and the fused one beside it
-    table_path, fused_path = sorted(tables.glob("*.json"), key=lambda p: len(p.name))
+    table_path, fused_path, fitted_path = sorted(tables.glob("*.json"), key=lambda p: len(p.name))
     assert table_path.name.startswith("tiny_32px_b1_cpu_1t_heap-")  # measured with the heap retained
-    assert fused_path.name == table_path.stem + "_fused.json" and s["tables"] == ["plain", "fused"]
+    assert fused_path.name == table_path.stem + "_fused.json" and s["tables"] == ["plain", "fused", "fitted"]
     assert json.loads(fused_path.read_text())["meta"]["fuse"] is True
+    # the fitted table: the plain one with 2 passes of measured points at the reachable budgets
+    fitted = json.loads(fitted_path.read_text())
+    assert fitted_path.name == table_path.stem + "_fitted.json" and fitted["layers"] == json.loads(
+        table_path.read_text())["layers"]
+    assert len(fitted["measured"]) == 2 * len(s["budgets"]) and all(0 < f < 1.5 for _, f in fitted["measured"])
     assert s["allocator"] == "retain" and s["allocator_env"] == _bench()._alloc.RETAIN
     (row,) = res["rows"]
     assert row["model"] == "tiny" and row["batch"] == 1 and row["table"]["status"] == "measured"
@@ -50,7 +55,8 @@ def test_latency_model_bench_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert [r["round"] for r in rounds] == [1, 2] and len({r["pid"] for r in rounds}) == 2
     timed = [k for k in row["variants"] if k != "unpruned"]
     assert timed and set(timed) | set(row["skipped"]) == {"latency=0.9", "latency=0.7", "fused latency=0.9",
-                                                          "fused latency=0.7"}
+                                                          "fused latency=0.7", "fitted latency=0.9",
+                                                          "fitted latency=0.7"}
     predictions = res["predictions"]["tiny"]["batches"]["1"]["variants"]
     for k, v in row["variants"].items():
         per_round = [r["models"]["tiny"]["batches"]["1"]["median_ms"][k] for r in rounds]

@@ -38,8 +38,8 @@ def search_lrs(monkeypatch: pytest.MonkeyPatch) -> list[list[float]]:
     seen: list[list[float]] = []
     original = pipeline._make_pruner
 
-    def spy(ctx: Any, model: Any) -> Any:
-        pruner = original(ctx, model)
+    def spy(ctx: Any, model: Any, state: Any = None) -> Any:
+        pruner = original(ctx, model, state)
         step = pruner.step_schedulers
 
         def record() -> None:
@@ -111,6 +111,8 @@ def test_one_search_finalized_at_two_budgets(tmp_path: Path) -> None:
         assert res["summary"]["macs_ratio"] == pytest.approx(macs, rel=0.02)
         assert res["job"]["selection"]["macs"] == macs and res["pruning"]["budget"] == {"macs": macs}
         assert [r["epoch"] for r in res["history"] if r["phase"] == "search"] == [1, 2]  # not searched again
+        # a search kept with stop_after="search" is one-shot, and its resumption keeps that (gradual=None)
+        assert res["pruning"]["gradual"] == 0.0 and res["pruning"]["gradual_steps"] == 0
         sizes[macs] = res["after_prune"]["macs"]
     assert sizes[0.35] < sizes[0.6]
 
@@ -212,8 +214,8 @@ def test_score_travel_sets_the_score_lr_when_the_search_is_the_training(tmp_path
     seen: list[float] = []
     original = pipeline._make_pruner
 
-    def spy(ctx: Any, model: Any) -> Any:
-        pruner = original(ctx, model)
+    def spy(ctx: Any, model: Any, state: Any = None) -> Any:
+        pruner = original(ctx, model, state)
         seen.append(pruner.search_config.arch_lr)
         return pruner
 

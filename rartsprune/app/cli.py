@@ -85,14 +85,17 @@ _HELP = {
     "lam": "RARTS lambda (weight of the auxiliary net's loss); also MiLeNAS' lambda",
     "beta": "RARTS beta (coupling of the two networks)",
     "update": "RARTS update: exact (Eq. 7, four passes per step) or fused (two passes, approximation)",
-    "importance": "criterion for the ranking (default: alpha_gamma in ratio mode, alpha in l1 mode)",
+    "importance": "criterion for the ranking (default: alpha_gamma in ratio mode, alpha in l1 mode, l1_norm -- "
+                  "|alpha|*||W|| -- with a budget reached gradually)",
     "grad_clip": "largest gradient norm of each weight update of the search",
     "prox": "mode=l1: a proximal soft-threshold step on the scores after each search step (exact zeros)",
     "stop_after": "end the job after this phase",
     "prune_heads": "also score and remove whole attention heads (torchvision ViT, timm ViT / DeiT / Swin)",
     "prune_layernorm": "also score and remove, exactly, channels normalised by a LayerNorm (a ViT's embedding width)",
     "gradual": "reach the size gradually during this fraction of the search steps (0..1; cubic schedule): removed "
-               "channels' scores are zeroed and held there, so the rest of the search trains the pruned network",
+               "channels' scores are zeroed and held there, so the rest of the search trains the pruned network "
+               "(default: 0.5 when a search prunes a trained network to --macs / --params / --latency, else 0; "
+               "--gradual 0 prunes once, after the search)",
     "gradual_steps": "like --gradual, in search steps (exclusive with --gradual)",
     "scope": "global (rank channels across layers) or layer (same ratio per layer)",
     "round_to": "round kept channel counts up to a multiple of this; 'auto' with --latency: the rounding the "

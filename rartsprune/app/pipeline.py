@@ -89,7 +89,7 @@ from .launch import (
 from .loop import atomic_save, map_batches
 from .zoo import build_model
 
-__all__ = ["PruneJob", "SEARCH_SPLITS", "SCORE_TRAVEL", "check_launch", "flat_names", "search_passes", "run", "evaluate",
+__all__ = ["PruneJob", "SEARCH_SPLITS", "SCORE_TRAVEL", "DEFAULT_GRADUAL", "check_launch", "flat_names", "search_passes", "run", "evaluate",
            "train_epoch", "resolve_device"]
 
 #: How a search epoch uses the training set (`PruneJob.search_split`): ``"fixed"`` halves for the whole search,
@@ -103,6 +103,10 @@ SEARCH_SPLITS = ("fixed", "swap")
 #: score 0.02); 1e-2 x 310 steps trains (1.71, mean score 0.20); 1e-2 x 620 steps (``search_split="swap"``)
 #: collapses again from the 3rd epoch on (loss 1.82 -> 2.05 while the mean score falls 0.22 -> 0.08).
 SCORE_TRAVEL = 3.0
+#: The job's ``gradual`` when a search method prunes a trained network to a budget and ``gradual`` is not given:
+#: the budget reached during the first half of the search (chosen on the criterion diagnostic, training images
+#: only: `rartsprune.width.GRADUAL_DEFAULTS`, docs/width.md).
+DEFAULT_GRADUAL = 0.5
 
 _CKPT_FORMAT = "rartsprune-job/1"
 
@@ -160,8 +164,14 @@ class PruneJob:
       follow the surgery as before.
 
     ``gradual`` (in [0, 1]): reach the size gradually during this fraction of the search's steps — the selection's
-    ``gradual_steps`` (`rartsprune.width.SelectionConfig`) set from the search length the job computes; 0 (default)
-    applies the size once, after the search.
+    ``gradual_steps`` (`rartsprune.width.SelectionConfig`) set from the search length the job computes; 0 applies
+    the size once, after the search. ``None`` (default): `DEFAULT_GRADUAL` (0.5) when a search method prunes a
+    trained network to a budget (``macs`` / ``params`` / ``latency``, ratio mode, ``search_epochs >= 1``, not
+    ``train_during_search``, no ``gradual_steps``, not ``stop_after="search"``) — the search then also ranks by
+    |α|·‖W‖ at ``arch_lr=1e-2`` unless given (`rartsprune.width.GRADUAL_DEFAULTS`) — else 0;
+    `gradual_fraction` is the value in effect. A resumed job with ``gradual=None`` continues the schedule of
+    the search it resumes (none for a search stopped with ``stop_after="search"``, which can then be finalized
+    at any size).
 
     How a search epoch uses the training set (``search_split``, `SEARCH_SPLITS`):
 
@@ -206,7 +216,7 @@ class PruneJob:
     schedule: str = "step"
     prune_heads: bool = False
     prune_layernorm: bool = False
-    gradual: float = 0.0
+    gradual: float | None = None
     bn_recalibration: int = 50
     train_subset: int | None = None
     test_subset: int | None = None
@@ -299,8 +309,10 @@ class PruneJob:
             raise ValueError(f"search_split must be None (the protocol's default), "
                              f"{' or '.join(repr(x) for x in SEARCH_SPLITS)}, got {self.search_split!r}")
         gradual = self.gradual
-        if isinstance(gradual, bool) or not isinstance(gradual, (int, float)) or not 0.0 <= gradual <= 1.0:
-            raise ValueError(f"gradual must be a fraction of the search steps in [0, 1], got {gradual!r}")
+        if gradual is not None and (isinstance(gradual, bool) or not isinstance(gradual, (int, float))
+                                    or not 0.0 <= gradual <= 1.0):
+            raise ValueError(f"gradual must be None (the default) or a fraction of the search steps in [0, 1], got "
+                             f"{gradual!r}")
         if gradual and self.selection.gradual_steps:
             raise ValueError("pass gradual (a fraction of the search steps) or gradual_steps (a number of steps), not both")
         if gradual and self.selection.mode != "ratio":
@@ -318,12 +330,31 @@ class PruneJob:
             return self.search_split
         return "swap" if self.train_during_search else "fixed"
 
+    @property
+    def gradual_fraction(self) -> float:
+        """The ``gradual`` in effect: as given, else `DEFAULT_GRADUAL` for a search pruning a trained network to a
+        budget, else 0.
+
+        Examples:
+            >>> PruneJob(macs=0.5, search_epochs=1).gradual_fraction, PruneJob(macs=0.5, gradual=0).gradual_fraction
+            (0.5, 0)
+            >>> PruneJob(ratio=0.4).gradual_fraction, PruneJob(macs=0.5, method="l1_norm").gradual_fraction
+            (0.0, 0.0)
+        """
+        if self.gradual is not None:
+            return self.gradual
+        auto = (self.selection.mode == "ratio" and self.selection.budget is not None and self.search.is_search
+                and self.search_epochs >= 1 and not self.train_during_search and not self.selection.gradual_steps
+                and self.stop_after != "search")  # a search kept to be finalized at other sizes stays one-shot
+        return DEFAULT_GRADUAL if auto else 0.0
+
     def selection_config(self, search_steps: int | None = None) -> SelectionConfig:
-        """The selection settings the job's pruner gets: ``selection``, with ``gradual_steps`` set to ``gradual``
-        of the ``search_steps`` (the steps of the whole search) when ``gradual`` is given."""
-        if not self.gradual or not search_steps:
+        """The selection settings the job's pruner gets: ``selection``, with ``gradual_steps`` set to
+        `gradual_fraction` of the ``search_steps`` (the steps of the whole search) when it is not 0."""
+        gradual = self.gradual_fraction
+        if not gradual or not search_steps:
             return self.selection
-        return replace(self.selection, gradual_steps=max(1, round(self.gradual * search_steps)))
+        return replace(self.selection, gradual_steps=max(1, round(gradual * search_steps)))
 
     def search_config(self, search_steps: int | None = None, **factories: Any) -> WidthSearchConfig:
         """The search settings the job's pruner gets: ``search`` with the optimizer and scheduler ``factories``
@@ -583,7 +614,8 @@ def _train_phase(ctx: _Job, model: nn.Module, phase: str, epochs: int, start: in
     ctx.results["wall_time_s"][phase] = ctx.results["wall_time_s"].get(phase, 0.0) + time.perf_counter() - t0
 
 
-def _make_pruner(ctx: _Job, model: nn.Module) -> Any:
+def _make_pruner(ctx: _Job, model: nn.Module, pruner_state: dict | None = None) -> Any:
+    """The job's pruner; resuming ``pruner_state`` with ``gradual=None``, the schedule of the search it resumes."""
     job = ctx.job
     epochs = max(1, job.search_epochs)
     if job.train_during_search:  # the search is the training: its SGD, its learning rate and schedule
@@ -599,10 +631,14 @@ def _make_pruner(ctx: _Job, model: nn.Module) -> Any:
         raise RuntimeError(f"the ranks were given different seeds (this rank: seed={job.seed}): every rank must "
                            "run the same job (the seed orders the batches and seeds the random baseline)")
     search_steps = epochs * _search_steps_per_epoch(job, _job_split(ctx))
+    selection = _shared_selection(ctx, model, search_steps)
+    if pruner_state is not None and job.gradual is None:  # the default: whatever the resumed search did
+        saved = dict(pruner_state.get("config", {})).get("gradual_steps", selection.gradual_steps)
+        selection = replace(selection, gradual_steps=int(saved or 0))
     pruner = prune(
         model, example_inputs=ctx.example.to(ctx.device),
         search_config=job.search_config(search_steps, **weights),
-        selection=_shared_selection(ctx, model, search_steps), amp_dtype=ctx.amp,
+        selection=selection, amp_dtype=ctx.amp,
         grad_scaler=torch.amp.GradScaler(ctx.device.type) if ctx.amp == torch.float16 else None,
         prune_heads=job.prune_heads, prune_layernorm=job.prune_layernorm, seed=job.seed,
         distributed=ctx.ranks.distributed and not baseline,
@@ -688,7 +724,7 @@ def _search_pairs(ctx: _Job, epoch: int, halves: tuple[Any, Any] | None) -> tupl
 
 def _search_phase(ctx: _Job, model: nn.Module, start: int, pruner_state: dict | None) -> Any:
     job = ctx.job
-    pruner = _make_pruner(ctx, model)
+    pruner = _make_pruner(ctx, model, pruner_state)
     if pruner_state is not None:
         pruner.load_state_dict(pruner_state, other_selection=True)  # a resumed job may finalize at another size
     halves = _job_split(ctx) if job.split == "fixed" else None
@@ -923,6 +959,8 @@ def _run(ctx: _Job) -> dict[str, Any]:
         if ctx.ranks.main:
             plan.save(ctx.out / "plan.json")
         ctx.results["pruning"] = {k: v for k, v in pruner.result.items() if k != "widths"}
+        steps = pruner.selection_config.gradual_steps  # the schedule in effect (job.gradual: as given)
+        ctx.results["pruning"].update(gradual=job.gradual_fraction if steps else 0.0, gradual_steps=steps)
         ctx.results["widths"] = pruner.result["widths"]
         if job.bn_recalibration > 0 and has_running_stats(model):
             ctx.results["after_prune_stale_bn"] = {"test_acc": ctx.eval(model)}

@@ -23,6 +23,7 @@ from .latency import (
     measure_width_latency,
     time_model,
 )
+from .latency_fit import fit_measured_latency, measured_fraction
 from .penalties import WidthPenalty, soft_threshold_, unit_macs
 from .protocol import Searcher
 from .pruner import (
@@ -31,6 +32,7 @@ from .pruner import (
     COLLAPSED_SCORE,
     DEFAULT_RATIO,
     DEFAULTS,
+    GRADUAL_DEFAULTS,
     MODES,
     WidthPruner,
     gradual_fraction,
@@ -40,6 +42,8 @@ from .rounding import ROUND_TO_CANDIDATES, RoundingChoice, allowed_roundings, ch
 from .selection import CRITERIA, Selection, select_by_ratio, select_by_threshold, unit_importance
 
 __all__ = [
+    "fit_measured_latency",
+    "measured_fraction",
     "SCOPES",
     "SelectionConfig",
     "WidthSearchConfig",
@@ -56,6 +60,7 @@ __all__ = [
     "get_importance",
     "ALL_METHODS",
     "BUDGET_DEFAULTS",
+    "GRADUAL_DEFAULTS",
     "BASELINES",
     "BUDGET_KINDS",
     "COLLAPSED_SCORE",

@@ -36,7 +36,7 @@ from .baselines import BASELINES
 from .budget import resolve_budget
 from .importance import Importance, get_importance
 
-__all__ = ["BUDGET_DEFAULTS", "DEFAULTS", "DEFAULT_RATIO", "MODES", "SCOPES", "SEARCH_METHODS", "BASELINE_METHODS",
+__all__ = ["BUDGET_DEFAULTS", "GRADUAL_DEFAULTS", "DEFAULTS", "default_importance", "DEFAULT_RATIO", "MODES", "SCOPES", "SEARCH_METHODS", "BASELINE_METHODS",
            "UPDATES", "SelectionConfig", "WidthSearchConfig"]
 
 #: The pruning ratio of channels when neither ``ratio`` nor a budget is given (ratio mode).
@@ -73,6 +73,35 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 #: latency budget the same defaults apply, each unit's cost being its share of the predicted latency (not measured
 #: for quality yet).
 BUDGET_DEFAULTS: dict[str, float] = {"l1": 0.0, "cost_weight": 2.0}
+
+#: What changes when a budget is reached gradually during the search (a budget and ``gradual_steps > 0``): a
+#: gentler score LR and the ranking by the weights' magnitude with the scores folded in (|α|·‖W‖,
+#: ``importance="l1_norm"``). Chosen on the criterion diagnostic (training images only, 2026-12-05; the 4k-image
+#: PreResNet-20, one search epoch, the budget reached during its first half): right after pruning to 0.6x / 0.35x
+#: MACs 66.0 / 62.8 vs 61.0 / 57.1 with the budget's other defaults, and after 10 fine-tuning epochs 67.5 / 67.0
+#: vs 67.9 / 64.2 for one-shot ℓ1-norm pruning and 66.8 / 62.5 for the one-shot search (docs/width.md).
+GRADUAL_DEFAULTS: dict[str, Any] = {"arch_lr": 1e-2, "importance": "l1_norm"}
+
+
+def default_importance(selection: SelectionConfig, method: str, is_search: bool) -> str:
+    """The ranking's name when ``importance`` is not given: a baseline ranks by its own criterion; a search by
+    `GRADUAL_DEFAULTS` when it reaches a budget gradually, else by its mode's `DEFAULTS`.
+
+    Examples:
+        >>> default_importance(SelectionConfig(), "rarts", True), default_importance(SelectionConfig(), "random", False)
+        ('alpha_gamma', 'random')
+        >>> default_importance(SelectionConfig(macs=0.5, gradual_steps=10), "rarts", True)
+        'l1_norm'
+    """
+    if not is_search:
+        return method
+    if _gradual_budget(selection):
+        return str(GRADUAL_DEFAULTS["importance"])
+    return str(DEFAULTS[selection.mode]["importance"])
+
+
+def _gradual_budget(selection: SelectionConfig) -> bool:
+    return selection.budget is not None and bool(selection.gradual_steps)
 
 
 def _number(name: str, value: Any, *, positive: bool = False, optional: bool = False) -> None:
@@ -276,7 +305,8 @@ class WidthSearchConfig:
 
     def resolved(self, selection: SelectionConfig) -> WidthSearchConfig:
         """This config with the defaults that depend on the selection filled in (``l1``, ``cost_weight``,
-        ``arch_lr``: `DEFAULTS` per mode, `BUDGET_DEFAULTS` with a budget).
+        ``arch_lr``: `DEFAULTS` per mode, `BUDGET_DEFAULTS` with a budget, `GRADUAL_DEFAULTS` with a budget
+        reached gradually).
 
         Raises:
             ValueError: ``mode="l1"`` with a one-shot baseline (the ℓ1 mode needs a search).
@@ -288,9 +318,10 @@ class WidthSearchConfig:
             l1 = BUDGET_DEFAULTS["l1"] if l1 is None else l1
             cost_weight = BUDGET_DEFAULTS["cost_weight"] if cost_weight is None else cost_weight
         defaults = DEFAULTS[selection.mode]
+        arch_lr = GRADUAL_DEFAULTS["arch_lr"] if _gradual_budget(selection) else defaults["arch_lr"]
         return replace(self, l1=float(defaults["l1"] if l1 is None else l1),
                        cost_weight=float(0.0 if cost_weight is None else cost_weight),
-                       arch_lr=float(defaults["arch_lr"] if self.arch_lr is None else self.arch_lr))
+                       arch_lr=float(arch_lr if self.arch_lr is None else self.arch_lr))
 
     @classmethod
     def changed(cls, **settings: Any) -> list[str]:

@@ -214,6 +214,21 @@ class LayerLatency:
             raise ValueError(f"bad layer entry in a width latency table: {exc!r}") from exc
 
 
+def _piecewise(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
+    """Linear interpolation through ``(xs, ys)`` (``xs`` increasing), extrapolated from the end segments."""
+    i = min(max(bisect.bisect_right(xs, x), 1), len(xs) - 1)
+    x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
+    return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+
+
+def _point(pt: Any) -> list[float]:
+    """A measured point ``[predicted fraction, measured fraction]``, both positive numbers."""
+    pred, meas = (float(v) for v in pt)
+    if not (pred > 0 and meas > 0):
+        raise ValueError(f"a measured latency point needs positive fractions, got {list(pt)!r}")
+    return [pred, meas]
+
+
 def _cummax(values: Sequence[float]) -> list[float]:
     out: list[float] = []
     for v in values:
@@ -236,6 +251,9 @@ class WidthLatencyTable:
         rest_scaled_ms: the part of the remainder proportional to the activation fraction (0: constant).
         activations: layer name -> output elements per output channel (at the table's batch size), for the
             activation fraction.
+        measured: ``[predicted fraction, measured fraction]`` of pruned models of this model timed on the device
+            (`rartsprune.width.fit_measured_latency`); with any, a latency budget is a *measured* fraction:
+            the selection keeps the predicted fraction these points map it to (`predicted_budget`).
 
     Examples:
         >>> t = WidthLatencyTable("cpu", 1, [1, 8], 2.0, 1.0,
@@ -255,6 +273,51 @@ class WidthLatencyTable:
     meta: dict[str, Any] = field(default_factory=dict)
     rest_scaled_ms: float = 0.0
     activations: dict[str, float] = field(default_factory=dict)
+    measured: list[list[float]] = field(default_factory=list)
+
+    def _curve(self) -> tuple[list[float], list[float]]:
+        """The measured points as a monotone curve from (0, 0) to (1, 1): predicted fractions strictly
+        increasing (points at the same predicted fraction averaged), measured fractions non-decreasing."""
+        by_pred: dict[float, list[float]] = {}
+        for pred, meas in self.measured:
+            if 0.0 < pred < 1.0:
+                by_pred.setdefault(float(pred), []).append(float(meas))
+        xs = [0.0, *sorted(by_pred), 1.0]
+        ys = _cummax([0.0, *(sum(by_pred[x]) / len(by_pred[x]) for x in xs[1:-1]), 1.0])
+        return xs, ys
+
+    def measured_fraction(self, predicted: float) -> float:
+        """The fraction of the unpruned model's *measured* latency a model predicted at ``predicted`` of it
+        keeps, interpolated (piecewise linear) through the ``measured`` points, (0, 0) and (1, 1); without
+        points, ``predicted`` itself.
+
+        Examples:
+            >>> lat = LayerLatency("linear", 8, 4, False, [1, 8], [8], [1, 4], [[0.5, 1.0]])
+            >>> t = WidthLatencyTable("cpu", 1, [1, 8], 2.0, 1.0, {"fc": lat}, measured=[[0.6, 0.45]])
+            >>> round(t.measured_fraction(0.6), 4), round(t.measured_fraction(0.8), 4), t.measured_fraction(1.0)
+            (0.45, 0.725, 1.0)
+            >>> round(t.predicted_budget(0.45), 4), round(t.predicted_budget(0.6), 4)
+            (0.6, 0.7091)
+        """
+        if not self.measured:
+            return float(predicted)
+        xs, ys = self._curve()
+        return _piecewise(xs, ys, float(predicted))
+
+    def predicted_budget(self, measured: float) -> float:
+        """The predicted fraction to select to for ``measured`` of the unpruned model's measured latency: the
+        largest whose `measured_fraction` is at most ``measured`` (``measured`` itself without points)."""
+        if not self.measured:
+            return float(measured)
+        xs, ys = self._curve()
+        target = float(measured)
+        best = 0.0
+        for i in range(1, len(xs)):  # the right end of the last segment that starts at or below the target
+            x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
+            if y0 > target:
+                break
+            best = x1 if y1 <= target else x0 + (x1 - x0) * (target - y0) / (y1 - y0)
+        return best
 
     @property
     def layers_full_ms(self) -> float:
@@ -323,7 +386,7 @@ class WidthLatencyTable:
         return {"format": _FORMAT, "unit": "ms", "device": self.device, "batch": self.batch,
                 "input_shape": list(self.input_shape), "whole_ms": self.whole_ms, "rest_ms": self.rest_ms,
                 "rest_scaled_ms": self.rest_scaled_ms, "activations": dict(sorted(self.activations.items())),
-                "meta": dict(self.meta), "layers": {n: lat.to_dict() for n, lat in sorted(self.layers.items())}}
+                "measured": [list(map(float, pt)) for pt in self.measured], "meta": dict(self.meta), "layers": {n: lat.to_dict() for n, lat in sorted(self.layers.items())}}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> WidthLatencyTable:
@@ -335,7 +398,8 @@ class WidthLatencyTable:
                        float(data["whole_ms"]), float(data["rest_ms"]),
                        {str(n): LayerLatency.from_dict(v) for n, v in data["layers"].items()}, dict(data.get("meta", {})),
                        float(data.get("rest_scaled_ms", 0.0)),
-                       {str(n): float(v) for n, v in data.get("activations", {}).items()})
+                       {str(n): float(v) for n, v in data.get("activations", {}).items()},
+                       [_point(pt) for pt in data.get("measured", [])])
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"width latency table lacks a field or has a bad one: {exc!r}") from exc
 

@@ -39,7 +39,16 @@ from ..scores import ScoreHandle, _detach, _map_tensors, _model_device, has_scor
 from ..surgery import PruningPlan, apply_surgery, plan_from_scores
 from .baselines import BASELINES, BaselineTrainer, slimming_layers
 from .budget import CostModel, select_by_budget
-from .config import BUDGET_DEFAULTS, DEFAULT_RATIO, DEFAULTS, MODES, SelectionConfig, WidthSearchConfig
+from .config import (
+    BUDGET_DEFAULTS,
+    DEFAULT_RATIO,
+    DEFAULTS,
+    GRADUAL_DEFAULTS,
+    MODES,
+    SelectionConfig,
+    WidthSearchConfig,
+    default_importance,
+)
 from .importance import Importance, get_importance
 from .latency import (
     DEFAULT_REPEATS,
@@ -57,7 +66,7 @@ from .protocol import Searcher
 from .rounding import AUTO, RoundingChoice, choose_rounding
 from .selection import Selection, _finish, select_by_ratio, select_by_threshold
 
-__all__ = ["prune", "WidthPruner", "MODES", "ALL_METHODS", "DEFAULTS", "BUDGET_DEFAULTS", "DEFAULT_RATIO", "COLLAPSED_SCORE",
+__all__ = ["prune", "WidthPruner", "MODES", "ALL_METHODS", "DEFAULTS", "BUDGET_DEFAULTS", "GRADUAL_DEFAULTS", "DEFAULT_RATIO", "COLLAPSED_SCORE",
            "gradual_fraction"]
 
 #: Mean |α| below which a finished search's scores count as collapsed (`WidthPruner.finalize` warns).
@@ -293,6 +302,8 @@ class WidthPruner:
         if self.selection_config.budget is not None:
             kind, budget = self.selection_config.budget
             budget = 1.0 - fraction * (1.0 - budget)
+            if kind == "latency":  # a measured fraction: the table's measured points map it to a predicted one
+                budget = self.latency_model().table.predicted_budget(budget)
             if self.selection_config.round_to == AUTO:  # the rounding chosen by the latency model, now
                 self._rounding = choose_rounding(self.handle, budget, importance=self.importance(),
                                                  latency=self.latency_model(), scope=self.selection_config.scope)
@@ -386,9 +397,14 @@ class WidthPruner:
             self.result["latency"] = {
                 "device": table.device, "batch": table.batch, "input_shape": list(table.input_shape),
                 "predicted_ms_before": latency.full_ms, "predicted_ms_after": predicted,
+                "measured_ms_before": table.whole_ms,  # the unpruned model, timed whole when the table was measured
                 "predicted_fraction": predicted / latency.full_ms if latency.full_ms > 0 else float("nan"),
                 "budget": self.selection_config.latency,
+                "measured_points": len(table.measured),
             }
+            if table.measured:  # the budget was a measured fraction: what the points expect the clock to say
+                self.result["latency"]["expected_measured_fraction"] = table.measured_fraction(
+                    self.result["latency"]["predicted_fraction"])
         self._final_steps = self.num_steps
         self.search = None  # release w, the optimizer states and the snapshots
         return self.model
@@ -643,8 +659,9 @@ def prune(
             too) or a built-in name: ``"alpha"``, ``"alpha_gamma"``, ``"normalized"`` (score-based, see
             `rartsprune.width.selection`), ``"l1_norm"``, ``"slimming"``, ``"random"``. Default: a search
             ranks by ``"alpha_gamma"`` in ratio mode and ``"alpha"`` in ℓ1 mode (``DEFAULTS``; ℓ1 mode's
-            threshold is always on |α|), a baseline by its own criterion (``method="l1_norm"`` by
-            `MagnitudeImportance`, ...).
+            threshold is always on |α|) — and by ``"l1_norm"`` (|α|·‖W‖: the weights' magnitude with the
+            scores folded in) when it reaches a budget gradually (``GRADUAL_DEFAULTS``) —, a baseline by its own
+            criterion (``method="l1_norm"`` by `MagnitudeImportance`, ...).
         gradual_steps: reach the size gradually over the first ``gradual_steps`` calls of ``step`` (0: off).
             After each step the units outside the selection at a growing fraction of the size (Zhu & Gupta's
             cubic schedule, `gradual_fraction`) have their scores set to zero and held there: the rest of the
@@ -662,7 +679,8 @@ def prune(
         sparsity: Network Slimming's ``s`` (``method="slimming"``).
         weight_lr, weight_decay: SGD (momentum 0.9) of the network weights; ``arch_lr``, ``arch_weight_decay``: Adam
             of the scores (``arch_lr`` default: ``1e-1`` in ratio mode, ``3e-4`` in ℓ1 mode, see
-            ``DEFAULTS``). ``weight_optimizer`` / ``arch_optimizer`` factories override them.
+            ``DEFAULTS``; ``1e-2`` with a budget reached gradually, ``GRADUAL_DEFAULTS``). ``weight_optimizer`` /
+            ``arch_optimizer`` factories override them.
         weight_scheduler, arch_scheduler: LR scheduler factories (step them with ``step_schedulers``).
         grad_clip, amp_dtype, grad_scaler, distributed: passed to the search optimizer.
         backend, allow_inexact: passed to `rartsprune.attach_scores`.
@@ -725,7 +743,7 @@ def prune(
                      weight_scheduler=weight_scheduler, arch_scheduler=arch_scheduler, grad_clip=grad_clip)
     search = search.resolved(selection)  # the mode's / the budget's defaults filled in
     ranking = get_importance(selection.importance if selection.importance is not None
-                             else DEFAULTS[selection.mode]["importance"] if search.is_search else search.method,
+                             else default_importance(selection, search.method, search.is_search),
                              seed=seed)  # ValueError / TypeError
     if criterion is not None and loss_fn is not None:
         raise ValueError("pass either criterion= or loss_fn=, not both")
@@ -778,7 +796,8 @@ def prune(
                 latency_model = _latency_model(handle, selection, whole_ms)
             else:
                 cost = CostModel(handle, round_to=selection.round_to)
-            select_by_budget(handle, budget[1], kind=budget[0], scope=selection.scope,
+            checked = latency_model.table.predicted_budget(budget[1]) if latency_model is not None else budget[1]
+            select_by_budget(handle, checked, kind=budget[0], scope=selection.scope,
                              cost=latency_model if latency_model is not None else cost,
                              importance={g.name: torch.ones(g.num_units) for g in groups}, check_only=True)
         # a latency budget's search pressure is in latency: each unit's share of the predicted latency
