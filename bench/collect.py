@@ -115,6 +115,16 @@ WIDTH_QUALITY = (
      "gradual_budget_l1aw,gradual_ratio_l1aw,gradual_nopressure_l1aw,gradual_budget_l1aw_alr1e-2,"
      "gradual_nopressure_l1aw_alr1e-2,gradual_budget_alr1e-2,gradual_budget_fused_l1aw "
      "--out bench/results/criterion_quality_b100_gradual.json"),
+    ("Levers at 0.6x MACs judged after fine-tuning (training images only)", "criterion_quality_b100_levers06.md",
+     "python bench/criterion_quality.py --threads 1 --work runs/pq_b100 --search-epochs 1 --budgets 0.6 "
+     "--finetune-epochs 10 --finetune-lr 0.001 --finetune-only '^l1_norm$|gradual' --variants gradual_l1_norm,"
+     "gradual_budget_l1aw_alr1e-2,gradual_chosen_wlr1e-3,gradual_chosen_swap,gradual_chosen_g0.25,"
+     "gradual_l1_norm_wlr1e-3 --out bench/results/criterion_quality_b100_levers06.json"),
+    ("One-shot defaults against the gradual setting, after fine-tuning (training images only)",
+     "criterion_quality_b100_default_ft.md",
+     "python bench/criterion_quality.py --threads 1 --work runs/pq_b100 --search-epochs 1 --budgets 0.6,0.35 "
+     "--finetune-epochs 10 --finetune-lr 0.001 --finetune-only '^l1_norm$|^budget_default@1ep \\|a\\*g\\|$|gradual' "
+     "--variants budget_default,gradual_budget_l1aw_alr1e-2 --out bench/results/criterion_quality_b100_default_ft.json"),
     ("Width search at equal MACs, the search is the training, 3 seeds (every arm's kept net sees every image once "
      "per epoch, `search_split=\"swap\"`; RARTS' score LR from `SCORE_TRAVEL`)", "equal_macs_scratch_swap.md",
      "python bench/equal_macs.py --threads 1 --protocols scratch --seeds 0,1,2 "
@@ -244,11 +254,25 @@ def main(argv: list[str] | None = None) -> int:
     lines += md_section("Predicted vs measured latency, the calibrated remainder (not the default)",
                         "latency_model_calibrated.md", "python bench/latency_model.py --threads 1 (tables measured "
                         "with calibrate=True)")
+    lines += md_section("Predicted vs measured latency, the table fitted to measured points (batch 1)",
+                        "latency_model_fitted_b1.md", "python bench/latency_model.py --threads 1 --models "
+                        "resnet50,mobilenet_v2 --batches 1 --tables plain,fitted "
+                        "--out bench/results/latency_model_fitted_b1.json")
+    lines += md_section("Predicted vs measured latency, fitted table, MobileNetV2 at batch 32",
+                        "latency_model_fitted_mnv2_b32.md", "python bench/latency_model.py --threads 1 --models "
+                        "mobilenet_v2 --batches 32 --tables plain,fitted "
+                        "--out bench/results/latency_model_fitted_mnv2_b32.json")
     lines += md_section("Accuracy at equal latency (`bench/equal_latency.py`)", "equal_latency.md",
                         "python bench/equal_latency.py --threads 1 --seeds 0,1,2")
     lines += md_section("Accuracy at equal latency, batch 1", "equal_latency_b1.md",
                         "python bench/equal_latency.py --threads 1 --latency-batch 1 --seeds 0,1,2 "
                         "--out bench/results/equal_latency_b1.json")
+    lines += md_section("Accuracy at equal latency, searched (RARTS, pressure in latency units vs MACs)",
+                        "equal_latency_rarts.md", "python bench/equal_latency.py --threads 1 --method rarts "
+                        "--seeds 0,1,2 --work runs/pq --out bench/results/equal_latency_rarts.json")
+    lines += md_section("Accuracy at equal latency, searched, batch 1", "equal_latency_rarts_b1.md",
+                        "python bench/equal_latency.py --threads 1 --method rarts --latency-batch 1 --seeds 0,1,2 "
+                        "--work runs/pq --out bench/results/equal_latency_rarts_b1.json")
     lines += md_section("Detection recipe (`recipes/detection.py`)", "detection_recipe.md",
                         "python recipes/detection.py --threads 1")
     lines += md_section("Speed-up, PreResNet-164 in channels_last", "speedup_preresnet164_channels_last.md",
