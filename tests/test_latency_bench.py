@@ -46,7 +46,8 @@ def test_latency_model_bench_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     fitted = json.loads(fitted_path.read_text())
     assert fitted_path.name == table_path.stem + "_fitted.json" and fitted["layers"] == json.loads(
         table_path.read_text())["layers"]
-    assert len(fitted["measured"]) == 2 * len(s["budgets"]) and all(0 < f < 1.5 for _, f in fitted["measured"])
+    assert len(fitted["measured"]) == 2 * len(s["budgets"])  # the clock's values are not asserted: timing
+    assert all(0 < p < 1 and m > 0 for p, m in fitted["measured"])
     assert s["allocator"] == "retain" and s["allocator_env"] == _bench()._alloc.RETAIN
     (row,) = res["rows"]
     assert row["model"] == "tiny" and row["batch"] == 1 and row["table"]["status"] == "measured"
@@ -219,7 +220,7 @@ def test_equal_latency_bench_with_a_search(tmp_path: Path) -> None:
         assert a["budget"] == pytest.approx(b["predicted_fraction"], abs=1e-4)
         assert a["predicted_fraction"] <= a["budget"] + 1e-6
         assert abs(b["macs_ratio"] - res["arms"]["macs"]["budget"]) < 0.02
-        assert 0 < a["measured"]["median"] < 2 and set(res["timing"]["per_seed"]) == {"0", "1"}
+        assert a["measured"]["median"] > 0 and set(res["timing"]["per_seed"]) == {"0", "1"}
     assert sorted((r["arm"], r["seed"]) for r in res["runs"]) == [("latency", 0), ("latency", 1), ("macs", 0),
                                                                   ("macs", 1)]
     assert (tmp_path / "work" / "equal_latency_d11_b4_rarts_e1_lr0.01_gradual0.5" / "latency_s0" / "timed.pt").is_file()

@@ -133,10 +133,21 @@ def test_fit_refuses_bad_settings_and_leaves_the_file_as_it_was(tmp_path: Path,
         fit_measured_latency(tiny(), path, torch.randn(1, 3, 16, 16))
 
 
-def test_measured_fraction_times_both_models() -> None:
-    """The real clock: a model far smaller than the reference takes a smaller fraction of its time."""
+def test_measured_fraction_is_the_median_of_interleaved_ratios(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both models timed in every round, in alternating order; the median of the per-round ratios."""
     big, small = torch.nn.Linear(512, 512), torch.nn.Linear(512, 8)
-    frac = measured_fraction(big, small, torch.randn(1, 512), batch=64, rounds=3, warmup=2, repeats=5)
-    assert 0 < frac < 1
+    calls: list[str] = []
+    pruned_ms = iter([3.0, 9.0, 5.0])
+
+    def clock(model: torch.nn.Module, example_inputs: torch.Tensor, **_: object) -> float:
+        calls.append("full" if model is big else "pruned")
+        return 10.0 if model is big else next(pruned_ms)
+
+    monkeypatch.setattr(latency_fit, "time_model", clock)
+    assert measured_fraction(big, small, torch.randn(1, 512), rounds=3) == pytest.approx(0.5)
+    assert calls == ["full", "pruned", "pruned", "full", "full", "pruned"]
     with pytest.raises(ValueError, match="rounds"):
         measured_fraction(big, small, torch.randn(1, 512), rounds=0)
+    monkeypatch.undo()  # the real clock: a positive, finite fraction (its value is not asserted)
+    frac = measured_fraction(big, small, torch.randn(1, 512), batch=8, rounds=1, warmup=1, repeats=2)
+    assert 0 < frac < float("inf")
