@@ -109,6 +109,15 @@ WIDTH_QUALITY = (
     ("The same 5 seeds on the unseen test images", "equal_macs_after_b100_ft1e-3_heldout_5seeds.md",
      "python bench/heldout_eval.py --threads 1 --work runs/pq_b100_ft1e-3 --seeds 0,1,2,3,4 "
      "--out bench/results/equal_macs_after_b100_ft1e-3_heldout_5seeds.json"),
+    ("Width search at equal MACs, after training, the job's default since 2026-12-05 (gradual) over 5 seeds",
+     "equal_macs_after_b100_ft1e-3_gradual_5seeds.md",
+     "python bench/equal_macs.py --threads 2 --protocols after --seeds 0,1,2,3,4 --baseline-epochs 100 "
+     "--finetune-epochs 10 --finetune-lr 0.001 --work runs/pq_b100_ft1e-3 --rarts-l1 0 --rarts-cost-weight 2 "
+     "--rarts-arch-lr 0.01 --rarts-importance l1_norm --gradual 0.5 --gradual-methods rarts "
+     "--out bench/results/equal_macs_after_b100_ft1e-3_gradual_5seeds.json"),
+    ("The same 5 seeds on the unseen test images (every arm)", "equal_macs_after_b100_ft1e-3_heldout_gradual_5seeds.md",
+     "python bench/heldout_eval.py --threads 2 --work runs/pq_b100_ft1e-3 --seeds 0,1,2,3,4 "
+     "--out bench/results/equal_macs_after_b100_ft1e-3_heldout_gradual_5seeds.json"),
     ("Channel criteria with gradual searches (training images only)", "criterion_quality_b100_gradual.md",
      "python bench/criterion_quality.py --threads 1 --work runs/pq_b100 --search-epochs 1 --budgets 0.6,0.35 "
      "--variants default,budget_default,gradual_budget,gradual_ratio_pressure,gradual_l1_norm,gradual_budget_all,"
