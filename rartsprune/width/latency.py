@@ -253,7 +253,8 @@ class WidthLatencyTable:
             activation fraction.
         measured: ``[predicted fraction, measured fraction]`` of pruned models of this model timed on the device
             (`rartsprune.width.fit_measured_latency`); with any, a latency budget is a *measured* fraction:
-            the selection keeps the predicted fraction these points map it to (`predicted_budget`).
+            `LatencyModel.fraction` maps every predicted fraction through these points (`measured_fraction`;
+            the inverse: `predicted_budget`).
 
     Examples:
         >>> t = WidthLatencyTable("cpu", 1, [1, 8], 2.0, 1.0,
@@ -799,10 +800,12 @@ class LatencyModel:
         return self.table.predict(plan.widths)
 
     def fraction(self, keep: Mapping[str, Any], kind: str = "latency") -> float:
-        """Predicted fraction of the unpruned model's latency kept (``kind`` must be ``"latency"``)."""
+        """Fraction of the unpruned model's latency kept (``kind`` must be ``"latency"``): the table's predicted
+        fraction, mapped through its measured points when it has any (`WidthLatencyTable.measured_fraction`), so
+        that a budget with a fitted table is a fraction of the measured latency."""
         if kind != "latency":
             raise ValueError(f"a LatencyModel predicts latency, not {kind!r}; use a CostModel")
-        return self.ms(keep) / max(self.full_ms, 1e-12)
+        return self.table.measured_fraction(self.ms(keep) / max(self.full_ms, 1e-12))
 
     def rounded(self, round_to: int | None) -> LatencyModel:
         """The same model and table with another ``round_to`` (nothing is checked or measured again).

@@ -7,8 +7,9 @@ prediction but not on the clock. `fit_measured_latency` closes the loop: it prun
 latency budgets with the table, times each pruned copy against the unpruned model in interleaved rounds on the
 device, and stores every ``[predicted fraction, measured fraction]`` in the table (`WidthLatencyTable.measured`,
 saved to its file). From then on a latency budget with that table is a fraction of the *measured* latency: the
-selection keeps the predicted fraction the points map it to (`WidthLatencyTable.predicted_budget`, piecewise
-linear through the points, (0, 0) and (1, 1)). Every pass after the first prunes with the points already in
+cost model of the budget (`LatencyModel.fraction`) maps every predicted fraction through the points
+(`WidthLatencyTable.measured_fraction`, piecewise linear through them, (0, 0) and (1, 1); its inverse is
+`WidthLatencyTable.predicted_budget`). Every pass after the first prunes with the points already in
 the table, so the later points land near the budgets asked for.
 
 Example:
@@ -55,17 +56,17 @@ def measured_fraction(full: nn.Module, pruned: nn.Module, example_inputs: torch.
 
     Examples:
         >>> import torch.nn as nn
-        >>> 0 < measured_fraction(nn.Linear(64, 64), nn.Linear(64, 8), torch.randn(1, 64), repeats=3) < 2
+        >>> measured_fraction(nn.Linear(64, 64), nn.Linear(64, 8), torch.randn(1, 64), repeats=3) > 0
         True
     """
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"rounds must be a positive integer, got {rounds!r}")
     ratios = []
     for r in range(rounds):
-        order = (full, pruned) if r % 2 == 0 else (pruned, full)
-        ms = [time_model(m, example_inputs, batch=batch, warmup=warmup, repeats=repeats) for m in order]
-        full_ms, pruned_ms = (ms[0], ms[1]) if r % 2 == 0 else (ms[1], ms[0])
-        ratios.append(pruned_ms / full_ms)
+        ms = {}
+        for role, m in (("full", full), ("pruned", pruned))[:: 1 if r % 2 == 0 else -1]:
+            ms[role] = time_model(m, example_inputs, batch=batch, warmup=warmup, repeats=repeats)
+        ratios.append(ms["pruned"] / ms["full"])
     return float(statistics.median(ratios))
 
 
@@ -132,10 +133,10 @@ def fit_measured_latency(
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     path = Path(latency_table)
-    original = path.read_bytes() if path.is_file() else None
-    if original is None:
+    if not path.is_file():
         raise FileNotFoundError(f"no latency table at {path}: measure one first (measure_width_latency(...).save, "
                                 "or prune(..., latency=..., latency_table=path))")
+    original = path.read_bytes()
     table = WidthLatencyTable.load(path)
     x = _single_tensor(example_inputs)
     device = _model_device(model)

@@ -302,8 +302,6 @@ class WidthPruner:
         if self.selection_config.budget is not None:
             kind, budget = self.selection_config.budget
             budget = 1.0 - fraction * (1.0 - budget)
-            if kind == "latency":  # a measured fraction: the table's measured points map it to a predicted one
-                budget = self.latency_model().table.predicted_budget(budget)
             if self.selection_config.round_to == AUTO:  # the rounding chosen by the latency model, now
                 self._rounding = choose_rounding(self.handle, budget, importance=self.importance(),
                                                  latency=self.latency_model(), scope=self.selection_config.scope)
@@ -796,8 +794,7 @@ def prune(
                 latency_model = _latency_model(handle, selection, whole_ms)
             else:
                 cost = CostModel(handle, round_to=selection.round_to)
-            checked = latency_model.table.predicted_budget(budget[1]) if latency_model is not None else budget[1]
-            select_by_budget(handle, checked, kind=budget[0], scope=selection.scope,
+            select_by_budget(handle, budget[1], kind=budget[0], scope=selection.scope,
                              cost=latency_model if latency_model is not None else cost,
                              importance={g.name: torch.ones(g.num_units) for g in groups}, check_only=True)
         # a latency budget's search pressure is in latency: each unit's share of the predicted latency

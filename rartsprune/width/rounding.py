@@ -135,7 +135,7 @@ def choose_rounding(handle: ScoreHandle, budget: float, *, importance: Mapping[s
         kept = _kept_after_rounding(handle, sel.keep, r)
         value = float(sum(float(importance[name][units].sum()) for name, units in kept.items()))
         ms = model.ms(sel.keep)
-        fraction = ms / max(model.full_ms, 1e-12)
+        fraction = model.fraction(sel.keep)  # measured, through a fitted table's points
         groups = {g.name: g for g in handle.groups}
         channels = sum(len(groups[name].channels_of_units(units)) for name, units in kept.items())
         tried.append({"round_to": r, "predicted_ms": ms, "predicted_fraction": fraction, "kept_importance": value,
