@@ -134,6 +134,24 @@ WIDTH_QUALITY = (
      "python bench/criterion_quality.py --threads 1 --work runs/pq_b100 --search-epochs 1 --budgets 0.6,0.35 "
      "--finetune-epochs 10 --finetune-lr 0.001 --finetune-only '^l1_norm$|^budget_default@1ep \\|a\\*g\\|$|gradual' "
      "--variants budget_default,gradual_budget_l1aw_alr1e-2 --out bench/results/criterion_quality_b100_default_ft.json"),
+    ("Twice the fine-tuning (20 epochs) at the baseline's last LR, 0.001: the gradual default against the "
+     "l1-norm, 3 seeds", "equal_macs_after_b100_ft20_1e-3.md",
+     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2 --baseline-epochs 100 "
+     "--finetune-epochs 20 --finetune-lr 0.001 --methods rarts,l1_norm --work runs/pq_b100_ft20 --rarts-l1 0 "
+     "--rarts-cost-weight 2 --rarts-arch-lr 0.01 --rarts-importance l1_norm --gradual 0.5 "
+     "--out bench/results/equal_macs_after_b100_ft20_1e-3.json"),
+    ("20 fine-tuning epochs at LR 0.001, on the unseen test images", "equal_macs_after_b100_ft20_1e-3_heldout.md",
+     "python bench/heldout_eval.py --threads 1 --work runs/pq_b100_ft20 "
+     "--out bench/results/equal_macs_after_b100_ft20_1e-3_heldout.json"),
+    ("20 fine-tuning epochs restarting at LR 0.01 (step decay): the gradual default against the l1-norm, 3 seeds",
+     "equal_macs_after_b100_ft20_1e-2.md",
+     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2 --baseline-epochs 100 "
+     "--finetune-epochs 20 --finetune-lr 0.01 --methods rarts,l1_norm --work runs/pq_b100_ft20lr1e-2 --rarts-l1 0 "
+     "--rarts-cost-weight 2 --rarts-arch-lr 0.01 --rarts-importance l1_norm --gradual 0.5 "
+     "--out bench/results/equal_macs_after_b100_ft20_1e-2.json"),
+    ("20 fine-tuning epochs from LR 0.01, on the unseen test images", "equal_macs_after_b100_ft20_1e-2_heldout.md",
+     "python bench/heldout_eval.py --threads 1 --work runs/pq_b100_ft20lr1e-2 "
+     "--out bench/results/equal_macs_after_b100_ft20_1e-2_heldout.json"),
     ("Width search at equal MACs, the search is the training, 3 seeds (every arm's kept net sees every image once "
      "per epoch, `search_split=\"swap\"`; RARTS' score LR from `SCORE_TRAVEL`)", "equal_macs_scratch_swap.md",
      "python bench/equal_macs.py --threads 1 --protocols scratch --seeds 0,1,2 "
