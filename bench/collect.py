@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -19,11 +20,28 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 
 
+def _committed_at(path: Path) -> dt.datetime | None:
+    """When git last committed ``path``, if it is committed and unchanged since (a fresh clone's mtimes are the
+    clone's time, not the measurement's); ``None`` outside git or for a new / modified file."""
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(["git", *args, "--", str(path)], cwd=ROOT, capture_output=True, text=True,
+                                  check=False)
+        except OSError:  # no git on this machine
+            return ""
+        return done.stdout.strip() if done.returncode == 0 else ""
+    if git("status", "--porcelain"):
+        return None
+    when = git("log", "-1", "--format=%cI")
+    return dt.datetime.fromisoformat(when).astimezone(dt.timezone.utc) if when else None
+
+
 def _stamp(path: Path, data: dict | None = None) -> str:
-    """Where a result lives and when it was measured (the JSON's own ``date`` if any, else the file's mtime)."""
+    """Where a result lives and when it was measured: the JSON's own ``date`` if any, else the commit that added
+    the file, else (a result not committed yet) the file's mtime."""
     if data and data.get("date"):
         return f"`{path.relative_to(ROOT)}`, measured {str(data['date'])[:16].replace('T', ' ')}"
-    when = dt.datetime.fromtimestamp(path.stat().st_mtime, tz=dt.timezone.utc)
+    when = _committed_at(path) or dt.datetime.fromtimestamp(path.stat().st_mtime, tz=dt.timezone.utc)
     return f"`{path.relative_to(ROOT)}`, written {when:%Y-%m-%d %H:%M} UTC"
 
 
