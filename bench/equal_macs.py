@@ -11,7 +11,8 @@ PreResNet (depth ``--depth``) on a CIFAR-10 subset; every method is pruned to th
 * ``scratch`` — the search is the training (the paper's protocol): RARTS searching for ``--scratch-epochs``
   from random weights (`PruneJob.train_during_search`), Network Slimming's sparsity training for the same
   epochs, plain training for the same epochs then ℓ1-norm or random pruning; then surgery and the same
-  fine-tuning.
+  fine-tuning. ``--scratch-classic-epochs`` gives the classic arms more epochs: a RARTS epoch costs several
+  plain ones, so that compares at equal training compute rather than equal epochs.
 
 One search per seed serves both budgets (``stop_after="search"`` with the first budget, so the search uses
 `rartsprune.prune`'s budget-mode settings, the checkpoint resumed at each budget), so
@@ -150,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     add_setting_args(ap)
     ap.add_argument("--search-epochs", type=int, default=1, help="'after': search / sparsity epochs")
     ap.add_argument("--scratch-epochs", type=int, default=10, help="'scratch': epochs of every arm before surgery")
+    ap.add_argument("--scratch-classic-epochs", type=int, default=None,
+                    help="'scratch': epochs of the classic arms instead (plain training before l1_norm / random and "
+                         "the control, slimming's sparsity training; default --scratch-epochs): RARTS' epoch costs "
+                         "several plain epochs, so this compares at equal training compute; their runs get their "
+                         "own folders (suffix _e<N>)")
     ap.add_argument("--budgets", default="0.6,0.35", type=lambda s: [float(x) for x in s.split(",") if x])
     ap.add_argument("--methods", default=",".join(METHODS), type=lambda s: [m for m in s.split(",") if m])
     ap.add_argument("--protocols", default="after,scratch", type=lambda s: [p for p in s.split(",") if p])
@@ -227,10 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{protocol} {method} macs {macs:g} seed {seed}: {runs[-1]['acc']:.2f}% "
               f"(pruned {runs[-1]['acc_pruned']:.2f}%, MACs x{runs[-1]['macs_ratio']:.3f})", flush=True)
 
-    def control(protocol: str, init: Path, seed: int) -> None:
+    def control(protocol: str, init: Path, seed: int, suffix: str = "") -> None:
         if args.no_control or args.finetune_epochs == 0:
             return
-        res = _load_or_run(replace(common, out=str(work / protocol / f"control_s{seed}"), init_weights=str(init),
+        res = _load_or_run(replace(common, out=str(work / protocol / f"control{suffix}_s{seed}"), init_weights=str(init),
                                    pretrain_epochs=args.finetune_epochs, lr=args.finetune_lr, seed=seed,
                                    stop_after="pretrain"))
         controls[protocol].append(res["before"]["test_acc"])
@@ -263,25 +269,34 @@ def main(argv: list[str] | None = None) -> int:
     if "scratch" in args.protocols:
         split = args.search_split or replace(common, train_during_search=True).split
         scratch = work / ("scratch" if split == "fixed" else f"scratch_{split}")  # "scratch": the runs before swap
+        classic = args.scratch_classic_epochs
+        # the classic arms' own epochs name their folders; the default (every arm the same epochs) keeps its names
+        ep = f"_e{classic}" if classic not in (None, args.scratch_epochs) else ""
+        classic = args.scratch_epochs if classic is None else classic
+
+        def epochs(method: str) -> tuple[int, str]:
+            """The method's epochs before surgery and its folder suffix: RARTS always --scratch-epochs."""
+            return (args.scratch_epochs, "") if method == "rarts" else (classic, ep)
         for seed in args.seeds:
-            plain_dir = scratch / f"plain_s{seed}"
-            plain = _load_or_run(replace(common, out=str(plain_dir), pretrain_epochs=args.scratch_epochs, seed=seed,
+            plain_dir = scratch / f"plain{ep}_s{seed}"
+            plain = _load_or_run(replace(common, out=str(plain_dir), pretrain_epochs=classic, seed=seed,
                                          stop_after="pretrain"))
             bases.setdefault("scratch", plain["before"])
             for method in args.methods:
-                if method in SEARCHED:  # the search is the training: same epochs, same LR and schedule
-                    job = replace(common, method=method, seed=seed, search_epochs=args.scratch_epochs,
+                n, sfx = epochs(method)
+                if method in SEARCHED:  # the search is the training: the LR and schedule of plain training
+                    job = replace(common, method=method, seed=seed, search_epochs=n,
                                   train_during_search=True, search_split=split, **settings(method))
-                    searched = scratch / f"{folder(method, finalized=False)}_s{seed}_search"
+                    searched = scratch / f"{folder(method, finalized=False)}{sfx}_s{seed}_search"
                     _load_or_run(replace(job, out=str(searched), stop_after="search", macs=args.budgets[0]))
                 else:  # plain training, then the one-shot criterion on the trained network
                     job = replace(common, method=method, seed=seed, search_epochs=0,
                                   init_weights=str(plain_dir / "baseline.pt"))
                     searched = None
                 for macs in args.budgets:
-                    res = _at_budget(job, searched, scratch / f"{folder(method)}_m{macs:g}_s{seed}", macs)
+                    res = _at_budget(job, searched, scratch / f"{folder(method)}{sfx}_m{macs:g}_s{seed}", macs)
                     record("scratch", method, seed, macs, res)
-            control("scratch", plain_dir / "baseline.pt", seed)
+            control("scratch", plain_dir / "baseline.pt", seed, ep)
 
     rows = []
     for protocol in args.protocols:
@@ -358,13 +373,20 @@ def rarts_settings_text(args: argparse.Namespace) -> str:
     return ("the score settings " + ", ".join(given) + " (the rest: `prune()`'s defaults)") if given else ""
 
 
+def _scratch_epochs_text(args: argparse.Namespace) -> str:
+    classic = args.scratch_classic_epochs
+    if classic in (None, args.scratch_epochs):
+        return f"every arm {args.scratch_epochs} epochs"
+    return (f"RARTS {args.scratch_epochs} epochs, the classic arms (plain training, slimming's sparsity training, "
+            f"the control's start) {classic}: equal training compute, not equal epochs")
+
+
 def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] | None) -> None:
     lines = [f"# Width search at equal MACs: PreResNet-{args.depth}, {args.train_subset or 'all'} CIFAR-10 "
              f"training images, {len(args.seeds)} seed(s)", "",
              f"RARTS with {rarts_settings_text(args) or 'the default search settings of `prune()`'}. `after`: from the baseline trained "
              f"{args.baseline_epochs} epochs, {args.search_epochs} search / sparsity epoch(s), search split "
-             f"{args.search_split or 'fixed (the default)'}. `scratch`: every arm "
-             f"{args.scratch_epochs} epochs from random weights (RARTS and slimming searching / sparsity-training "
+             f"{args.search_split or 'fixed (the default)'}. `scratch`: {_scratch_epochs_text(args)} from random weights (RARTS and slimming searching / sparsity-training "
              f"the whole time, search split {args.search_split or 'swap (the default)'}, RARTS' score LR the job's "
              f"SCORE_TRAVEL / search steps unless set; l1_norm and random prune the plainly trained network). Then surgery to the MACs "
              f"budget, BatchNorm re-estimated on {args.bn_recalibration} batches, {args.finetune_epochs} fine-tuning "

@@ -278,6 +278,20 @@ def test_equal_macs_smoke(tmp_path: Path) -> None:
         run_ = json.loads((work / "after" / name / "results.json").read_text())
         assert run_["job"]["gradual"] == 1 and abs(run_["summary"]["macs_ratio"] - 0.6) <= 0.02 * 0.6, name
     assert (work / "after" / "rarts_gradual1_m0.6_s0_search").is_dir()
+    # equal training compute from scratch: the classic arms train longer, in their own folders; RARTS is reused
+    eq = tmp_path / "em_eq.json"
+    _run(*swap_args[:-1], "--protocols", "scratch", "--methods", "rarts,l1_norm", "--budgets", "0.6",
+         "--scratch-classic-epochs", "2", "--out", str(eq))
+    scratch_dir = work / "scratch_swap"
+    assert json.loads((scratch_dir / "plain_e2_s0" / "results.json").read_text())["job"]["pretrain_epochs"] == 2
+    l1_eq = json.loads((scratch_dir / "l1_norm_e2_m0.6_s0" / "results.json").read_text())
+    assert l1_eq["job"]["init_weights"].endswith("plain_e2_s0/baseline.pt")
+    assert json.loads((scratch_dir / "rarts_m0.6_s0" / "results.json").read_text()) == scratch  # cached, untouched
+    assert (work / "scratch" / "control_e2_s0" / "results.json").is_file()
+    eq_res = json.loads(eq.read_text())
+    assert eq_res["unpruned"]["scratch"]["test_acc"] == pytest.approx(
+        json.loads((scratch_dir / "plain_e2_s0" / "results.json").read_text())["before"]["test_acc"])
+    assert "equal training compute" in eq.with_suffix(".md").read_text()
     # the fine-tuning length check: the control's gain over the unpruned network is recorded and reported
     gain = res["control_gain"]["after"]
     assert gain == pytest.approx(res["control"]["after"]["acc_mean"] - res["unpruned"]["after"]["test_acc"])
