@@ -87,6 +87,12 @@ def _job(folder: Path) -> dict[str, Any]:
     return json.loads((folder / "results.json").read_text())["job"]
 
 
+def _subset_seed(folder: Path) -> int:
+    """The seed that drew the run's reported test subset: its job's ``data_seed``, else its ``seed``."""
+    job = _job(folder)
+    return job["seed"] if job.get("data_seed") is None else job["data_seed"]
+
+
 def _dense(path: Path, depth: int) -> torch.nn.Module:
     """An unpruned PreResNet with the state dict at ``path``."""
     model = preresnet(depth=depth, num_classes=10)
@@ -138,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
 
         reported = json.loads((folder / "results.json").read_text())["after_finetune"]["test_acc"]
         row = {"method": m["method"], "budget": float(m["budget"]), "seed": seed, "reported": reported,
-               **sets.cached(folder, "pruned.pt", seed, build)}
+               "subset_seed": _subset_seed(folder), **sets.cached(folder, "pruned.pt", _subset_seed(folder), build)}
         runs.append(row)
         print(f"{folder.name}: reported {reported:.2f}, unseen {row['unseen']:.2f}, all {row['all']:.2f}", flush=True)
     baseline = Path(_job(arms[0])["init_weights"]) if args.protocol == "after" else None
@@ -146,11 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     unpruned: dict[str, Any] = {}
     if baseline is not None:
         base = _dense(baseline, args.depth)
-        unpruned = {s: {str(seed): sets.accuracy(base, s, seed) for seed in seeds} for s in SETS}
+        subset_seed = {r["seed"]: r["subset_seed"] for r in runs}  # the unpruned net on each seed's images
+        unpruned = {s: {str(seed): sets.accuracy(base, s, subset_seed[seed]) for seed in seeds} for s in SETS}
     control: dict[str, dict[str, float]] = {s: {} for s in SETS}
     for folder in controls:
         seed = int(folder.name.rsplit("_s", 1)[1])
-        acc = sets.cached(folder, "baseline.pt", seed, lambda folder=folder: _dense(folder / "baseline.pt", args.depth))
+        acc = sets.cached(folder, "baseline.pt", _subset_seed(folder),
+                          lambda folder=folder: _dense(folder / "baseline.pt", args.depth))
         for s in SETS:
             control[s][str(seed)] = acc[s]
     rows = []

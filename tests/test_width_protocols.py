@@ -295,3 +295,45 @@ def test_job_prunes_to_a_latency_budget(tmp_path: Path) -> None:
     assert saved["job"]["selection"]["latency"] == 0.7
     with pytest.raises(SystemExit):  # one size at a time, on the command line too
         main(["prune", "--latency", "0.5", "--macs", "0.5", "--out", str(tmp_path / "cli")])
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "0"])
+def test_seeds_are_validated(bad: Any) -> None:
+    for name in ("seed", "data_seed"):
+        with pytest.raises(ValueError, match=f"{name} must be a non-negative integer"):
+            PruneJob(**{name: bad})
+    with pytest.raises(ValueError, match="seed must be a non-negative integer, got None"):
+        PruneJob(seed=None)
+
+
+def test_data_seed_keeps_the_images_while_the_seed_varies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    loaded: list[tuple[str, Any]] = []
+    original = pipeline.load_dataset
+
+    def spy(spec: Any, split: str = "train", **kw: Any) -> Any:
+        ds = original(spec, split, **kw)
+        loaded.append((split, ds))
+        return ds
+
+    monkeypatch.setattr(pipeline, "load_dataset", spy)
+
+    def images(seed: int, data_seed: int | None) -> dict[str, torch.Tensor]:
+        """The training and test images a job with these seeds ran on, in a canonical order."""
+        loaded.clear()
+        job = tiny(tmp_path, seed=seed, data_seed=data_seed, stop_after="pretrain", pretrain_epochs=0,
+                   out=str(tmp_path / f"s{seed}_d{data_seed}"))
+        assert job.subset_seed == (seed if data_seed is None else data_seed)
+        assert run(job)["job"]["data_seed"] == data_seed
+        out = {}
+        for split, ds in loaded:
+            x = torch.stack([ds[i][0] for i in range(len(ds))]).flatten(1).float()
+            out[split] = x[torch.argsort(x.sum(1))]
+        return out
+
+    fixed = [images(seed, 0) for seed in (1, 2)] + [images(0, None)]
+    own = images(1, None)
+    for split in ("train", "test"):  # the same images whatever the seed, those seed 0 draws
+        assert torch.equal(fixed[0][split], fixed[1][split]) and torch.equal(fixed[0][split], fixed[2][split])
+        assert not torch.equal(own[split], fixed[0][split])  # without it: the seed's own images

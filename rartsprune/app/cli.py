@@ -108,6 +108,8 @@ _HELP = {
     "bn_recalibration": "training batches to re-estimate BatchNorm statistics after surgery (0: off)",
     "train_subset": "use a class-stratified subset of this many training images",
     "test_subset": "use a class-stratified subset of this many test images",
+    "data_seed": "seed that draws --train-subset / --test-subset (default: --seed); keep it when several seeds "
+                 "continue one trained network, so they see the images it was trained and tested on",
     "init_weights": "state_dict (.pt) to start from",
     "device": "auto, cpu, cuda, cuda:1 ...",
     "amp": "mixed precision: none, bf16, fp16",

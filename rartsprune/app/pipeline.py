@@ -173,6 +173,12 @@ class PruneJob:
     the search it resumes (none for a search stopped with ``stop_after="search"``, which can then be finalized
     at any size).
 
+    ``seed`` seeds the weights' initialisation, the batches, the search's splits and the random baseline; it also
+    draws the ``train_subset`` / ``test_subset`` images unless ``data_seed`` is given (`subset_seed`). Jobs that
+    continue one trained network under several seeds (``init_weights``) should pass that network's
+    ``data_seed``: otherwise each seed searches and fine-tunes on images the network never saw and is tested
+    on other images than it was.
+
     How a search epoch uses the training set (``search_split``, `SEARCH_SPLITS`):
 
     * ``"fixed"`` (the default after training): one split into D_t and D_v for the whole search, each step pairs
@@ -186,8 +192,8 @@ class PruneJob:
       images with half the steps of plain training, which is what held it back when the search is the training.
 
     Raises:
-        ValueError: a bad setting (negative epochs, non-positive learning rates, a budget outside (0, 1), two
-            sizes at once, a budget with ``mode="l1"``, an importance that is not a built-in name), and every
+        ValueError: a bad setting (negative epochs or seeds, non-positive learning rates, a budget outside (0, 1),
+            two sizes at once, a budget with ``mode="l1"``, an importance that is not a built-in name), and every
             check of the two configs.
         TypeError: an unknown keyword.
 
@@ -228,6 +234,7 @@ class PruneJob:
     amp: str = "none"
     channels_last: bool = False
     seed: int = 0
+    data_seed: int | None = None
     data_root: str | None = None
     download: bool = False
     resume: bool = False
@@ -319,9 +326,23 @@ class PruneJob:
             raise ValueError("gradual needs a fixed size (ratio, macs, params or latency in mode='ratio')")
         if gradual and self.search_epochs == 0:
             raise ValueError("gradual prunes during the search: it needs search_epochs >= 1")
+        for name, value in {"seed": self.seed, "data_seed": self.data_seed}.items():
+            if (value is not None or name == "seed") and (isinstance(value, bool) or not isinstance(value, int)
+                                                          or value < 0):
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
         if self.stop_after not in (None, "pretrain", "search"):
             raise ValueError(f"stop_after must be None, 'pretrain' or 'search', got {self.stop_after!r}")
         self.search_config().resolved(self.selection_config())  # the pruner's own checks, before any work
+
+    @property
+    def subset_seed(self) -> int:
+        """The seed that draws ``train_subset`` and ``test_subset``: ``data_seed``, else ``seed``.
+
+        Examples:
+            >>> PruneJob(seed=3).subset_seed, PruneJob(seed=3, data_seed=0).subset_seed
+            (3, 0)
+        """
+        return self.seed if self.data_seed is None else self.data_seed
 
     @property
     def split(self) -> str:
@@ -494,7 +515,8 @@ class _Job:
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp == torch.float16 else None
         self.memory_format = torch.channels_last if job.channels_last else None
         torch.manual_seed(job.seed)
-        common = {"root": job.data_root, "download": job.download, "seed": job.seed, "image_size": job.image_size}
+        common = {"root": job.data_root, "download": job.download, "seed": job.subset_seed,
+                  "image_size": job.image_size}
         if not self.ranks.main:
             barrier(self.ranks)  # rank 0 first: it downloads / writes the decode cache, the others read them
         self.train_set = load_dataset(job.data, "train", subset=job.train_subset, **common)
