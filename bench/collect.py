@@ -170,23 +170,30 @@ WIDTH_QUALITY = (
     ("20 fine-tuning epochs from LR 0.01, on the unseen test images", "equal_macs_after_b100_ft20_1e-2_heldout.md",
      "python bench/heldout_eval.py --threads 1 --work runs/pq_b100_ft20lr1e-2 "
      "--out bench/results/equal_macs_after_b100_ft20_1e-2_heldout.json"),
-    ("A baseline trained twice as long (200 epochs, 67.9 %), so the unpruned control meets the issue's rule: every "
-     "method at equal MACs, 10 fine-tuning epochs at LR 0.001, 3 seeds (2026-12-06)", "equal_macs_after_b200_ft10.md",
+    ("A baseline trained twice as long (200 epochs, 67.9 %), every seed on its images (`data_seed`): the control "
+     "meets the issue's rule; every method at equal MACs, 10 fine-tuning epochs at LR 0.001, 3 seeds (2026-12-06)",
+     "equal_macs_after_b200_ft10.md",
+     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2 --baseline-epochs 200 "
+     "--finetune-epochs 10 --finetune-lr 0.001 --work runs/pq_b200_ft10_fixed --rarts-l1 0 --rarts-cost-weight 2 "
+     "--rarts-arch-lr 0.01 --rarts-importance l1_norm --gradual 0.5 --gradual-methods rarts "
+     "--methods rarts,l1_norm,slimming,random --out bench/results/equal_macs_after_b200_ft10.json"),
+    ("History: the 200-epoch baseline before `data_seed` (seeds 1 and 2 fine-tuned on new images; the control "
+     "gain in it is wrong, see its note)", "equal_macs_after_b200_ft10_seeddata.md",
      "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2 --baseline-epochs 200 "
      "--finetune-epochs 10 --finetune-lr 0.001 --work runs/pq_b200_ft10 --rarts-l1 0 --rarts-cost-weight 2 "
      "--rarts-arch-lr 0.01 --rarts-importance l1_norm --gradual 0.5 --gradual-methods rarts "
-     "--methods rarts,l1_norm,slimming,random --out bench/results/equal_macs_after_b200_ft10.json"),
+     "--methods rarts,l1_norm,slimming,random (at commit c702d52, before data_seed)"),
     ("The 200-epoch baseline's runs on the unseen test images", "equal_macs_after_b200_ft10_heldout.md",
-     "python bench/heldout_eval.py --threads 2 --work runs/pq_b200_ft10 "
+     "python bench/heldout_eval.py --threads 2 --work runs/pq_b200_ft10_fixed "
      "--out bench/results/equal_macs_after_b200_ft10_heldout.json"),
     ("From scratch at equal training compute: RARTS 10 epochs against plain training for 35 (a RARTS epoch costs "
-     "about 3.5 plain ones) then the l1-norm or random, 3 seeds (2026-12-06)", "equal_macs_scratch_equal_compute.md",
-     "python bench/equal_macs.py --threads 2 --protocols scratch --seeds 0,1,2 --scratch-epochs 10 "
+     "about 3.5 plain ones) then the l1-norm or random, one seed (2026-12-06)", "equal_macs_scratch_equal_compute.md",
+     "python bench/equal_macs.py --threads 1 --protocols scratch --seeds 0 --scratch-epochs 10 "
      "--scratch-classic-epochs 35 --finetune-epochs 5 --finetune-lr 0.01 --work runs/pq_scratch_eq "
      "--methods rarts,l1_norm,random --out bench/results/equal_macs_scratch_equal_compute.json"),
-    ("From scratch at equal epochs, rerun in a fresh checkout (RARTS and the l1-norm, 3 seeds)",
+    ("From scratch at equal epochs, rerun in a fresh checkout (RARTS and the l1-norm, seeds 0-1)",
      "equal_macs_scratch_swap_rerun.md",
-     "python bench/equal_macs.py --threads 1 --protocols scratch --seeds 0,1,2 --scratch-epochs 10 "
+     "python bench/equal_macs.py --threads 1 --protocols scratch --seeds 0,1 --scratch-epochs 10 "
      "--finetune-epochs 5 --finetune-lr 0.01 --work runs/pq_scratch_eq --methods rarts,l1_norm --no-control "
      "--out bench/results/equal_macs_scratch_swap_rerun.json"),
     ("Width search at equal MACs, the search is the training, 3 seeds (every arm's kept net sees every image once "
