@@ -187,7 +187,7 @@ WIDTH_QUALITY = (
      "python bench/heldout_eval.py --threads 2 --work runs/pq_b200_ft10_fixed "
      "--out bench/results/equal_macs_after_b200_ft10_heldout.json"),
     ("From scratch at equal training compute: RARTS 10 epochs against plain training for 35 (a RARTS epoch costs "
-     "about 3.5 plain ones) then the l1-norm or random, one seed (2026-12-06)", "equal_macs_scratch_equal_compute.md",
+     "about 3.3 plain ones) then the l1-norm or random, one seed (2026-12-06)", "equal_macs_scratch_equal_compute.md",
      "python bench/equal_macs.py --threads 1 --protocols scratch --seeds 0 --scratch-epochs 10 "
      "--scratch-classic-epochs 35 --finetune-epochs 5 --finetune-lr 0.01 --work runs/pq_scratch_eq "
      "--methods rarts,l1_norm,random --out bench/results/equal_macs_scratch_equal_compute.json"),

@@ -35,7 +35,7 @@ from _paths import portable  # noqa: E402  (bench/ is on sys.path when a script 
 
 from rartsprune.app.data import default_augment, load_dataset, make_loader  # noqa: E402
 from rartsprune.app.models import preresnet  # noqa: E402
-from rartsprune.app.pipeline import evaluate  # noqa: E402
+from rartsprune.app.pipeline import PruneJob, evaluate  # noqa: E402
 from rartsprune.export import load_pruned  # noqa: E402
 from rartsprune.split import stratified_indices  # noqa: E402
 
@@ -89,8 +89,7 @@ def _job(folder: Path) -> dict[str, Any]:
 
 def _subset_seed(folder: Path) -> int:
     """The seed that drew the run's reported test subset: its job's ``data_seed``, else its ``seed``."""
-    job = _job(folder)
-    return job["seed"] if job.get("data_seed") is None else job["data_seed"]
+    return PruneJob.subset_seed_of(_job(folder))
 
 
 def _dense(path: Path, depth: int) -> torch.nn.Module:

@@ -49,7 +49,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -342,7 +342,21 @@ class PruneJob:
             >>> PruneJob(seed=3).subset_seed, PruneJob(seed=3, data_seed=0).subset_seed
             (3, 0)
         """
-        return self.seed if self.data_seed is None else self.data_seed
+        return self.subset_seed_of({"seed": self.seed, "data_seed": self.data_seed})
+
+    @staticmethod
+    def subset_seed_of(saved: Mapping[str, Any]) -> int:
+        """`subset_seed` of a job saved with `to_dict` (the ``"job"`` of a ``results.json``).
+
+        A job saved before ``data_seed`` existed has no such key: its ``seed`` drew the images.
+
+        Examples:
+            >>> PruneJob.subset_seed_of({"seed": 3}), PruneJob.subset_seed_of({"seed": 3, "data_seed": 0})
+            (3, 0)
+        """
+        if "seed" not in saved:
+            raise KeyError("a saved job needs its 'seed' to tell which images it drew")
+        return saved["seed"] if saved.get("data_seed") is None else saved["data_seed"]
 
     @property
     def split(self) -> str:
