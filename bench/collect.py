@@ -186,6 +186,21 @@ WIDTH_QUALITY = (
     ("The 200-epoch baseline's runs on the unseen test images", "equal_macs_after_b200_ft10_heldout.md",
      "python bench/heldout_eval.py --threads 2 --work runs/pq_b200_ft10_fixed "
      "--out bench/results/equal_macs_after_b200_ft10_heldout.json"),
+    ("The 200-epoch baseline, 5 seeds (seeds 3 and 4 added, run unchanged)", "equal_macs_after_b200_ft10_5seeds.md",
+     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2,3,4 --baseline-epochs 200 "
+     "--finetune-epochs 10 --finetune-lr 0.001 --work runs/pq_b200_ft10_fixed --rarts-l1 0 --rarts-cost-weight 2 "
+     "--rarts-arch-lr 0.01 --rarts-importance l1_norm --gradual 0.5 --gradual-methods rarts "
+     "--methods rarts,l1_norm,slimming,random --out bench/results/equal_macs_after_b200_ft10_5seeds.json"),
+    ("The 200-epoch baseline, 5 seeds: gradual RARTS against the same schedule by weight magnitude (equal cost)",
+     "equal_macs_after_b200_ft10_gradual_both.md",
+     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2,3,4 --baseline-epochs 200 "
+     "--finetune-epochs 10 --finetune-lr 0.001 --work runs/pq_b200_ft10_fixed --rarts-l1 0 --rarts-cost-weight 2 "
+     "--rarts-arch-lr 0.01 --rarts-importance l1_norm --gradual 0.5 --gradual-methods rarts,l1_norm "
+     "--methods rarts,l1_norm --out bench/results/equal_macs_after_b200_ft10_gradual_both.json"),
+    ("The 200-epoch baseline, 5 seeds and the gradual magnitude arm, on the unseen test images",
+     "equal_macs_after_b200_ft10_heldout_5seeds.md",
+     "python bench/heldout_eval.py --threads 1 --work runs/pq_b200_ft10_fixed "
+     "--out bench/results/equal_macs_after_b200_ft10_heldout_5seeds.json"),
     ("From scratch at equal training compute: RARTS 10 epochs against plain training for 35 (a RARTS epoch costs "
      "about 3.3 plain ones) then the l1-norm or random, one seed (2026-12-06)", "equal_macs_scratch_equal_compute.md",
      "python bench/equal_macs.py --threads 1 --protocols scratch --seeds 0 --scratch-epochs 10 "
