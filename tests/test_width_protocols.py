@@ -306,6 +306,15 @@ def test_seeds_are_validated(bad: Any) -> None:
         PruneJob(seed=None)
 
 
+def test_subset_seed_of_a_saved_job() -> None:
+    job = PruneJob(seed=4, data_seed=1)
+    assert PruneJob.subset_seed_of(job.to_dict()) == job.subset_seed == 1
+    assert PruneJob.subset_seed_of(PruneJob(seed=4).to_dict()) == 4
+    assert PruneJob.subset_seed_of({"seed": 2}) == 2  # saved before data_seed existed
+    with pytest.raises(KeyError, match="needs its 'seed'"):
+        PruneJob.subset_seed_of({"data_seed": 0})
+
+
 def test_data_seed_keeps_the_images_while_the_seed_varies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
