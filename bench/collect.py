@@ -201,6 +201,20 @@ WIDTH_QUALITY = (
      "equal_macs_after_b200_ft10_heldout_5seeds.md",
      "python bench/heldout_eval.py --threads 1 --work runs/pq_b200_ft10_fixed "
      "--out bench/results/equal_macs_after_b200_ft10_heldout_5seeds.json"),
+    ("A model no setting was chosen on: PreResNet-29 (100-epoch baseline, 68.5 %), gradual RARTS against the "
+     "one-shot l1-norm, 3 seeds", "equal_macs_after_d29_b100_ft10.md",
+     "python bench/equal_macs.py --threads 1 --depth 29 --protocols after --seeds 0,1,2 --baseline-epochs 100 "
+     "--finetune-epochs 10 --finetune-lr 0.001 --work runs/pq_d29_b100 --rarts-l1 0 --rarts-cost-weight 2 "
+     "--rarts-arch-lr 0.01 --rarts-importance l1_norm --gradual 0.5 --gradual-methods rarts --methods rarts,l1_norm "
+     "--out bench/results/equal_macs_after_d29_b100_ft10.json"),
+    ("PreResNet-29: gradual RARTS against the same schedule by weight magnitude", "equal_macs_after_d29_b100_ft10_gradual_both.md",
+     "python bench/equal_macs.py --threads 1 --depth 29 --protocols after --seeds 0,1,2 --baseline-epochs 100 "
+     "--finetune-epochs 10 --finetune-lr 0.001 --work runs/pq_d29_b100 --rarts-l1 0 --rarts-cost-weight 2 "
+     "--rarts-arch-lr 0.01 --rarts-importance l1_norm --gradual 0.5 --gradual-methods rarts,l1_norm "
+     "--methods rarts,l1_norm --no-control --out bench/results/equal_macs_after_d29_b100_ft10_gradual_both.json"),
+    ("PreResNet-29 on the unseen test images", "equal_macs_after_d29_b100_ft10_heldout.md",
+     "python bench/heldout_eval.py --threads 2 --depth 29 --work runs/pq_d29_b100 "
+     "--out bench/results/equal_macs_after_d29_b100_ft10_heldout.json"),
     ("From scratch at equal training compute: RARTS 10 epochs against plain training for 35 (a RARTS epoch costs "
      "about 3.3 plain ones) then the l1-norm or random, one seed (2026-12-06)", "equal_macs_scratch_equal_compute.md",
      "python bench/equal_macs.py --threads 1 --protocols scratch --seeds 0 --scratch-epochs 10 "

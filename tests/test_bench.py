@@ -236,6 +236,22 @@ def test_criterion_quality_smoke(tmp_path: Path) -> None:
     assert set(json.loads(out.read_text())["rows"]) == {*rows, "gradual_l1_norm@1ep"}
 
 
+def test_equal_macs_targets_at_the_margin(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))  # as when the script runs: its helpers sit beside it
+    em = load_script("bench/equal_macs.py", "bench_equal_macs")
+    rarts = sum([64.85, 64.50, 63.55]) / 3  # 64.30 in floats that land a hair under 63.80 + 0.5
+    rows = [{"protocol": "after", "budget": 0.35, "method": "rarts", "acc_mean": rarts},
+            {"protocol": "after", "budget": 0.35, "method": "l1_norm", "acc_mean": sum([63.95, 64.00, 63.45]) / 3},
+            {"protocol": "after", "budget": 0.6, "method": "rarts", "acc_mean": 67.40},
+            {"protocol": "after", "budget": 0.6, "method": "l1_norm", "acc_mean": 67.40}]
+    got = em._targets(rows, {"after": 68.40})
+    assert got == {"after 0.35x MACs: rarts >= l1_norm (best other) + 0.5": True,
+                   "after 0.6x MACs: rarts >= l1_norm (best other) + 0.5": False,
+                   "after 0.6x MACs: rarts within 1.0 of the unpruned control": True}
+    short = [{**rows[0], "acc_mean": rarts - 0.05}, rows[1]]  # one step of 0.05 (2,000 images) under the margin
+    assert em._targets(short, {}) == {"after 0.35x MACs: rarts >= l1_norm (best other) + 0.5": False}
+
+
 def test_equal_macs_smoke(tmp_path: Path) -> None:
     out = tmp_path / "em.json"
     args = ["bench/equal_macs.py", "--data", "fake", "--depth", "11", "--train-subset", "96", "--test-subset", "32",
