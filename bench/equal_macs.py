@@ -78,8 +78,9 @@ def _check_cached(job: PruneJob, cached: dict[str, Any]) -> None:
         (job.stop_after == "pretrain" and k in ("search_epochs", "finetune_epochs", "finetune_lr"))
         or (job.stop_after == "search" and k in ("finetune_epochs", "finetune_lr")))]
     diff = [f"{k}={got.get(k)!r} (asked {want[k]!r})" for k in keys if k in got and got[k] != want.get(k)]
-    if "seed" in got and PruneJob.subset_seed_of(got) != job.subset_seed:
-        diff.append(f"images drawn with seed {PruneJob.subset_seed_of(got)} (asked {job.subset_seed})")
+    got_images = PruneJob.subset_seed_of(got) if "seed" in got else job.subset_seed  # no job saved: nothing to compare
+    if got_images != job.subset_seed:
+        diff.append(f"images drawn with seed {got_images} (asked {job.subset_seed})")
     if diff:
         raise SystemExit(f"{job.out} holds a run with other settings: {', '.join(diff)}; pass another --work "
                          "(or delete that folder)")

@@ -142,8 +142,9 @@ def main(argv: list[str] | None = None) -> int:
                                preresnet(depth=args.depth, num_classes=10), example_inputs=example)
 
         reported = json.loads((folder / "results.json").read_text())["after_finetune"]["test_acc"]
+        images = _subset_seed(folder)
         row = {"method": m["method"], "budget": float(m["budget"]), "seed": seed, "reported": reported,
-               "subset_seed": _subset_seed(folder), **sets.cached(folder, "pruned.pt", _subset_seed(folder), build)}
+               "subset_seed": images, **sets.cached(folder, "pruned.pt", images, build)}
         runs.append(row)
         print(f"{folder.name}: reported {reported:.2f}, unseen {row['unseen']:.2f}, all {row['all']:.2f}", flush=True)
     baseline = Path(_job(arms[0])["init_weights"]) if args.protocol == "after" else None
