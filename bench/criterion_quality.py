@@ -66,6 +66,7 @@ from rartsprune.app.data import default_augment, load_dataset, make_loader, to_d
 from rartsprune.app.data.datasets import stratified_indices  # noqa: E402
 from rartsprune.app.models import preresnet  # noqa: E402
 from rartsprune.app.pipeline import search_passes, train_epoch  # noqa: E402
+from rartsprune.distill import DistillationLoss  # noqa: E402
 from rartsprune.split import PairedLoader, epoch_seed, split_dataset  # noqa: E402
 from rartsprune.width.baselines import baseline_importance  # noqa: E402
 from rartsprune.width.budget import CostModel, select_by_budget  # noqa: E402
@@ -86,7 +87,8 @@ def _sgd(lr: float, momentum: float = 0.9) -> Callable:
 
 #: name -> (method, rartsprune.prune keywords, extras). Extras: "warmup" (fraction of the steps with frozen
 #: scores), "split" ("swap": the job's search_split="swap"; default "fixed"), "gradual" (a budget-aware search:
-#: one search per MACs budget with gradual_steps = this fraction of the steps). "l1" is prune()'s ℓ1 pressure on
+#: one search per MACs budget with gradual_steps = this fraction of the steps), "distill" (the search's loss is
+#: rartsprune.distill.DistillationLoss from the baseline with this weight). "l1" is prune()'s ℓ1 pressure on
 #: the scores (0: none; ratio mode's default is 4e-3).
 #: the gradual setting chosen on this diagnostic (2026-12-05): budget pressure, score LR 1e-2, |a|*||W|| ranking
 _CHOSEN: dict[str, Any] = {"l1": 0.0, "cost_weight": 2.0, "importance": "l1_norm", "arch_lr": 1e-2}
@@ -142,6 +144,12 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "gradual_chosen_swap": ("rarts", dict(_CHOSEN), {"gradual": 0.5, "split": "swap"}),  # y sees every image
     "gradual_chosen_g0.25": ("rarts", dict(_CHOSEN), {"gradual": 0.25}),  # the size reached sooner, longer recovery
     "gradual_l1_norm_wlr1e-3": ("l1_norm", {"weight_lr": 1e-3}, {"gradual": 0.5}),
+    # distillation from the unpruned baseline in the search's loss (rartsprune.distill.DistillationLoss, T = 4):
+    # a long-trained net's cross-entropy on its own training images is near zero whatever a score does
+    "gradual_chosen_kd0.5": ("rarts", dict(_CHOSEN), {"gradual": 0.5, "distill": 0.5}),
+    "gradual_chosen_kd1": ("rarts", dict(_CHOSEN), {"gradual": 0.5, "distill": 1.0}),
+    "gradual_l1_norm_kd0.5": ("l1_norm", {}, {"gradual": 0.5, "distill": 0.5}),  # the same loss, by magnitude
+    "gradual_l1_norm_kd1": ("l1_norm", {}, {"gradual": 0.5, "distill": 1.0}),
     "slimming": ("slimming", {}, {}),  # Network Slimming's sparsity epoch; |a*g| is then its BN-scale ranking
     "slimming_swap": ("slimming", {}, {"split": "swap"}),
     "darts1": ("darts1", {}, {}),
@@ -282,14 +290,16 @@ def correlations(imp: dict[str, torch.Tensor], orc: dict[str, Any],
             "spearman_layer": statistics.mean(per_layer) if per_layer else math.nan}
 
 
-def finetune(net: torch.nn.Module, data: Data, epochs: int, lr: float, seed: int) -> None:
+def finetune(net: torch.nn.Module, data: Data, epochs: int, lr: float, seed: int,
+             distill: DistillationLoss | None = None) -> None:
     """``epochs`` of SGD on the search subset (momentum 0.9, weight decay 1e-4, LR / 10 at 50% and 75% of the
-    epochs: the job's fine-tuning with ``schedule="step"``)."""
+    epochs: the job's fine-tuning with ``schedule="step"``); on ``distill``'s loss when given (else cross-entropy)."""
+    loss_fn = (lambda m, x, y: distill.loss_and_logits(m, (x, y))) if distill is not None else None
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [max(1, epochs // 2), max(1, (3 * epochs) // 4)], 0.1)
     for epoch in range(epochs):
         loader = make_loader(data.train, data.batch_size, train=True, seed=epoch_seed(seed, epoch, "finetune"))
-        train_epoch(net, loader, opt, data.device, data.train_aug, progress=False)
+        train_epoch(net, loader, opt, data.device, data.train_aug, progress=False, loss_fn=loss_fn)
         sched.step()
 
 
@@ -302,7 +312,8 @@ def recalibrated_accuracy(net: torch.nn.Module, data: Data, bn_batches: int, see
 
 def accuracy_at_budgets(model: torch.nn.Module, imp: dict[str, torch.Tensor], budgets: list[float], data: Data,
                         bn_batches: int, seed: int, finetune_epochs: int = 0, finetune_budgets: tuple[float, ...] = (),
-                        finetune_lr: float = 0.01) -> tuple[dict[str, float], dict[str, float]]:
+                        finetune_lr: float = 0.01, distill: DistillationLoss | None = None,
+                        ) -> tuple[dict[str, float], dict[str, float]]:
     """Accuracy on held-out training images right after pruning to each MACs budget (BN re-estimated), and
     after ``finetune_epochs`` of fine-tuning at each budget of ``finetune_budgets``."""
     out, tuned = {}, {}
@@ -313,7 +324,7 @@ def accuracy_at_budgets(model: torch.nn.Module, imp: dict[str, torch.Tensor], bu
         rartsprune.apply_surgery(net, sel.keep)
         out[f"{b:g}"] = recalibrated_accuracy(net, data, bn_batches, seed)
         if finetune_epochs and any(abs(b - f) < 1e-9 for f in finetune_budgets):
-            finetune(net, data, finetune_epochs, finetune_lr, seed)
+            finetune(net, data, finetune_epochs, finetune_lr, seed, distill)
             tuned[f"{b:g}"] = data.accuracy(net)
     return out, tuned
 
@@ -367,6 +378,8 @@ def run_search(base: torch.nn.Module, data: Data, variant: str, epochs: int, see
     kwargs = dict(kwargs)
     if "weight_lr" not in kwargs:
         kwargs["weight_lr"] = 0.01  # the quality benchmark's search LR of the weights (trained net, fine LR)
+    if "distill" in extras:
+        kwargs["loss_fn"] = DistillationLoss(base, weight=extras["distill"])
     size: dict[str, Any] = {"ratio": 0.4}
     if "gradual" in extras:
         size = {"macs": budget, "gradual_steps": max(1, round(extras["gradual"] * steps))}
@@ -398,7 +411,7 @@ def gradual_row(base: torch.nn.Module, data: Data, variant: str, epochs: int, ar
         msg = f"  {variant}@{epochs}ep at {b:g}x: acc {acc[f'{b:g}']:.1f}"
         if (args.finetune_epochs and re.search(args.finetune_only, f"{variant}@{epochs}ep")
                 and any(abs(b - f) < 1e-9 for f in args.finetune_budgets)):
-            finetune(net, data, args.finetune_epochs, args.finetune_lr, args.seed)
+            finetune(net, data, args.finetune_epochs, args.finetune_lr, args.seed, _finetune_kd(base, args))
             tuned[f"{b:g}"] = data.accuracy(net)
             msg += f", fine-tuned {tuned[f'{b:g}']:.1f}"
         print(msg, flush=True)
@@ -406,8 +419,14 @@ def gradual_row(base: torch.nn.Module, data: Data, variant: str, epochs: int, ar
                                       "acc_ft": tuned, "params_kept": params}}
 
 
+def _finetune_kd(base: torch.nn.Module, args: argparse.Namespace) -> DistillationLoss | None:
+    """``--finetune-distill``'s loss, distilling from ``base`` (the unpruned baseline), or None."""
+    return DistillationLoss(base, weight=args.finetune_distill) if args.finetune_distill else None
+
+
 def evaluate_criteria(model: torch.nn.Module, handle: Any, criteria: dict[str, dict[str, torch.Tensor]],
-                      orc: dict[str, Any], data: Data, args: argparse.Namespace) -> dict[str, Any]:
+                      orc: dict[str, Any], data: Data, args: argparse.Namespace,
+                      distill: DistillationLoss | None = None) -> dict[str, Any]:
     macs, _ = unit_macs(handle)
     out = {}
     for name, imp in criteria.items():
@@ -419,7 +438,7 @@ def evaluate_criteria(model: torch.nn.Module, handle: Any, criteria: dict[str, d
             tune = args.finetune_epochs if re.search(args.finetune_only, label) else 0
             row["acc"], row["acc_ft"] = accuracy_at_budgets(
                 model, values, args.budgets, data, args.bn_batches, args.seed, tune,
-                tuple(args.finetune_budgets), args.finetune_lr)
+                tuple(args.finetune_budgets), args.finetune_lr, distill)
             row["params_kept"] = {f"{b:g}": _params_kept(model, values, b) for b in args.budgets}
             out[label] = row
             print(f"  {label}: spearman {row['spearman_global']:.3f} (layer {row['spearman_layer']:.3f}), acc "
@@ -465,6 +484,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--finetune-budgets", default=None, type=lambda s: [float(x) for x in s.split(",") if x],
                     help="budgets to fine-tune at (default: all of --budgets)")
     ap.add_argument("--finetune-lr", type=float, default=0.01)
+    ap.add_argument("--finetune-distill", type=float, default=0.0,
+                    help="the share of distillation from the baseline in the fine-tuning's loss "
+                         "(rartsprune.DistillationLoss, T = 4; 0: cross-entropy)")
     ap.add_argument("--finetune-only", default="",
                     help="fine-tune only the criteria whose label matches this regular expression (default: all)")
     ap.add_argument("--readouts", default="", type=lambda s: sorted({x for x in s.split(",") if x}),
@@ -508,6 +530,7 @@ def main(argv: list[str] | None = None) -> int:
                 + ("_ca" if args.cost_aware else "")
                 + (f"_ft{args.finetune_epochs}-{'-'.join(f'{b:g}' for b in args.finetune_budgets)}-lr{args.finetune_lr:g}"
                    + (f"-{hashlib.sha256(args.finetune_only.encode()).hexdigest()[:8]}" if args.finetune_only else "")
+                   + (f"-kd{args.finetune_distill:g}" if args.finetune_distill else "")
                    if args.finetune_epochs else ""))
     rows: dict[str, Any] = {}
 
@@ -522,6 +545,8 @@ def main(argv: list[str] | None = None) -> int:
             f.write_text(json.dumps(res))
         rows.update(res)
 
+    finetune_kd = _finetune_kd(base, args)
+
     def one_shot() -> dict[str, Any]:
         net = copy.deepcopy(base)
         handle = rartsprune.attach_scores(net, torch.zeros(1, 3, 32, 32))
@@ -530,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
                     "bn_gamma": unit_importance(handle, "alpha_gamma"),
                     "random": {g.name: torch.rand(g.num_units, generator=gen) for g in handle.groups},
                     "fisher": fisher(net, handle, data, args.seed)}
-        return evaluate_criteria(net, handle, criteria, orc, data, args)
+        return evaluate_criteria(net, handle, criteria, orc, data, args, finetune_kd)
 
     print("one-shot criteria on the baseline", flush=True)
     cached("one_shot", one_shot)
@@ -540,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
             handle = rartsprune.attach_scores(net, torch.zeros(1, 3, 32, 32))
             criteria = {"bn_gamma/mean": per_group_mean(unit_importance(handle, "alpha_gamma")),
                         "fisher/mean": per_group_mean(fisher(net, handle, data, args.seed))}
-            return evaluate_criteria(net, handle, criteria, orc, data, args)
+            return evaluate_criteria(net, handle, criteria, orc, data, args, finetune_kd)
 
         cached("one_shot_norm", one_shot_norm)
     for epochs in args.search_epochs:
@@ -553,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
                     criteria[f"{variant}@{epochs}ep l1(a*W)"] = baseline_importance(pruner.handle, "l1_norm")
                 if "norm" in args.readouts:  # each group's values over their mean (as the ℓ1-norm baseline's)
                     criteria.update({f"{k}/mean": per_group_mean(v) for k, v in list(criteria.items())})
-                res = evaluate_criteria(pruner.model, pruner.handle, criteria, orc, data, args)
+                res = evaluate_criteria(pruner.model, pruner.handle, criteria, orc, data, args, finetune_kd)
                 scores = torch.cat([a.detach().flatten() for a in pruner.handle.scores])
                 for v in res.values():
                     v["alpha"] = {"mean": float(scores.mean()), "std": float(scores.std()),
@@ -584,6 +609,7 @@ def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] 
              f"{args.eval_images} other held-out training images, right after pruning to the MACs budget with "
              f"BatchNorm re-estimated on {args.bn_batches} batches (no fine-tuning)"
              + (f"; fine-tuned: after {args.finetune_epochs} epochs at LR {args.finetune_lr:g} on the search subset"
+                + (f", distilling from the baseline (share {args.finetune_distill:g})" if args.finetune_distill else "")
                 if args.finetune_epochs else "") + ". Params: the fraction of parameters the selection keeps.", ""]
     tuned = [f"{b:g}" for b in args.finetune_budgets] if args.finetune_epochs else []
     header = (["criterion", "Spearman (global)", "Spearman (per layer)"] + [f"acc @ {b}x MACs" for b in budgets]

@@ -69,14 +69,15 @@ def _mean_std(vals: list[float]) -> str:
 #: The settings a cached run must share with the job asking for it (run folders are named by method, budget and
 #: seed only: a run of another length in the same ``--work`` is refused, not silently reused).
 _CACHE_KEYS = ("pretrain_epochs", "search_epochs", "finetune_epochs", "finetune_lr", "train_subset", "test_subset",
-               "seed", "batch_size")
+               "seed", "batch_size", "search_distill", "finetune_distill", "distill_temperature")
+_FINETUNE_KEYS = ("finetune_epochs", "finetune_lr", "finetune_distill")
 
 
 def _check_cached(job: PruneJob, cached: dict[str, Any]) -> None:
     want, got = job.to_dict(), cached.get("job", {})
     keys = [k for k in _CACHE_KEYS if not (  # what a run that stops early never used
-        (job.stop_after == "pretrain" and k in ("search_epochs", "finetune_epochs", "finetune_lr"))
-        or (job.stop_after == "search" and k in ("finetune_epochs", "finetune_lr")))]
+        (job.stop_after == "pretrain" and k in ("search_epochs", "search_distill", *_FINETUNE_KEYS))
+        or (job.stop_after == "search" and k in _FINETUNE_KEYS))]
     diff = [f"{k}={got.get(k)!r} (asked {want[k]!r})" for k in keys if k in got and got[k] != want.get(k)]
     got_images = PruneJob.subset_seed_of(got) if "seed" in got else job.subset_seed  # no job saved: nothing to compare
     if got_images != job.subset_seed:
@@ -186,6 +187,16 @@ def main(argv: list[str] | None = None) -> int:
                          "job's — 'fixed' after training, 'swap' when the search is the training: every image "
                          "reaches the kept net once per epoch at the batch size, as in plain training). 'after' runs "
                          "with a split given here get their own folders (suffix _fixed / _swap)")
+    ap.add_argument("--search-distill", type=float, default=0.0,
+                    help="'after': the share of distillation from the baseline in the loss of every arm that trains "
+                         "before surgery (RARTS' and slimming's search, the --gradual-methods' training; "
+                         "PruneJob.search_distill); their runs get their own folders (suffix _kd<W>)")
+    ap.add_argument("--finetune-distill", type=float, default=0.0,
+                    help="'after': the share of distillation from the baseline in every arm's fine-tuning "
+                         "(PruneJob.finetune_distill; the searches are shared, the fine-tuned runs get their own "
+                         "folders, suffix _ftkd<W>). The control still trains on the labels alone")
+    ap.add_argument("--distill-temperature", type=float, default=4.0,
+                    help="temperature of both (other than 4: folder suffix _T<t>)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "equal_macs.json")
     args = ap.parse_args(argv)
     bad = [m for m in args.methods if m not in METHODS] + [p for p in args.protocols if p not in ("after", "scratch")]
@@ -193,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown methods / protocols {bad}; methods: {', '.join(METHODS)}; protocols: after, scratch")
     if args.gradual and "scratch" in args.protocols:
         ap.error("--gradual runs one search per budget after training: use it with --protocols after")
+    if (args.search_distill or args.finetune_distill) and "scratch" in args.protocols:
+        ap.error("--search-distill / --finetune-distill distil from the trained baseline: use them with --protocols after")
     common = common_job(args)
     if common is None:
         return 2
@@ -213,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     def folder(method: str, finalized: bool = True) -> str:
         """Run folder: the search settings name the search; the ranking criterion only the finalized runs."""
         schedule = f"_gradual{args.gradual:g}" if gradual(method)["gradual"] else ""
+        schedule += distill_suffix(method, finalized)
         if method != "rarts":
             return method + schedule
         # the ranking names the finalized runs; a gradual search ranks while it prunes, so it names the search too
@@ -220,8 +234,21 @@ def main(argv: list[str] | None = None) -> int:
                else "")
         return method + suffix + schedule + imp
 
+    temperature = f"_T{args.distill_temperature:g}" if args.distill_temperature != 4.0 else ""
+
+    def distilled(method: str) -> bool:
+        """Whether --search-distill applies: the arms that train before surgery."""
+        return bool(args.search_distill) and (method in SEARCHED or bool(gradual(method)["gradual"]))
+
+    def distill_suffix(method: str, finalized: bool) -> str:
+        kd = f"_kd{args.search_distill:g}" if distilled(method) else ""
+        ft = f"_ftkd{args.finetune_distill:g}" if finalized and args.finetune_distill else ""
+        return kd + ft + (temperature if kd or ft else "")
+
     def settings(method: str) -> dict[str, Any]:
-        return {**(rarts_settings if method == "rarts" else {}), **gradual(method)}
+        kd = {"search_distill": args.search_distill if distilled(method) else 0.0,
+              "finetune_distill": args.finetune_distill, "distill_temperature": args.distill_temperature}
+        return {**(rarts_settings if method == "rarts" else {}), **gradual(method), **kd}
     runs: list[dict[str, Any]] = []
     controls: dict[str, list[float]] = {p: [] for p in args.protocols}
     bases: dict[str, dict[str, Any]] = {}
@@ -407,7 +434,11 @@ def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] 
              f"epochs at LR {args.finetune_lr}. Test images: {args.test_subset or 'all'}."
              + (f" Gradual pruning (`PruneJob.gradual={args.gradual:g}`: each budget reached during that fraction of the "
                 f"search / training steps, one search per budget) for {', '.join(args.gradual_methods)}; the other "
-                "arms prune once, after their epoch." if args.gradual else ""), ""]
+                "arms prune once, after their epoch." if args.gradual else "")
+             + (f" Distillation from the baseline (`rartsprune.DistillationLoss`, T = {args.distill_temperature:g}): "
+                f"share {args.search_distill:g} in the loss of every arm that trains before surgery, "
+                f"{args.finetune_distill:g} in every arm's fine-tuning (the control trains on the labels alone)."
+                if args.search_distill or args.finetune_distill else ""), ""]
     for protocol in args.protocols:
         unpruned = result["unpruned"].get(protocol)
         ctrl = result["control"][protocol]

@@ -3,6 +3,7 @@
 from ._version import __version__
 from .attach import attach_scores
 from .calibrate import has_running_stats, recalibrate_bn
+from .distill import DistillationLoss
 from .errors import RartsPruneError, SearchError, SurgeryError, UnsupportedModelError
 from .flops import FlopsReport, compare_reports, flops_report, format_count
 from .graph import ChannelGroup, GroupMember, analyze_groups
@@ -47,6 +48,7 @@ __all__ = [
     "RARTS",
     "MiLeNAS",
     "make_search_optimizer",
+    "DistillationLoss",
     "has_running_stats",
     "recalibrate_bn",
 ]

@@ -234,6 +234,14 @@ def test_criterion_quality_smoke(tmp_path: Path) -> None:
     assert "| l1_norm |" in out.with_suffix(".md").read_text()
     _run(*args)  # cached: the same rows
     assert set(json.loads(out.read_text())["rows"]) == {*rows, "gradual_l1_norm@1ep"}
+    # distillation from the baseline: in a variant's search, and in every fine-tuning (its own cache entries)
+    kd_args = [*args[:args.index("--variants") + 1], "gradual_chosen_kd1", *args[args.index("--variants") + 2:]]
+    _run(*kd_args[:-2], "--finetune-distill", "0.5", "--finetune-only", "kd|l1_norm", "--out", str(out))
+    kd = json.loads(out.read_text())["rows"]
+    assert 0.0 <= kd["gradual_chosen_kd1@1ep"]["acc_ft"]["0.6"] <= 100.0
+    assert len(list(work.glob("criterion_quality/*/one_shot_*-kd0.5_*.json"))) == 1  # not the cached CE rows
+    assert "random" in kd and not kd["random"]["acc_ft"]  # fine-tuned only where --finetune-only matches
+    assert "distilling from the baseline (share 0.5)" in out.with_suffix(".md").read_text()
 
 
 def test_equal_macs_targets_at_the_margin(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -345,6 +353,25 @@ def test_equal_macs_smoke(tmp_path: Path) -> None:
                            "--threads", "1", "--seeds", "1", "--out", str(tmp_path / "none.json")],
                           capture_output=True, text=True, timeout=600, cwd=ROOT, env=ENV)
     assert proc.returncode == 2 and "no finished runs" in proc.stdout  # seed 1 never ran
+    # distillation from the baseline: in the training before surgery of the arms that have one, in every fine-tuning
+    search = work / "after" / "rarts_s0_search" / "results.json"
+    searched = search.read_text()
+    _run(*swap_args[:-1], "--protocols", "after", "--methods", "rarts,l1_norm", "--budgets", "0.6", "--no-control",
+         "--gradual", "1", "--gradual-methods", "l1_norm", "--search-distill", "0.5", "--finetune-distill", "1",
+         "--out", str(tmp_path / "em_kd.json"))
+    kd = {name: json.loads((work / "after" / name / "results.json").read_text())["job"]
+          for name in ("rarts_kd0.5_ftkd1_m0.6_s0", "l1_norm_gradual1_kd0.5_ftkd1_m0.6_s0", "rarts_kd0.5_s0_search")}
+    assert [(j["search_distill"], j["finetune_distill"]) for j in kd.values()] == [(0.5, 1.0)] * 3
+    _run(*swap_args[:-1], "--protocols", "after", "--methods", "rarts,l1_norm", "--budgets", "0.6", "--no-control",
+         "--finetune-distill", "0.5", "--out", str(tmp_path / "em_ftkd.json"))
+    ft = json.loads((work / "after" / "l1_norm_ftkd0.5_m0.6_s0" / "results.json").read_text())["job"]
+    assert (ft["search_distill"], ft["finetune_distill"]) == (0.0, 0.5)
+    assert search.read_text() == searched  # the search without distillation is shared, not run again
+    assert json.loads((work / "after" / "rarts_ftkd0.5_m0.6_s0" / "results.json").read_text())["job"][
+        "finetune_distill"] == 0.5
+    proc = subprocess.run([sys.executable, *args[:-2], "--out", str(tmp_path / "x.json"), "--finetune-distill", "0.5"],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT, env=ENV)
+    assert proc.returncode == 2 and "use them with --protocols after" in proc.stderr
 
 
 def test_gpu_check_plumbing(tmp_path: Path) -> None:

@@ -97,6 +97,11 @@ _HELP = {
                "(default: 0.5 when a search prunes a trained network to --macs / --params / --latency, else 0; "
                "--gradual 0 prunes once, after the search)",
     "gradual_steps": "like --gradual, in search steps (exclusive with --gradual)",
+    "search_distill": "share (0..1) of distillation from the network before pruning in the search's loss "
+                      "(needs a trained network: --pretrain-epochs, --init-weights or --pretrained; 0: cross-entropy)",
+    "finetune_distill": "share (0..1) of distillation from the network before pruning in the fine-tuning's loss "
+                        "(0: cross-entropy)",
+    "distill_temperature": "temperature of --search-distill / --finetune-distill",
     "scope": "global (rank channels across layers) or layer (same ratio per layer)",
     "round_to": "round kept channel counts up to a multiple of this; 'auto' with --latency: the rounding the "
                 "latency table predicts best",

@@ -63,6 +63,7 @@ from tqdm.auto import tqdm
 from .._version import __version__
 from ..calibrate import has_running_stats, recalibrate_bn
 from ..devices import resolve_device
+from ..distill import DistillationLoss
 from ..flops import flops_report
 from ..optim import distributed as ddp
 from ..optim import get_rng_state, set_rng_state
@@ -173,6 +174,12 @@ class PruneJob:
     the search it resumes (none for a search stopped with ``stop_after="search"``, which can then be finalized
     at any size).
 
+    ``search_distill`` / ``finetune_distill`` (in [0, 1]; default 0: cross-entropy only): the share of
+    distillation from the network before pruning in the loss of the search / of the fine-tuning
+    (`rartsprune.DistillationLoss` at ``distill_temperature``; the teacher is the trained network the search
+    starts from, ``baseline.pt``). Both need a trained network to distil from: ``pretrain_epochs``,
+    ``init_weights`` or ``pretrained``, and not ``train_during_search``.
+
     ``seed`` seeds the weights' initialisation, the batches, the search's splits and the random baseline; it also
     draws the ``train_subset`` / ``test_subset`` images unless ``data_seed`` is given (`subset_seed`). Jobs that
     continue one trained network under several seeds (``init_weights``) should pass that network's
@@ -223,6 +230,9 @@ class PruneJob:
     prune_heads: bool = False
     prune_layernorm: bool = False
     gradual: float | None = None
+    search_distill: float = 0.0
+    finetune_distill: float = 0.0
+    distill_temperature: float = 4.0
     bn_recalibration: int = 50
     train_subset: int | None = None
     test_subset: int | None = None
@@ -326,6 +336,7 @@ class PruneJob:
             raise ValueError("gradual needs a fixed size (ratio, macs, params or latency in mode='ratio')")
         if gradual and self.search_epochs == 0:
             raise ValueError("gradual prunes during the search: it needs search_epochs >= 1")
+        self._check_distill()
         for name, value in {"seed": self.seed, "data_seed": self.data_seed}.items():
             if (value is not None or name == "seed") and (isinstance(value, bool) or not isinstance(value, int)
                                                           or value < 0):
@@ -333,6 +344,22 @@ class PruneJob:
         if self.stop_after not in (None, "pretrain", "search"):
             raise ValueError(f"stop_after must be None, 'pretrain' or 'search', got {self.stop_after!r}")
         self.search_config().resolved(self.selection_config())  # the pruner's own checks, before any work
+
+    def _check_distill(self) -> None:
+        for name in ("search_distill", "finetune_distill"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be a number in [0, 1] (the share of distillation), got {value!r}")
+        t = self.distill_temperature
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
+            raise ValueError(f"distill_temperature must be a finite number > 0, got {t!r}")
+        given = [name for name in ("search_distill", "finetune_distill") if getattr(self, name)]
+        if given and self.train_during_search:
+            raise ValueError(f"{given[0]} distils from the network before pruning, but with train_during_search the "
+                             "search starts from random weights: there is no trained network to distil from")
+        if given and not (self.pretrain_epochs or self.init_weights or self.pretrained):
+            raise ValueError(f"{given[0]} distils from the network before pruning: give it a trained one "
+                             "(pretrain_epochs >= 1, init_weights or pretrained)")
 
     @property
     def subset_seed(self) -> int:
@@ -480,16 +507,17 @@ def train_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer,
                 augment: nn.Module, *, amp: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None,
                 desc: str = "train", progress: bool = True,
                 memory_format: torch.memory_format | None = None,
-                shard: Shard | None = None) -> dict[str, float]:
-    """One epoch of plain supervised training (`rartsprune.app.loop.train_epoch`); mean loss and accuracy.
+                shard: Shard | None = None, loss_fn: loop.LossFn | None = None) -> dict[str, float]:
+    """One epoch of supervised training (`rartsprune.app.loop.train_epoch`; ``loss_fn``: its loss, default
+    cross-entropy); mean loss and accuracy.
 
     ``shard=(rank, world)``: ``loader`` yields this rank's parts of the global batches (``make_loader(...,
     num_replicas=world, rank=rank)``), augmented as the whole batches would be (`to_device_batch`).
     """
     batches = map_batches(loader, lambda b: to_device_batch(b, device, augment, memory_format=memory_format,
                                                             shard=shard))
-    return loop.train_epoch(model, batches, optimizer, autocast=lambda: _autocast(device, amp), scaler=scaler,
-                            desc=desc, progress=progress)
+    return loop.train_epoch(model, batches, optimizer, loss_fn=loss_fn, autocast=lambda: _autocast(device, amp),
+                            scaler=scaler, desc=desc, progress=progress)
 
 
 def _sgd(model: nn.Module, job: PruneJob, lr: float) -> torch.optim.Optimizer:
@@ -523,6 +551,8 @@ class _Job:
         if self.ranks.main:
             self.out.mkdir(parents=True, exist_ok=True)
         self.ckpt = self.out / "checkpoint.pt"
+        #: the weights of the network before pruning, while a loss distils from it (saved in every checkpoint)
+        self.teacher: dict[str, torch.Tensor] | None = None
         self.device = rank_device(resolve_device(job.device), self.ranks)
         self.progress = job.progress and self.ranks.main
         self.amp = _amp_dtype(job.amp)
@@ -609,6 +639,8 @@ class _Job:
         extra: dict[str, Any] = {}
         if self.ranks.distributed and self.device.type == "cuda":  # rank 0's GPU stream, for every rank's GPU
             extra["rng_device"] = torch.cuda.get_rng_state(self.device)
+        if self.teacher is not None and "pretrained" not in state:
+            extra["teacher"] = self.teacher
         atomic_save({"format": _CKPT_FORMAT, "phase": phase, "epoch": epoch, "results": json.dumps(self.results),
                      "rng": get_rng_state(), **extra, **state}, self.ckpt)
 
@@ -634,13 +666,18 @@ def _train_phase(ctx: _Job, model: nn.Module, phase: str, epochs: int, start: in
         sched.load_state_dict(sched_state)
     # several ranks: DDP averages the gradients of the ranks' parts of each global batch
     net = ddp.wrap_ddp(model, ignore=[]) if ctx.ranks.distributed else model
+    loss_fn = None
+    if phase == "finetune" and job.finetune_distill:
+        kd = DistillationLoss(_teacher(ctx), weight=job.finetune_distill, temperature=job.distill_temperature,
+                              copy_teacher=False)
+        loss_fn = lambda m, x, y: kd.loss_and_logits(m, (x, y))  # noqa: E731
     t0 = time.perf_counter()
     for epoch in range(start, epochs):
         # a loader per epoch, seeded by the epoch: a resumed run sees the same batches as an uninterrupted one
         loader = ctx.train_loader(ctx.train_set, job.batch_size, epoch_seed(job.seed, epoch, phase))
         stats = train_epoch(net, loader, opt, ctx.device, ctx.train_aug, amp=ctx.amp, scaler=ctx.scaler,
                             desc=f"{phase} {epoch + 1}/{epochs}", progress=ctx.progress,
-                            memory_format=ctx.memory_format, shard=ctx.ranks.shard)
+                            memory_format=ctx.memory_format, shard=ctx.ranks.shard, loss_fn=loss_fn)
         stats = ctx.mean_over_ranks(stats)
         sched.step()
         ctx.sync_buffers(model)
@@ -648,6 +685,29 @@ def _train_phase(ctx: _Job, model: nn.Module, phase: str, epochs: int, start: in
         ctx.log({"phase": phase, "epoch": epoch + 1, "train_loss": stats["loss"], "train_acc": stats["acc"], "test_acc": acc})
         ctx.save(phase, epoch + 1, model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(), **extra)
     ctx.results["wall_time_s"][phase] = ctx.results["wall_time_s"].get(phase, 0.0) + time.perf_counter() - t0
+
+
+def _teacher_weights(ctx: _Job, state: dict[str, Any] | None, model: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights of the network before pruning: ``model``'s on a fresh run (``state=None``: just trained or
+    loaded), else the checkpoint's, else (no pre-training) the job's ``init_weights`` / ``pretrained`` network."""
+    if state is None:
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for key in ("teacher", "pretrained"):
+        if key in state:
+            return state[key]
+    if ctx.job.pretrain_epochs == 0:  # the network before pruning is the one the job builds (init_weights, pretrained)
+        return ctx.new_model().state_dict()
+    given = "search_distill" if ctx.job.search_distill else "finetune_distill"
+    raise ValueError(f"{given} distils from the network before pruning, but {ctx.ckpt} does not hold it (saved by a "
+                     f"job without distillation, past its search's first epoch): rerun the job from the start")
+
+
+def _teacher(ctx: _Job) -> nn.Module:
+    """A frozen network with the weights before pruning, to distil from."""
+    assert ctx.teacher is not None
+    teacher = ctx.new_model()
+    teacher.load_state_dict(ctx.teacher)
+    return teacher
 
 
 def _make_pruner(ctx: _Job, model: nn.Module, pruner_state: dict | None = None) -> Any:
@@ -678,6 +738,8 @@ def _make_pruner(ctx: _Job, model: nn.Module, pruner_state: dict | None = None) 
         grad_scaler=torch.amp.GradScaler(ctx.device.type) if ctx.amp == torch.float16 else None,
         prune_heads=job.prune_heads, prune_layernorm=job.prune_layernorm, seed=job.seed,
         distributed=ctx.ranks.distributed and not baseline,
+        loss_fn=(DistillationLoss(_teacher(ctx), weight=job.search_distill, temperature=job.distill_temperature,
+                                  copy_teacher=False) if job.search_distill else None),
     )
     if ctx.ranks.distributed and baseline:  # plain training in DDP (the searches wrap their nets themselves)
         if not isinstance(pruner.search, BaselineTrainer):
@@ -966,6 +1028,8 @@ def _run(ctx: _Job) -> dict[str, Any]:
             _train_phase(ctx, model, "pretrain", job.pretrain_epochs, epoch,
                          state.get("optimizer") if state else None, state.get("scheduler") if state else None, {})
         phase, epoch, state = "search", 0, None
+    if job.search_distill or job.finetune_distill:
+        ctx.teacher = _teacher_weights(ctx, state, model)
     if "before" not in ctx.results:
         ctx.results["before"] = {"test_acc": ctx.eval(model), **_counts(model, ctx.example.to(ctx.device))}
         if ctx.ranks.main:
