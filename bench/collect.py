@@ -147,6 +147,12 @@ WIDTH_QUALITY = (
      "--finetune-epochs 10 --finetune-lr 0.001 --finetune-only '^l1_norm$|gradual' --variants gradual_l1_norm,"
      "gradual_budget_l1aw_alr1e-2,gradual_chosen_wlr1e-3,gradual_chosen_swap,gradual_chosen_g0.25,"
      "gradual_l1_norm_wlr1e-3 --out bench/results/criterion_quality_b100_levers06.json"),
+    ("Distillation from the unpruned network in the search's loss, judged after fine-tuning (training images "
+     "only, 2026-12-06)", "criterion_quality_b100_distill.md",
+     "python bench/criterion_quality.py --threads 1 --work runs/pq_b100 --search-epochs 1 --budgets 0.6,0.35 "
+     "--finetune-epochs 10 --finetune-lr 0.001 --finetune-only gradual --variants gradual_l1_norm,"
+     "gradual_budget_l1aw_alr1e-2,gradual_chosen_kd0.5,gradual_l1_norm_kd0.5,gradual_chosen_kd1,gradual_l1_norm_kd1 "
+     "--out bench/results/criterion_quality_b100_distill.json"),
     ("One-shot defaults against the gradual setting, after fine-tuning (training images only)",
      "criterion_quality_b100_default_ft.md",
      "python bench/criterion_quality.py --threads 1 --work runs/pq_b100 --search-epochs 1 --budgets 0.6,0.35 "
@@ -215,6 +221,11 @@ WIDTH_QUALITY = (
     ("PreResNet-29 on the unseen test images", "equal_macs_after_d29_b100_ft10_heldout.md",
      "python bench/heldout_eval.py --threads 2 --depth 29 --work runs/pq_d29_b100 "
      "--out bench/results/equal_macs_after_d29_b100_ft10_heldout.json"),
+    ("From scratch at equal training compute, 3 seeds (2026-12-06): RARTS 10 epochs against plain training for 35 "
+     "then the l1-norm or random", "equal_macs_scratch_equal_compute_3seeds.md",
+     "python bench/equal_macs.py --threads 1 --protocols scratch --seeds 0,1,2 --scratch-epochs 10 "
+     "--scratch-classic-epochs 35 --finetune-epochs 5 --finetune-lr 0.01 --work runs/pq_scratch_eq "
+     "--methods rarts,l1_norm,random --out bench/results/equal_macs_scratch_equal_compute_3seeds.json"),
     ("From scratch at equal training compute: RARTS 10 epochs against plain training for 35 (a RARTS epoch costs "
      "about 3.3 plain ones) then the l1-norm or random, one seed (2026-12-06)", "equal_macs_scratch_equal_compute.md",
      "python bench/equal_macs.py --threads 1 --protocols scratch --seeds 0 --scratch-epochs 10 "

@@ -8,6 +8,9 @@ Dean, "Distilling the Knowledge in a Neural Network", 2015):
 
     loss = (1 - weight) * CE(net(x), y) + weight * T^2 * KL(softmax(teacher(x) / T) || softmax(net(x) / T))
 
+with the classes on dimension 1 as in ``F.cross_entropy`` (``(N, C)`` logits, or ``(N, C, H, W)`` maps: the KL
+term is then the mean over pixels).
+
 It has the signature of the search optimizers' ``loss_fn(net, batch)``, so it goes straight into
 `rartsprune.prune(loss_fn=...)` and `RARTS(loss_fn=...)`; `DistillationLoss.loss_and_logits` serves loops
 that also count the logits.
@@ -115,8 +118,9 @@ class DistillationLoss:
             raise ValueError(f"the teacher's logits have shape {tuple(soft.shape)}, the student's "
                              f"{tuple(logits.shape)}; distillation needs the same outputs")
         t = self.temperature
-        kd = F.kl_div(F.log_softmax(logits.float() / t, dim=-1), F.log_softmax(soft.float() / t, dim=-1),
-                      reduction="batchmean", log_target=True) * (t * t)
+        log_p = F.log_softmax(soft.float() / t, dim=1)  # classes on dim 1, as F.cross_entropy (dense maps too)
+        kl = (log_p.exp() * (log_p - F.log_softmax(logits.float() / t, dim=1))).sum(1)
+        kd = kl.mean() * (t * t)  # per image (per pixel of a dense prediction)
         if self.weight == 1.0:
             return kd
         return (1.0 - self.weight) * F.cross_entropy(logits, targets) + self.weight * kd

@@ -40,6 +40,19 @@ def test_the_loss_is_the_stated_mixture() -> None:
     assert DistillationLoss(teacher, weight=1.0)(teacher, (x, y)).item() == pytest.approx(0.0, abs=1e-6)
 
 
+def test_dense_predictions_distil_per_pixel() -> None:
+    torch.manual_seed(0)
+    teacher, student = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1)
+    x, y = torch.randn(2, 3, 5, 6), torch.randint(0, 4, (2, 5, 6))
+    got = DistillationLoss(teacher, weight=1.0, temperature=1.0)(student, (x, y))
+    # the same as distilling each pixel as an image of its own
+    pixels = x.permute(0, 2, 3, 1).reshape(-1, 3, 1, 1)
+    per_pixel = DistillationLoss(nn.Sequential(teacher, nn.Flatten()), weight=1.0, temperature=1.0)
+    torch.testing.assert_close(got, per_pixel(nn.Sequential(student, nn.Flatten()), (pixels, y.flatten())))
+    mixed = DistillationLoss(teacher, weight=0.5, temperature=1.0)(student, (x, y))
+    torch.testing.assert_close(mixed, 0.5 * F.cross_entropy(student(x), y) + 0.5 * got)
+
+
 def test_the_teacher_is_a_frozen_copy_in_eval_mode() -> None:
     model = new_model()
     model.train()
@@ -203,6 +216,29 @@ def test_a_search_without_distillation_is_fine_tuned_with_it(tmp_path: Path, mon
     assert finetune.calls[0] == 64 // 16
 
 
+def test_the_default_distils_when_a_search_prunes_a_trained_network_gradually(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    made = _spy_losses(monkeypatch)
+    res = run(tiny(tmp_path, pretrain_epochs=1, search_epochs=1, finetune_epochs=0, macs=0.6))
+    assert res["pruning"]["gradual"] == 0.5 and res["pruning"]["search_distill"] == 1.0
+    (search,) = made
+    assert search.weight == 1.0 and search.calls[0] > 0
+    made.clear()
+    for kw in ({"pretrain_epochs": 0, "macs": 0.6}, {"pretrain_epochs": 1, "gradual": 0, "macs": 0.6},
+               {"pretrain_epochs": 1, "ratio": 0.4}):  # nothing trained; one-shot; no budget (not gradual)
+        out = tmp_path / f"no_{len(list(tmp_path.iterdir()))}"
+        res = run(tiny(tmp_path, **kw, search_epochs=1, finetune_epochs=0, out=str(out)))
+        assert res["pruning"]["search_distill"] == 0.0 and not made, kw
+
+
+def test_a_resumed_search_keeps_its_own_distillation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    kw = dict(pretrain_epochs=1, search_epochs=2, finetune_epochs=0, macs=0.6, gradual=0.5)
+    run(tiny(tmp_path, **kw, search_distill=0.0, stop_after="search"))
+    made = _spy_losses(monkeypatch)
+    res = run(tiny(tmp_path, **kw, resume=True))  # search_distill=None: the default continues what was searched
+    assert res["pruning"]["search_distill"] == 0.0 and not made
+
+
 def test_a_checkpoint_without_the_teacher_is_refused(tmp_path: Path) -> None:
     run(tiny(tmp_path, pretrain_epochs=1, search_epochs=2, finetune_epochs=0, stop_after="search"))
     with pytest.raises(ValueError, match="does not hold it .*rerun the job from the start"):
@@ -210,7 +246,7 @@ def test_a_checkpoint_without_the_teacher_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("settings", "message"), [
-    ({"search_distill": 1.5}, r"search_distill must be a number in \[0, 1\]"),
+    ({"search_distill": 1.5}, r"search_distill must be None \(the default\) or a number in \[0, 1\]"),
     ({"finetune_distill": -0.1}, r"finetune_distill must be a number in \[0, 1\]"),
     ({"finetune_distill": "0.5"}, r"finetune_distill must be a number in \[0, 1\]"),
     ({"search_distill": 0.5, "distill_temperature": 0.0}, "distill_temperature must be a finite number > 0"),

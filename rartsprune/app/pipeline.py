@@ -108,6 +108,11 @@ SCORE_TRAVEL = 3.0
 #: the budget reached during the first half of the search (chosen on the criterion diagnostic, training images
 #: only: `rartsprune.width.GRADUAL_DEFAULTS`, docs/width.md).
 DEFAULT_GRADUAL = 0.5
+#: The job's ``search_distill`` when a search prunes a trained network gradually and ``search_distill`` is not
+#: given: the search's loss is the distillation from the network before pruning alone (chosen on the criterion
+#: diagnostic, training images only, 2026-12-06: after 10 fine-tuning epochs 68.3 / 67.6 at 0.6x / 0.35x MACs vs
+#: 67.5 / 67.0 with the cross-entropy and 67.8 / 67.0 with half of each; docs/width.md).
+DEFAULT_SEARCH_DISTILL = 1.0
 
 _CKPT_FORMAT = "rartsprune-job/1"
 
@@ -174,11 +179,14 @@ class PruneJob:
     the search it resumes (none for a search stopped with ``stop_after="search"``, which can then be finalized
     at any size).
 
-    ``search_distill`` / ``finetune_distill`` (in [0, 1]; default 0: cross-entropy only): the share of
-    distillation from the network before pruning in the loss of the search / of the fine-tuning
-    (`rartsprune.DistillationLoss` at ``distill_temperature``; the teacher is the trained network the search
-    starts from, ``baseline.pt``). Both need a trained network to distil from: ``pretrain_epochs``,
-    ``init_weights`` or ``pretrained``, and not ``train_during_search``.
+    ``search_distill`` / ``finetune_distill`` (in [0, 1]): the share of distillation from the network before
+    pruning in the loss of the search / of the fine-tuning (`rartsprune.DistillationLoss` at
+    ``distill_temperature``; the teacher is the trained network the search starts from, ``baseline.pt``); 0:
+    cross-entropy only. Given, both need a trained network to distil from (``pretrain_epochs``, ``init_weights``
+    or ``pretrained``, not ``train_during_search``). ``search_distill=None`` (default): `DEFAULT_SEARCH_DISTILL`
+    (1: the teacher alone) when a search prunes a trained network gradually (`gradual_fraction` > 0), else 0
+    (chosen on the criterion diagnostic, training images only: docs/width.md); `search_distill_share` is the
+    value in effect. ``finetune_distill`` defaults to 0.
 
     ``seed`` seeds the weights' initialisation, the batches, the search's splits and the random baseline; it also
     draws the ``train_subset`` / ``test_subset`` images unless ``data_seed`` is given (`subset_seed`). Jobs that
@@ -230,7 +238,7 @@ class PruneJob:
     prune_heads: bool = False
     prune_layernorm: bool = False
     gradual: float | None = None
-    search_distill: float = 0.0
+    search_distill: float | None = None
     finetune_distill: float = 0.0
     distill_temperature: float = 4.0
     bn_recalibration: int = 50
@@ -348,18 +356,44 @@ class PruneJob:
     def _check_distill(self) -> None:
         for name in ("search_distill", "finetune_distill"):
             value = getattr(self, name)
+            if value is None and name == "search_distill":
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be a number in [0, 1] (the share of distillation), got {value!r}")
+                raise ValueError(f"{name} must be {'None (the default) or ' if name == 'search_distill' else ''}a "
+                                 f"number in [0, 1] (the share of distillation), got {value!r}")
         t = self.distill_temperature
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
             raise ValueError(f"distill_temperature must be a finite number > 0, got {t!r}")
-        given = [name for name in ("search_distill", "finetune_distill") if getattr(self, name)]
+        given = [name for name in ("search_distill", "finetune_distill") if getattr(self, name)]  # None: auto
         if given and self.train_during_search:
             raise ValueError(f"{given[0]} distils from the network before pruning, but with train_during_search the "
                              "search starts from random weights: there is no trained network to distil from")
         if given and not (self.pretrain_epochs or self.init_weights or self.pretrained):
             raise ValueError(f"{given[0]} distils from the network before pruning: give it a trained one "
                              "(pretrain_epochs >= 1, init_weights or pretrained)")
+
+    @property
+    def trained(self) -> bool:
+        """Whether the network the search starts from is trained: pre-trained here, loaded, or a hub's weights."""
+        return bool(self.pretrain_epochs or self.init_weights or self.pretrained) and not self.train_during_search
+
+    @property
+    def search_distill_share(self) -> float:
+        """The ``search_distill`` in effect: as given, else `DEFAULT_SEARCH_DISTILL` when a search method prunes a
+        trained network gradually, else 0.
+
+        Examples:
+            >>> PruneJob(macs=0.5, search_epochs=1, pretrain_epochs=5).search_distill_share
+            1.0
+            >>> PruneJob(macs=0.5, search_epochs=1).search_distill_share   # nothing trained to distil from
+            0.0
+            >>> PruneJob(macs=0.5, search_epochs=1, pretrain_epochs=5, search_distill=0).search_distill_share
+            0
+        """
+        if self.search_distill is not None:
+            return self.search_distill
+        auto = self.search.is_search and self.trained and self.gradual_fraction > 0
+        return DEFAULT_SEARCH_DISTILL if auto else 0.0
 
     @property
     def subset_seed(self) -> int:
@@ -553,6 +587,8 @@ class _Job:
         self.ckpt = self.out / "checkpoint.pt"
         #: the weights of the network before pruning, while a loss distils from it (saved in every checkpoint)
         self.teacher: dict[str, torch.Tensor] | None = None
+        #: the search's share of distillation in effect (saved in every checkpoint: a resumed search keeps it)
+        self.search_distill = 0.0
         self.device = rank_device(resolve_device(job.device), self.ranks)
         self.progress = job.progress and self.ranks.main
         self.amp = _amp_dtype(job.amp)
@@ -641,6 +677,7 @@ class _Job:
             extra["rng_device"] = torch.cuda.get_rng_state(self.device)
         if self.teacher is not None and "pretrained" not in state:
             extra["teacher"] = self.teacher
+        extra["search_distill"] = self.search_distill
         atomic_save({"format": _CKPT_FORMAT, "phase": phase, "epoch": epoch, "results": json.dumps(self.results),
                      "rng": get_rng_state(), **extra, **state}, self.ckpt)
 
@@ -697,7 +734,7 @@ def _teacher_weights(ctx: _Job, state: dict[str, Any] | None, model: nn.Module) 
             return state[key]
     if ctx.job.pretrain_epochs == 0:  # the network before pruning is the one the job builds (init_weights, pretrained)
         return ctx.new_model().state_dict()
-    given = "search_distill" if ctx.job.search_distill else "finetune_distill"
+    given = "search_distill" if ctx.search_distill else "finetune_distill"
     raise ValueError(f"{given} distils from the network before pruning, but {ctx.ckpt} does not hold it (saved by a "
                      f"job without distillation, past its search's first epoch): rerun the job from the start")
 
@@ -738,8 +775,8 @@ def _make_pruner(ctx: _Job, model: nn.Module, pruner_state: dict | None = None) 
         grad_scaler=torch.amp.GradScaler(ctx.device.type) if ctx.amp == torch.float16 else None,
         prune_heads=job.prune_heads, prune_layernorm=job.prune_layernorm, seed=job.seed,
         distributed=ctx.ranks.distributed and not baseline,
-        loss_fn=(DistillationLoss(_teacher(ctx), weight=job.search_distill, temperature=job.distill_temperature,
-                                  copy_teacher=False) if job.search_distill else None),
+        loss_fn=(DistillationLoss(_teacher(ctx), weight=ctx.search_distill, temperature=job.distill_temperature,
+                                  copy_teacher=False) if ctx.search_distill else None),
     )
     if ctx.ranks.distributed and baseline:  # plain training in DDP (the searches wrap their nets themselves)
         if not isinstance(pruner.search, BaselineTrainer):
@@ -1028,7 +1065,10 @@ def _run(ctx: _Job) -> dict[str, Any]:
             _train_phase(ctx, model, "pretrain", job.pretrain_epochs, epoch,
                          state.get("optimizer") if state else None, state.get("scheduler") if state else None, {})
         phase, epoch, state = "search", 0, None
-    if job.search_distill or job.finetune_distill:
+    ctx.search_distill = job.search_distill_share
+    if state is not None and job.search_distill is None:  # the default: whatever the resumed search did
+        ctx.search_distill = float(state.get("search_distill", 0.0))
+    if ctx.search_distill or job.finetune_distill:
         ctx.teacher = _teacher_weights(ctx, state, model)
     if "before" not in ctx.results:
         ctx.results["before"] = {"test_acc": ctx.eval(model), **_counts(model, ctx.example.to(ctx.device))}
@@ -1060,7 +1100,8 @@ def _run(ctx: _Job) -> dict[str, Any]:
             plan.save(ctx.out / "plan.json")
         ctx.results["pruning"] = {k: v for k, v in pruner.result.items() if k != "widths"}
         steps = pruner.selection_config.gradual_steps  # the schedule in effect (job.gradual: as given)
-        ctx.results["pruning"].update(gradual=job.gradual_fraction if steps else 0.0, gradual_steps=steps)
+        ctx.results["pruning"].update(gradual=job.gradual_fraction if steps else 0.0, gradual_steps=steps,
+                                      search_distill=ctx.search_distill)
         ctx.results["widths"] = pruner.result["widths"]
         if job.bn_recalibration > 0 and has_running_stats(model):
             ctx.results["after_prune_stale_bn"] = {"test_acc": ctx.eval(model)}
