@@ -390,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
                         "python bench/speedup.py --models preresnet164 --channels-last "
                         "--out bench/results/speedup_preresnet164_channels_last.json")
     lines += step_cost_section()
+    lines += md_section("Distillation's cost per width-search step (`bench/distill_cost.py`, interleaved)",
+                        "distill_cost.md", "python bench/distill_cost.py")
     lines += overhead_section()
     lines += md_section("NATS-Bench topology search quality (`bench/nats_quality.py`)", "nats_quality.md",
                         "python bench/nats_quality.py --seeds 0 1 2 3 4")

@@ -415,3 +415,15 @@ def test_embed_width_smoke(tmp_path: Path) -> None:
     assert both["pruned_layernorms"] == 25  # two per block and the final one
     assert both["macs_ratio"] < heads["macs_ratio"] - 0.15  # the embedding width is in every linear layer
     assert "1 of 2 models lose their embedding width exactly" in out.with_suffix(".md").read_text()
+
+
+def test_distill_cost_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "dc.json"
+    _run("bench/distill_cost.py", "--depth", "11", "--batch-size", "4", "--rounds", "2", "--warmup", "1",
+         "--out", str(out))
+    res = json.loads(out.read_text())
+    assert set(res["median_step_s"]) == {"rarts", "rarts+distill", "l1_norm", "l1_norm+distill"}
+    assert all(t > 0 for t in res["median_step_s"].values())
+    for m in ("rarts", "l1_norm"):
+        assert res["ratio"][m] == res["median_step_s"][f"{m}+distill"] / res["median_step_s"][m]
+    assert "| RARTS, exact update" in out.with_suffix(".md").read_text()
