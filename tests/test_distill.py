@@ -224,6 +224,10 @@ def test_the_default_distils_when_a_search_prunes_a_trained_network_gradually(tm
     (search,) = made
     assert search.weight == 1.0 and search.calls[0] > 0
     made.clear()
+    res = run(tiny(tmp_path, pretrain_epochs=1, search_epochs=1, finetune_epochs=0, macs=0.6, method="l1_norm",
+                   gradual=0.5, out=str(tmp_path / "magnitude")))  # gradual magnitude pruning distils as well
+    assert res["pruning"]["search_distill"] == 1.0 and [kd.weight for kd in made] == [1.0]
+    made.clear()
     for kw in ({"pretrain_epochs": 0, "macs": 0.6}, {"pretrain_epochs": 1, "gradual": 0, "macs": 0.6},
                {"pretrain_epochs": 1, "ratio": 0.4}):  # nothing trained; one-shot; no budget (not gradual)
         out = tmp_path / f"no_{len(list(tmp_path.iterdir()))}"

@@ -99,7 +99,7 @@ _HELP = {
     "gradual_steps": "like --gradual, in search steps (exclusive with --gradual)",
     "search_distill": "share (0..1) of distillation from the network before pruning in the search's loss "
                       "(needs a trained network: --pretrain-epochs, --init-weights or --pretrained; 0: cross-entropy; "
-                      "default: 1 when a search prunes a trained network gradually to a budget, else 0)",
+                      "default: 1 when a trained network is pruned gradually, else 0)",
     "finetune_distill": "share (0..1) of distillation from the network before pruning in the fine-tuning's loss "
                         "(0: cross-entropy)",
     "distill_temperature": "temperature of --search-distill / --finetune-distill",

@@ -108,8 +108,8 @@ SCORE_TRAVEL = 3.0
 #: the budget reached during the first half of the search (chosen on the criterion diagnostic, training images
 #: only: `rartsprune.width.GRADUAL_DEFAULTS`, docs/width.md).
 DEFAULT_GRADUAL = 0.5
-#: The job's ``search_distill`` when a search prunes a trained network gradually and ``search_distill`` is not
-#: given: the search's loss is the distillation from the network before pruning alone (chosen on the criterion
+#: The job's ``search_distill`` when it prunes a trained network gradually and ``search_distill`` is not given:
+#: the loss of the search (or of a baseline's training) is the distillation from the network before pruning alone (chosen on the criterion
 #: diagnostic, training images only, 2026-12-06: after 10 fine-tuning epochs 68.3 / 67.6 at 0.6x / 0.35x MACs vs
 #: 67.5 / 67.0 with the cross-entropy and 67.8 / 67.0 with half of each; docs/width.md).
 DEFAULT_SEARCH_DISTILL = 1.0
@@ -184,7 +184,7 @@ class PruneJob:
     ``distill_temperature``; the teacher is the trained network the search starts from, ``baseline.pt``); 0:
     cross-entropy only. Given, both need a trained network to distil from (``pretrain_epochs``, ``init_weights``
     or ``pretrained``, not ``train_during_search``). ``search_distill=None`` (default): `DEFAULT_SEARCH_DISTILL`
-    (1: the teacher alone) when a search prunes a trained network gradually (`gradual_fraction` > 0), else 0
+    (1: the teacher alone) when the job prunes a trained network gradually (`gradual_fraction` > 0), else 0
     (chosen on the criterion diagnostic, training images only: docs/width.md); `search_distill_share` is the
     value in effect. ``finetune_distill`` defaults to 0.
 
@@ -379,8 +379,8 @@ class PruneJob:
 
     @property
     def search_distill_share(self) -> float:
-        """The ``search_distill`` in effect: as given, else `DEFAULT_SEARCH_DISTILL` when a search method prunes a
-        trained network gradually, else 0.
+        """The ``search_distill`` in effect: as given, else `DEFAULT_SEARCH_DISTILL` when the job prunes a trained
+        network gradually (a search, or a one-shot baseline given ``gradual``: gradual magnitude pruning), else 0.
 
         Examples:
             >>> PruneJob(macs=0.5, search_epochs=1, pretrain_epochs=5).search_distill_share
@@ -392,7 +392,7 @@ class PruneJob:
         """
         if self.search_distill is not None:
             return self.search_distill
-        auto = self.search.is_search and self.trained and self.gradual_fraction > 0
+        auto = self.trained and self.gradual_fraction > 0
         return DEFAULT_SEARCH_DISTILL if auto else 0.0
 
     @property
