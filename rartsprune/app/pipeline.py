@@ -365,12 +365,11 @@ class PruneJob:
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
             raise ValueError(f"distill_temperature must be a finite number > 0, got {t!r}")
         given = [name for name in ("search_distill", "finetune_distill") if getattr(self, name)]  # None: auto
-        if given and self.train_during_search:
-            raise ValueError(f"{given[0]} distils from the network before pruning, but with train_during_search the "
-                             "search starts from random weights: there is no trained network to distil from")
-        if given and not (self.pretrain_epochs or self.init_weights or self.pretrained):
-            raise ValueError(f"{given[0]} distils from the network before pruning: give it a trained one "
-                             "(pretrain_epochs >= 1, init_weights or pretrained)")
+        if given and not self.trained:
+            why = ("with train_during_search the search starts from random weights: there is no trained network to "
+                   "distil from" if self.train_during_search
+                   else "give it a trained one (pretrain_epochs >= 1, init_weights or pretrained)")
+            raise ValueError(f"{given[0]} distils from the network before pruning; {why}")
 
     @property
     def trained(self) -> bool:
