@@ -153,6 +153,24 @@ WIDTH_QUALITY = (
      "--finetune-epochs 10 --finetune-lr 0.001 --finetune-only gradual --variants gradual_l1_norm,"
      "gradual_budget_l1aw_alr1e-2,gradual_chosen_kd0.5,gradual_l1_norm_kd0.5,gradual_chosen_kd1,gradual_l1_norm_kd1 "
      "--out bench/results/criterion_quality_b100_distill.json"),
+    ("With distillation in the search: its MACs pressure and its readout measured again (training images only, "
+     "2026-12-06)", "criterion_quality_b100_kd_levers.md",
+     "python bench/criterion_quality.py --threads 1 --work runs/pq_b100 --budgets 0.6,0.35 --finetune-epochs 10 "
+     "--finetune-lr 0.001 --finetune-only gradual --search-epochs 1 --variants gradual_l1_norm_kd1,gradual_chosen_kd1,"
+     "gradual_chosen_kd1_nopressure,gradual_chosen_kd1_alpha --out bench/results/criterion_quality_b100_kd_levers.json"),
+    ("Distilled searches twice as long, against an equally long distilled magnitude arm (training images only)",
+     "criterion_quality_b100_kd_e2.md",
+     "python bench/criterion_quality.py --threads 1 --work runs/pq_b100 --budgets 0.6,0.35 --finetune-epochs 10 "
+     "--finetune-lr 0.001 --finetune-only gradual --search-epochs 2 --variants gradual_l1_norm_kd1,gradual_chosen_kd1 "
+     "--out bench/results/criterion_quality_b100_kd_e2.json"),
+    ("Distillation in the fine-tuning too (training images only)", "criterion_quality_b100_ftkd.md",
+     "python bench/criterion_quality.py --threads 1 --work runs/pq_b100 --budgets 0.6,0.35 --finetune-epochs 10 "
+     "--finetune-lr 0.001 --finetune-only 'gradual|^l1_norm$' --finetune-distill 1 --search-epochs 1 "
+     "--variants gradual_l1_norm_kd1,gradual_chosen_kd1 --out bench/results/criterion_quality_b100_ftkd.json"),
+    ("The distilled pair on a second diagnostic seed (training images only)", "criterion_quality_b100_kd_s1.md",
+     "python bench/criterion_quality.py --threads 1 --work runs/pq_b100 --budgets 0.6,0.35 --finetune-epochs 10 "
+     "--finetune-lr 0.001 --finetune-only gradual --seed 1 --search-epochs 1 --variants gradual_l1_norm_kd1,gradual_chosen_kd1 "
+     "--out bench/results/criterion_quality_b100_kd_s1.json"),
     ("One-shot defaults against the gradual setting, after fine-tuning (training images only)",
      "criterion_quality_b100_default_ft.md",
      "python bench/criterion_quality.py --threads 1 --work runs/pq_b100 --search-epochs 1 --budgets 0.6,0.35 "

@@ -150,6 +150,10 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "gradual_chosen_kd1": ("rarts", dict(_CHOSEN), {"gradual": 0.5, "distill": 1.0}),
     "gradual_l1_norm_kd0.5": ("l1_norm", {}, {"gradual": 0.5, "distill": 0.5}),  # the same loss, by magnitude
     "gradual_l1_norm_kd1": ("l1_norm", {}, {"gradual": 0.5, "distill": 1.0}),
+    # with distillation the scores' gradient carries signal: the MACs pressure and the |a|*||W|| readout, chosen
+    # under cross-entropy, measured again; and a search twice as long against an equally long magnitude arm
+    "gradual_chosen_kd1_nopressure": ("rarts", {**_CHOSEN, "cost_weight": 0.0}, {"gradual": 0.5, "distill": 1.0}),
+    "gradual_chosen_kd1_alpha": ("rarts", {**_CHOSEN, "importance": "alpha"}, {"gradual": 0.5, "distill": 1.0}),
     "slimming": ("slimming", {}, {}),  # Network Slimming's sparsity epoch; |a*g| is then its BN-scale ranking
     "slimming_swap": ("slimming", {}, {"split": "swap"}),
     "darts1": ("darts1", {}, {}),
