@@ -235,6 +235,18 @@ WIDTH_QUALITY = (
      "equal_macs_after_b200_ft10_heldout_distill.md",
      "python bench/heldout_eval.py --threads 1 --work runs/pq_b200_ft10_fixed "
      "--out bench/results/equal_macs_after_b200_ft10_heldout_distill.json"),
+    ("PreResNet-20 with distillation in the fine-tuning too: both gradual arms, 3 seeds",
+     "equal_macs_after_b200_ft10_ftkd.md",
+     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2 --baseline-epochs 200 "
+     "--finetune-epochs 10 --finetune-lr 0.001 --work runs/pq_b200_ft10_fixed --rarts-l1 0 --rarts-cost-weight 2 "
+     "--rarts-arch-lr 0.01 --rarts-importance l1_norm --gradual 0.5 --search-distill 1 --finetune-distill 1 "
+     "--gradual-methods rarts,l1_norm --methods rarts,l1_norm --out bench/results/equal_macs_after_b200_ft10_ftkd.json"),
+    ("PreResNet-20 with distilled fine-tuning: gradual RARTS against the one-shot l1-norm, 3 seeds",
+     "equal_macs_after_b200_ft10_ftkd_oneshot.md",
+     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2 --baseline-epochs 200 "
+     "--finetune-epochs 10 --finetune-lr 0.001 --work runs/pq_b200_ft10_fixed --rarts-l1 0 --rarts-cost-weight 2 "
+     "--rarts-arch-lr 0.01 --rarts-importance l1_norm --gradual 0.5 --search-distill 1 --finetune-distill 1 "
+     "--gradual-methods rarts --methods rarts,l1_norm --out bench/results/equal_macs_after_b200_ft10_ftkd_oneshot.json"),
     ("PreResNet-29 with distillation in both gradual arms, 3 seeds", "equal_macs_after_d29_b100_ft10_distill.md",
      "python bench/equal_macs.py --threads 1 --depth 29 --protocols after --seeds 0,1,2 --baseline-epochs 100 "
      "--finetune-epochs 10 --finetune-lr 0.001 --work runs/pq_d29_b100 --rarts-l1 0 --rarts-cost-weight 2 "
@@ -243,6 +255,21 @@ WIDTH_QUALITY = (
     ("PreResNet-29 with distillation, on the unseen test images", "equal_macs_after_d29_b100_ft10_heldout_distill.md",
      "python bench/heldout_eval.py --threads 1 --depth 29 --work runs/pq_d29_b100 "
      "--out bench/results/equal_macs_after_d29_b100_ft10_heldout_distill.json"),
+    ("PreResNet-29 with distillation in the fine-tuning too: both gradual arms, 3 seeds",
+     "equal_macs_after_d29_b100_ft10_ftkd.md",
+     "python bench/equal_macs.py --threads 1 --depth 29 --protocols after --seeds 0,1,2 --baseline-epochs 100 "
+     "--finetune-epochs 10 --finetune-lr 0.001 --work runs/pq_d29_b100 --rarts-l1 0 --rarts-cost-weight 2 "
+     "--rarts-arch-lr 0.01 --rarts-importance l1_norm --gradual 0.5 --search-distill 1 --finetune-distill 1 "
+     "--gradual-methods rarts,l1_norm --methods rarts,l1_norm --out bench/results/equal_macs_after_d29_b100_ft10_ftkd.json"),
+    ("PreResNet-29 with distilled fine-tuning: gradual RARTS against the one-shot l1-norm, 3 seeds",
+     "equal_macs_after_d29_b100_ft10_ftkd_oneshot.md",
+     "python bench/equal_macs.py --threads 1 --depth 29 --protocols after --seeds 0,1,2 --baseline-epochs 100 "
+     "--finetune-epochs 10 --finetune-lr 0.001 --work runs/pq_d29_b100 --rarts-l1 0 --rarts-cost-weight 2 "
+     "--rarts-arch-lr 0.01 --rarts-importance l1_norm --gradual 0.5 --search-distill 1 --finetune-distill 1 "
+     "--gradual-methods rarts --methods rarts,l1_norm --out bench/results/equal_macs_after_d29_b100_ft10_ftkd_oneshot.json"),
+    ("PreResNet-29 with distilled fine-tuning, on the unseen test images", "equal_macs_after_d29_b100_ft10_heldout_ftkd.md",
+     "python bench/heldout_eval.py --threads 1 --depth 29 --work runs/pq_d29_b100 "
+     "--out bench/results/equal_macs_after_d29_b100_ft10_heldout_ftkd.json"),
     ("A model no setting was chosen on: PreResNet-29 (100-epoch baseline, 68.5 %), gradual RARTS against the "
      "one-shot l1-norm, 3 seeds", "equal_macs_after_d29_b100_ft10.md",
      "python bench/equal_macs.py --threads 1 --depth 29 --protocols after --seeds 0,1,2 --baseline-epochs 100 "
