@@ -171,6 +171,10 @@ WIDTH_QUALITY = (
      "python bench/criterion_quality.py --threads 1 --work runs/pq_b100 --budgets 0.6,0.35 --finetune-epochs 10 "
      "--finetune-lr 0.001 --finetune-only gradual --seed 1 --search-epochs 1 --variants gradual_l1_norm_kd1,gradual_chosen_kd1 "
      "--out bench/results/criterion_quality_b100_kd_s1.json"),
+    ("Distilled fine-tuning on the second diagnostic seed (training images only)", "criterion_quality_b100_ftkd_s1.md",
+     "python bench/criterion_quality.py --threads 1 --work runs/pq_b100 --budgets 0.6,0.35 --finetune-epochs 10 "
+     "--finetune-lr 0.001 --finetune-only 'gradual|^l1_norm$' --finetune-distill 1 --seed 1 --search-epochs 1 "
+     "--variants gradual_l1_norm_kd1,gradual_chosen_kd1 --out bench/results/criterion_quality_b100_ftkd_s1.json"),
     ("One-shot defaults against the gradual setting, after fine-tuning (training images only)",
      "criterion_quality_b100_default_ft.md",
      "python bench/criterion_quality.py --threads 1 --work runs/pq_b100 --search-epochs 1 --budgets 0.6,0.35 "
