@@ -175,6 +175,50 @@ WIDTH_QUALITY = (
      "python bench/criterion_quality.py --threads 1 --work runs/pq_b100 --budgets 0.6,0.35 --finetune-epochs 10 "
      "--finetune-lr 0.001 --finetune-only 'gradual|^l1_norm$' --finetune-distill 1 --seed 1 --search-epochs 1 "
      "--variants gradual_l1_norm_kd1,gradual_chosen_kd1 --out bench/results/criterion_quality_b100_ftkd_s1.json"),
+    ("The distilled pair and the one-shot l1-norm on diagnostic seed 2, cross-entropy fine-tuning (training images only)",
+     "criterion_quality_b100_pair_ftkd0_s2.md",
+     "python bench/criterion_quality.py --threads 1 --work runs/pq_b100 --budgets 0.6,0.35 --finetune-epochs 10 "
+     "--finetune-lr 0.001 --finetune-only 'gradual|^l1_norm$' --finetune-distill 0 --seed 2 --search-epochs 1 "
+     "--variants gradual_l1_norm_kd1,gradual_chosen_kd1 --out bench/results/criterion_quality_b100_pair_ftkd0_s2.json"),
+    ("The distilled pair and the one-shot l1-norm on diagnostic seed 2, distilled fine-tuning (training images only)",
+     "criterion_quality_b100_pair_ftkd1_s2.md",
+     "python bench/criterion_quality.py --threads 1 --work runs/pq_b100 --budgets 0.6,0.35 --finetune-epochs 10 "
+     "--finetune-lr 0.001 --finetune-only 'gradual|^l1_norm$' --finetune-distill 1 --seed 2 --search-epochs 1 "
+     "--variants gradual_l1_norm_kd1,gradual_chosen_kd1 --out bench/results/criterion_quality_b100_pair_ftkd1_s2.json"),
+    ("The distilled pair and the one-shot l1-norm on diagnostic seed 3, cross-entropy fine-tuning (training images only)",
+     "criterion_quality_b100_pair_ftkd0_s3.md",
+     "python bench/criterion_quality.py --threads 1 --work runs/pq_b100 --budgets 0.6,0.35 --finetune-epochs 10 "
+     "--finetune-lr 0.001 --finetune-only 'gradual|^l1_norm$' --finetune-distill 0 --seed 3 --search-epochs 1 "
+     "--variants gradual_l1_norm_kd1,gradual_chosen_kd1 --out bench/results/criterion_quality_b100_pair_ftkd0_s3.json"),
+    ("The distilled pair and the one-shot l1-norm on diagnostic seed 3, distilled fine-tuning (training images only)",
+     "criterion_quality_b100_pair_ftkd1_s3.md",
+     "python bench/criterion_quality.py --threads 1 --work runs/pq_b100 --budgets 0.6,0.35 --finetune-epochs 10 "
+     "--finetune-lr 0.001 --finetune-only 'gradual|^l1_norm$' --finetune-distill 1 --seed 3 --search-epochs 1 "
+     "--variants gradual_l1_norm_kd1,gradual_chosen_kd1 --out bench/results/criterion_quality_b100_pair_ftkd1_s3.json"),
+    ("The searches' widths, the channels by the baseline's magnitude: diagnostic seed 0, distilled fine-tuning "
+     "(training images only)", "criterion_quality_b100_widths_s0.md",
+     "python bench/criterion_quality.py --threads 1 --work runs/pq_b100 --budgets 0.6,0.35 --finetune-epochs 10 "
+     "--finetune-lr 0.001 --finetune-only 'gradual|^l1_norm$' --finetune-distill 1 --seed 0 --search-epochs 1 "
+     "--variants gradual_l1_norm_kd1,gradual_chosen_kd1,gradual_chosen_kd1_widths_l1,gradual_l1_norm_kd1_widths_l1 "
+     "--out bench/results/criterion_quality_b100_widths_s0.json"),
+    ("The searches' widths, the channels by the baseline's magnitude: diagnostic seed 1, distilled fine-tuning "
+     "(training images only)", "criterion_quality_b100_widths_s1.md",
+     "python bench/criterion_quality.py --threads 1 --work runs/pq_b100 --budgets 0.6,0.35 --finetune-epochs 10 "
+     "--finetune-lr 0.001 --finetune-only 'gradual|^l1_norm$' --finetune-distill 1 --seed 1 --search-epochs 1 "
+     "--variants gradual_l1_norm_kd1,gradual_chosen_kd1,gradual_chosen_kd1_widths_l1,gradual_l1_norm_kd1_widths_l1 "
+     "--out bench/results/criterion_quality_b100_widths_s1.json"),
+    ("The searches' widths, the channels by the baseline's magnitude: diagnostic seed 2, distilled fine-tuning "
+     "(training images only)", "criterion_quality_b100_widths_s2.md",
+     "python bench/criterion_quality.py --threads 1 --work runs/pq_b100 --budgets 0.6,0.35 --finetune-epochs 10 "
+     "--finetune-lr 0.001 --finetune-only 'gradual|^l1_norm$' --finetune-distill 1 --seed 2 --search-epochs 1 "
+     "--variants gradual_l1_norm_kd1,gradual_chosen_kd1,gradual_chosen_kd1_widths_l1,gradual_l1_norm_kd1_widths_l1 "
+     "--out bench/results/criterion_quality_b100_widths_s2.json"),
+    ("The searches' widths, the channels by the baseline's magnitude: diagnostic seed 3, distilled fine-tuning "
+     "(training images only)", "criterion_quality_b100_widths_s3.md",
+     "python bench/criterion_quality.py --threads 1 --work runs/pq_b100 --budgets 0.6,0.35 --finetune-epochs 10 "
+     "--finetune-lr 0.001 --finetune-only 'gradual|^l1_norm$' --finetune-distill 1 --seed 3 --search-epochs 1 "
+     "--variants gradual_l1_norm_kd1,gradual_chosen_kd1,gradual_chosen_kd1_widths_l1,gradual_l1_norm_kd1_widths_l1 "
+     "--out bench/results/criterion_quality_b100_widths_s3.json"),
     ("One-shot defaults against the gradual setting, after fine-tuning (training images only)",
      "criterion_quality_b100_default_ft.md",
      "python bench/criterion_quality.py --threads 1 --work runs/pq_b100 --search-epochs 1 --budgets 0.6,0.35 "
@@ -251,6 +295,10 @@ WIDTH_QUALITY = (
      "--finetune-epochs 10 --finetune-lr 0.001 --work runs/pq_b200_ft10_fixed --rarts-l1 0 --rarts-cost-weight 2 "
      "--rarts-arch-lr 0.01 --rarts-importance l1_norm --gradual 0.5 --search-distill 1 --finetune-distill 1 "
      "--gradual-methods rarts --methods rarts,l1_norm --out bench/results/equal_macs_after_b200_ft10_ftkd_oneshot.json"),
+    ("PreResNet-20 with distilled fine-tuning, on the unseen test images (every arm of the work folder)",
+     "equal_macs_after_b200_ft10_heldout_ftkd.md",
+     "python bench/heldout_eval.py --threads 1 --work runs/pq_b200_ft10_fixed "
+     "--out bench/results/equal_macs_after_b200_ft10_heldout_ftkd.json"),
     ("PreResNet-29 with distillation in both gradual arms, 3 seeds", "equal_macs_after_d29_b100_ft10_distill.md",
      "python bench/equal_macs.py --threads 1 --depth 29 --protocols after --seeds 0,1,2 --baseline-epochs 100 "
      "--finetune-epochs 10 --finetune-lr 0.001 --work runs/pq_d29_b100 --rarts-l1 0 --rarts-cost-weight 2 "

@@ -154,6 +154,11 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     # under cross-entropy, measured again; and a search twice as long against an equally long magnitude arm
     "gradual_chosen_kd1_nopressure": ("rarts", {**_CHOSEN, "cost_weight": 0.0}, {"gradual": 0.5, "distill": 1.0}),
     "gradual_chosen_kd1_alpha": ("rarts", {**_CHOSEN, "importance": "alpha"}, {"gradual": 0.5, "distill": 1.0}),
+    # where the search's choice matters: its per-layer widths kept, the channels inside each layer chosen by the
+    # baseline's weight magnitude and cut from the baseline at once ("widths"); the same from the gradual magnitude
+    # arm's widths separates a learned allocation from a gradual one
+    "gradual_chosen_kd1_widths_l1": ("rarts", dict(_CHOSEN), {"gradual": 0.5, "distill": 1.0, "widths": "l1_norm"}),
+    "gradual_l1_norm_kd1_widths_l1": ("l1_norm", {}, {"gradual": 0.5, "distill": 1.0, "widths": "l1_norm"}),
     "slimming": ("slimming", {}, {}),  # Network Slimming's sparsity epoch; |a*g| is then its BN-scale ranking
     "slimming_swap": ("slimming", {}, {"split": "swap"}),
     "darts1": ("darts1", {}, {}),
@@ -410,7 +415,8 @@ def gradual_row(base: torch.nn.Module, data: Data, variant: str, epochs: int, ar
     for b in args.budgets:
         pruner = run_search(base, data, variant, epochs, args.seed, budget=b)
         params[f"{b:g}"] = pruner.cost_model().fraction(pruner.selection().keep, "params")
-        net = pruner.finalize()
+        widths = VARIANTS[variant][2].get("widths")
+        net = pruner.finalize() if widths is None else cut_to_widths(base, pruner.selection().keep, widths)
         acc[f"{b:g}"] = recalibrated_accuracy(net, data, args.bn_batches, args.seed)
         msg = f"  {variant}@{epochs}ep at {b:g}x: acc {acc[f'{b:g}']:.1f}"
         if (args.finetune_epochs and re.search(args.finetune_only, f"{variant}@{epochs}ep")
@@ -421,6 +427,17 @@ def gradual_row(base: torch.nn.Module, data: Data, variant: str, epochs: int, ar
         print(msg, flush=True)
     return {f"{variant}@{epochs}ep": {"spearman_global": math.nan, "spearman_layer": math.nan, "acc": acc,
                                       "acc_ft": tuned, "params_kept": params}}
+
+
+def cut_to_widths(base: torch.nn.Module, keep: dict[str, list[int]], criterion: str) -> torch.nn.Module:
+    """A copy of ``base`` cut at once to the number of units ``keep`` holds in every group, the units inside a
+    group chosen by the one-shot ``criterion`` on ``base`` (its largest values kept)."""
+    net = copy.deepcopy(base)
+    handle = rartsprune.attach_scores(net, torch.zeros(1, 3, 32, 32))
+    imp = baseline_importance(handle, criterion)
+    mine = {g: sorted(torch.topk(imp[g], len(k)).indices.tolist()) for g, k in keep.items()}
+    rartsprune.apply_surgery(net, mine)
+    return net
 
 
 def _finetune_kd(base: torch.nn.Module, args: argparse.Namespace) -> DistillationLoss | None:

@@ -139,6 +139,9 @@ def common_job(args: argparse.Namespace) -> PruneJob | None:
         train_subset=args.train_subset, test_subset=args.test_subset,
         device=args.device, progress=False, plots=False, finetune_epochs=args.finetune_epochs,
         model_factory=partial(_factory, depth=args.depth),
+        # cross-entropy unless an arm's settings say otherwise (--finetune-distill: the 'after' arms); the job's
+        # default would distil every trained network's fine-tuning
+        finetune_distill=0.0,
     )
 
 

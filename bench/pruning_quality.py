@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         search_lr=args.search_lr, arch_lr=args.arch_lr, l1=args.l1, train_subset=args.train_subset,
         test_subset=args.test_subset, device=args.device, progress=False, plots=False,
         model_factory=partial(_factory, depth=args.depth),
+        finetune_distill=0.0,  # the history tables' cross-entropy fine-tuning (the job's default distils since 2026-12-06)
     )
     t_start = time.perf_counter()
     base_dir = args.work / f"baseline_d{args.depth}"

@@ -244,6 +244,41 @@ def test_criterion_quality_smoke(tmp_path: Path) -> None:
     assert "distilling from the baseline (share 0.5)" in out.with_suffix(".md").read_text()
 
 
+def test_criterion_quality_cut_to_widths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The widths lever: every group cut from the baseline to the searched count, keeping its largest-norm units."""
+    import torch
+
+    import rartsprune
+    from rartsprune.app.models import preresnet
+    from rartsprune.width.baselines import baseline_importance
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    cq = load_script("bench/criterion_quality.py", "bench_criterion_quality")
+    torch.manual_seed(0)
+    base = preresnet(depth=11, num_classes=10).eval()
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    probe = rartsprune.attach_scores(preresnet(depth=11, num_classes=10), torch.zeros(1, 3, 32, 32))
+    keep = {g.name: list(range(g.num_units // 3 + i % 2)) for i, g in enumerate(probe.groups)}  # indices ignored
+    net = cq.cut_to_widths(base, keep, "l1_norm")
+    assert not rartsprune.has_scores(base)
+    assert all(torch.equal(v, before[k]) for k, v in base.state_dict().items())  # the baseline untouched
+    ref = rartsprune.attach_scores(cq.copy.deepcopy(base), torch.zeros(1, 3, 32, 32))
+    imp = baseline_importance(ref, "l1_norm")
+    x = torch.randn(4, 3, 32, 32)
+
+    def cut(largest: bool) -> torch.Tensor:
+        model = cq.copy.deepcopy(base)
+        rartsprune.attach_scores(model, torch.zeros(1, 3, 32, 32))
+        rartsprune.apply_surgery(model, {g: sorted(torch.topk(imp[g], len(k), largest=largest).indices.tolist())
+                                         for g, k in keep.items()})
+        assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in net.parameters())
+        return model.eval()(x)
+
+    out = net.eval()(x)
+    assert torch.allclose(out, cut(largest=True), atol=1e-5)  # the largest-norm units of every group
+    assert not torch.allclose(out, cut(largest=False), atol=1e-3)  # (the smallest ones give another network)
+
+
 def test_equal_macs_targets_at_the_margin(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(ROOT / "bench"))  # as when the script runs: its helpers sit beside it
     em = load_script("bench/equal_macs.py", "bench_equal_macs")

@@ -177,8 +177,8 @@ def test_a_job_distils_in_the_search_and_the_fine_tuning(tmp_path: Path, monkeyp
     assert search.calls[0] == 2 * steps[0]  # once per batch of each half, though exact RARTS passes each twice
     assert finetune.calls[0] == 2 * (64 // 16)  # once per fine-tuning batch
     assert res["summary"]["macs_ratio"] == pytest.approx(0.6, rel=0.02)
-    plain = run(tiny(tmp_path, pretrain_epochs=1, search_epochs=1, finetune_epochs=2, macs=0.6,
-                     out=str(tmp_path / "plain")))
+    plain = run(tiny(tmp_path, pretrain_epochs=1, search_epochs=1, finetune_epochs=2, macs=0.6, search_distill=0,
+                     finetune_distill=0, out=str(tmp_path / "plain")))
     loss = lambda r: [h["train_loss"] for h in r["history"] if h["phase"] == "finetune"]  # noqa: E731
     assert loss(res) != loss(plain)  # the distilled fine-tuning optimises another loss
     assert json.loads((tmp_path / "run" / "results.json").read_text())["job"]["search_distill"] == 0.5
@@ -243,6 +243,39 @@ def test_a_resumed_search_keeps_its_own_distillation(tmp_path: Path, monkeypatch
     assert res["pruning"]["search_distill"] == 0.0 and not made
 
 
+def test_the_default_fine_tunes_a_pruned_trained_network_by_distillation(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    made = _spy_losses(monkeypatch)
+    res = run(tiny(tmp_path, pretrain_epochs=1, search_epochs=1, finetune_epochs=1, ratio=0.4))
+    assert res["pruning"]["search_distill"] == 0.0 and res["pruning"]["finetune_distill"] == 1.0
+    (finetune,) = made  # one-shot (ratio): no distillation in the search, only in the fine-tuning
+    baseline = torch.load(tmp_path / "run" / "baseline.pt", weights_only=True)
+    for k, v in finetune.teacher.state_dict().items():
+        torch.testing.assert_close(v, baseline[k])
+    assert finetune.weight == 1.0 and finetune.calls[0] == 64 // 16
+    made.clear()
+    for kw in ({"pretrain_epochs": 0}, {"pretrain_epochs": 1, "finetune_distill": 0}):  # nothing trained; off
+        out = tmp_path / f"no_{len(list(tmp_path.iterdir()))}"
+        res = run(tiny(tmp_path, **kw, search_epochs=1, finetune_epochs=1, ratio=0.4, out=str(out)))
+        assert res["pruning"]["finetune_distill"] == 0.0 and not made, kw
+
+
+def test_a_job_resumed_from_an_older_checkpoint_keeps_its_cross_entropy(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # a search saved before the fine-tuning default (its checkpoint records no finetune_distill) is fine-tuned as
+    # it would have been then, and one saved since keeps the share it recorded
+    kw = dict(pretrain_epochs=1, search_epochs=2, finetune_epochs=1, ratio=0.4)
+    run(tiny(tmp_path, **kw, stop_after="search"))
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert ckpt["finetune_distill"] == 1.0 and "teacher" in ckpt
+    for key in ("finetune_distill", "teacher"):
+        del ckpt[key]
+    torch.save(ckpt, tmp_path / "run" / "checkpoint.pt")
+    made = _spy_losses(monkeypatch)
+    res = run(tiny(tmp_path, **kw, resume=True))
+    assert res["pruning"]["finetune_distill"] == 0.0 and not made
+
+
 def test_a_checkpoint_without_the_teacher_is_refused(tmp_path: Path) -> None:
     run(tiny(tmp_path, pretrain_epochs=1, search_epochs=2, finetune_epochs=0, stop_after="search"))
     with pytest.raises(ValueError, match="does not hold it .*rerun the job from the start"):
@@ -251,8 +284,8 @@ def test_a_checkpoint_without_the_teacher_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("settings", "message"), [
     ({"search_distill": 1.5}, r"search_distill must be None \(the default\) or a number in \[0, 1\]"),
-    ({"finetune_distill": -0.1}, r"finetune_distill must be a number in \[0, 1\]"),
-    ({"finetune_distill": "0.5"}, r"finetune_distill must be a number in \[0, 1\]"),
+    ({"finetune_distill": -0.1}, r"finetune_distill must be None \(the default\) or a number in \[0, 1\]"),
+    ({"finetune_distill": "0.5"}, r"finetune_distill must be None \(the default\) or a number in \[0, 1\]"),
     ({"search_distill": 0.5, "distill_temperature": 0.0}, "distill_temperature must be a finite number > 0"),
     ({"search_distill": 0.5, "pretrain_epochs": 0}, "search_distill distils .*give it a trained one"),
     ({"finetune_distill": 0.5, "pretrain_epochs": 0, "train_during_search": True}, "there is no trained network"),

@@ -64,7 +64,7 @@ class Tiny(nn.Module):
 
 def tiny(num_classes: int) -> nn.Module:
     model = Tiny(num_classes)
-    SEEN["models"].append(model)  # the last one built is the job's (pruned in place, then fine-tuned)
+    SEEN["models"].append(model)  # the job's (pruned in place, then fine-tuned) and its teacher: `_job_model`
     return model
 
 
@@ -99,6 +99,12 @@ def job(out: Path, **kw: Any) -> PruneJob:
         "batch_size": 16, "pretrain_epochs": 1, "search_epochs": 2, "finetune_epochs": 1, "lr": 0.05,
         "search_lr": 0.05, "ratio": 0.3, "plots": False, "progress": False, "device": "cpu", "out": str(out)}
     return PruneJob(**{**base, **kw})
+
+
+def _job_model() -> nn.Module:
+    """The last network the job built that trains: the pruned, fine-tuned one (the teacher its fine-tuning distils
+    from is built after it, frozen)."""
+    return next(m for m in reversed(SEEN["models"]) if any(p.requires_grad for p in m.parameters()))
 
 
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -141,7 +147,7 @@ def _torchrun_worker(rank: int, ports: list[int], tmp: str) -> None:
     SEEN["batches"].clear()
     torchrun_env(rank, WORLD, ports[1])
     results = run(job(base / f"full{own}"))
-    torch.save({"results": json.dumps(results), "model": _state(SEEN["models"][-1]),
+    torch.save({"results": json.dumps(results), "model": _state(_job_model()),
                 "batches": SEEN["batches"], "group_left": dist.is_initialized()}, base / f"rank{rank}.pt")
 
 
@@ -198,7 +204,7 @@ def _resume_worker(rank: int, port: int, tmp: str) -> None:
         settings = {"pretrain_epochs": 0, "search_epochs": 2, "finetune_epochs": 1}
         SEEN["batches"].clear()
         full = run(job(base / "full", **settings))
-        full_model = _state(SEEN["models"][-1])
+        full_model = _state(_job_model())
         # the passes of the run: 2 search epochs of S passes each, then 4 fine-tuning steps (64 images / 16)
         per_epoch = (len(SEEN["batches"]) - 4) // 2
         SEEN["batches"].clear()
@@ -214,7 +220,7 @@ def _resume_worker(rank: int, port: int, tmp: str) -> None:
         saved = torch.load(base / "part" / "checkpoint.pt", weights_only=True)
         resumed = run(replace(part, resume=True))
         torch.save({"full": json.dumps(full), "resumed": json.dumps(resumed), "full_model": full_model,
-                    "resumed_model": _state(SEEN["models"][-1]), "crashed": crashed,
+                    "resumed_model": _state(_job_model()), "crashed": crashed,
                     "saved_at": (saved["phase"], int(saved["epoch"])), "group_left": dist.is_initialized()},
                    base / f"rank{rank}.pt")
     finally:
@@ -260,7 +266,7 @@ def _baseline_worker(rank: int, ports: list[int], tmp: str) -> None:
         torchrun_env(rank, WORLD, ports[i])
         SEEN["batches"].clear()
         results = run(baseline_job(base / f"{name}{own}", name))
-        got[name] = {"results": json.dumps(results), "model": _state(SEEN["models"][-1]),
+        got[name] = {"results": json.dumps(results), "model": _state(_job_model()),
                      "batches": list(SEEN["batches"])}
     # slimming interrupted in the middle of its second epoch (2 steps of 2 passes an epoch), then resumed on
     # every rank from rank 0's checkpoint (a folder both ranks see)
@@ -277,7 +283,7 @@ def _baseline_worker(rank: int, ports: list[int], tmp: str) -> None:
     got["saved_at"] = (saved["phase"], int(saved["epoch"]))
     torchrun_env(rank, WORLD, ports[4])
     got["resumed"] = json.dumps(run(replace(part, resume=True)))
-    got["resumed_model"] = _state(SEEN["models"][-1])
+    got["resumed_model"] = _state(_job_model())
     # ranks given different seeds: refused on every rank before the pruner is built (no rank hangs)
     torchrun_env(rank, WORLD, ports[5])
     try:
@@ -297,7 +303,7 @@ def test_one_shot_baselines_on_two_processes_match_one_process(tmp_path: Path) -
     for name in BASELINE_JOBS:
         SEEN["batches"].clear()
         one = run(baseline_job(tmp_path / f"one-{name}", name))
-        one_model, one_batches = _state(SEEN["models"][-1]), list(SEEN["batches"])
+        one_model, one_batches = _state(_job_model()), list(SEEN["batches"])
         two = [json.loads(r[name]["results"]) for r in ranks]
         # DDP: each rank trained on half of every global batch (2 passes a baseline step, 4 steps, then 4 of
         # fine-tuning), and still ended with the weights of one process on the whole batches

@@ -101,7 +101,7 @@ _HELP = {
                       "(needs a trained network: --pretrain-epochs, --init-weights or --pretrained; 0: cross-entropy; "
                       "default: 1 when a trained network is pruned gradually, else 0)",
     "finetune_distill": "share (0..1) of distillation from the network before pruning in the fine-tuning's loss "
-                        "(0: cross-entropy)",
+                        "(0: cross-entropy; default: 1 when a trained network is pruned and fine-tuned, else 0)",
     "distill_temperature": "temperature of --search-distill / --finetune-distill",
     "scope": "global (rank channels across layers) or layer (same ratio per layer)",
     "round_to": "round kept channel counts up to a multiple of this; 'auto' with --latency: the rounding the "

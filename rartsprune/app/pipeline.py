@@ -113,6 +113,11 @@ DEFAULT_GRADUAL = 0.5
 #: diagnostic, training images only, 2026-12-06: after 10 fine-tuning epochs 68.3 / 67.6 at 0.6x / 0.35x MACs vs
 #: 67.5 / 67.0 with the cross-entropy and 67.8 / 67.0 with half of each; docs/width.md).
 DEFAULT_SEARCH_DISTILL = 1.0
+#: The job's ``finetune_distill`` when it fine-tunes a pruned trained network and ``finetune_distill`` is not
+#: given: the fine-tuning's loss is the distillation from the network before pruning alone (chosen on the criterion
+#: diagnostic, training images only, 2026-12-06: after 10 epochs the job's default search gains +0.27 / +0.31 at
+#: 0.6x / 0.35x MACs over cross-entropy (4 seeds), the one-shot l1-norm +0.12 / +2.27 (2 seeds); docs/width.md).
+DEFAULT_FINETUNE_DISTILL = 1.0
 
 _CKPT_FORMAT = "rartsprune-job/1"
 
@@ -186,7 +191,10 @@ class PruneJob:
     or ``pretrained``, not ``train_during_search``). ``search_distill=None`` (default): `DEFAULT_SEARCH_DISTILL`
     (1: the teacher alone) when the job prunes a trained network gradually (`gradual_fraction` > 0), else 0
     (chosen on the criterion diagnostic, training images only: docs/width.md); `search_distill_share` is the
-    value in effect. ``finetune_distill`` defaults to 0.
+    value in effect. ``finetune_distill=None`` (default): `DEFAULT_FINETUNE_DISTILL` (1) when the job fine-tunes a
+    pruned trained network (``finetune_epochs`` >= 1), else 0 (chosen on the same diagnostic);
+    `finetune_distill_share` is the value in effect. A resumed job with either left at None keeps what its
+    checkpoint used (0 for a checkpoint saved before these defaults).
 
     ``seed`` seeds the weights' initialisation, the batches, the search's splits and the random baseline; it also
     draws the ``train_subset`` / ``test_subset`` images unless ``data_seed`` is given (`subset_seed`). Jobs that
@@ -239,7 +247,7 @@ class PruneJob:
     prune_layernorm: bool = False
     gradual: float | None = None
     search_distill: float | None = None
-    finetune_distill: float = 0.0
+    finetune_distill: float | None = None
     distill_temperature: float = 4.0
     bn_recalibration: int = 50
     train_subset: int | None = None
@@ -356,11 +364,11 @@ class PruneJob:
     def _check_distill(self) -> None:
         for name in ("search_distill", "finetune_distill"):
             value = getattr(self, name)
-            if value is None and name == "search_distill":
+            if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be {'None (the default) or ' if name == 'search_distill' else ''}a "
-                                 f"number in [0, 1] (the share of distillation), got {value!r}")
+                raise ValueError(f"{name} must be None (the default) or a number in [0, 1] (the share of "
+                                 f"distillation), got {value!r}")
         t = self.distill_temperature
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
             raise ValueError(f"distill_temperature must be a finite number > 0, got {t!r}")
@@ -393,6 +401,23 @@ class PruneJob:
             return self.search_distill
         auto = self.trained and self.gradual_fraction > 0
         return DEFAULT_SEARCH_DISTILL if auto else 0.0
+
+    @property
+    def finetune_distill_share(self) -> float:
+        """The ``finetune_distill`` in effect: as given, else `DEFAULT_FINETUNE_DISTILL` when the job fine-tunes a
+        pruned trained network (``finetune_epochs`` >= 1), else 0.
+
+        Examples:
+            >>> PruneJob(ratio=0.4, pretrain_epochs=5, finetune_epochs=10).finetune_distill_share
+            1.0
+            >>> PruneJob(ratio=0.4, finetune_epochs=10).finetune_distill_share   # nothing trained to distil from
+            0.0
+            >>> PruneJob(ratio=0.4, pretrain_epochs=5, finetune_distill=0).finetune_distill_share
+            0
+        """
+        if self.finetune_distill is not None:
+            return self.finetune_distill
+        return DEFAULT_FINETUNE_DISTILL if self.trained and self.finetune_epochs > 0 else 0.0
 
     @property
     def subset_seed(self) -> int:
@@ -586,8 +611,10 @@ class _Job:
         self.ckpt = self.out / "checkpoint.pt"
         #: the weights of the network before pruning, while a loss distils from it (saved in every checkpoint)
         self.teacher: dict[str, torch.Tensor] | None = None
-        #: the search's share of distillation in effect (saved in every checkpoint: a resumed search keeps it)
+        #: the search's / fine-tuning's shares of distillation in effect (saved in every checkpoint: a resumed job
+        #: keeps them)
         self.search_distill = 0.0
+        self.finetune_distill = 0.0
         self.device = rank_device(resolve_device(job.device), self.ranks)
         self.progress = job.progress and self.ranks.main
         self.amp = _amp_dtype(job.amp)
@@ -677,6 +704,7 @@ class _Job:
         if self.teacher is not None and "pretrained" not in state:
             extra["teacher"] = self.teacher
         extra["search_distill"] = self.search_distill
+        extra["finetune_distill"] = self.finetune_distill
         atomic_save({"format": _CKPT_FORMAT, "phase": phase, "epoch": epoch, "results": json.dumps(self.results),
                      "rng": get_rng_state(), **extra, **state}, self.ckpt)
 
@@ -703,8 +731,8 @@ def _train_phase(ctx: _Job, model: nn.Module, phase: str, epochs: int, start: in
     # several ranks: DDP averages the gradients of the ranks' parts of each global batch
     net = ddp.wrap_ddp(model, ignore=[]) if ctx.ranks.distributed else model
     loss_fn = None
-    if phase == "finetune" and job.finetune_distill:
-        kd = DistillationLoss(_teacher(ctx), weight=job.finetune_distill, temperature=job.distill_temperature,
+    if phase == "finetune" and ctx.finetune_distill:
+        kd = DistillationLoss(_teacher(ctx), weight=ctx.finetune_distill, temperature=job.distill_temperature,
                               copy_teacher=False)
         loss_fn = lambda m, x, y: kd.loss_and_logits(m, (x, y))  # noqa: E731
     t0 = time.perf_counter()
@@ -1065,9 +1093,12 @@ def _run(ctx: _Job) -> dict[str, Any]:
                          state.get("optimizer") if state else None, state.get("scheduler") if state else None, {})
         phase, epoch, state = "search", 0, None
     ctx.search_distill = job.search_distill_share
+    ctx.finetune_distill = job.finetune_distill_share
     if state is not None and job.search_distill is None:  # the default: whatever the resumed search did
         ctx.search_distill = float(state.get("search_distill", 0.0))
-    if ctx.search_distill or job.finetune_distill:
+    if state is not None and job.finetune_distill is None:  # likewise (0 from a checkpoint older than the default)
+        ctx.finetune_distill = float(state.get("finetune_distill", 0.0))
+    if ctx.search_distill or ctx.finetune_distill:
         ctx.teacher = _teacher_weights(ctx, state, model)
     if "before" not in ctx.results:
         ctx.results["before"] = {"test_acc": ctx.eval(model), **_counts(model, ctx.example.to(ctx.device))}
@@ -1100,7 +1131,7 @@ def _run(ctx: _Job) -> dict[str, Any]:
         ctx.results["pruning"] = {k: v for k, v in pruner.result.items() if k != "widths"}
         steps = pruner.selection_config.gradual_steps  # the schedule in effect (job.gradual: as given)
         ctx.results["pruning"].update(gradual=job.gradual_fraction if steps else 0.0, gradual_steps=steps,
-                                      search_distill=ctx.search_distill)
+                                      search_distill=ctx.search_distill, finetune_distill=ctx.finetune_distill)
         ctx.results["widths"] = pruner.result["widths"]
         if job.bn_recalibration > 0 and has_running_stats(model):
             ctx.results["after_prune_stale_bn"] = {"test_acc": ctx.eval(model)}
