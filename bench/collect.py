@@ -207,12 +207,6 @@ WIDTH_QUALITY = (
      "--finetune-lr 0.001 --finetune-only 'gradual|^l1_norm$' --finetune-distill 1 --seed 1 --search-epochs 1 "
      "--variants gradual_l1_norm_kd1,gradual_chosen_kd1,gradual_chosen_kd1_widths_l1,gradual_l1_norm_kd1_widths_l1 "
      "--out bench/results/criterion_quality_b100_widths_s1.json"),
-    ("The searches' widths, the channels by the baseline's magnitude: diagnostic seed 2, distilled fine-tuning "
-     "(training images only)", "criterion_quality_b100_widths_s2.md",
-     "python bench/criterion_quality.py --threads 1 --work runs/pq_b100 --budgets 0.6,0.35 --finetune-epochs 10 "
-     "--finetune-lr 0.001 --finetune-only 'gradual|^l1_norm$' --finetune-distill 1 --seed 2 --search-epochs 1 "
-     "--variants gradual_l1_norm_kd1,gradual_chosen_kd1,gradual_chosen_kd1_widths_l1,gradual_l1_norm_kd1_widths_l1 "
-     "--out bench/results/criterion_quality_b100_widths_s2.json"),
     ("The searches' widths, the channels by the baseline's magnitude: diagnostic seed 3, distilled fine-tuning "
      "(training images only)", "criterion_quality_b100_widths_s3.md",
      "python bench/criterion_quality.py --threads 1 --work runs/pq_b100 --budgets 0.6,0.35 --finetune-epochs 10 "
@@ -299,6 +293,20 @@ WIDTH_QUALITY = (
      "equal_macs_after_b200_ft10_heldout_ftkd.md",
      "python bench/heldout_eval.py --threads 1 --work runs/pq_b200_ft10_fixed "
      "--out bench/results/equal_macs_after_b200_ft10_heldout_ftkd.json"),
+    ("The diagnostic's own baseline (PreResNet-20, 100 epochs) on test images, distilled search and fine-tuning: "
+     "both gradual arms, 2 seeds", "equal_macs_after_b100_ft10_ftkd.md",
+     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1 --baseline-epochs 100 "
+     "--finetune-epochs 10 --finetune-lr 0.001 --work runs/pq_b100_kd --rarts-l1 0 --rarts-cost-weight 2 "
+     "--rarts-arch-lr 0.01 --rarts-importance l1_norm --gradual 0.5 --search-distill 1 --finetune-distill 1 "
+     "--methods rarts,l1_norm --gradual-methods rarts,l1_norm --out bench/results/equal_macs_after_b100_ft10_ftkd.json"),
+    ("The same against the one-shot l1-norm (distilled fine-tuning), 2 seeds", "equal_macs_after_b100_ft10_ftkd_oneshot.md",
+     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1 --baseline-epochs 100 "
+     "--finetune-epochs 10 --finetune-lr 0.001 --work runs/pq_b100_kd --rarts-l1 0 --rarts-cost-weight 2 "
+     "--rarts-arch-lr 0.01 --rarts-importance l1_norm --gradual 0.5 --search-distill 1 --finetune-distill 1 "
+     "--methods rarts,l1_norm --gradual-methods rarts --out bench/results/equal_macs_after_b100_ft10_ftkd_oneshot.json"),
+    ("The same networks on the unseen test images", "equal_macs_after_b100_ft10_heldout_ftkd.md",
+     "python bench/heldout_eval.py --threads 1 --work runs/pq_b100_kd --seeds 0,1 "
+     "--out bench/results/equal_macs_after_b100_ft10_heldout_ftkd.json"),
     ("PreResNet-29 with distillation in both gradual arms, 3 seeds", "equal_macs_after_d29_b100_ft10_distill.md",
      "python bench/equal_macs.py --threads 1 --depth 29 --protocols after --seeds 0,1,2 --baseline-epochs 100 "
      "--finetune-epochs 10 --finetune-lr 0.001 --work runs/pq_d29_b100 --rarts-l1 0 --rarts-cost-weight 2 "
