@@ -294,18 +294,18 @@ WIDTH_QUALITY = (
      "python bench/heldout_eval.py --threads 1 --work runs/pq_b200_ft10_fixed "
      "--out bench/results/equal_macs_after_b200_ft10_heldout_ftkd.json"),
     ("The diagnostic's own baseline (PreResNet-20, 100 epochs) on test images, distilled search and fine-tuning: "
-     "both gradual arms, 2 seeds", "equal_macs_after_b100_ft10_ftkd.md",
-     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1 --baseline-epochs 100 "
+     "both gradual arms, 3 seeds", "equal_macs_after_b100_ft10_ftkd.md",
+     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2 --baseline-epochs 100 "
      "--finetune-epochs 10 --finetune-lr 0.001 --work runs/pq_b100_kd --rarts-l1 0 --rarts-cost-weight 2 "
      "--rarts-arch-lr 0.01 --rarts-importance l1_norm --gradual 0.5 --search-distill 1 --finetune-distill 1 "
      "--methods rarts,l1_norm --gradual-methods rarts,l1_norm --out bench/results/equal_macs_after_b100_ft10_ftkd.json"),
-    ("The same against the one-shot l1-norm (distilled fine-tuning), 2 seeds", "equal_macs_after_b100_ft10_ftkd_oneshot.md",
-     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1 --baseline-epochs 100 "
+    ("The same against the one-shot l1-norm (distilled fine-tuning), 3 seeds", "equal_macs_after_b100_ft10_ftkd_oneshot.md",
+     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2 --baseline-epochs 100 "
      "--finetune-epochs 10 --finetune-lr 0.001 --work runs/pq_b100_kd --rarts-l1 0 --rarts-cost-weight 2 "
      "--rarts-arch-lr 0.01 --rarts-importance l1_norm --gradual 0.5 --search-distill 1 --finetune-distill 1 "
      "--methods rarts,l1_norm --gradual-methods rarts --out bench/results/equal_macs_after_b100_ft10_ftkd_oneshot.json"),
     ("The same networks on the unseen test images", "equal_macs_after_b100_ft10_heldout_ftkd.md",
-     "python bench/heldout_eval.py --threads 1 --work runs/pq_b100_kd --seeds 0,1 "
+     "python bench/heldout_eval.py --threads 2 --work runs/pq_b100_kd --seeds 0,1,2 "
      "--out bench/results/equal_macs_after_b100_ft10_heldout_ftkd.json"),
     ("PreResNet-29 with distillation in both gradual arms, 3 seeds", "equal_macs_after_d29_b100_ft10_distill.md",
      "python bench/equal_macs.py --threads 1 --depth 29 --protocols after --seeds 0,1,2 --baseline-epochs 100 "
