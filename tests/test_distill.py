@@ -262,8 +262,8 @@ def test_the_default_fine_tunes_a_pruned_trained_network_by_distillation(tmp_pat
 
 def test_a_job_resumed_from_an_older_checkpoint_keeps_its_cross_entropy(tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    # a search saved before the fine-tuning default (its checkpoint records no finetune_distill) is fine-tuned as
-    # it would have been then, and one saved since keeps the share it recorded
+    # a search saved since the fine-tuning default records its share and the teacher; one saved before it (no
+    # share recorded, no teacher) is fine-tuned as it would have been then, with cross-entropy
     kw = dict(pretrain_epochs=1, search_epochs=2, finetune_epochs=1, ratio=0.4)
     run(tiny(tmp_path, **kw, stop_after="search"))
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
