@@ -293,6 +293,20 @@ WIDTH_QUALITY = (
      "equal_macs_after_b200_ft10_heldout_ftkd.md",
      "python bench/heldout_eval.py --threads 1 --work runs/pq_b200_ft10_fixed "
      "--out bench/results/equal_macs_after_b200_ft10_heldout_ftkd.json"),
+    ("The diagnostic's own baseline on test images, distilled search and fine-tuning, both gradual arms, 5 seeds "
+     "(seeds 3-4 added later, nothing changed)", "equal_macs_after_b100_ft10_ftkd_5seeds.md",
+     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2,3,4 --baseline-epochs 100 "
+     "--finetune-epochs 10 --finetune-lr 0.001 --work runs/pq_b100_kd --rarts-l1 0 --rarts-cost-weight 2 "
+     "--rarts-arch-lr 0.01 --rarts-importance l1_norm --gradual 0.5 --search-distill 1 --finetune-distill 1 "
+     "--methods rarts,l1_norm --gradual-methods rarts,l1_norm --out bench/results/equal_macs_after_b100_ft10_ftkd_5seeds.json"),
+    ("The same against the one-shot l1-norm (distilled fine-tuning), 5 seeds", "equal_macs_after_b100_ft10_ftkd_oneshot_5seeds.md",
+     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2,3,4 --baseline-epochs 100 "
+     "--finetune-epochs 10 --finetune-lr 0.001 --work runs/pq_b100_kd --rarts-l1 0 --rarts-cost-weight 2 "
+     "--rarts-arch-lr 0.01 --rarts-importance l1_norm --gradual 0.5 --search-distill 1 --finetune-distill 1 "
+     "--methods rarts,l1_norm --gradual-methods rarts --out bench/results/equal_macs_after_b100_ft10_ftkd_oneshot_5seeds.json"),
+    ("The same 5 seeds' networks on the unseen test images", "equal_macs_after_b100_ft10_heldout_ftkd_5seeds.md",
+     "python bench/heldout_eval.py --threads 1 --work runs/pq_b100_kd --seeds 0,1,2,3,4 "
+     "--out bench/results/equal_macs_after_b100_ft10_heldout_ftkd_5seeds.json"),
     ("The diagnostic's own baseline (PreResNet-20, 100 epochs) on test images, distilled search and fine-tuning: "
      "both gradual arms, 3 seeds", "equal_macs_after_b100_ft10_ftkd.md",
      "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2 --baseline-epochs 100 "
@@ -344,6 +358,17 @@ WIDTH_QUALITY = (
     ("PreResNet-29 on the unseen test images", "equal_macs_after_d29_b100_ft10_heldout.md",
      "python bench/heldout_eval.py --threads 2 --depth 29 --work runs/pq_d29_b100 "
      "--out bench/results/equal_macs_after_d29_b100_ft10_heldout.json"),
+    ("From scratch at equal training compute with RARTS' fused update (two passes a step, 1.7 plain epochs an "
+     "epoch): RARTS 20 epochs against plain training for 35 then the l1-norm or random, 3 seeds (2026-12-06)",
+     "equal_macs_scratch_equal_compute_fused.md",
+     "python bench/equal_macs.py --threads 1 --protocols scratch --seeds 0,1,2 --scratch-epochs 20 "
+     "--scratch-classic-epochs 35 --finetune-epochs 5 --finetune-lr 0.01 --work runs/pq_scratch_eq "
+     "--methods rarts,l1_norm,random --rarts-update fused --out bench/results/equal_macs_scratch_equal_compute_fused.json"),
+    ("The fused update at equal epochs: RARTS fused 10 epochs from scratch (compare the exact update's 10 epochs "
+     "in equal_macs_scratch_equal_compute_3seeds.md), 3 seeds", "equal_macs_scratch_fused_equal_epochs.md",
+     "python bench/equal_macs.py --threads 1 --protocols scratch --seeds 0,1,2 --scratch-epochs 10 "
+     "--finetune-epochs 5 --finetune-lr 0.01 --work runs/pq_scratch_fused10 --methods rarts --no-control "
+     "--rarts-update fused --out bench/results/equal_macs_scratch_fused_equal_epochs.json"),
     ("From scratch at equal training compute, 3 seeds (2026-12-06): RARTS 10 epochs against plain training for 35 "
      "then the l1-norm or random", "equal_macs_scratch_equal_compute_3seeds.md",
      "python bench/equal_macs.py --threads 1 --protocols scratch --seeds 0,1,2 --scratch-epochs 10 "

@@ -351,6 +351,14 @@ def test_equal_macs_smoke(tmp_path: Path) -> None:
     assert eq_res["unpruned"]["scratch"]["test_acc"] == pytest.approx(
         json.loads((scratch_dir / "plain_e2_s0" / "results.json").read_text())["before"]["test_acc"])
     assert "equal training compute" in eq.with_suffix(".md").read_text()
+    # RARTS' fused update (two passes a step) in its own folders; the classic arms are reused
+    _run(*swap_args[:-1], "--protocols", "scratch", "--methods", "rarts,l1_norm", "--budgets", "0.6",
+         "--scratch-classic-epochs", "2", "--rarts-update", "fused", "--no-control", "--out", str(eq))
+    fused = json.loads((scratch_dir / "rarts_fused_m0.6_s0" / "results.json").read_text())
+    assert fused["job"]["search"]["update"] == "fused" and scratch["job"]["search"]["update"] == "exact"
+    assert (scratch_dir / "rarts_fused_s0_search").is_dir()
+    assert json.loads((scratch_dir / "l1_norm_e2_m0.6_s0" / "results.json").read_text()) == l1_eq  # reused
+    assert "update='fused'" in eq.with_suffix(".md").read_text()
     # the fine-tuning length check: the control's gain over the unpruned network is recorded and reported
     gain = res["control_gain"]["after"]
     assert gain == pytest.approx(res["control"]["after"]["acc_mean"] - res["unpruned"]["after"]["test_acc"])
