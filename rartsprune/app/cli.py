@@ -84,7 +84,8 @@ _HELP = {
                "with --train-during-search in ratio mode 3 / the number of search steps)",
     "lam": "RARTS lambda (weight of the auxiliary net's loss); also MiLeNAS' lambda",
     "beta": "RARTS beta (coupling of the two networks)",
-    "update": "RARTS update: exact (Eq. 7, four passes per step) or fused (two passes, approximation)",
+    "update": "RARTS update: exact (Eq. 7, four passes per step) or fused (two passes, approximation; about half "
+              "the cost: the better use of a fixed compute budget when the search is the training)",
     "importance": "criterion for the ranking (default: alpha_gamma in ratio mode, alpha in l1 mode, l1_norm -- "
                   "|alpha|*||W|| -- with a budget reached gradually)",
     "grad_clip": "largest gradient norm of each weight update of the search",
