@@ -364,6 +364,10 @@ WIDTH_QUALITY = (
      "python bench/equal_macs.py --threads 1 --protocols scratch --seeds 0,1,2 --scratch-epochs 20 "
      "--scratch-classic-epochs 35 --finetune-epochs 5 --finetune-lr 0.01 --work runs/pq_scratch_eq "
      "--methods rarts,l1_norm,random --rarts-update fused --out bench/results/equal_macs_scratch_equal_compute_fused.json"),
+    ("The from-scratch runs at equal compute (exact and fused RARTS, the classic arms after 10 and 35 epochs) on "
+     "the unseen and on all test images, 3 seeds", "equal_macs_scratch_equal_compute_heldout.md",
+     "python bench/heldout_eval.py --threads 1 --protocol scratch_swap --work runs/pq_scratch_eq --seeds 0,1,2 "
+     "--out bench/results/equal_macs_scratch_equal_compute_heldout.json"),
     ("The fused update at equal epochs: RARTS fused 10 epochs from scratch (compare the exact update's 10 epochs "
      "in equal_macs_scratch_equal_compute_3seeds.md), 3 seeds", "equal_macs_scratch_fused_equal_epochs.md",
      "python bench/equal_macs.py --threads 1 --protocols scratch --seeds 0,1,2 --scratch-epochs 10 "
