@@ -368,6 +368,14 @@ WIDTH_QUALITY = (
      "the unseen and on all test images, 3 seeds", "equal_macs_scratch_equal_compute_heldout.md",
      "python bench/heldout_eval.py --threads 1 --protocol scratch_swap --work runs/pq_scratch_eq --seeds 0,1,2 "
      "--out bench/results/equal_macs_scratch_equal_compute_heldout.json"),
+    ("The fused update at equal compute with a 4th seed (run afterwards, nothing changed)",
+     "equal_macs_scratch_equal_compute_fused_4seeds.md",
+     "python bench/equal_macs.py --threads 1 --protocols scratch --seeds 0,1,2,3 --scratch-epochs 20 "
+     "--scratch-classic-epochs 35 --finetune-epochs 5 --finetune-lr 0.01 --work runs/pq_scratch_eq "
+     "--methods rarts,l1_norm,random --rarts-update fused --out bench/results/equal_macs_scratch_equal_compute_fused_4seeds.json"),
+    ("The same 4 seeds on the unseen and on all test images", "equal_macs_scratch_equal_compute_heldout_4seeds.md",
+     "python bench/heldout_eval.py --threads 1 --protocol scratch_swap --work runs/pq_scratch_eq --seeds 0,1,2,3 "
+     "--out bench/results/equal_macs_scratch_equal_compute_heldout_4seeds.json"),
     ("The fused update at equal epochs: RARTS fused 10 epochs from scratch (compare the exact update's 10 epochs "
      "in equal_macs_scratch_equal_compute_3seeds.md), 3 seeds", "equal_macs_scratch_fused_equal_epochs.md",
      "python bench/equal_macs.py --threads 1 --protocols scratch --seeds 0,1,2 --scratch-epochs 10 "
