@@ -422,7 +422,7 @@ def rarts_settings_text(args: argparse.Namespace) -> str:
         given.append(f"`update={args.rarts_update!r}`")
     if args.rarts_importance is not None:
         given.append(f"`importance={args.rarts_importance!r}`")
-    return ("the score settings " + ", ".join(given) + " (the rest: `prune()`'s defaults)") if given else ""
+    return ("the search settings " + ", ".join(given) + " (the rest: `prune()`'s defaults)") if given else ""
 
 
 def _scratch_epochs_text(args: argparse.Namespace) -> str:
