@@ -69,8 +69,8 @@ def _mean_std(vals: list[float]) -> str:
 #: The settings a cached run must share with the job asking for it (run folders are named by method, budget and
 #: seed only: a run of another length in the same ``--work`` is refused, not silently reused).
 _CACHE_KEYS = ("pretrain_epochs", "search_epochs", "finetune_epochs", "finetune_lr", "train_subset", "test_subset",
-               "seed", "batch_size", "search_distill", "finetune_distill", "distill_temperature")
-_FINETUNE_KEYS = ("finetune_epochs", "finetune_lr", "finetune_distill")
+               "seed", "batch_size", "search_distill", "finetune_distill", "distill_temperature", "val_images")
+_FINETUNE_KEYS = ("finetune_epochs", "finetune_lr", "finetune_distill", "val_images")
 
 
 def _check_cached(job: PruneJob, cached: dict[str, Any]) -> None:
@@ -97,12 +97,13 @@ def _load_or_run(job: PruneJob) -> dict[str, Any]:
     return run(replace(job, resume=(out / "checkpoint.pt").exists()))
 
 
-def _at_budget(job: PruneJob, searched: Path | None, out: Path, macs: float) -> dict[str, Any]:
-    """``job`` finalized at ``macs``: from a copy of the finished search in ``searched`` (or from scratch)."""
+def _at_budget(job: PruneJob, searched: Path | None, out: Path, macs: float, val_images: int = 0) -> dict[str, Any]:
+    """``job`` finalized at ``macs``: from a copy of the finished search in ``searched`` (or from scratch); with
+    ``val_images``, the fine-tuning epoch those held-out training images score best is kept."""
     if searched is not None and not (out / "results.json").exists() and not (out / "checkpoint.pt").exists():
         out.mkdir(parents=True, exist_ok=True)
         shutil.copy(searched / "checkpoint.pt", out / "checkpoint.pt")
-    return _load_or_run(replace(job, out=str(out), macs=macs, stop_after=None))
+    return _load_or_run(replace(job, out=str(out), macs=macs, stop_after=None, val_images=val_images))
 
 
 def add_setting_args(ap: argparse.ArgumentParser) -> None:
@@ -201,6 +202,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="'after': the share of distillation from the baseline in every arm's fine-tuning "
                          "(PruneJob.finetune_distill; the searches are shared, the fine-tuned runs get their own "
                          "folders, suffix _ftkd<W>). The control still trains on the labels alone")
+    ap.add_argument("--val-images", type=int, default=0,
+                    help="hold out this many training images outside --train-subset and keep, per pruned run, the "
+                         "fine-tuning epoch (0: none) they score best (PruneJob.val_images; the same rule for every "
+                         "arm); the searches and trained networks are shared, the fine-tuned runs get their own "
+                         "folders (suffix _val<N>)")
     ap.add_argument("--distill-temperature", type=float, default=4.0,
                     help="temperature of both (other than 4: folder suffix _T<t>)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "equal_macs.json")
@@ -236,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         """Run folder: the search settings name the search; the ranking criterion only the finalized runs."""
         schedule = f"_gradual{args.gradual:g}" if gradual(method)["gradual"] else ""
         schedule += distill_suffix(method, finalized)
+        schedule += f"_val{args.val_images}" if finalized and args.val_images else ""
         if method != "rarts":
             return method + schedule
         # the ranking names the finalized runs; a gradual search ranks while it prunes, so it names the search too
@@ -268,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
                      "acc_before": res["before"]["test_acc"],
                      "params": res["after_prune"]["params"], "macs": res["after_prune"]["macs"],
                      "macs_ratio": res["summary"]["macs_ratio"], "params_ratio": res["summary"]["params_ratio"],
-                     "prc": res["summary"]["prc"]})
+                     "prc": res["summary"]["prc"],
+                     "kept_epoch": res.get("finetune_selection", {}).get("kept_epoch")})
         print(f"{protocol} {method} macs {macs:g} seed {seed}: {runs[-1]['acc']:.2f}% "
               f"(pruned {runs[-1]['acc_pruned']:.2f}%, MACs x{runs[-1]['macs_ratio']:.3f})", flush=True)
 
@@ -310,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                     if per_budget and searched is not None:
                         searched = work / "after" / f"{folder(method, finalized=False)}{split_suffix}_m{macs:g}_s{seed}_search"
                         _load_or_run(replace(job, out=str(searched), stop_after="search", macs=macs))
-                    res = _at_budget(job, searched, work / "after" / f"{name}_m{macs:g}_s{seed}", macs)
+                    res = _at_budget(job, searched, work / "after" / f"{name}_m{macs:g}_s{seed}", macs, args.val_images)
                     record("after", method, seed, macs, res)
             control("after", base_dir / "baseline.pt", seed, base["before"]["test_acc"])
     if "scratch" in args.protocols:
@@ -341,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
                                   init_weights=str(plain_dir / "baseline.pt"))
                     searched = None
                 for macs in args.budgets:
-                    res = _at_budget(job, searched, scratch / f"{folder(method)}{sfx}_m{macs:g}_s{seed}", macs)
+                    res = _at_budget(job, searched, scratch / f"{folder(method)}{sfx}_m{macs:g}_s{seed}", macs,
+                                     args.val_images)
                     record("scratch", method, seed, macs, res)
             control("scratch", plain_dir / "baseline.pt", seed, plain["before"]["test_acc"], ep)
 
@@ -360,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
                              "acc_pruned_mean": statistics.mean(r["acc_pruned"] for r in sel),
                              "params": statistics.mean(r["params"] for r in sel),
                              "macs": statistics.mean(r["macs"] for r in sel),
-                             "macs_ratio": statistics.mean(r["macs_ratio"] for r in sel)})
+                             "macs_ratio": statistics.mean(r["macs_ratio"] for r in sel),
+                             "kept_epochs": [r["kept_epoch"] for r in sel]})
     control_mean = {p: statistics.mean(v) for p, v in controls.items() if v}
     targets = _targets(rows, control_mean)
     paired = _paired(runs)
@@ -449,7 +459,11 @@ def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] 
              + (f" Distillation from the baseline (`rartsprune.DistillationLoss`, T = {args.distill_temperature:g}): "
                 f"share {args.search_distill:g} in the loss of every arm that trains before surgery, "
                 f"{args.finetune_distill:g} in every arm's fine-tuning (the control trains on the labels alone)."
-                if args.search_distill or args.finetune_distill else ""), ""]
+                if args.search_distill or args.finetune_distill else "")
+             + (f" Fine-tuning length chosen per run on {args.val_images} held-out training images "
+                "(`PruneJob.val_images`): the epoch they score best is kept, 0 being the pruned network before "
+                "fine-tuning (`kept epochs` per seed); the control trains all its epochs." if args.val_images else ""),
+             ""]
     for protocol in args.protocols:
         unpruned = result["unpruned"].get(protocol)
         ctrl = result["control"][protocol]
@@ -466,12 +480,14 @@ def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] 
                              f"({per_seed}; the issue asks < 0.5: "
                              f"{'met' if gain < 0.5 else 'missed: the pruned arms are partly still training'}).")
             lines.append("")
-        lines += ["| MACs budget | method | test acc (fine-tuned) | pruned, BN re-estimated | params | MACs |",
-                  "|---|---|---|---|---|---|"]
+        kept = bool(args.val_images)
+        lines += ["| MACs budget | method | test acc (fine-tuned) | pruned, BN re-estimated | params | MACs |"
+                  + (" kept epochs |" if kept else ""), "|---|---|---|---|---|---|" + ("---|" if kept else "")]
         for r in sorted((r for r in result["rows"] if r["protocol"] == protocol),
                         key=lambda r: (-r["budget"], -r["acc_mean"])):
             lines.append(f"| {r['budget']:g}x | {r['method']} | {r['acc']} | {r['acc_pruned']} | "
-                         f"{format_count(r['params'])} | {format_count(r['macs'])} (x{r['macs_ratio']:.3f}) |")
+                         f"{format_count(r['params'])} | {format_count(r['macs'])} (x{r['macs_ratio']:.3f}) |"
+                         + (f" {', '.join(str(e) for e in r['kept_epochs'])} |" if kept else ""))
         lines.append("")
         pairs = [p for p in result["paired"] if p["protocol"] == protocol]
         if pairs:

@@ -9,10 +9,19 @@ protocol (``plan.json`` + ``pruned.pt``), every unpruned control and the shared 
 * ``all``: the whole test set (the same images for every seed),
 
 then writes the same kind of table as `bench/equal_macs.py` (mean ± std over seeds, RARTS paired by seed, the
-control's gain over the baseline) as JSON and Markdown. Nothing is trained; no setting is chosen here.
+control's gain over the baseline) as JSON and Markdown. Nothing is trained.
+
+``--select-from`` names the ``--work`` folder of the same runs with another fine-tuning (``bench/equal_macs.py``
+with ``--finetune-epochs 0``, say, from the same searches and plain networks): per run, the network kept is the
+one of the two with the higher accuracy on ``--val-images`` *training* images that the run never trained on (a
+class-stratified sample of the training set outside the run's ``--train-subset``); ties keep ``--work``'s. That is
+a fine-tuning rule chosen per run on training data, the same rule for every arm; the tables report the kept
+networks, and no test image takes part in the choice.
 
     python bench/heldout_eval.py --threads 1 --work runs/pq_b100_ft1e-3 \\
         --out bench/results/equal_macs_after_b100_ft1e-3_heldout.json
+    python bench/heldout_eval.py --threads 1 --protocol scratch_swap --work runs/pq_scratch_eq \\
+        --select-from runs/pq_scratch_ft0 --out bench/results/equal_macs_scratch_selected.json
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,15 +57,73 @@ def _mean_std(vals: list[float]) -> str:
     return f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f}" if len(vals) > 1 else f"{vals[0]:.2f}"
 
 
-class TestSets:
+class _Images:
+    """One split of the runs' dataset, whole, evaluated on index subsets."""
+
+    split = "test"
+
+    def __init__(self, data: str, batch_size: int) -> None:
+        self.full = load_dataset(data, self.split)
+        self.aug = default_augment(self.full, train=False)
+        self.batch_size = batch_size
+        self.targets = torch.as_tensor([int(t) for t in self.full.targets])
+
+    def _accuracy(self, model: torch.nn.Module, indices: torch.Tensor) -> float:
+        loader = make_loader(self.full.subset(indices), self.batch_size, train=False)
+        return evaluate(model, loader, torch.device("cpu"), self.aug, None, None)
+
+
+def _cached(folder: Path, name: str, weights: str, key: dict[str, Any], keys: tuple[str, ...],
+            measure: Callable[[], dict[str, float]]) -> dict[str, float]:
+    """``measure()``'s accuracies of the network in ``folder``, kept in ``folder/name`` (valid while the weights
+    file is older than it and ``key`` is the same)."""
+    cache = folder / name
+    if cache.exists() and cache.stat().st_mtime >= (folder / weights).stat().st_mtime:
+        data = json.loads(cache.read_text())
+        if data.get("key") == key:
+            return {s: float(data[s]) for s in keys}
+    acc = measure()
+    cache.write_text(json.dumps({"key": key, **acc}))
+    return acc
+
+
+class ValImages(_Images):
+    """Training images a run never trained on: a seeded, class-stratified sample of ``count`` images of the
+    training set outside the run's own training subset (what a fine-tuning rule may be chosen on)."""
+
+    split = "train"
+
+    def __init__(self, data: str, count: int, batch_size: int) -> None:
+        super().__init__(data, batch_size)
+        self.count = count
+
+    def indices(self, train_subset: int | None, seed: int) -> torch.Tensor:
+        """The ``count`` images outside the training subset drawn with ``seed`` (the run's `subset_seed`)."""
+        if train_subset is None:
+            raise SystemExit("the runs trained on the whole training set: no training image is left to choose on")
+        used = torch.zeros(len(self.full), dtype=torch.bool)
+        used[stratified_indices(self.targets, train_subset, seed=seed)] = True
+        rest = torch.nonzero(~used).flatten()
+        if self.count > len(rest):
+            raise SystemExit(f"--val-images {self.count} is more than the {len(rest)} training images the runs "
+                             "never trained on")
+        return rest[stratified_indices(self.targets[rest], self.count, seed=seed)]
+
+    def cached(self, folder: Path, train_subset: int | None, seed: int,
+               build: Callable[[], torch.nn.Module]) -> float:
+        """The accuracy of ``folder``'s network on the run's images, kept in ``folder/val_eval.json``."""
+        key = {"weights": "pruned.pt", "train_images": len(self.full), "train_subset": train_subset, "seed": seed,
+               "count": self.count}
+        return _cached(folder, "val_eval.json", "pruned.pt", key, ("val",),
+                       lambda: {"val": self._accuracy(build(), self.indices(train_subset, seed))})["val"]
+
+
+class TestSets(_Images):
     """The full test set and, per seed, the images outside that seed's reported subset."""
 
     def __init__(self, data: str, subset: int, batch_size: int) -> None:
-        self.full = load_dataset(data, "test")
-        self.aug = default_augment(self.full, train=False)
+        super().__init__(data, batch_size)
         self.subset = subset
-        self.batch_size = batch_size
-        self.targets = torch.as_tensor([int(t) for t in self.full.targets])
 
     def indices(self, which: str, seed: int) -> torch.Tensor:
         if which == "all":
@@ -65,22 +133,17 @@ class TestSets:
         return torch.nonzero(~seen).flatten()
 
     def accuracy(self, model: torch.nn.Module, which: str, seed: int) -> float:
-        loader = make_loader(self.full.subset(self.indices(which, seed)), self.batch_size, train=False)
-        return evaluate(model, loader, torch.device("cpu"), self.aug, None, None)
+        return self._accuracy(model, self.indices(which, seed))
 
     def cached(self, folder: Path, weights: str, seed: int, build: Callable[[], torch.nn.Module]) -> dict[str, float]:
         """Both accuracies of the network in ``folder``; kept in ``folder/heldout_eval.json`` (valid while the
         weights file is older than it and the test set and subset size are the same)."""
-        cache = folder / "heldout_eval.json"
         key = {"weights": weights, "test_images": len(self.full), "subset": self.subset, "seed": seed}
-        if cache.exists() and cache.stat().st_mtime >= (folder / weights).stat().st_mtime:
-            data = json.loads(cache.read_text())
-            if data.get("key") == key:
-                return {s: float(data[s]) for s in SETS}
-        model = build()
-        acc = {s: self.accuracy(model, s, seed) for s in SETS}
-        cache.write_text(json.dumps({"key": key, **acc}))
-        return acc
+
+        def measure() -> dict[str, float]:
+            model = build()
+            return {s: self.accuracy(model, s, seed) for s in SETS}
+        return _cached(folder, "heldout_eval.json", weights, key, SETS, measure)
 
 
 def _job(folder: Path) -> dict[str, Any]:
@@ -90,6 +153,33 @@ def _job(folder: Path) -> dict[str, Any]:
 def _subset_seed(folder: Path) -> int:
     """The seed that drew the run's reported test subset: its job's ``data_seed``, else its ``seed``."""
     return PruneJob.subset_seed_of(_job(folder))
+
+
+def _pruned(folder: Path, depth: int, example: torch.Tensor) -> torch.nn.Module:
+    """The finished pruned network of a run folder."""
+    return load_pruned(folder / "plan.json", folder / "pruned.pt", preresnet(depth=depth, num_classes=10),
+                       example_inputs=example)
+
+
+def _select(folder: Path, other: Path, val: ValImages, seed: int, depth: int,
+            example: torch.Tensor) -> tuple[Path, dict[str, Any]]:
+    """The network kept of ``folder``'s and ``other``'s (the same run fine-tuned otherwise): the higher accuracy
+    on the training images neither trained on, ties to ``folder``; and the record of the choice."""
+    if not ((other / "pruned.pt").exists() and (other / "results.json").exists()):
+        raise SystemExit(f"--select-from has no finished run {other} for {folder}")
+    jobs = [_job(folder), _job(other)]
+    same = ("train_subset", "seed", "data_seed", "data")
+    if any(jobs[0].get(k) != jobs[1].get(k) for k in same) or (
+            json.loads((folder / "plan.json").read_text()) != json.loads((other / "plan.json").read_text())):
+        raise SystemExit(f"{other} is not the same run as {folder}: its {', '.join(same)} or its pruning plan "
+                         "differ")
+    subset = jobs[0]["train_subset"]
+    acc = {name: val.cached(f, subset, seed, partial(_pruned, f, depth, example))
+           for name, f in (("work", folder), ("select_from", other))}
+    kept = "select_from" if acc["select_from"] > acc["work"] else "work"
+    return (other if kept == "select_from" else folder), {
+        "kept": kept, "val": acc, "finetune_epochs": {"work": jobs[0]["finetune_epochs"],
+                                                      "select_from": jobs[1]["finetune_epochs"]}}
 
 
 def _dense(path: Path, depth: int) -> torch.nn.Module:
@@ -107,10 +197,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=None, help="CIFAR-10 tree (default: the runs' own)")
     ap.add_argument("--seeds", default=None, type=lambda s: sorted({int(x) for x in s.split(",") if x}),
                     help="only these seeds (default: every finished seed): compare arms over the same seeds")
+    ap.add_argument("--methods", default=None,
+                    help="only the runs whose method (the folder name before _m<budget>_s<seed>) matches this "
+                         "regular expression, e.g. '_fused$|_e35$'")
+    ap.add_argument("--select-from", type=Path, default=None,
+                    help="the --work folder of the same runs with another fine-tuning (e.g. equal_macs.py "
+                         "--finetune-epochs 0 from the same searches): per run, keep the network with the higher "
+                         "accuracy on --val-images training images the run never trained on (ties: --work's)")
+    ap.add_argument("--val-images", type=int, default=5000,
+                    help="with --select-from: how many unused training images choose (class-stratified, drawn "
+                         "with each run's subset seed)")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
+    try:
+        methods = re.compile(args.methods) if args.methods is not None else None
+    except re.error as exc:
+        ap.error(f"--methods {args.methods!r} is not a regular expression: {exc}")
+    if args.val_images < 1:
+        ap.error(f"--val-images must be at least 1, got {args.val_images}")
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -119,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.seeds is None or seed in args.seeds
 
     arms = sorted(p for p in runs_dir.iterdir()
-                  if (m := RUN.match(p.name)) and wanted(int(m["seed"])) and (p / "pruned.pt").exists())
+                  if (m := RUN.match(p.name)) and wanted(int(m["seed"])) and (p / "pruned.pt").exists()
+                  and (methods is None or methods.search(m["method"])))
     controls = sorted(p for p in runs_dir.glob("control_s*") if wanted(int(p.name.removeprefix("control_s"))))
     if not arms:
         print(f"no finished runs under {runs_dir}")
@@ -131,22 +238,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"the runs used different or no test subsets ({subsets}): nothing is held out")
         return 2
     sets = TestSets(data, subsets.pop(), args.batch_size)
+    val = ValImages(data, args.val_images, args.batch_size) if args.select_from else None
     example = torch.zeros(1, 3, 32, 32)
     runs: list[dict[str, Any]] = []
     for folder in arms:
         m = RUN.match(folder.name)
         assert m is not None
         seed = int(m["seed"])
-        def build(folder: Path = folder) -> torch.nn.Module:
-            return load_pruned(folder / "plan.json", folder / "pruned.pt",
-                               preresnet(depth=args.depth, num_classes=10), example_inputs=example)
-
-        reported = json.loads((folder / "results.json").read_text())["after_finetune"]["test_acc"]
         images = _subset_seed(folder)
+        kept, choice = folder, {}
+        if val is not None:
+            other = args.select_from / runs_dir.relative_to(args.work) / folder.name
+            kept, choice = _select(folder, other, val, images, args.depth, example)
+        reported = json.loads((kept / "results.json").read_text())["after_finetune"]["test_acc"]
         row = {"method": m["method"], "budget": float(m["budget"]), "seed": seed, "reported": reported,
-               "subset_seed": images, **sets.cached(folder, "pruned.pt", images, build)}
+               "subset_seed": images, **choice,
+               **sets.cached(kept, "pruned.pt", images, partial(_pruned, kept, args.depth, example))}
         runs.append(row)
-        print(f"{folder.name}: reported {reported:.2f}, unseen {row['unseen']:.2f}, all {row['all']:.2f}", flush=True)
+        print(f"{folder.name}: reported {reported:.2f}, unseen {row['unseen']:.2f}, all {row['all']:.2f}"
+              + (f" (kept {row['kept']}: val {row['val'][row['kept']]:.2f})" if choice else ""), flush=True)
     baseline = Path(_job(arms[0])["init_weights"]) if args.protocol == "after" else None
     seeds = sorted({r["seed"] for r in runs})
     unpruned: dict[str, Any] = {}
@@ -166,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         for method in sorted({r["method"] for r in runs}):
             sel = [r for r in runs if (r["budget"], r["method"]) == (budget, method)]
             if sel:
-                rows.append({"budget": budget, "method": method, "seeds": len(sel),
+                kept = {"kept_select_from": sum(r["kept"] == "select_from" for r in sel)} if val is not None else {}
+                rows.append({"budget": budget, "method": method, "seeds": len(sel), **kept,
                              **{s: statistics.mean(r[s] for r in sel) for s in (*SETS, "reported")},
                              **{f"{s}_text": _mean_std([r[s] for r in sel]) for s in (*SETS, "reported")}})
     paired = []  # every RARTS arm (rarts, or rarts_<settings>) against every other method, seed by seed
@@ -209,10 +320,18 @@ def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] 
                             f"{result['control_gain'][s]:+.2f} (per seed "
                             + ", ".join(f"{c[key] - u[key]:+.2f}" for key in sorted(c)) + ")" if c else ""))
         lines.append("")
-    lines += ["| MACs budget | method | unseen | all | reported |", "|---|---|---|---|---|"]
+    select = args.select_from is not None
+    if select:
+        lines += [f"Fine-tuning chosen per run: of each run in `{portable(str(args.work))}` and the same run in "
+                  f"`{portable(str(args.select_from))}` (the same search and pruning plan, fine-tuned otherwise), "
+                  f"the network with the higher accuracy on {args.val_images} training images the run never trained "
+                  "on is kept (ties: the first); every number below is the kept network's. `kept 2nd`: the runs "
+                  "that kept the second.", ""]
+    lines += ["| MACs budget | method | unseen | all | reported |" + (" kept 2nd |" if select else ""),
+              "|---|---|---|---|---|" + ("---|" if select else "")]
     for r in result["rows"]:
         lines.append(f"| {r['budget']:g}x | {r['method']} | {r['unseen_text']} | {r['all_text']} | "
-                     f"{r['reported_text']} |")
+                     f"{r['reported_text']} |" + (f" {r['kept_select_from']}/{r['seeds']} |" if select else ""))
     if result["paired"]:
         lines += ["", "Each RARTS arm minus each other arm, paired by seed (mean ± std, seeds the RARTS arm is "
                   "ahead on):", "", "| MACs budget | RARTS arm | vs | unseen | all | reported |",

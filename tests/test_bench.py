@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.scripts import load_script
 
@@ -295,6 +297,62 @@ def test_equal_macs_targets_at_the_margin(monkeypatch: pytest.MonkeyPatch) -> No
     assert em._targets(short, {}) == {"after 0.35x MACs: rarts >= l1_norm (best other) + 0.5": False}
 
 
+def test_heldout_eval_selects_finetuning_on_unused_training_images(tmp_path: Path) -> None:
+    """--select-from keeps, per run, the network of two fine-tunings with the higher accuracy on training images
+    the run never trained on; the tables report the kept network's numbers."""
+    held = load_script("bench/heldout_eval.py", "bench_heldout_eval")
+    val = held.ValImages("fake", 100, 64)
+    idx = val.indices(96, seed=0)
+    train = held.stratified_indices(val.targets, 96, seed=0)
+    assert len(idx) == 100 and len(set(idx.tolist())) == 100
+    assert not set(idx.tolist()) & set(train.tolist())  # no training image of the run
+    rest = torch.ones(len(val.targets), dtype=torch.bool)
+    rest[train] = False
+    share = torch.bincount(val.targets[rest], minlength=10) * 100 / int(rest.sum())  # class-stratified
+    assert (torch.bincount(val.targets[idx], minlength=10) - share).abs().max() < 1
+    assert torch.equal(idx, val.indices(96, seed=0)) and not torch.equal(idx, val.indices(96, seed=1))
+    with pytest.raises(SystemExit, match="more than the 904"):
+        held.ValImages("fake", 905, 64).indices(96, seed=0)
+    common = ["--data", "fake", "--depth", "11", "--train-subset", "96", "--test-subset", "32", "--baseline-epochs",
+              "1", "--search-epochs", "1", "--batch-size", "16", "--seeds", "0", "--methods", "rarts,l1_norm",
+              "--budgets", "0.6", "--threads", "1", "--device", "cpu", "--protocols", "after", "--no-control"]
+    first, second = tmp_path / "ft1", tmp_path / "ft0"
+    _run("bench/equal_macs.py", *common, "--finetune-epochs", "1", "--work", str(first), "--out", str(tmp_path / "a.json"))
+    for shared in ("baseline_d11", "equal_macs_d11/after/rarts_s0_search"):  # the same baseline and search
+        shutil.copytree(first / shared, second / shared)
+    _run("bench/equal_macs.py", *common, "--finetune-epochs", "0", "--work", str(second), "--out", str(tmp_path / "b.json"))
+    out = tmp_path / "sel.json"
+    _run("bench/heldout_eval.py", "--work", str(first), "--select-from", str(second), "--val-images", "100",
+         "--depth", "11", "--threads", "1", "--out", str(out))
+    res = json.loads(out.read_text())
+    assert {(r["method"], r["budget"]) for r in res["runs"]} == {("rarts", 0.6), ("l1_norm", 0.6)}
+    for r in res["runs"]:
+        name = f"{r['method']}_m0.6_s0"
+        folders = {"work": first / "equal_macs_d11" / "after" / name, "select_from": second / "equal_macs_d11" / "after" / name}
+        val_acc = {k: json.loads((f / "val_eval.json").read_text())["val"] for k, f in folders.items()}
+        assert r["val"] == pytest.approx(val_acc)
+        assert r["kept"] == ("select_from" if val_acc["select_from"] > val_acc["work"] else "work")
+        assert r["finetune_epochs"] == {"work": 1, "select_from": 0}
+        kept = folders[r["kept"]]
+        assert r["reported"] == json.loads((kept / "results.json").read_text())["after_finetune"]["test_acc"]
+        assert r["all"] == pytest.approx(json.loads((kept / "heldout_eval.json").read_text())["all"])
+    assert all(row["kept_select_from"] == sum(r["kept"] == "select_from" for r in res["runs"] if r["method"] == row["method"])
+               for row in res["rows"])
+    assert "Fine-tuning chosen per run" in out.with_suffix(".md").read_text()
+    _run("bench/heldout_eval.py", "--work", str(first), "--methods", "^l1_", "--depth", "11", "--out", str(out))
+    assert {r["method"] for r in json.loads(out.read_text())["runs"]} == {"l1_norm"}  # only the arms asked for
+    proc = subprocess.run([sys.executable, "bench/heldout_eval.py", "--work", str(first), "--methods", "(",
+                           "--out", str(tmp_path / "x.json")], capture_output=True, text=True, timeout=600, cwd=ROOT,
+                          env=ENV)
+    assert proc.returncode == 2 and "not a regular expression" in proc.stderr
+    # a run missing from --select-from, or another run there, is refused by name
+    shutil.rmtree(second / "equal_macs_d11" / "after" / "l1_norm_m0.6_s0")
+    proc = subprocess.run([sys.executable, "bench/heldout_eval.py", "--work", str(first), "--select-from", str(second),
+                           "--val-images", "100", "--depth", "11", "--out", str(tmp_path / "x.json")],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT, env=ENV)
+    assert proc.returncode != 0 and "no finished run" in proc.stderr and "l1_norm_m0.6_s0" in proc.stderr
+
+
 def test_equal_macs_smoke(tmp_path: Path) -> None:
     out = tmp_path / "em.json"
     args = ["bench/equal_macs.py", "--data", "fake", "--depth", "11", "--train-subset", "96", "--test-subset", "32",
@@ -359,6 +417,22 @@ def test_equal_macs_smoke(tmp_path: Path) -> None:
     assert (scratch_dir / "rarts_fused_s0_search").is_dir()
     assert json.loads((scratch_dir / "l1_norm_e2_m0.6_s0" / "results.json").read_text()) == l1_eq  # reused
     assert "update='fused'" in eq.with_suffix(".md").read_text()
+    # the fine-tuning length chosen on held-out training images: the same searches and plain networks, own folders
+    search_ckpt = (scratch_dir / "rarts_fused_s0_search" / "checkpoint.pt").stat().st_mtime_ns
+    _run(*swap_args[:-1], "--protocols", "scratch", "--methods", "rarts,l1_norm", "--budgets", "0.6",
+         "--scratch-classic-epochs", "2", "--rarts-update", "fused", "--no-control", "--val-images", "100",
+         "--out", str(eq))
+    assert (scratch_dir / "rarts_fused_s0_search" / "checkpoint.pt").stat().st_mtime_ns == search_ckpt
+    val_runs = {m: json.loads((scratch_dir / f"{m}_m0.6_s0" / "results.json").read_text())
+                for m in ("rarts_fused_val100", "l1_norm_val100_e2")}
+    assert val_runs["l1_norm_val100_e2"]["job"]["init_weights"].endswith("plain_e2_s0/baseline.pt")
+    for r in val_runs.values():
+        assert r["job"]["val_images"] == 100 and r["finetune_selection"]["val_images"] == 100
+        assert list(r["finetune_selection"]["val_acc"]) == ["0", "1"]  # the pruned network and 1 epoch
+    eq_val = json.loads(eq.read_text())
+    assert sorted(r["kept_epoch"] for r in eq_val["runs"]) == sorted(
+        r["finetune_selection"]["kept_epoch"] for r in val_runs.values())
+    assert "kept epochs" in eq.with_suffix(".md").read_text()
     # the fine-tuning length check: the control's gain over the unpruned network is recorded and reported
     gain = res["control_gain"]["after"]
     assert gain == pytest.approx(res["control"]["after"]["acc_mean"] - res["unpruned"]["after"]["test_acc"])

@@ -346,3 +346,86 @@ def test_data_seed_keeps_the_images_while_the_seed_varies(tmp_path: Path, monkey
     for split in ("train", "test"):  # the same images whatever the seed, those seed 0 draws
         assert torch.equal(fixed[0][split], fixed[1][split]) and torch.equal(fixed[0][split], fixed[2][split])
         assert not torch.equal(own[split], fixed[0][split])  # without it: the seed's own images
+
+
+def test_val_images_choose_the_finetuning_epoch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Held-out training images (never trained on) score the pruned network and every fine-tuning epoch; the best
+    (ties: the later) is the result, its weights in pruned.pt."""
+    import torch
+
+    splits: list[tuple[Any, Any]] = []
+    original_split = pipeline.split_holdout
+
+    def spy_split(*args: Any, **kw: Any) -> Any:
+        splits.append(original_split(*args, **kw))
+        return splits[-1]
+
+    monkeypatch.setattr(pipeline, "split_holdout", spy_split)
+    scripted = iter([50.0, 70.0, 60.0, 70.0, 80.0, 30.0, 20.0, 10.0])  # two jobs' epochs 0..3
+    weights: list[dict[str, torch.Tensor]] = []
+    original_eval, original_keep = pipeline._Job.eval, pipeline._Job.keep_if_best
+
+    def scripted_eval(self: Any, model: Any, split: str = "test") -> float:
+        return next(scripted) if split == "val" else original_eval(self, model, split)
+
+    def keep(self: Any, model: Any, epoch: int) -> float:
+        weights.append({k: v.clone() for k, v in model.state_dict().items()})
+        return original_keep(self, model, epoch)
+
+    monkeypatch.setattr(pipeline._Job, "eval", scripted_eval)
+    monkeypatch.setattr(pipeline._Job, "keep_if_best", keep)
+    kept = []
+    for name in ("later", "first"):
+        weights.clear()
+        res = run(tiny(tmp_path, val_images=100, search_epochs=1, finetune_epochs=3, out=str(tmp_path / name)))
+        sel = res["finetune_selection"]
+        assert sel["val_images"] == 100 and list(sel["val_acc"]) == ["0", "1", "2", "3"]
+        kept.append(sel["kept_epoch"])
+        test_acc = {0: res["after_prune"]["test_acc"],
+                    **{r["epoch"]: r["test_acc"] for r in res["history"] if r["phase"] == "finetune"}}
+        assert res["after_finetune"]["test_acc"] == test_acc[sel["kept_epoch"]]
+        assert [r["val_acc"] for r in res["history"] if r["phase"] == "finetune"] == list(sel["val_acc"].values())[1:]
+        saved = torch.load(tmp_path / name / "pruned.pt", weights_only=True)
+        assert len(weights) == 4 and all(torch.equal(saved[k], weights[sel["kept_epoch"]][k]) for k in saved)
+    assert kept == [3, 0]  # 70 at epochs 1 and 3: the later; 80 before fine-tuning: the pruned network itself
+    # the training images are the subset's, unchanged; the held-out ones are other images of the training split
+    train, val = splits[0]
+    plain = pipeline.load_dataset("fake", "train", subset=64, seed=0)
+    assert len(train) == 64 and len(val) == 100
+    assert torch.equal(torch.stack([train[i][0] for i in range(64)]), torch.stack([plain[i][0] for i in range(64)]))
+    seen = {train[i][0].numpy().tobytes() for i in range(len(train))}
+    assert not any(val[i][0].numpy().tobytes() in seen for i in range(len(val)))
+
+
+def test_val_images_survive_a_resume_and_are_validated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    whole = run(tiny(tmp_path, val_images=50, search_epochs=1, finetune_epochs=3, out=str(tmp_path / "whole")))
+    original = pipeline.train_epoch
+    calls = {"finetune": 0}
+
+    def crash(*args: Any, **kw: Any) -> Any:
+        if kw.get("desc", "").startswith("finetune"):
+            calls["finetune"] += 1
+            if calls["finetune"] == 2:
+                raise KeyboardInterrupt  # stopped during the second fine-tuning epoch
+        return original(*args, **kw)
+
+    monkeypatch.setattr(pipeline, "train_epoch", crash)
+    for name, val in (("resumed", 50), ("no_val", 0)):
+        calls["finetune"] = 0
+        with pytest.raises(KeyboardInterrupt):
+            run(tiny(tmp_path, val_images=val, search_epochs=1, finetune_epochs=3, out=str(tmp_path / name)))
+    monkeypatch.setattr(pipeline, "train_epoch", original)
+    resumed = run(tiny(tmp_path, val_images=50, search_epochs=1, finetune_epochs=3, resume=True,
+                       out=str(tmp_path / "resumed")))
+    assert resumed["finetune_selection"] == whole["finetune_selection"]  # epoch 0's score kept in the checkpoint
+    a, b = (torch.load(tmp_path / n / "pruned.pt", weights_only=True) for n in ("whole", "resumed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="started without val_images"):
+        run(tiny(tmp_path, val_images=50, search_epochs=1, finetune_epochs=3, resume=True, out=str(tmp_path / "no_val")))
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="val_images must be a non-negative integer"):
+            tiny(tmp_path, val_images=bad)
+    with pytest.raises(ValueError, match="the training subset of 64 leaves 936"):
+        run(tiny(tmp_path, val_images=937, out=str(tmp_path / "big")))

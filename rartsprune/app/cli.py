@@ -115,6 +115,9 @@ _HELP = {
     "bn_recalibration": "training batches to re-estimate BatchNorm statistics after surgery (0: off)",
     "train_subset": "use a class-stratified subset of this many training images",
     "test_subset": "use a class-stratified subset of this many test images",
+    "val_images": "hold out this many training images (outside --train-subset) that nothing trains on, and keep "
+                  "the fine-tuning epoch (0: the pruned network before fine-tuning) that scores best on them "
+                  "(default 0: the last epoch)",
     "data_seed": "seed that draws --train-subset / --test-subset (default: --seed); keep it when several seeds "
                  "continue one trained network, so they see the images it was trained and tested on",
     "init_weights": "state_dict (.pt) to start from",

@@ -75,7 +75,7 @@ from ..width.budget import BUDGET_KINDS
 from ..width.config import BASELINE_METHODS
 from ..width.importance import IMPORTANCES
 from . import loop
-from .data import default_augment, load_dataset, make_loader, num_classes, to_device_batch
+from .data import default_augment, load_dataset, make_loader, num_classes, split_holdout, to_device_batch
 from .data.augment import Shard
 from .launch import (
     Ranks,
@@ -202,6 +202,15 @@ class PruneJob:
     ``data_seed``: otherwise each seed searches and fine-tunes on images the network never saw and is tested
     on other images than it was.
 
+    ``val_images`` (default 0: off) holds out that many training images that no phase trains on (a
+    class-stratified sample drawn with `subset_seed`: outside ``train_subset`` when one is given, which then
+    keeps its images; else taken out of the training set) and chooses the fine-tuning's length on them: the pruned
+    network right after surgery and BatchNorm re-estimation (epoch 0) and after each fine-tuning epoch is scored
+    on them, and the one with the highest accuracy (ties: the later) is the job's result — ``after_finetune``,
+    ``pruned.pt`` and the final checkpoint. ``results.json`` records every epoch's accuracy on them and the kept
+    epoch under ``finetune_selection``. When the search is the training, the network right after surgery is
+    often better than after a fine-tuning that restarts the learning rate; this lets training images decide.
+
     How a search epoch uses the training set (``search_split``, `SEARCH_SPLITS`):
 
     * ``"fixed"`` (the default after training): one split into D_t and D_v for the whole search, each step pairs
@@ -252,6 +261,7 @@ class PruneJob:
     bn_recalibration: int = 50
     train_subset: int | None = None
     test_subset: int | None = None
+    val_images: int = 0
     image_size: int | None = None
     pretrained: bool = False
     init_weights: str | None = None
@@ -316,7 +326,7 @@ class PruneJob:
         object.__setattr__(self, name, value)
 
     def __post_init__(self) -> None:
-        for name in ("pretrain_epochs", "search_epochs", "finetune_epochs", "bn_recalibration"):
+        for name in ("pretrain_epochs", "search_epochs", "finetune_epochs", "bn_recalibration", "val_images"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
@@ -625,29 +635,43 @@ class _Job:
                   "image_size": job.image_size}
         if not self.ranks.main:
             barrier(self.ranks)  # rank 0 first: it downloads / writes the decode cache, the others read them
-        self.train_set = load_dataset(job.data, "train", subset=job.train_subset, **common)
+        # with held-out images the whole training split is loaded and divided (the training images unchanged)
+        train_set = load_dataset(job.data, "train", subset=None if job.val_images else job.train_subset, **common)
         self.test_set = load_dataset(job.data, "test", subset=job.test_subset, **common)
         if self.ranks.main:
             barrier(self.ranks)
+        #: the held-out training images that choose the fine-tuning's length (``val_images``), else None
+        self.val_set: Dataset | None = None
+        if job.val_images:
+            train_set, self.val_set = split_holdout(train_set, job.val_images, subset=job.train_subset,
+                                                    seed=job.subset_seed)
+        self.train_set = train_set
+        #: the best network of the fine-tuning on the held-out images so far: epoch, accuracy, weights
+        self.best: dict[str, Any] | None = None
         self.classes = num_classes(self.train_set)
         self.train_aug = default_augment(self.train_set, train=True, cutout=job.cutout).to(self.device)
         self.test_aug = default_augment(self.test_set, train=False).to(self.device)
-        test_part = self._test_part()
-        self.test_count = len(test_part)
-        self.test_loader = (make_loader(test_part, max(job.batch_size, 128), train=False)
-                            if self.test_count or not self.ranks.distributed else None)
+        #: per evaluated split: this rank's loader (None when its share is empty), image count and augmentation
+        self.eval_sets = {"test": self._eval_set(self.test_set, self.test_aug)}
+        if self.val_set is not None:
+            self.eval_sets["val"] = self._eval_set(self.val_set, default_augment(self.val_set, train=False).to(
+                self.device))
         sample = self.train_set[0][0]
         self.example = torch.zeros(1, *sample.shape)
         self.results: dict[str, Any] = {"version": __version__, "job": job.to_dict(), "history": [], "wall_time_s": {}}
         if self.ranks.distributed:
             self.results["distributed"] = {"world_size": self.ranks.world}
 
-    def _test_part(self) -> Dataset:
-        """The test images this rank evaluates: all of them in one process, else a contiguous share."""
-        if not self.ranks.distributed:
-            return self.test_set
-        n, rank, world = len(self.test_set), self.ranks.rank, self.ranks.world
-        return Subset(self.test_set, range(n * rank // world, n * (rank + 1) // world))
+    def _eval_set(self, dataset: Dataset, augment: nn.Module) -> tuple[Any, int, nn.Module]:
+        """The loader of the images of ``dataset`` this rank evaluates (all of them in one process, else a
+        contiguous share), their count and the augmentation."""
+        part = dataset
+        if self.ranks.distributed:
+            n, rank, world = len(dataset), self.ranks.rank, self.ranks.world
+            part = Subset(dataset, range(n * rank // world, n * (rank + 1) // world))
+        loader = (make_loader(part, max(self.job.batch_size, 128), train=False)
+                  if len(part) or not self.ranks.distributed else None)
+        return loader, len(part), augment
 
     def train_loader(self, dataset: Any, batch_size: int, seed: int) -> Any:
         """A training loader of ``dataset`` shuffled by ``seed``; with several ranks this rank's part of every
@@ -668,18 +692,29 @@ class _Job:
             model = model.to(memory_format=self.memory_format)
         return model
 
-    def eval(self, model: nn.Module) -> float:
-        """Test accuracy (%); with several ranks each evaluates its share and the counts are summed, so every
-        rank gets the number one process would."""
+    def eval(self, model: nn.Module, split: str = "test") -> float:
+        """Accuracy (%) on the test images (or ``split="val"``: the held-out training images); with several ranks
+        each evaluates its share and the counts are summed, so every rank gets the number one process would."""
+        loader, n, augment = self.eval_sets[split]
         if not self.ranks.distributed:
-            return evaluate(model, self.test_loader, self.device, self.test_aug, self.amp, self.memory_format)
-        n = self.test_count
+            return evaluate(model, loader, self.device, augment, self.amp, self.memory_format)
         acc = 0.0
         if n:
-            acc = evaluate(model, self.test_loader, self.device, self.test_aug, self.amp, self.memory_format)
+            acc = evaluate(model, loader, self.device, augment, self.amp, self.memory_format)
         counts = torch.tensor([round(acc * n / 100.0), n], dtype=torch.float64, device=self.device)
         dist.all_reduce(counts)
         return 100.0 * float(counts[0]) / float(counts[1])
+
+    def keep_if_best(self, model: nn.Module, epoch: int) -> float:
+        """Score ``model`` (after ``epoch`` fine-tuning epochs) on the held-out images; keep its weights if no
+        earlier epoch did better. Returns the accuracy."""
+        acc = self.eval(model, "val")
+        record = self.results.setdefault("finetune_selection", {"val_images": len(self.val_set or ()), "val_acc": {}})
+        record["val_acc"][str(epoch)] = acc
+        if self.best is None or acc >= self.best["val_acc"]:  # ties: the later epoch
+            self.best = {"epoch": epoch, "val_acc": acc,
+                         "model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+        return acc
 
     def mean_over_ranks(self, values: dict[str, float]) -> dict[str, float]:
         """``values`` averaged over the ranks (each a mean over as many images); as given in one process."""
@@ -703,6 +738,8 @@ class _Job:
             extra["rng_device"] = torch.cuda.get_rng_state(self.device)
         if self.teacher is not None and "pretrained" not in state:
             extra["teacher"] = self.teacher
+        if self.best is not None and phase == "finetune":
+            extra["best"] = self.best
         extra["search_distill"] = self.search_distill
         extra["finetune_distill"] = self.finetune_distill
         atomic_save({"format": _CKPT_FORMAT, "phase": phase, "epoch": epoch, "results": json.dumps(self.results),
@@ -746,7 +783,10 @@ def _train_phase(ctx: _Job, model: nn.Module, phase: str, epochs: int, start: in
         sched.step()
         ctx.sync_buffers(model)
         acc = ctx.eval(model)
-        ctx.log({"phase": phase, "epoch": epoch + 1, "train_loss": stats["loss"], "train_acc": stats["acc"], "test_acc": acc})
+        row = {"phase": phase, "epoch": epoch + 1, "train_loss": stats["loss"], "train_acc": stats["acc"], "test_acc": acc}
+        if phase == "finetune" and ctx.val_set is not None:
+            row["val_acc"] = ctx.keep_if_best(model, epoch + 1)
+        ctx.log(row)
         ctx.save(phase, epoch + 1, model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(), **extra)
     ctx.results["wall_time_s"][phase] = ctx.results["wall_time_s"].get(phase, 0.0) + time.perf_counter() - t0
 
@@ -1088,6 +1128,7 @@ def _run(ctx: _Job) -> dict[str, Any]:
     if phase == "pretrain":
         if state is not None:
             model.load_state_dict(state["model"])
+            set_rng_state(state["rng"])  # building the model drew from the generator: go on as the saved run did
         if job.pretrain_epochs > 0:
             _train_phase(ctx, model, "pretrain", job.pretrain_epochs, epoch,
                          state.get("optimizer") if state else None, state.get("scheduler") if state else None, {})
@@ -1140,17 +1181,27 @@ def _run(ctx: _Job) -> dict[str, Any]:
             ctx.results["wall_time_s"]["bn_recalibration"] = time.perf_counter() - t0
         ctx.results["after_prune"] = {"test_acc": ctx.eval(model), **_counts(model, ctx.example.to(ctx.device))}
         ctx.results["plots"] = _plots(ctx, scores, pruner.result["widths"])
+        if ctx.val_set is not None:
+            ctx.keep_if_best(model, 0)
         phase, epoch, state = "finetune", 0, None
         ctx.save("finetune", 0, model=model.state_dict(), plan=plan.to_json())
     else:
         plan = PruningPlan.from_dict(json.loads(state["plan"]))
         apply_plan(model, plan, ctx.example.to(ctx.device))
         model.load_state_dict(state["model"])
+        ctx.best = state.get("best")
+        set_rng_state(state["rng"])  # building the model drew from the generator: go on as the saved run did
+        if phase == "finetune" and ctx.val_set is not None and ctx.best is None:
+            raise ValueError(f"{ctx.ckpt} is a fine-tuning started without val_images: it cannot choose among "
+                             "epochs it did not score; resume it with val_images=0 or start it again")
     # ---- fine-tune
     if phase == "finetune" and job.finetune_epochs > 0 and epoch < job.finetune_epochs:
         _train_phase(ctx, model, "finetune", job.finetune_epochs, epoch,
                      state.get("optimizer") if state else None, state.get("scheduler") if state else None,
                      {"plan": plan.to_json()})
+    if phase == "finetune" and ctx.best is not None:  # the epoch the held-out images chose
+        model.load_state_dict(ctx.best["model"])
+        ctx.results["finetune_selection"].update(kept_epoch=ctx.best["epoch"], kept_val_acc=ctx.best["val_acc"])
     ctx.results["after_finetune"] = {"test_acc": ctx.eval(model)}
     before, after = ctx.results["before"], ctx.results["after_prune"]
     ctx.results["summary"] = {

@@ -34,8 +34,10 @@ from .datasets import (
     class_names,
     decode_image_folder,
     default_cache_dir,
+    holdout_indices,
     load_dataset,
     num_classes,
+    split_holdout,
     stratified_indices,
 )
 from .imagenet import darts_imagenet_dataset, imagenet_split_dir
@@ -65,9 +67,11 @@ __all__ = [
     "decode_image_folder",
     "default_augment",
     "default_cache_dir",
+    "holdout_indices",
     "load_dataset",
     "make_loader",
     "num_classes",
+    "split_holdout",
     "stratified_indices",
     "to_device_batch",
 ]

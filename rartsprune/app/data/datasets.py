@@ -333,10 +333,65 @@ def _targets_of(dataset: Dataset) -> torch.Tensor:
 def _take_subset(dataset: Dataset, subset: int | None, seed: int) -> Dataset:
     if subset is None:
         return dataset
-    idx = stratified_indices(_targets_of(dataset), subset, seed=seed)
+    return _subset_of(dataset, stratified_indices(_targets_of(dataset), subset, seed=seed))
+
+
+def _subset_of(dataset: Dataset, idx: torch.Tensor) -> Dataset:
     if isinstance(dataset, InMemoryImageDataset):
         return dataset.subset(idx)
     return ClassSubset(dataset, idx.tolist())
+
+
+def holdout_indices(
+    targets: Sequence[int] | torch.Tensor, holdout: int, *, subset: int | None = None, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sorted indices of the training images and of ``holdout`` held-out images that no training sees.
+
+    With ``subset``, the training images are exactly `load_dataset`'s ``subset`` (the class-stratified sample
+    drawn with ``seed``) and the held-out ones a class-stratified sample of the rest; without, the held-out
+    images are a class-stratified sample of everything and the training images the rest.
+
+    Raises:
+        ValueError: ``holdout`` is not a positive int, or more images than the training images leave.
+
+    Examples:
+        >>> train, held = holdout_indices([0, 1] * 10, 4, subset=8, seed=0)
+        >>> len(train), len(held), bool(set(train.tolist()) & set(held.tolist()))
+        (8, 4, False)
+    """
+    t = torch.as_tensor(targets, dtype=torch.int64).cpu().reshape(-1)
+    if isinstance(holdout, bool) or not isinstance(holdout, int) or holdout < 1:
+        raise ValueError(f"the held-out images must be a positive int, got {holdout!r}")
+    if subset is None:
+        if holdout >= len(t):
+            raise ValueError(f"cannot hold out {holdout} of {len(t)} training images: none would be left to train on")
+        held = stratified_indices(t, holdout, seed=seed)
+    else:
+        train = stratified_indices(t, subset, seed=seed)
+        rest = torch.ones(len(t), dtype=torch.bool)
+        rest[train] = False
+        left = torch.nonzero(rest).flatten()
+        if holdout > len(left):
+            raise ValueError(f"cannot hold out {holdout} training images: the training subset of {subset} leaves "
+                             f"{len(left)}")
+        return train, left[stratified_indices(t[left], holdout, seed=seed)]
+    keep = torch.ones(len(t), dtype=torch.bool)
+    keep[held] = False
+    return torch.nonzero(keep).flatten(), held
+
+
+def split_holdout(dataset: Dataset, holdout: int, *, subset: int | None = None,
+                  seed: int = 0) -> tuple[Dataset, Dataset]:
+    """``dataset`` (a whole training split) as its training images and ``holdout`` held-out ones
+    (`holdout_indices`): a validation set that no phase trains on.
+
+    Examples:
+        >>> train, val = split_holdout(load_dataset("fake", "train"), 100, subset=300)
+        >>> len(train), len(val)
+        (300, 100)
+    """
+    train, held = holdout_indices(_targets_of(dataset), holdout, subset=subset, seed=seed)
+    return _subset_of(dataset, train), _subset_of(dataset, held)
 
 
 def _as_hw(image_size: int | Sequence[int] | None) -> tuple[int, int] | None:
