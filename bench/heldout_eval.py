@@ -200,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default=None,
                     help="only the runs whose method (the folder name before _m<budget>_s<seed>) matches this "
                          "regular expression, e.g. '_fused$|_e35$'")
+    ap.add_argument("--control", default="control",
+                    help="the unpruned controls' folder name before _s<seed> (e.g. control_e35 after equal_macs.py "
+                         "--scratch-classic-epochs 35; from scratch they are under scratch/, their unpruned "
+                         "networks where they started)")
     ap.add_argument("--select-from", type=Path, default=None,
                     help="the --work folder of the same runs with another fine-tuning (e.g. equal_macs.py "
                          "--finetune-epochs 0 from the same searches): per run, keep the network with the higher "
@@ -227,7 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     arms = sorted(p for p in runs_dir.iterdir()
                   if (m := RUN.match(p.name)) and wanted(int(m["seed"])) and (p / "pruned.pt").exists()
                   and (methods is None or methods.search(m["method"])))
-    controls = sorted(p for p in runs_dir.glob("control_s*") if wanted(int(p.name.removeprefix("control_s"))))
+    # equal_macs.py keeps the from-scratch controls under scratch/, whatever the search split's folder
+    control_dir = runs_dir if args.protocol == "after" else runs_dir.parent / "scratch"
+    control_run = re.compile(rf"^{re.escape(args.control)}_s(?P<seed>\d+)$")
+    controls = sorted(p for p in control_dir.glob(f"{args.control}_s*")
+                      if (c := control_run.match(p.name)) and wanted(int(c["seed"])))
     if not arms:
         print(f"no finished runs under {runs_dir}")
         return 2
@@ -271,6 +279,12 @@ def main(argv: list[str] | None = None) -> int:
                           lambda folder=folder: _dense(folder / "baseline.pt", args.depth))
         for s in SETS:
             control[s][str(seed)] = acc[s]
+        if baseline is None:  # from scratch: the unpruned network is the seed's own, where its control started
+            start = Path(_job(folder)["init_weights"])
+            own = sets.cached(start.parent, start.name, _subset_seed(folder),
+                              lambda start=start: _dense(start, args.depth))
+            for s in SETS:
+                unpruned.setdefault(s, {})[str(seed)] = own[s]
     rows = []
     for budget in sorted({r["budget"] for r in runs}, reverse=True):
         for method in sorted({r["method"] for r in runs}):

@@ -433,6 +433,15 @@ def test_equal_macs_smoke(tmp_path: Path) -> None:
     assert sorted(r["kept_epoch"] for r in eq_val["runs"]) == sorted(
         r["finetune_selection"]["kept_epoch"] for r in val_runs.values())
     assert "kept epochs" in eq.with_suffix(".md").read_text()
+    # from scratch the controls are under scratch/ and each seed's unpruned network is where its control started
+    held_scratch = tmp_path / "held_scratch.json"
+    _run("bench/heldout_eval.py", "--work", str(tmp_path / "work"), "--protocol", "scratch_swap", "--depth", "11",
+         "--control", "control_e2", "--methods", "_e2$", "--out", str(held_scratch))
+    hs = json.loads(held_scratch.read_text())
+    assert {r["method"] for r in hs["runs"]} == {"l1_norm_e2", "l1_norm_val100_e2"}
+    plain_cache = json.loads((scratch_dir / "plain_e2_s0" / "heldout_eval.json").read_text())
+    assert hs["unpruned"]["all"] == {"0": plain_cache["all"]} and set(hs["control"]["all"]) == {"0"}
+    assert hs["control_gain"]["all"] == pytest.approx(hs["control"]["all"]["0"] - plain_cache["all"])
     # the fine-tuning length check: the control's gain over the unpruned network is recorded and reported
     gain = res["control_gain"]["after"]
     assert gain == pytest.approx(res["control"]["after"]["acc_mean"] - res["unpruned"]["after"]["test_acc"])
