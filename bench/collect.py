@@ -307,6 +307,11 @@ WIDTH_QUALITY = (
     ("The same 5 seeds' networks on the unseen test images", "equal_macs_after_b100_ft10_heldout_ftkd_5seeds.md",
      "python bench/heldout_eval.py --threads 1 --work runs/pq_b100_kd --seeds 0,1,2,3,4 "
      "--out bench/results/equal_macs_after_b100_ft10_heldout_ftkd_5seeds.json"),
+    ("The same 5 seeds with the fine-tuning chosen per run on 5,000 unused training images: the 10 distilled "
+     "epochs, or none (the same runs finalized with --finetune-epochs 0 in runs/pq_b100_kd_ft0, from the same "
+     "baseline and searches)", "equal_macs_after_b100_ft10_selected_ftkd_5seeds.md",
+     "python bench/heldout_eval.py --threads 1 --work runs/pq_b100_kd --select-from runs/pq_b100_kd_ft0 "
+     "--methods ftkd1 --seeds 0,1,2,3,4 --out bench/results/equal_macs_after_b100_ft10_selected_ftkd_5seeds.json"),
     ("The diagnostic's own baseline (PreResNet-20, 100 epochs) on test images, distilled search and fine-tuning: "
      "both gradual arms, 3 seeds", "equal_macs_after_b100_ft10_ftkd.md",
      "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2 --baseline-epochs 100 "
@@ -376,6 +381,29 @@ WIDTH_QUALITY = (
     ("The same 4 seeds on the unseen and on all test images", "equal_macs_scratch_equal_compute_heldout_4seeds.md",
      "python bench/heldout_eval.py --threads 1 --protocol scratch_swap --work runs/pq_scratch_eq --seeds 0,1,2,3 "
      "--out bench/results/equal_macs_scratch_equal_compute_heldout_4seeds.json"),
+    ("The fused update at equal compute with a 5th seed (run afterwards, nothing changed)",
+     "equal_macs_scratch_equal_compute_fused_5seeds.md",
+     "python bench/equal_macs.py --threads 2 --protocols scratch --seeds 0,1,2,3,4 --scratch-epochs 20 "
+     "--scratch-classic-epochs 35 --finetune-epochs 5 --finetune-lr 0.01 --work runs/pq_scratch_eq "
+     "--methods rarts,l1_norm,random --rarts-update fused --out bench/results/equal_macs_scratch_equal_compute_fused_5seeds.json"),
+    ("The same 5 seeds on the unseen and on all test images", "equal_macs_scratch_equal_compute_heldout_5seeds.md",
+     "python bench/heldout_eval.py --threads 2 --protocol scratch_swap --work runs/pq_scratch_eq --seeds 0,1,2,3,4 "
+     "--out bench/results/equal_macs_scratch_equal_compute_heldout_5seeds.json"),
+    ("The same 5 seeds with the fine-tuning chosen per run on 5,000 unused training images: the 5 epochs, or "
+     "none (the same runs finalized with --finetune-epochs 0 in runs/pq_scratch_ft0, from the same searches "
+     "and plain networks)", "equal_macs_scratch_equal_compute_selected_5seeds.md",
+     "python bench/heldout_eval.py --threads 1 --protocol scratch_swap --work runs/pq_scratch_eq --select-from "
+     "runs/pq_scratch_ft0 --methods '^(rarts_fused|l1_norm_e35|random_e35)$' --control control_e35 --seeds 0,1,2,3,4 "
+     "--out bench/results/equal_macs_scratch_equal_compute_selected_5seeds.json"),
+    ("The same 5 seeds with `PruneJob.val_images=5000`: every arm keeps the fine-tuning epoch (0 to 5) that 5,000 "
+     "unused training images score best", "equal_macs_scratch_equal_compute_val5000.md",
+     "python bench/equal_macs.py --threads 1 --protocols scratch --seeds 0,1,2,3,4 --scratch-epochs 20 "
+     "--scratch-classic-epochs 35 --finetune-epochs 5 --finetune-lr 0.01 --work runs/pq_scratch_eq "
+     "--methods rarts,l1_norm,random --rarts-update fused --val-images 5000 "
+     "--out bench/results/equal_macs_scratch_equal_compute_val5000.json"),
+    ("`val_images=5000`, on the unseen and on all test images", "equal_macs_scratch_equal_compute_val5000_heldout.md",
+     "python bench/heldout_eval.py --threads 1 --protocol scratch_swap --work runs/pq_scratch_eq --methods _val5000 "
+     "--control control_e35 --seeds 0,1,2,3,4 --out bench/results/equal_macs_scratch_equal_compute_val5000_heldout.json"),
     ("The fused update at equal epochs: RARTS fused 10 epochs from scratch (compare the exact update's 10 epochs "
      "in equal_macs_scratch_equal_compute_3seeds.md), 3 seeds", "equal_macs_scratch_fused_equal_epochs.md",
      "python bench/equal_macs.py --threads 1 --protocols scratch --seeds 0,1,2 --scratch-epochs 10 "

@@ -210,6 +210,8 @@ class PruneJob:
     ``pruned.pt`` and the final checkpoint. ``results.json`` records every epoch's accuracy on them and the kept
     epoch under ``finetune_selection``. When the search is the training, the network right after surgery is
     often better than after a fine-tuning that restarts the learning rate; this lets training images decide.
+    Scoring them draws from the random generator as the test evaluation does, so the fine-tuning's epochs are not
+    bit-identical to those of the same job without ``val_images``.
 
     How a search epoch uses the training set (``search_split``, `SEARCH_SPLITS`):
 
