@@ -18,7 +18,9 @@ One search per seed serves both budgets (``stop_after="search"`` with the first 
 `rartsprune.prune`'s budget-mode settings, the checkpoint resumed at each budget), so
 at each seed every budget sees the same search. The control trains the unpruned network (the baseline, or the
 plain from-scratch network) for the fine-tuning epochs at the fine-tuning LR: what the extra epochs buy
-without pruning. Means ± std over ``--seeds``; JSON and markdown under ``bench/results/``, one plot.
+without pruning. ``--val-images`` lets held-out training images choose every pruned run's fine-tuning length
+(`PruneJob.val_images`; epoch 0, no fine-tuning, included). Means ± std over ``--seeds``; JSON and markdown under
+``bench/results/``, one plot.
 
     python bench/equal_macs.py --threads 1 --seeds 0,1,2           # CPU: see bench/README.md for the cost
     python bench/equal_macs.py --protocols after --seeds 0 --finetune-epochs 1 --scratch-epochs 1  # quick look
