@@ -43,7 +43,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _paths import portable  # noqa: E402  (bench/ is on sys.path when a script runs)
 
-from rartsprune.app.data import default_augment, load_dataset, make_loader  # noqa: E402
+from rartsprune.app.data import default_augment, holdout_indices, load_dataset, make_loader  # noqa: E402
 from rartsprune.app.models import preresnet  # noqa: E402
 from rartsprune.app.pipeline import PruneJob, evaluate  # noqa: E402
 from rartsprune.export import load_pruned  # noqa: E402
@@ -101,13 +101,10 @@ class ValImages(_Images):
         """The ``count`` images outside the training subset drawn with ``seed`` (the run's `subset_seed`)."""
         if train_subset is None:
             raise SystemExit("the runs trained on the whole training set: no training image is left to choose on")
-        used = torch.zeros(len(self.full), dtype=torch.bool)
-        used[stratified_indices(self.targets, train_subset, seed=seed)] = True
-        rest = torch.nonzero(~used).flatten()
-        if self.count > len(rest):
-            raise SystemExit(f"--val-images {self.count} is more than the {len(rest)} training images the runs "
-                             "never trained on")
-        return rest[stratified_indices(self.targets[rest], self.count, seed=seed)]
+        if self.count > len(self.full) - train_subset:
+            raise SystemExit(f"--val-images {self.count} is more than the {len(self.full) - train_subset} training "
+                             "images the runs never trained on")
+        return holdout_indices(self.targets, self.count, subset=train_subset, seed=seed)[1]  # PruneJob.val_images
 
     def cached(self, folder: Path, train_subset: int | None, seed: int,
                build: Callable[[], torch.nn.Module]) -> float:

@@ -429,3 +429,32 @@ def test_val_images_survive_a_resume_and_are_validated(tmp_path: Path, monkeypat
             tiny(tmp_path, val_images=bad)
     with pytest.raises(ValueError, match="the training subset of 64 leaves 936"):
         run(tiny(tmp_path, val_images=937, out=str(tmp_path / "big")))
+
+
+@pytest.mark.parametrize("stop_in", [1, 2])  # the first fine-tuning epoch (resumes at the phase's start) or the second
+def test_a_resumed_distilled_finetuning_equals_an_uninterrupted_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    stop_in: int) -> None:
+    """Rebuilding the model and the teacher on resume draws from the generator: the phase restores it where the
+    checkpoint was saved, so the resumed fine-tuning's weights are the uninterrupted one's, bit for bit."""
+    import torch
+
+    settings = {"pretrain_epochs": 1, "search_epochs": 1, "finetune_epochs": 3, "finetune_distill": 1.0}
+    run(tiny(tmp_path, **settings, out=str(tmp_path / "whole")))
+    original = pipeline.train_epoch
+    calls = {"finetune": 0}
+
+    def crash(*args: Any, **kw: Any) -> Any:
+        if kw.get("desc", "").startswith("finetune"):
+            calls["finetune"] += 1
+            if calls["finetune"] == stop_in:
+                raise KeyboardInterrupt
+        return original(*args, **kw)
+
+    monkeypatch.setattr(pipeline, "train_epoch", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny(tmp_path, **settings, out=str(tmp_path / "resumed")))
+    monkeypatch.setattr(pipeline, "train_epoch", original)
+    resumed = run(tiny(tmp_path, **settings, resume=True, out=str(tmp_path / "resumed")))
+    assert resumed["pruning"]["finetune_distill"] == 1.0
+    a, b = (torch.load(tmp_path / n / "pruned.pt", weights_only=True) for n in ("whole", "resumed"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

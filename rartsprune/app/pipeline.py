@@ -759,7 +759,14 @@ class _Job:
 
 
 def _train_phase(ctx: _Job, model: nn.Module, phase: str, epochs: int, start: int,
-                 opt_state: dict | None, sched_state: dict | None, extra: dict[str, Any]) -> None:
+                 opt_state: dict | None, sched_state: dict | None, extra: dict[str, Any],
+                 rng_state: Any = None) -> None:
+    """Train ``model`` for the phase's epochs from ``start``; a resumed phase passes its checkpoint's optimizer,
+    scheduler and ``rng_state``. The generator is restored where the checkpoint was saved — before the phase's
+    setup for one saved as the phase began (``start=0``), else where the epochs resume — because rebuilding the
+    model since reading it drew from the generator: the phase goes on as the saved run did."""
+    if rng_state is not None and start == 0:
+        set_rng_state(rng_state)
     job = ctx.job
     lr = job.finetune_lr if phase == "finetune" and job.finetune_lr is not None else job.lr
     opt = _sgd(model, job, lr)
@@ -774,6 +781,8 @@ def _train_phase(ctx: _Job, model: nn.Module, phase: str, epochs: int, start: in
         kd = DistillationLoss(_teacher(ctx), weight=ctx.finetune_distill, temperature=job.distill_temperature,
                               copy_teacher=False)
         loss_fn = lambda m, x, y: kd.loss_and_logits(m, (x, y))  # noqa: E731
+    if rng_state is not None and start > 0:  # saved after an epoch: the teacher above was built before it
+        set_rng_state(rng_state)
     t0 = time.perf_counter()
     for epoch in range(start, epochs):
         # a loader per epoch, seeded by the epoch: a resumed run sees the same batches as an uninterrupted one
@@ -1130,10 +1139,10 @@ def _run(ctx: _Job) -> dict[str, Any]:
     if phase == "pretrain":
         if state is not None:
             model.load_state_dict(state["model"])
-            set_rng_state(state["rng"])  # building the model drew from the generator: go on as the saved run did
         if job.pretrain_epochs > 0:
             _train_phase(ctx, model, "pretrain", job.pretrain_epochs, epoch,
-                         state.get("optimizer") if state else None, state.get("scheduler") if state else None, {})
+                         state.get("optimizer") if state else None, state.get("scheduler") if state else None, {},
+                         state["rng"] if state else None)
         phase, epoch, state = "search", 0, None
     ctx.search_distill = job.search_distill_share
     ctx.finetune_distill = job.finetune_distill_share
@@ -1192,7 +1201,6 @@ def _run(ctx: _Job) -> dict[str, Any]:
         apply_plan(model, plan, ctx.example.to(ctx.device))
         model.load_state_dict(state["model"])
         ctx.best = state.get("best")
-        set_rng_state(state["rng"])  # building the model drew from the generator: go on as the saved run did
         if phase == "finetune" and ctx.val_set is not None and ctx.best is None:
             raise ValueError(f"{ctx.ckpt} is a fine-tuning started without val_images: it cannot choose among "
                              "epochs it did not score; resume it with val_images=0 or start it again")
@@ -1200,7 +1208,7 @@ def _run(ctx: _Job) -> dict[str, Any]:
     if phase == "finetune" and job.finetune_epochs > 0 and epoch < job.finetune_epochs:
         _train_phase(ctx, model, "finetune", job.finetune_epochs, epoch,
                      state.get("optimizer") if state else None, state.get("scheduler") if state else None,
-                     {"plan": plan.to_json()})
+                     {"plan": plan.to_json()}, state["rng"] if state else None)
     if phase == "finetune" and ctx.best is not None:  # the epoch the held-out images chose
         model.load_state_dict(ctx.best["model"])
         ctx.results["finetune_selection"].update(kept_epoch=ctx.best["epoch"], kept_val_acc=ctx.best["val_acc"])

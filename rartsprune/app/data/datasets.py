@@ -366,18 +366,20 @@ def holdout_indices(
         if holdout >= len(t):
             raise ValueError(f"cannot hold out {holdout} of {len(t)} training images: none would be left to train on")
         held = stratified_indices(t, holdout, seed=seed)
-    else:
-        train = stratified_indices(t, subset, seed=seed)
-        rest = torch.ones(len(t), dtype=torch.bool)
-        rest[train] = False
-        left = torch.nonzero(rest).flatten()
-        if holdout > len(left):
-            raise ValueError(f"cannot hold out {holdout} training images: the training subset of {subset} leaves "
-                             f"{len(left)}")
-        return train, left[stratified_indices(t[left], holdout, seed=seed)]
-    keep = torch.ones(len(t), dtype=torch.bool)
-    keep[held] = False
-    return torch.nonzero(keep).flatten(), held
+        return _complement(held, len(t)), held
+    train = stratified_indices(t, subset, seed=seed)
+    left = _complement(train, len(t))
+    if holdout > len(left):
+        raise ValueError(f"cannot hold out {holdout} training images: the training subset of {subset} leaves "
+                         f"{len(left)}")
+    return train, left[stratified_indices(t[left], holdout, seed=seed)]
+
+
+def _complement(idx: torch.Tensor, n: int) -> torch.Tensor:
+    """The sorted indices of ``range(n)`` not in ``idx``."""
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[idx] = False
+    return torch.nonzero(keep).flatten()
 
 
 def split_holdout(dataset: Dataset, holdout: int, *, subset: int | None = None,
