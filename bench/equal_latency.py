@@ -59,7 +59,6 @@ import speedup  # noqa: E402
 from _paths import portable  # noqa: E402
 
 import rartsprune  # noqa: E402
-from rartsprune.app.models import preresnet  # noqa: E402
 from rartsprune.app.pipeline import PruneJob  # noqa: E402
 from rartsprune.flops import flops_report  # noqa: E402
 from rartsprune.width.latency import WidthLatencyTable, allocator_settings, device_name  # noqa: E402
@@ -314,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     common = replace(common, device=args.device)
     base_dir, base = equal_macs.trained_baseline(common, args)
-    work = args.work / f"equal_latency_d{args.depth}_b{args.latency_batch}_{args.method}"
+    bench_model = equal_macs.model_of(args)
+    work = args.work / f"equal_latency_{bench_model.tag}_b{args.latency_batch}_{args.method}"
     if args.method in SEARCHED:  # the search's settings name its folder
         work = work.with_name(f"{work.name}_e{args.search_epochs}_lr{args.search_lr:g}"
                               + (f"_gradual{args.gradual:g}" if args.gradual is not None else ""))
@@ -323,13 +323,13 @@ def main(argv: list[str] | None = None) -> int:
     # 1. the table of the trained baseline
     device = torch.device(args.device)
     state = torch.load(base_dir / "baseline.pt", map_location="cpu", weights_only=True)
-    model = preresnet(depth=args.depth, num_classes=[v for v in state.values() if v.ndim == 2][-1].shape[0])
+    model = bench_model.build(num_classes=[v for v in state.values() if v.ndim == 2][-1].shape[0])
     model.load_state_dict(state)
     model = model.to(device).eval()
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)).to(device)
     threads = args.threads or torch.get_num_threads()
     if args.table is None:
-        args.table = latency_model.table_file(args.table_dir, f"preresnet{args.depth}", args.latency_batch, 32,
+        args.table = latency_model.table_file(args.table_dir, bench_model.name, args.latency_batch, 32,
                                               device_name(device), threads,
                                               allocator_settings() if device.type == "cpu" else None)
     table, status = latency_model.load_or_measure_table(model, x, args.table, args.latency_batch,
@@ -378,7 +378,8 @@ def render_markdown(result: dict[str, Any], argv: list[str] | None) -> str:
     cmd = " ".join(["python bench/equal_latency.py", *(argv if argv is not None else sys.argv[1:])])
     lines = [f"# Accuracy at equal latency: latency- vs MACs-selected widths ({s['method']})", "",
              f"`{cmd}`", "",
-             f"PreResNet-{s['depth']}, {s['train_subset']} training / {s['test_subset']} test images, the trained "
+             f"{equal_macs.model_of(argparse.Namespace(model=s.get('model'), depth=s['depth'])).title}, "
+             f"{s['train_subset']} training / {s['test_subset']} test images, the trained "
              f"baseline ({result['unpruned']['test_acc']:.2f}%), latency at batch {s['latency_batch']} on "
              f"{s['device']} with {s['threads']} thread(s); {s['finetune_epochs']} fine-tuning epochs; seeds "
              f"{s['seeds']}. " + (

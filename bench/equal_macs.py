@@ -1,7 +1,7 @@
 """Width-search quality at equal MACs, both protocols: is RARTS the better criterion at the same cost?
 
-PreResNet (depth ``--depth``) on a CIFAR-10 subset; every method is pruned to the same MACs budgets
-(``--budgets``, fractions of the unpruned MACs kept; `rartsprune.prune`'s ``macs=`` selection), with
+PreResNet (depth ``--depth``; ``--model vgg11x0.5`` for a VGG, see `bench/_models.py`) on a CIFAR-10 subset;
+every method is pruned to the same MACs budgets (``--budgets``, fractions of the unpruned MACs kept; `rartsprune.prune`'s ``macs=`` selection), with
 `rartsprune.prune`'s *default* search settings for RARTS:
 
 * ``after`` — prune after training (the quality benchmark's protocol): one trained baseline (shared with
@@ -39,16 +39,15 @@ import statistics
 import sys
 import time
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _models import add_model_args, model_of  # noqa: E402
 from _paths import portable  # noqa: E402  (bench/ is on sys.path when a script runs)
 
-from rartsprune.app.models import preresnet  # noqa: E402
 from rartsprune.app.pipeline import PruneJob, run  # noqa: E402
 from rartsprune.flops import format_count  # noqa: E402
 from rartsprune.width.importance import IMPORTANCES  # noqa: E402
@@ -56,10 +55,6 @@ from rartsprune.width.importance import IMPORTANCES  # noqa: E402
 METHODS = ("rarts", "slimming", "l1_norm", "random")
 SEARCHED = ("rarts", "slimming")  # methods whose scores come from a search phase
 DATA = ROOT / ".." / "shared" / "data" / "cifar10"
-
-
-def _factory(num_classes: int, depth: int):  # noqa: ANN202 - model factory
-    return preresnet(depth=depth, num_classes=num_classes)
 
 
 def _mean_std(vals: list[float]) -> str:
@@ -70,7 +65,7 @@ def _mean_std(vals: list[float]) -> str:
 
 #: The settings a cached run must share with the job asking for it (run folders are named by method, budget and
 #: seed only: a run of another length in the same ``--work`` is refused, not silently reused).
-_CACHE_KEYS = ("pretrain_epochs", "search_epochs", "finetune_epochs", "finetune_lr", "train_subset", "test_subset",
+_CACHE_KEYS = ("model", "pretrain_epochs", "search_epochs", "finetune_epochs", "finetune_lr", "train_subset", "test_subset",
                "seed", "batch_size", "search_distill", "finetune_distill", "distill_temperature", "val_images")
 _FINETUNE_KEYS = ("finetune_epochs", "finetune_lr", "finetune_distill", "val_images")
 
@@ -112,7 +107,7 @@ def add_setting_args(ap: argparse.ArgumentParser) -> None:
     """The width-quality setting's options (network, data, baseline, fine-tuning, device, work folder), shared
     with ``bench/equal_latency.py``."""
     ap.add_argument("--data", default=str(DATA), help="CIFAR-10 ImageFolder tree (or cifar10 / fake)")
-    ap.add_argument("--depth", type=int, default=20)
+    add_model_args(ap)
     ap.add_argument("--train-subset", type=int, default=4000)
     ap.add_argument("--test-subset", type=int, default=2000)
     ap.add_argument("--baseline-epochs", type=int, default=30, help="training of the 'after' protocol's baseline")
@@ -136,12 +131,13 @@ def common_job(args: argparse.Namespace) -> PruneJob | None:
     if args.data not in ("cifar10", "fake") and not (Path(args.data) / "train").is_dir():
         print(f"CIFAR-10 tree not found at {args.data}; pass --data (see ../shared/data/README.md)")
         return None
+    model = model_of(args)
     return PruneJob(
-        model=f"preresnet{args.depth}", data=args.data, batch_size=args.batch_size, lr=0.1, weight_decay=1e-4,
+        model=model.name, data=args.data, batch_size=args.batch_size, lr=0.1, weight_decay=1e-4,
         schedule="step", finetune_lr=args.finetune_lr, bn_recalibration=args.bn_recalibration,
         train_subset=args.train_subset, test_subset=args.test_subset,
         device=args.device, progress=False, plots=False, finetune_epochs=args.finetune_epochs,
-        model_factory=partial(_factory, depth=args.depth),
+        model_factory=model.build,
         # cross-entropy unless an arm's settings say otherwise (--finetune-distill: the 'after' arms); the job's
         # default would distil every trained network's fine-tuning
         finetune_distill=0.0,
@@ -151,7 +147,7 @@ def common_job(args: argparse.Namespace) -> PruneJob | None:
 def trained_baseline(common: PruneJob, args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     """The 'after' protocol's trained baseline (its folder, with ``baseline.pt``, and its results): trained once
     under ``--work``, shared by every seed and with ``bench/pruning_quality.py``."""
-    base_dir = args.work / f"baseline_d{args.depth}"
+    base_dir = args.work / f"baseline_{model_of(args).tag}"
     return base_dir, _load_or_run(replace(common, out=str(base_dir), pretrain_epochs=args.baseline_epochs,
                                           stop_after="pretrain"))
 
@@ -225,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     common = replace(common, search_lr=args.search_lr)
     t_start = time.perf_counter()
-    work = args.work / f"equal_macs_d{args.depth}"
+    work = args.work / f"equal_macs_{model_of(args).tag}"
     search_settings = {k: v for k, v in (("arch_lr", args.rarts_arch_lr), ("l1", args.rarts_l1),
                                          ("cost_weight", args.rarts_cost_weight)) if v is not None}
     suffix = "".join(f"_{k}{v:g}" for k, v in search_settings.items())
@@ -446,7 +442,7 @@ def _scratch_epochs_text(args: argparse.Namespace) -> str:
 
 
 def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] | None) -> None:
-    lines = [f"# Width search at equal MACs: PreResNet-{args.depth}, {args.train_subset or 'all'} CIFAR-10 "
+    lines = [f"# Width search at equal MACs: {model_of(args).title}, {args.train_subset or 'all'} CIFAR-10 "
              f"training images, {len(args.seeds)} seed(s)", "",
              f"RARTS with {rarts_settings_text(args) or 'the default search settings of `prune()`'}. `after`: from the baseline trained "
              f"{args.baseline_epochs} epochs, {args.search_epochs} search / sparsity epoch(s), search split "

@@ -41,10 +41,10 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _paths import portable  # noqa: E402  (bench/ is on sys.path when a script runs)
+from _models import BenchModel, add_model_args, model_of  # noqa: E402  (bench/ is on sys.path when a script runs)
+from _paths import portable  # noqa: E402
 
 from rartsprune.app.data import default_augment, holdout_indices, load_dataset, make_loader  # noqa: E402
-from rartsprune.app.models import preresnet  # noqa: E402
 from rartsprune.app.pipeline import PruneJob, evaluate  # noqa: E402
 from rartsprune.export import load_pruned  # noqa: E402
 from rartsprune.split import stratified_indices  # noqa: E402
@@ -152,13 +152,12 @@ def _subset_seed(folder: Path) -> int:
     return PruneJob.subset_seed_of(_job(folder))
 
 
-def _pruned(folder: Path, depth: int, example: torch.Tensor) -> torch.nn.Module:
+def _pruned(folder: Path, model: BenchModel, example: torch.Tensor) -> torch.nn.Module:
     """The finished pruned network of a run folder."""
-    return load_pruned(folder / "plan.json", folder / "pruned.pt", preresnet(depth=depth, num_classes=10),
-                       example_inputs=example)
+    return load_pruned(folder / "plan.json", folder / "pruned.pt", model.build(num_classes=10), example_inputs=example)
 
 
-def _select(folder: Path, other: Path, val: ValImages, seed: int, depth: int,
+def _select(folder: Path, other: Path, val: ValImages, seed: int, model: BenchModel,
             example: torch.Tensor) -> tuple[Path, dict[str, Any]]:
     """The network kept of ``folder``'s and ``other``'s (the same run fine-tuned otherwise): the higher accuracy
     on the training images neither trained on, ties to ``folder``; and the record of the choice."""
@@ -171,7 +170,7 @@ def _select(folder: Path, other: Path, val: ValImages, seed: int, depth: int,
         raise SystemExit(f"{other} is not the same run as {folder}: its {', '.join(same)} or its pruning plan "
                          "differ")
     subset = jobs[0]["train_subset"]
-    acc = {name: val.cached(f, subset, seed, partial(_pruned, f, depth, example))
+    acc = {name: val.cached(f, subset, seed, partial(_pruned, f, model, example))
            for name, f in (("work", folder), ("select_from", other))}
     kept = "select_from" if acc["select_from"] > acc["work"] else "work"
     return (other if kept == "select_from" else folder), {
@@ -179,9 +178,9 @@ def _select(folder: Path, other: Path, val: ValImages, seed: int, depth: int,
                                                       "select_from": jobs[1]["finetune_epochs"]}}
 
 
-def _dense(path: Path, depth: int) -> torch.nn.Module:
-    """An unpruned PreResNet with the state dict at ``path``."""
-    model = preresnet(depth=depth, num_classes=10)
+def _dense(path: Path, bench_model: BenchModel) -> torch.nn.Module:
+    """An unpruned network with the state dict at ``path``."""
+    model = bench_model.build(num_classes=10)
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model
 
@@ -190,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, required=True, help="the --work folder of a finished equal_macs.py run")
     ap.add_argument("--protocol", default="after", choices=("after", "scratch_swap", "scratch"))
-    ap.add_argument("--depth", type=int, default=20)
+    add_model_args(ap)
     ap.add_argument("--data", default=None, help="CIFAR-10 tree (default: the runs' own)")
     ap.add_argument("--seeds", default=None, type=lambda s: sorted({int(x) for x in s.split(",") if x}),
                     help="only these seeds (default: every finished seed): compare arms over the same seeds")
@@ -221,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    runs_dir = args.work / f"equal_macs_d{args.depth}" / args.protocol
+    model = model_of(args)
+    runs_dir = args.work / f"equal_macs_{model.tag}" / args.protocol
     def wanted(seed: int) -> bool:
         return args.seeds is None or seed in args.seeds
 
@@ -254,11 +254,11 @@ def main(argv: list[str] | None = None) -> int:
         kept, choice = folder, {}
         if val is not None:
             other = args.select_from / runs_dir.relative_to(args.work) / folder.name
-            kept, choice = _select(folder, other, val, images, args.depth, example)
+            kept, choice = _select(folder, other, val, images, model, example)
         reported = json.loads((kept / "results.json").read_text())["after_finetune"]["test_acc"]
         row = {"method": m["method"], "budget": float(m["budget"]), "seed": seed, "reported": reported,
                "subset_seed": images, **choice,
-               **sets.cached(kept, "pruned.pt", images, partial(_pruned, kept, args.depth, example))}
+               **sets.cached(kept, "pruned.pt", images, partial(_pruned, kept, model, example))}
         runs.append(row)
         print(f"{folder.name}: reported {reported:.2f}, unseen {row['unseen']:.2f}, all {row['all']:.2f}"
               + (f" (kept {row['kept']}: val {row['val'][row['kept']]:.2f})" if choice else ""), flush=True)
@@ -266,20 +266,20 @@ def main(argv: list[str] | None = None) -> int:
     seeds = sorted({r["seed"] for r in runs})
     unpruned: dict[str, Any] = {}
     if baseline is not None:
-        base = _dense(baseline, args.depth)
+        base = _dense(baseline, model)
         subset_seed = {r["seed"]: r["subset_seed"] for r in runs}  # the unpruned net on each seed's images
         unpruned = {s: {str(seed): sets.accuracy(base, s, subset_seed[seed]) for seed in seeds} for s in SETS}
     control: dict[str, dict[str, float]] = {s: {} for s in SETS}
     for folder in controls:
         seed = int(folder.name.rsplit("_s", 1)[1])
         acc = sets.cached(folder, "baseline.pt", _subset_seed(folder),
-                          lambda folder=folder: _dense(folder / "baseline.pt", args.depth))
+                          lambda folder=folder: _dense(folder / "baseline.pt", model))
         for s in SETS:
             control[s][str(seed)] = acc[s]
         if baseline is None:  # from scratch: the unpruned network is the seed's own, where its control started
             start = Path(_job(folder)["init_weights"])
             own = sets.cached(start.parent, start.name, _subset_seed(folder),
-                              lambda start=start: _dense(start, args.depth))
+                              lambda start=start: _dense(start, model))
             for s in SETS:
                 unpruned.setdefault(s, {})[str(seed)] = own[s]
     rows = []

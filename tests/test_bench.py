@@ -5,6 +5,7 @@ Nothing here times anything: only that the scripts work and their outputs are co
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -351,6 +352,52 @@ def test_heldout_eval_selects_finetuning_on_unused_training_images(tmp_path: Pat
                            "--val-images", "100", "--depth", "11", "--out", str(tmp_path / "x.json")],
                           capture_output=True, text=True, timeout=600, cwd=ROOT, env=ENV)
     assert proc.returncode != 0 and "no finished run" in proc.stderr and "l1_norm_m0.6_s0" in proc.stderr
+
+
+def test_bench_models_are_named_on_the_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    models = importlib.import_module("_models")  # as the scripts import it (a dataclass needs its module)
+    vgg = models.parse_model("vgg11x0.5")
+    assert (vgg.arch, vgg.depth, vgg.width, vgg.tag, vgg.name) == ("vgg", 11, 0.5, "vgg11x0.5", "vgg11x0.5")
+    assert [m.out_channels for m in vgg.build(7).modules() if isinstance(m, torch.nn.Conv2d)][0] == 32
+    pre = models.parse_model("preresnet29")
+    assert (pre.tag, pre.title, pre.build().depth) == ("d29", "PreResNet-29", 29)  # the folders of earlier runs
+    assert models.parse_model("vgg13").width == 1.0
+    for bad, message in (("resnet18", "unknown model"), ("vgg12x0.5", "VGG depth"), ("vgg11x0", "VGG depth"),
+                         ("preresnet21", "9n\\+2")):
+        with pytest.raises(ValueError, match=message):
+            models.parse_model(bad)
+
+
+def test_equal_macs_and_heldout_eval_on_a_vgg(tmp_path: Path) -> None:
+    """--model vgg<depth>x<width>: the same protocol on a plain chain, in its own folders; heldout_eval rebuilds it."""
+    out, work = tmp_path / "vgg.json", tmp_path / "work"
+    _run("bench/equal_macs.py", "--data", "fake", "--model", "vgg11x0.25", "--train-subset", "96", "--test-subset",
+         "32", "--scratch-epochs", "1", "--scratch-classic-epochs", "2", "--finetune-epochs", "1", "--batch-size",
+         "16", "--seeds", "0", "--methods", "rarts,l1_norm", "--budgets", "0.5", "--protocols", "scratch",
+         "--rarts-update", "fused", "--threads", "1", "--device", "cpu", "--work", str(work), "--out", str(out))
+    res = json.loads(out.read_text())
+    runs = work / "equal_macs_vgg11x0.25" / "scratch_swap"
+    assert {r["method"] for r in res["runs"]} == {"rarts", "l1_norm"}
+    for r in res["runs"]:
+        assert abs(r["macs_ratio"] - 0.5) <= 0.02 * 0.5, r
+    job = json.loads((runs / "rarts_fused_m0.5_s0" / "results.json").read_text())["job"]
+    assert job["model"] == "vgg11x0.25" and job["model_factory"].endswith("BenchModel.build")
+    plan = json.loads((runs / "l1_norm_e2_m0.5_s0" / "plan.json").read_text())
+    assert "features.0" in json.dumps(plan)  # the VGG's layers were pruned
+    assert out.with_suffix(".md").read_text().startswith("# Width search at equal MACs: VGG-11 (width 0.25)")
+    held = tmp_path / "held.json"
+    _run("bench/heldout_eval.py", "--work", str(work), "--model", "vgg11x0.25", "--protocol", "scratch_swap",
+         "--control", "control_e2", "--threads", "1", "--out", str(held))
+    rows = json.loads(held.read_text())
+    assert {r["method"] for r in rows["runs"]} == {"rarts_fused", "l1_norm_e2"}
+    assert all(0 <= r["all"] <= 100 for r in rows["runs"]) and rows["control"]["all"]
+    for argv, message in ((["--model", "vgg11x0.25", "--depth", "20"], "not both"),
+                          (["--model", "vgg12"], "VGG depth")):
+        proc = subprocess.run([sys.executable, "bench/heldout_eval.py", "--work", str(work), *argv, "--out",
+                               str(tmp_path / "x.json")], capture_output=True, text=True, timeout=600, cwd=ROOT,
+                              env=ENV)
+        assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-500:]
 
 
 def test_equal_macs_smoke(tmp_path: Path) -> None:

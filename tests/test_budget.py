@@ -22,6 +22,7 @@ import torch.nn as nn
 import torchvision
 
 import rartsprune
+from rartsprune.app.models import vgg
 from rartsprune.app.pipeline import PruneJob, run
 from rartsprune.width.budget import CostModel
 from tests.scripts import load_script
@@ -33,6 +34,7 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
     "resnet18": lambda: torchvision.models.resnet18(num_classes=10),
     "mobilenet_v2": lambda: torchvision.models.mobilenet_v2(num_classes=10),
     "timm_mobilenetv3_small_050": lambda: timm.create_model("mobilenetv3_small_050", num_classes=10),
+    "cifar_vgg11": lambda: vgg(11, num_classes=10, width=0.25),  # a plain chain: every conv its own group
 }
 SLOW_MODELS = {"mobilenet_v2"}  # the default run keeps resnet18 and the timm model
 

@@ -1,4 +1,5 @@
-"""Tests of the Network Slimming pre-activation ResNet (rartsprune.app.models.preresnet)."""
+"""Tests of the reference models: the Network Slimming pre-activation ResNet and the CIFAR VGG
+(rartsprune.app.models)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rartsprune.app.models import PreResNet, preresnet, preresnet_depths
+import rartsprune
+from rartsprune.app.models import VGG, VGG_CONFIGS, PreResNet, preresnet, preresnet_depths, vgg
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -184,3 +186,70 @@ def test_torchvision_builders_never_download_without_pretrained(monkeypatch: pyt
     monkeypatch.setattr(torchvision.models, "get_model", offline)
     with pytest.raises(RuntimeError, match=r"torchvision:resnet18: downloading its weights failed \(URLError"):
         build_model("torchvision:resnet18", pretrained=True)
+
+
+# ------------------------------------------------------------------------------------------------- CIFAR VGG
+def _hand_vgg_count(depth: int, width: float, num_classes: int) -> tuple[int, list[int]]:
+    """Parameters and conv widths from VGG's configuration table, independent of the implementation."""
+    widths = [max(1, round(c * width)) for c in VGG_CONFIGS[depth] if c != "M"]
+    total, cin = 0, 3
+    for c in widths:
+        total += 9 * cin * c + 2 * c  # bias-free conv + BatchNorm
+        cin = c
+    return total + cin * num_classes + num_classes, widths
+
+
+@pytest.mark.parametrize(("depth", "width", "num_classes"), [(11, 0.5, 10), (11, 1.0, 10), (13, 0.25, 100), (19, 0.1, 7)])
+def test_vgg_parameter_count_and_widths(depth: int, width: float, num_classes: int) -> None:
+    model = vgg(depth, num_classes, width)
+    count, widths = _hand_vgg_count(depth, width, num_classes)
+    assert _count(model) == count
+    assert [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)] == widths
+    assert len(widths) + 3 == depth  # the VGG names count three fully connected layers; one classifier here
+    pools = sum(isinstance(m, nn.MaxPool2d) for m in model.features)
+    assert pools == 4  # 32 -> 2 px before the global pooling
+    assert model(torch.randn(3, 3, 32, 32)).shape == (3, num_classes)
+    assert model(torch.randn(1, 3, 48, 40)).shape == (1, num_classes)  # any size from 16 px
+
+
+def test_vgg_half_width_costs_about_as_many_macs_as_preresnet20() -> None:
+    x = torch.randn(1, 3, 32, 32)
+    macs = rartsprune.flops_report(vgg(11, width=0.5), x).macs
+    assert macs == 38_788_608  # 9 * cin * cout * h * w summed, plus BN and the classifier
+    assert 0.9 < macs / rartsprune.flops_report(preresnet(20), x).macs < 1.2
+
+
+def test_vgg_trains() -> None:
+    torch.manual_seed(0)
+    first, last = _fit(vgg(11, width=0.25), steps=30, lr=0.05)
+    assert last < 0.5 * first
+
+
+def test_vgg_prunes_to_a_macs_budget_and_keeps_its_outputs() -> None:
+    """Every conv of the chain is its own group: surgery to half the MACs gives the widths the plan names and the
+    scored network's outputs."""
+    torch.manual_seed(0)
+    model = vgg(11, width=0.25).eval()
+    x = torch.randn(4, 3, 32, 32)
+    before = rartsprune.flops_report(model, x[:1]).macs
+    pruner = rartsprune.prune(model, macs=0.5, example_inputs=x[:1])
+    for a in rartsprune.get_handle(model).scores:
+        a.data.uniform_(0.5, 1.5)
+    with torch.no_grad():
+        scored = model(x)  # the kept channels, each scaled by its score
+    pruned = pruner.finalize().eval()
+    assert rartsprune.flops_report(pruned, x[:1]).macs / before == pytest.approx(0.5, rel=0.02)
+    plan = pruner.result["widths"]
+    convs = {n: m for n, m in pruned.named_modules() if isinstance(m, nn.Conv2d)}
+    assert set(plan) == set(convs) and all(convs[n].out_channels == w["kept"] >= 1 for n, w in plan.items())
+    assert sum(w["kept"] for w in plan.values()) < sum(w["channels"] for w in plan.values())
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), scored, atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [({"depth": 12}, "depth"), ({"depth": True}, "depth"),
+                                                 ({"num_classes": 0}, "num_classes"), ({"width": 0}, "width"),
+                                                 ({"width": float("nan")}, "width"), ({"width": "1"}, "width")])
+def test_vgg_bad_arguments_name_their_cause(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        VGG(**kwargs)

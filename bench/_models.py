@@ -1,0 +1,88 @@
+"""The networks of the width benchmarks, named on the command line: ``--model preresnet20`` (the default; ``--depth N``
+is short for ``--model preresnetN``) or ``--model vgg11x0.5`` (VGG-11 at half width).
+
+A model's ``tag`` names its folders under ``--work``: ``d20`` for PreResNet-20, as before this option existed, so
+cached runs stay valid; ``vgg11x0.5`` for a VGG.
+
+Examples:
+    >>> m = parse_model("vgg11x0.5")
+    >>> m.tag, m.title
+    ('vgg11x0.5', 'VGG-11 (width 0.5)')
+    >>> parse_model("preresnet20").tag
+    'd20'
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from dataclasses import dataclass
+
+import torch.nn as nn
+
+from rartsprune.app.models import VGG_CONFIGS, preresnet, vgg
+
+_NAME = re.compile(r"^(?:preresnet(?P<depth>\d+)|vgg(?P<vgg>\d+)(?:x(?P<width>[0-9]*\.?[0-9]+))?)$")
+
+
+@dataclass(frozen=True)
+class BenchModel:
+    """One benchmark network: ``arch`` ``"preresnet"`` or ``"vgg"``, its ``depth`` and (VGG) ``width``."""
+
+    arch: str
+    depth: int
+    width: float = 1.0
+
+    @property
+    def name(self) -> str:
+        """The ``--model`` text (also the job's ``model`` field)."""
+        return f"preresnet{self.depth}" if self.arch == "preresnet" else f"vgg{self.depth}x{self.width:g}"
+
+    @property
+    def tag(self) -> str:
+        """The folder name part under ``--work``."""
+        return f"d{self.depth}" if self.arch == "preresnet" else self.name
+
+    @property
+    def title(self) -> str:
+        """The name in result titles."""
+        return f"PreResNet-{self.depth}" if self.arch == "preresnet" else f"VGG-{self.depth} (width {self.width:g})"
+
+    def build(self, num_classes: int = 10) -> nn.Module:
+        """A new, randomly initialised network (the jobs' ``model_factory``)."""
+        if self.arch == "preresnet":
+            return preresnet(depth=self.depth, num_classes=num_classes)
+        return vgg(depth=self.depth, num_classes=num_classes, width=self.width)
+
+
+def parse_model(text: str) -> BenchModel:
+    """``--model``'s text as a `BenchModel`; ValueError naming the accepted forms (and building nothing) else."""
+    m = _NAME.match(text)
+    if m is None:
+        raise ValueError(f"unknown model {text!r}: use preresnet<depth> (e.g. preresnet20) or vgg<depth>[x<width>] "
+                         "(e.g. vgg11x0.5)")
+    if m["depth"] is not None:
+        model = BenchModel("preresnet", int(m["depth"]))
+    else:
+        model = BenchModel("vgg", int(m["vgg"]), float(m["width"]) if m["width"] else 1.0)
+        if model.depth not in VGG_CONFIGS or model.width <= 0:
+            raise ValueError(f"model {text!r}: VGG depth must be one of {sorted(VGG_CONFIGS)} and width positive")
+    model.build()  # an invalid PreResNet depth fails here, with the model's own message
+    return model
+
+
+def add_model_args(ap: argparse.ArgumentParser) -> None:
+    """``--model`` and its shorthand ``--depth``."""
+    ap.add_argument("--model", default=None,
+                    help="the network: preresnet<depth> (default preresnet20) or vgg<depth>[x<width>], e.g. vgg11x0.5")
+    ap.add_argument("--depth", type=int, default=None, help="short for --model preresnet<depth>")
+
+
+def model_of(args: argparse.Namespace) -> BenchModel:
+    """The parsed ``--model`` / ``--depth`` (SystemExit with the reason when they are wrong or both given)."""
+    if args.model is not None and args.depth is not None:
+        raise SystemExit("give --model or --depth, not both")
+    try:
+        return parse_model(args.model or f"preresnet{args.depth or 20}")
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
