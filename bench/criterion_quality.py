@@ -59,12 +59,12 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _paths import portable  # noqa: E402  (bench/ is on sys.path when a script runs)
+from _models import add_model_args, model_of  # noqa: E402  (bench/ is on sys.path when a script runs)
+from _paths import portable  # noqa: E402
 
 import rartsprune  # noqa: E402
 from rartsprune.app.data import default_augment, load_dataset, make_loader, to_device_batch  # noqa: E402
 from rartsprune.app.data.datasets import stratified_indices  # noqa: E402
-from rartsprune.app.models import preresnet  # noqa: E402
 from rartsprune.app.pipeline import search_passes, train_epoch  # noqa: E402
 from rartsprune.distill import DistillationLoss  # noqa: E402
 from rartsprune.split import PairedLoader, epoch_seed, split_dataset  # noqa: E402
@@ -470,12 +470,12 @@ def evaluate_criteria(model: torch.nn.Module, handle: Any, criteria: dict[str, d
 
 # ---------------------------------------------------------------------------------------------- main
 def _baseline(args: argparse.Namespace) -> Path:
-    ckpt = args.work / f"baseline_d{args.depth}" / "baseline.pt"
+    ckpt = args.work / f"baseline_{model_of(args).tag}" / "baseline.pt"
     if ckpt.exists():
         return ckpt
     import pruning_quality
 
-    pruning_quality.main(["--data", str(args.data), "--depth", str(args.depth), "--work", str(args.work),
+    pruning_quality.main(["--data", str(args.data), "--model", model_of(args).name, "--work", str(args.work),
                           "--methods", "", "--importances", "", "--layer-scope-methods", "", "--no-control",
                           "--out", str(args.work / "baseline_only.json")])
     return ckpt
@@ -486,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=str(DATA), help="CIFAR-10 ImageFolder tree with train/")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "pq",
                     help="the quality benchmark's work folder (its baseline is reused or trained there)")
-    ap.add_argument("--depth", type=int, default=20)
+    add_model_args(ap)
     ap.add_argument("--train-subset", type=int, default=4000)
     ap.add_argument("--oracle-units", type=int, default=256, help="units sampled for the oracle (0: all)")
     ap.add_argument("--oracle-images", type=int, default=512)
@@ -534,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cpu")
     ckpt = _baseline(args)
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    base = preresnet(depth=args.depth, num_classes=10)
+    base = model_of(args).build(num_classes=10)
     base.load_state_dict(state)
     digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()[:12]
     data = Data(args.data, args.train_subset, args.oracle_images, args.eval_images, args.batch_size, device)
@@ -624,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] | None) -> None:
     budgets = [f"{b:g}" for b in args.budgets]
-    lines = [f"# Criterion diagnostic: PreResNet-{args.depth}, CIFAR-10 training images only", "",
+    lines = [f"# Criterion diagnostic: {model_of(args).title}, CIFAR-10 training images only", "",
              f"Oracle: loss rise when one unit is zeroed, {result['oracle']['units']} of "
              f"{result['oracle']['total_units']} units, {args.oracle_images} held-out training images. Accuracy: "
              f"{args.eval_images} other held-out training images, right after pruning to the MACs budget with "

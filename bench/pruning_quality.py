@@ -22,24 +22,19 @@ import statistics
 import sys
 import time
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _paths import portable  # noqa: E402  (bench/ is on sys.path when a script runs)
+from _models import add_model_args, model_of  # noqa: E402  (bench/ is on sys.path when a script runs)
+from _paths import portable  # noqa: E402
 
-from rartsprune.app.models import preresnet  # noqa: E402
 from rartsprune.app.pipeline import PruneJob, run  # noqa: E402
 from rartsprune.flops import format_count  # noqa: E402
 
 METHODS = ("rarts", "darts1", "darts2", "milenas", "slimming", "l1_norm", "random")
 DATA = ROOT / ".." / "shared" / "data" / "cifar10"
-
-
-def _factory(num_classes: int, depth: int):  # noqa: ANN202 - model factory
-    return preresnet(depth=depth, num_classes=num_classes)
 
 
 def _mean_std(vals: list[float]) -> str:
@@ -54,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(DATA), help="CIFAR-10 ImageFolder tree (or cifar10 / fake)")
     ap.add_argument("--full", action="store_true", help="ResNet-164, all images, 160/20/160 epochs (GPU)")
-    ap.add_argument("--depth", type=int, default=20)
+    add_model_args(ap)
     ap.add_argument("--train-subset", type=int, default=4000)
     ap.add_argument("--test-subset", type=int, default=2000)
     ap.add_argument("--baseline-epochs", type=int, default=30)
@@ -90,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     if args.full:
-        args.depth, args.train_subset, args.test_subset, args.baseline_epochs = 164, None, None, 160
+        args.model, args.depth, args.train_subset, args.test_subset, args.baseline_epochs = None, 164, None, None, 160
         args.search_epochs, args.finetune_epochs, args.finetune_lr = 20, 160, 0.1
     data = args.data
     if data not in ("cifar10", "fake") and not (Path(data) / "train").is_dir():
@@ -100,16 +95,17 @@ def main(argv: list[str] | None = None) -> int:
     ratios = [float(r) for r in args.ratios.split(",") if r]
     seeds = [int(s) for s in args.seeds.split(",") if s]
     importances = [i for i in args.importances.split(",") if i]
+    model = model_of(args)
     common = PruneJob(
-        model=f"preresnet{args.depth}", data=data, batch_size=args.batch_size, lr=0.1, weight_decay=1e-4,
+        model=model.name, data=data, batch_size=args.batch_size, lr=0.1, weight_decay=1e-4,
         schedule="step", finetune_lr=args.finetune_lr, bn_recalibration=args.bn_recalibration,
         search_lr=args.search_lr, arch_lr=args.arch_lr, l1=args.l1, train_subset=args.train_subset,
         test_subset=args.test_subset, device=args.device, progress=False, plots=False,
-        model_factory=partial(_factory, depth=args.depth),
+        model_factory=model.build,
         finetune_distill=0.0,  # the history tables' cross-entropy fine-tuning (the job's default distils since 2026-12-06)
     )
     t_start = time.perf_counter()
-    base_dir = args.work / f"baseline_d{args.depth}"
+    base_dir = args.work / f"baseline_{model.tag}"
     if (base_dir / "results.json").exists() and (base_dir / "baseline.pt").exists():
         baseline = json.loads((base_dir / "results.json").read_text())
     else:
@@ -122,12 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     plan += [(m, r, "alpha", s, "layer") for r in ratios for m in layer_methods for s in seeds]
     plan += [("rarts", ratios[0], imp, s, "global") for imp in importances for s in seeds]
     control = [] if args.no_control or args.finetune_epochs == 0 else [
-        _control(common, base_dir, args.work / f"d{args.depth}" / f"unpruned_ft{args.finetune_epochs}_s{s}",
+        _control(common, base_dir, args.work / model.tag / f"unpruned_ft{args.finetune_epochs}_s{s}",
                  args.finetune_epochs, args.finetune_lr, s) for s in seeds]
     runs = []
     for method, ratio, importance, seed, scope in plan:
         tag = f"{method}_{importance}_r{int(round(ratio * 100))}_s{seed}" + ("_layer" if scope == "layer" else "")
-        d = args.work / f"d{args.depth}" / tag
+        d = args.work / model.tag / tag
         if (d / "results.json").exists():
             res = json.loads((d / "results.json").read_text())
         else:
@@ -169,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                                                 "epochs": args.finetune_epochs, "lr": args.finetune_lr},
               "rows": rows, "runs": runs, "targets": targets, "comparisons": comparisons,
               "total_wall_s": time.perf_counter() - t_start}
-    lines = [f"# Pruning quality: PreResNet-{args.depth} on CIFAR-10 "
+    lines = [f"# Pruning quality: {model.title} on CIFAR-10 "
              f"({args.train_subset or 'all'} training images, {len(seeds)} seeds)", "",
              f"Unpruned baseline: {unpruned['test_acc']:.2f}% top-1, {format_count(unpruned['params'])} params, "
              f"{format_count(unpruned['macs'])} MACs. Each method: {args.search_epochs} search/sparsity epochs, "

@@ -247,6 +247,36 @@ def test_criterion_quality_smoke(tmp_path: Path) -> None:
     assert "distilling from the baseline (share 0.5)" in out.with_suffix(".md").read_text()
 
 
+def test_criterion_and_pruning_quality_on_a_vgg(tmp_path: Path) -> None:
+    """--model vgg11x0.25: the diagnostic ranks a VGG's channels (its baseline in baseline_vgg11x0.25), and the
+    quality benchmark trains and prunes one in its own folders."""
+    from rartsprune.app.models import vgg
+
+    data = _tiny_image_folder(tmp_path / "data")
+    work = tmp_path / "work"
+    (work / "baseline_vgg11x0.25").mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(vgg(11, num_classes=10, width=0.25).state_dict(), work / "baseline_vgg11x0.25" / "baseline.pt")
+    out = tmp_path / "cq.json"
+    _run("bench/criterion_quality.py", "--data", str(data), "--work", str(work), "--model", "vgg11x0.25",
+         "--train-subset", "200", "--oracle-units", "16", "--oracle-images", "40", "--eval-images", "40",
+         "--bn-batches", "2", "--batch-size", "16", "--budgets", "0.6", "--search-epochs", "1", "--variants",
+         "default", "--threads", "1", "--out", str(out))
+    res = json.loads(out.read_text())
+    assert {"l1_norm", "bn_gamma", "random", "default@1ep |a|"} <= set(res["rows"])
+    assert res["oracle"]["units"] == 16
+    assert all(-1.0 <= r["spearman_global"] <= 1.0 for k, r in res["rows"].items() if k != "bn_gamma")
+    assert out.with_suffix(".md").read_text().startswith("# Criterion diagnostic: VGG-11 (width 0.25)")
+    pq = tmp_path / "pq.json"
+    _run("bench/pruning_quality.py", "--data", "fake", "--model", "vgg11x0.25", "--train-subset", "96",
+         "--test-subset", "32", "--baseline-epochs", "1", "--search-epochs", "1", "--finetune-epochs", "1",
+         "--batch-size", "16", "--ratios", "0.4", "--methods", "rarts", "--importances", "", "--seeds", "0",
+         "--no-control", "--threads", "1", "--device", "cpu", "--work", str(tmp_path / "pqwork"), "--out", str(pq))
+    run_ = json.loads((tmp_path / "pqwork" / "vgg11x0.25" / "rarts_alpha_r40_s0" / "results.json").read_text())
+    assert run_["job"]["model"] == "vgg11x0.25" and run_["summary"]["prc"] == pytest.approx(0.4, abs=0.01)
+    assert pq.with_suffix(".md").read_text().startswith("# Pruning quality: VGG-11 (width 0.25)")
+
+
 def test_criterion_quality_cut_to_widths(monkeypatch: pytest.MonkeyPatch) -> None:
     """The widths lever: every group cut from the baseline to the searched count, keeping its largest-norm units."""
     import torch
