@@ -430,6 +430,23 @@ def test_equal_macs_and_heldout_eval_on_a_vgg(tmp_path: Path) -> None:
         assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-500:]
 
 
+def test_epoch_cost_times_the_from_scratch_arms_interleaved(tmp_path: Path) -> None:
+    out = tmp_path / "ec.json"
+    _run("bench/epoch_cost.py", "--data", "fake", "--model", "vgg11x0.25", "--train-subset", "64", "--test-subset",
+         "32", "--batch-size", "16", "--rounds", "2", "--threads", "1", "--device", "cpu", "--out", str(out))
+    res = json.loads(out.read_text())
+    assert set(res["seconds"]) == {"plain", "rarts_fused", "rarts_exact"}
+    assert all(len(v) == 2 and min(v) > 0 for v in res["seconds"].values())
+    for arm in ("rarts_fused", "rarts_exact"):
+        assert res["ratio_to_plain"][arm] == pytest.approx(res["median_s"][arm] / res["median_s"]["plain"])
+    # the exact update runs four passes a step, the fused two: even on a tiny setting it costs more
+    assert res["median_s"]["rarts_exact"] > res["median_s"]["rarts_fused"]
+    assert "VGG-11 (width 0.25)" in out.with_suffix(".md").read_text()
+    proc = subprocess.run([sys.executable, "bench/epoch_cost.py", "--data", "fake", "--rounds", "0", "--out",
+                           str(tmp_path / "x.json")], capture_output=True, text=True, timeout=600, cwd=ROOT, env=ENV)
+    assert proc.returncode == 2 and "--rounds must be at least 1" in proc.stderr
+
+
 def test_equal_macs_smoke(tmp_path: Path) -> None:
     out = tmp_path / "em.json"
     args = ["bench/equal_macs.py", "--data", "fake", "--depth", "11", "--train-subset", "96", "--test-subset", "32",
