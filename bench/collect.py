@@ -471,6 +471,11 @@ WIDTH_QUALITY = (
      "--rarts-arch-lr 1e-2 --out bench/results/equal_macs_scratch_arch_lr1e-2.json"),
     ("Channel criteria against the oracle (`bench/criterion_quality.py`)", "criterion_quality.md",
      "python bench/criterion_quality.py --threads 1 --search-epochs 1 --budgets 0.6,0.35"),
+    ("Channel criteria against the oracle on a second network, VGG-11 at half width (2026-12-06; settings not "
+     "tuned on it)", "criterion_quality_vgg11x0.5.md",
+     "python bench/criterion_quality.py --threads 1 --model vgg11x0.5 --work runs/pq --search-epochs 1 "
+     "--budgets 0.6,0.35 --variants default,former_default,milenas,darts1,darts2 "
+     "--out bench/results/criterion_quality_vgg11x0.5.json"),
     ("Channel criteria after 3 search epochs", "criterion_quality_e3.md",
      "python bench/criterion_quality.py --threads 1 --search-epochs 3 --budgets 0.6,0.35 "
      "--variants default,former_default,adam_lr1e-2_l1_4e-3 --out bench/results/criterion_quality_e3.json"),
