@@ -404,6 +404,9 @@ WIDTH_QUALITY = (
     ("`val_images=5000`, on the unseen and on all test images", "equal_macs_scratch_equal_compute_val5000_heldout.md",
      "python bench/heldout_eval.py --threads 1 --protocol scratch_swap --work runs/pq_scratch_eq --methods _val5000 "
      "--control control_e35 --seeds 0,1,2,3,4 --out bench/results/equal_macs_scratch_equal_compute_val5000_heldout.json"),
+    ("What one from-scratch epoch costs on VGG-11 at half width: plain training vs RARTS' search (fused, exact)",
+     "epoch_cost_vgg11x0.5.md",
+     "python bench/epoch_cost.py --threads 1 --model vgg11x0.5 --rounds 3 --out bench/results/epoch_cost_vgg11x0.5.json"),
     ("The fused update at equal epochs: RARTS fused 10 epochs from scratch (compare the exact update's 10 epochs "
      "in equal_macs_scratch_equal_compute_3seeds.md), 3 seeds", "equal_macs_scratch_fused_equal_epochs.md",
      "python bench/equal_macs.py --threads 1 --protocols scratch --seeds 0,1,2 --scratch-epochs 10 "
