@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.full and (args.model is not None or args.depth not in (None, 164)):
+        ap.error("--full runs the paper's PreResNet-164: drop --model / --depth")
     if args.full:
         args.model, args.depth, args.train_subset, args.test_subset, args.baseline_epochs = None, 164, None, None, 160
         args.search_epochs, args.finetune_epochs, args.finetune_lr = 20, 160, 0.1

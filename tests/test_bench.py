@@ -275,6 +275,9 @@ def test_criterion_and_pruning_quality_on_a_vgg(tmp_path: Path) -> None:
     run_ = json.loads((tmp_path / "pqwork" / "vgg11x0.25" / "rarts_alpha_r40_s0" / "results.json").read_text())
     assert run_["job"]["model"] == "vgg11x0.25" and run_["summary"]["prc"] == pytest.approx(0.4, abs=0.01)
     assert pq.with_suffix(".md").read_text().startswith("# Pruning quality: VGG-11 (width 0.25)")
+    proc = subprocess.run([sys.executable, "bench/pruning_quality.py", "--full", "--model", "vgg11x0.25"],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT, env=ENV)
+    assert proc.returncode == 2 and "--full runs the paper's PreResNet-164" in proc.stderr
 
 
 def test_criterion_quality_cut_to_widths(monkeypatch: pytest.MonkeyPatch) -> None:
