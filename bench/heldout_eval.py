@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] | None) -> None:
     n, k = result["test_images"], result["reported_subset"]
-    lines = [f"# Held-out re-evaluation of `{portable(str(args.work))}` ({args.protocol})", "",
+    lines = [f"# Held-out re-evaluation of `{portable(str(args.work))}` ({args.protocol}, {model_of(args).title})", "",
              f"The same trained networks as the equal-MACs run, evaluated on the {n - k} test images outside each "
              f"seed's reported {k}-image subset (`unseen`) and on all {n} (`all`). `reported`: the run's own number.",
              ""]

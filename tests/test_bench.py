@@ -425,6 +425,7 @@ def test_equal_macs_and_heldout_eval_on_a_vgg(tmp_path: Path) -> None:
     rows = json.loads(held.read_text())
     assert {r["method"] for r in rows["runs"]} == {"rarts_fused", "l1_norm_e2"}
     assert all(0 <= r["all"] <= 100 for r in rows["runs"]) and rows["control"]["all"]
+    assert "(scratch_swap, VGG-11 (width 0.25))" in held.with_suffix(".md").read_text()
     for argv, message in ((["--model", "vgg11x0.25", "--depth", "20"], "not both"),
                           (["--model", "vgg12"], "VGG depth")):
         proc = subprocess.run([sys.executable, "bench/heldout_eval.py", "--work", str(work), *argv, "--out",
