@@ -404,6 +404,24 @@ WIDTH_QUALITY = (
     ("`val_images=5000`, on the unseen and on all test images", "equal_macs_scratch_equal_compute_val5000_heldout.md",
      "python bench/heldout_eval.py --threads 1 --protocol scratch_swap --work runs/pq_scratch_eq --methods _val5000 "
      "--control control_e35 --seeds 0,1,2,3,4 --out bench/results/equal_macs_scratch_equal_compute_val5000_heldout.json"),
+    ("A second network, VGG-11 at half width, from scratch at equal compute with `val_images=5000` (the "
+     "PreResNet-20's flags unchanged), 3 seeds", "equal_macs_scratch_equal_compute_val5000_vgg11x0.5.md",
+     "python bench/equal_macs.py --model vgg11x0.5 --threads 1 --protocols scratch --seeds 0,1,2 --scratch-epochs 20 "
+     "--scratch-classic-epochs 35 --finetune-epochs 5 --finetune-lr 0.01 --work runs/vgg_scratch_eq "
+     "--methods rarts,l1_norm,random --rarts-update fused --val-images 5000 "
+     "--out bench/results/equal_macs_scratch_equal_compute_val5000_vgg11x0.5.json"),
+    ("VGG-11 from scratch, on the unseen and on all test images",
+     "equal_macs_scratch_equal_compute_val5000_vgg11x0.5_heldout.md",
+     "python bench/heldout_eval.py --threads 1 --model vgg11x0.5 --protocol scratch_swap --work runs/vgg_scratch_eq "
+     "--methods _val5000 --control control_e35 --seeds 0,1,2 "
+     "--out bench/results/equal_macs_scratch_equal_compute_val5000_vgg11x0.5_heldout.json"),
+    ("VGG-11 at half width after training (the 30-epoch baseline, `prune()`'s budget defaults, 5 fine-tuning epochs "
+     "at LR 0.01), 3 seeds", "equal_macs_after_vgg11x0.5.md",
+     "python bench/equal_macs.py --threads 1 --model vgg11x0.5 --protocols after --seeds 0,1,2 --work runs/pq "
+     "--methods rarts,l1_norm,random --out bench/results/equal_macs_after_vgg11x0.5.json"),
+    ("VGG-11 after training, on the unseen and on all test images", "equal_macs_after_vgg11x0.5_heldout.md",
+     "python bench/heldout_eval.py --threads 1 --model vgg11x0.5 --work runs/pq --seeds 0,1,2 "
+     "--out bench/results/equal_macs_after_vgg11x0.5_heldout.json"),
     ("What one from-scratch epoch costs on VGG-11 at half width: plain training vs RARTS' search (fused, exact)",
      "epoch_cost_vgg11x0.5.md",
      "python bench/epoch_cost.py --threads 1 --model vgg11x0.5 --rounds 3 --out bench/results/epoch_cost_vgg11x0.5.json"),
