@@ -6,7 +6,7 @@ pooling globally lets any input size work). Unlike a ResNet, no two layers share
 conv can be pruned on its own, so this is the second, structurally different model of the width benchmarks.
 
 ``width`` scales every layer's channels (rounded, at least 1): ``vgg(11, width=0.5)`` is VGG-11 with 32 to 256
-channels, 38.0M MACs on a 32x32 image, about as many as PreResNet-20 (34.6M).
+channels, 38.8M MACs on a 32x32 image, about as many as PreResNet-20 (34.5M).
 
 Examples:
     >>> import torch
