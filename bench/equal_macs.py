@@ -54,6 +54,10 @@ from rartsprune.width.importance import IMPORTANCES  # noqa: E402
 
 METHODS = ("rarts", "slimming", "l1_norm", "random")
 SEARCHED = ("rarts", "slimming")  # methods whose scores come from a search phase
+#: Training MACs of one RARTS search epoch in plain epochs (``--scratch-prune-at``): ``"fused"`` trains two nets,
+#: each a forward and backward pass per image; ``"exact"`` adds two passes that only need the scores' gradients
+#: (a forward and a backward without weight gradients, about 2/3 of a training pass each).
+EPOCH_COST = {"fused": 2.0, "exact": 2.0 + 2 * 2 / 3}
 DATA = ROOT / ".." / "shared" / "data" / "cifar10"
 
 
@@ -162,6 +166,16 @@ def main(argv: list[str] | None = None) -> int:
                          "the control, slimming's sparsity training; default --scratch-epochs): RARTS' epoch costs "
                          "several plain epochs, so this compares at equal training compute; their runs get their "
                          "own folders (suffix _e<N>)")
+    ap.add_argument("--scratch-prune-at", type=int, default=None, metavar="S",
+                    help="'scratch': the --early-methods prune early — RARTS after S search epochs, the classic arms "
+                         "after the plain epochs of the same training MACs (a RARTS epoch counts as "
+                         "EPOCH_COST[update] plain ones) — then train the pruned network at the training LR and "
+                         "schedule for the epochs that spend the rest of the classic arms' training MACs "
+                         "(--scratch-classic-epochs + --finetune-epochs x budget): equal training MACs, the pruned "
+                         "epochs counted at the budget's fraction; their runs get their own folders (suffix _early<S>)")
+    ap.add_argument("--early-methods", default="rarts", type=lambda s: [m for m in s.split(",") if m],
+                    help="the methods --scratch-prune-at applies to (e.g. rarts,l1_norm: the same schedule pruned by "
+                         "weight magnitude, the ablation that separates the scores from the schedule)")
     ap.add_argument("--budgets", default="0.6,0.35", type=lambda s: [float(x) for x in s.split(",") if x])
     ap.add_argument("--methods", default=",".join(METHODS), type=lambda s: [m for m in s.split(",") if m])
     ap.add_argument("--protocols", default="after,scratch", type=lambda s: [p for p in s.split(",") if p])
@@ -212,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     bad = [m for m in args.methods if m not in METHODS] + [p for p in args.protocols if p not in ("after", "scratch")]
     if bad:
         ap.error(f"unknown methods / protocols {bad}; methods: {', '.join(METHODS)}; protocols: after, scratch")
+    if args.scratch_prune_at is not None and (args.scratch_prune_at < 1 or "scratch" not in args.protocols):
+        ap.error("--scratch-prune-at needs a positive number of epochs and --protocols scratch")
     if args.gradual and "scratch" in args.protocols:
         ap.error("--gradual runs one search per budget after training: use it with --protocols after")
     if (args.search_distill or args.finetune_distill) and "scratch" in args.protocols:
@@ -327,13 +343,38 @@ def main(argv: list[str] | None = None) -> int:
         ep = f"_e{classic}" if classic not in (None, args.scratch_epochs) else ""
         classic = args.scratch_epochs if classic is None else classic
 
+        early = args.scratch_prune_at
+        rarts_cost = EPOCH_COST[args.rarts_update or replace(common, method="rarts").search.update]
+
         def epochs(method: str) -> tuple[int, str]:
-            """The method's epochs before surgery and its folder suffix: RARTS always --scratch-epochs."""
+            """The method's epochs before surgery and its folder suffix: RARTS always --scratch-epochs (or
+            --scratch-prune-at), the classic arms as many plain epochs as cost the same training MACs."""
+            if early is not None and method in args.early_methods:
+                return (early, f"_early{early}") if method == "rarts" else (round(rarts_cost * early), f"_early{early}")
             return (args.scratch_epochs, "") if method == "rarts" else (classic, ep)
+
+        def pruned_training(method: str, macs: float) -> dict[str, Any]:
+            """An early arm's training after surgery: the epochs left of the classic arms' training MACs at the
+            training LR (the others: --finetune-epochs at --finetune-lr)."""
+            if early is None or method not in args.early_methods:
+                return {}
+            spent = rarts_cost * early if method == "rarts" else epochs(method)[0]
+            left = int((classic + args.finetune_epochs * macs - spent) / macs + 1e-9)
+            if left < 1:
+                raise SystemExit(f"--scratch-prune-at {early}: {method} spends {spent:g} plain epochs before surgery, "
+                                 f"no training MACs are left at {macs:g}x (classic arms: {classic} epochs)")
+            return {"finetune_epochs": left, "finetune_lr": common.lr}
+
+        for method in args.methods:  # refuse a schedule with no training left before anything trains
+            for macs in args.budgets:
+                pruned_training(method, macs)
+
+        def plain_net(n: int, seed: int) -> tuple[Path, dict[str, Any]]:
+            """The network plainly trained ``n`` epochs from the seed (folder and results; trained once)."""
+            out = scratch / f"plain{f'_e{n}' if n != args.scratch_epochs else ''}_s{seed}"
+            return out, _load_or_run(replace(common, out=str(out), pretrain_epochs=n, seed=seed, stop_after="pretrain"))
         for seed in args.seeds:
-            plain_dir = scratch / f"plain{ep}_s{seed}"
-            plain = _load_or_run(replace(common, out=str(plain_dir), pretrain_epochs=classic, seed=seed,
-                                         stop_after="pretrain"))
+            plain_dir, plain = plain_net(classic, seed)
             bases.setdefault("scratch", plain["before"])
             for method in args.methods:
                 n, sfx = epochs(method)
@@ -343,12 +384,13 @@ def main(argv: list[str] | None = None) -> int:
                     searched = scratch / f"{folder(method, finalized=False)}{sfx}_s{seed}_search"
                     _load_or_run(replace(job, out=str(searched), stop_after="search", macs=args.budgets[0]))
                 else:  # plain training, then the one-shot criterion on the trained network
+                    start, _ = plain_net(n, seed)
                     job = replace(common, method=method, seed=seed, search_epochs=0,
-                                  init_weights=str(plain_dir / "baseline.pt"))
+                                  init_weights=str(start / "baseline.pt"))
                     searched = None
                 for macs in args.budgets:
-                    res = _at_budget(job, searched, scratch / f"{folder(method)}{sfx}_m{macs:g}_s{seed}", macs,
-                                     args.val_images)
+                    res = _at_budget(replace(job, **pruned_training(method, macs)), searched,
+                                     scratch / f"{folder(method)}{sfx}_m{macs:g}_s{seed}", macs, args.val_images)
                     record("scratch", method, seed, macs, res)
             control("scratch", plain_dir / "baseline.pt", seed, plain["before"]["test_acc"], ep)
 
@@ -436,9 +478,16 @@ def rarts_settings_text(args: argparse.Namespace) -> str:
 def _scratch_epochs_text(args: argparse.Namespace) -> str:
     classic = args.scratch_classic_epochs
     if classic in (None, args.scratch_epochs):
-        return f"every arm {args.scratch_epochs} epochs"
-    return (f"RARTS {args.scratch_epochs} epochs, the classic arms (plain training, slimming's sparsity training, "
-            f"the control's start) {classic}: equal training compute, not equal epochs")
+        text = f"every arm {args.scratch_epochs} epochs"
+    else:
+        text = (f"RARTS {args.scratch_epochs} epochs, the classic arms (plain training, slimming's sparsity training, "
+                f"the control's start) {classic}: equal training compute, not equal epochs")
+    if args.scratch_prune_at is None:
+        return text
+    return (text + f"; except that {', '.join(args.early_methods)} prune(s) early: RARTS after "
+            f"{args.scratch_prune_at} search epochs, a classic arm after the plain epochs of the same training MACs, "
+            "then the pruned network trains at the training LR and schedule (not the fine-tuning's) for the epochs "
+            "left of the classic arms' training MACs, counted at the budget's fraction — equal training MACs")
 
 
 def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] | None) -> None:

@@ -651,3 +651,35 @@ def test_distill_cost_smoke(tmp_path: Path) -> None:
     for m in ("rarts", "l1_norm"):
         assert res["ratio"][m] == res["median_step_s"][f"{m}+distill"] / res["median_step_s"][m]
     assert "| RARTS, exact update" in out.with_suffix(".md").read_text()
+
+
+def test_equal_macs_scratch_prune_at_spends_the_classic_arms_training_macs(tmp_path: Path) -> None:
+    """--scratch-prune-at: RARTS prunes after S search epochs, l1_norm after the plain epochs of the same training
+    MACs (2 per fused epoch), and both train the pruned network at the training LR for the epochs left of the
+    classic arms' MACs (classic + finetune x budget, the pruned epochs counted at the budget)."""
+    out, work = tmp_path / "early.json", tmp_path / "work"
+    common = ["bench/equal_macs.py", "--data", "fake", "--model", "vgg11x0.25", "--train-subset", "96",
+              "--test-subset", "32", "--scratch-epochs", "1", "--scratch-classic-epochs", "4", "--finetune-epochs",
+              "1", "--batch-size", "16", "--seeds", "0", "--budgets", "0.5", "--protocols", "scratch",
+              "--rarts-update", "fused", "--threads", "1", "--device", "cpu", "--work", str(work)]
+    _run(*common, "--methods", "rarts,l1_norm", "--scratch-prune-at", "1", "--early-methods", "rarts,l1_norm",
+         "--no-control", "--out", str(out))
+    runs = work / "equal_macs_vgg11x0.25" / "scratch_swap"
+    rarts = json.loads((runs / "rarts_fused_early1_m0.5_s0" / "results.json").read_text())
+    l1 = json.loads((runs / "l1_norm_early1_m0.5_s0" / "results.json").read_text())
+    search = json.loads((runs / "rarts_fused_early1_s0_search" / "results.json").read_text())["job"]
+    assert search["search_epochs"] == 1 and search["train_during_search"]
+    for res in (rarts, l1):  # (4 + 1 x 0.5 - 2) / 0.5 = 5 epochs at the training LR 0.1
+        assert res["job"]["finetune_epochs"] == 5 and res["job"]["finetune_lr"] == 0.1
+        assert sum(h["phase"] == "finetune" for h in res["history"]) == 5
+        assert abs(res["summary"]["macs_ratio"] - 0.5) <= 0.01
+    assert l1["job"]["init_weights"].endswith("plain_e2_s0/baseline.pt")  # 2 plain epochs = 1 fused search epoch
+    plain = json.loads((runs / "plain_e2_s0" / "results.json").read_text())
+    assert sum(h["phase"] == "pretrain" for h in plain["history"]) == 2
+    assert "prune(s) early" in out.with_suffix(".md").read_text()
+    for argv, message in ((["--scratch-prune-at", "0"], "positive number of epochs"),
+                          (["--scratch-prune-at", "3"], "no training MACs are left")):  # 6 plain epochs > 4 + 0.5
+        proc = subprocess.run([sys.executable, *common, "--methods", "rarts", *argv, "--no-control", "--out",
+                               str(tmp_path / "x.json")], capture_output=True, text=True, timeout=600, cwd=ROOT,
+                              env=ENV)
+        assert proc.returncode != 0 and message in proc.stdout + proc.stderr, proc.stderr[-500:]
