@@ -12,7 +12,10 @@ every method is pruned to the same MACs budgets (``--budgets``, fractions of the
   from random weights (`PruneJob.train_during_search`), Network Slimming's sparsity training for the same
   epochs, plain training for the same epochs then ℓ1-norm or random pruning; then surgery and the same
   fine-tuning. ``--scratch-classic-epochs`` gives the classic arms more epochs: a RARTS epoch costs several
-  plain ones, so that compares at equal training compute rather than equal epochs.
+  plain ones, so that compares at equal training compute rather than equal epochs. ``--scratch-prune-at S``
+  prunes the ``--early-methods`` early instead (RARTS after S search epochs, a classic arm after the plain
+  epochs of the same training MACs) and trains the pruned network with the rest of the classic arms' training
+  MACs, at the training LR.
 
 One search per seed serves both budgets (``stop_after="search"`` with the first budget, so the search uses
 `rartsprune.prune`'s budget-mode settings, the checkpoint resumed at each budget), so
@@ -191,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rarts-update", default=None, choices=("exact", "fused"),
                     help="RARTS' update (default: rartsprune.prune's, 'exact': four passes a step; 'fused': two, an "
                          "approximation at about half the cost); its runs then get their own folders (suffix _fused)")
+    ap.add_argument("--rarts-score-schedule", default=None, choices=("constant", "weights"),
+                    help="'scratch': RARTS' score LR schedule (PruneJob.score_schedule; default: the job's, constant; "
+                         "'weights': the training's schedule, the scores settling with the weights); its runs then "
+                         "get their own folders (suffix _schedw)")
     ap.add_argument("--rarts-importance", default=None, choices=tuple(IMPORTANCES),
                     help="RARTS' ranking criterion (default: rartsprune.prune's); the search is shared, only the "
                          "finalized runs get their own folders. l1_norm / random / slimming rank the network RARTS "
@@ -228,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown methods / protocols {bad}; methods: {', '.join(METHODS)}; protocols: after, scratch")
     if args.scratch_prune_at is not None and (args.scratch_prune_at < 1 or "scratch" not in args.protocols):
         ap.error("--scratch-prune-at needs a positive number of epochs and --protocols scratch")
+    if args.rarts_score_schedule is not None and "after" in args.protocols:
+        ap.error("--rarts-score-schedule sets the scores' LR schedule when the search is the training: use it with "
+                 "--protocols scratch")
     if args.gradual and "scratch" in args.protocols:
         ap.error("--gradual runs one search per budget after training: use it with --protocols after")
     if (args.search_distill or args.finetune_distill) and "scratch" in args.protocols:
@@ -245,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.rarts_update is not None:
         rarts_settings["update"] = args.rarts_update
         suffix += f"_{args.rarts_update}"
+    if args.rarts_score_schedule is not None:
+        rarts_settings["score_schedule"] = args.rarts_score_schedule
+        suffix += "_schedw" if args.rarts_score_schedule == "weights" else ""
     if args.rarts_importance is not None:
         rarts_settings["importance"] = args.rarts_importance
 
@@ -470,6 +483,8 @@ def rarts_settings_text(args: argparse.Namespace) -> str:
                                           ("cost_weight", args.rarts_cost_weight)) if v is not None]
     if args.rarts_update is not None:
         given.append(f"`update={args.rarts_update!r}`")
+    if args.rarts_score_schedule is not None:
+        given.append(f"`score_schedule={args.rarts_score_schedule!r}`")
     if args.rarts_importance is not None:
         given.append(f"`importance={args.rarts_importance!r}`")
     return ("the search settings " + ", ".join(given) + " (the rest: `prune()`'s defaults)") if given else ""
@@ -478,16 +493,19 @@ def rarts_settings_text(args: argparse.Namespace) -> str:
 def _scratch_epochs_text(args: argparse.Namespace) -> str:
     classic = args.scratch_classic_epochs
     if classic in (None, args.scratch_epochs):
-        text = f"every arm {args.scratch_epochs} epochs"
-    else:
-        text = (f"RARTS {args.scratch_epochs} epochs, the classic arms (plain training, slimming's sparsity training, "
-                f"the control's start) {classic}: equal training compute, not equal epochs")
-    if args.scratch_prune_at is None:
-        return text
-    return (text + f"; except that {', '.join(args.early_methods)} prune(s) early: RARTS after "
-            f"{args.scratch_prune_at} search epochs, a classic arm after the plain epochs of the same training MACs, "
-            "then the pruned network trains at the training LR and schedule (not the fine-tuning's) for the epochs "
-            "left of the classic arms' training MACs, counted at the budget's fraction — equal training MACs")
+        return f"every arm {args.scratch_epochs} epochs"
+    return (f"RARTS {args.scratch_epochs} epochs, the classic arms (plain training, slimming's sparsity training, "
+            f"the control's start) {classic}: equal training compute, not equal epochs")
+
+
+def _early_text(args: argparse.Namespace) -> str:
+    if args.scratch_prune_at is None or "scratch" not in args.protocols:
+        return ""
+    return (f" Early pruning (`--scratch-prune-at {args.scratch_prune_at}`) for {', '.join(args.early_methods)} "
+            f"from scratch: RARTS prunes after {args.scratch_prune_at} search epochs, a classic arm after the plain "
+            "epochs of the same training MACs; the pruned network then trains at the training LR and schedule "
+            "(not the fine-tuning's) for the epochs left of the classic arms' training MACs, counted at the "
+            "budget's fraction (`kept epochs` of that training): equal training MACs.")
 
 
 def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] | None) -> None:
@@ -509,7 +527,8 @@ def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] 
                 if args.search_distill or args.finetune_distill else "")
              + (f" Fine-tuning length chosen per run on {args.val_images} held-out training images "
                 "(`PruneJob.val_images`): the epoch they score best is kept, 0 being the pruned network before "
-                "fine-tuning (`kept epochs` per seed); the control trains all its epochs." if args.val_images else ""),
+                "fine-tuning (`kept epochs` per seed); the control trains all its epochs." if args.val_images else "")
+             + _early_text(args),
              ""]
     for protocol in args.protocols:
         unpruned = result["unpruned"].get(protocol)

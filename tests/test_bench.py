@@ -676,7 +676,7 @@ def test_equal_macs_scratch_prune_at_spends_the_classic_arms_training_macs(tmp_p
     assert l1["job"]["init_weights"].endswith("plain_e2_s0/baseline.pt")  # 2 plain epochs = 1 fused search epoch
     plain = json.loads((runs / "plain_e2_s0" / "results.json").read_text())
     assert sum(h["phase"] == "pretrain" for h in plain["history"]) == 2
-    assert "prune(s) early" in out.with_suffix(".md").read_text()
+    assert "Early pruning (`--scratch-prune-at 1`) for rarts, l1_norm" in out.with_suffix(".md").read_text()
     for argv, message in ((["--scratch-prune-at", "0"], "positive number of epochs"),
                           (["--scratch-prune-at", "3"], "no training MACs are left")):  # 6 plain epochs > 4 + 0.5
         proc = subprocess.run([sys.executable, *common, "--methods", "rarts", *argv, "--no-control", "--out",

@@ -230,6 +230,38 @@ def test_score_travel_sets_the_score_lr_when_the_search_is_the_training(tmp_path
     assert tiny(tmp_path, train_during_search=True, mode="l1").search_config(620).arch_lr is None
 
 
+def test_score_schedule_weights_anneals_the_scores_with_the_weights(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """score_schedule="weights": the scores' LR follows the weights' step schedule epoch by epoch, its peak set so
+    that the travel (the sum of the LR over the steps) stays SCORE_TRAVEL."""
+    lrs: list[tuple[float, float]] = []  # (weights, scores) in each epoch
+    original = pipeline._make_pruner
+
+    def spy(ctx: Any, model: Any, state: Any = None) -> Any:
+        pruner = original(ctx, model, state)
+        opts = pruner.search.optimizers
+        step = pruner.step_schedulers
+
+        def record() -> None:
+            lrs.append((opts["model"].param_groups[0]["lr"], opts["arch"].param_groups[0]["lr"]))
+            step()
+        pruner.step_schedulers = record
+        return pruner
+
+    monkeypatch.setattr(pipeline, "_make_pruner", spy)
+    run(tiny(tmp_path, train_during_search=True, search_epochs=4, finetune_epochs=0, macs=0.6,
+             score_schedule="weights"))
+    # 4 steps per epoch (64 images, batch 16, swap), 4 epochs; the step schedule: 1, 1, 0.1, 0.01
+    peak = pipeline.SCORE_TRAVEL / (4 * (1 + 1 + 0.1 + 0.01))
+    assert [a for _, a in lrs] == pytest.approx([peak, peak, peak * 0.1, peak * 0.01])
+    assert [w for w, _ in lrs] == pytest.approx([0.1, 0.1, 0.01, 0.001])
+    assert sum(a * 4 for _, a in lrs) == pytest.approx(pipeline.SCORE_TRAVEL)
+    with pytest.raises(ValueError, match="score_schedule must be"):
+        tiny(tmp_path, train_during_search=True, score_schedule="cosine")
+    with pytest.raises(ValueError, match="needs the search to be the training"):
+        tiny(tmp_path, score_schedule="weights")
+
+
 def test_job_nests_the_search_and_selection_configs(tmp_path: Path) -> None:
     from dataclasses import replace
 

@@ -47,7 +47,7 @@ from ..width.config import (
 )
 from ..width.importance import IMPORTANCES
 from .launch import launch_ranks
-from .pipeline import SEARCH_SPLITS, PruneJob, check_launch, flat_names
+from .pipeline import SCORE_SCHEDULES, SEARCH_SPLITS, PruneJob, check_launch, flat_names
 
 _HELP = {
     "model": "torchvision:NAME, timm:NAME or path/to/file.py:FUNCTION (called with num_classes=...)",
@@ -69,6 +69,8 @@ _HELP = {
     "train_during_search": "the search is the training (the paper's protocol, with --pretrain-epochs 0): the weights' "
                            "SGD in the search uses --lr, --weight-decay, --momentum and --schedule over --search-epochs "
                            "instead of --search-lr with a cosine decay",
+    "score_schedule": "with --train-during-search: 'constant' score LR (default) or 'weights': the weights' --schedule, "
+                      "so the scores settle with the weights (the LR's peak keeps the scores' travel)",
     "search_split": "how a search epoch uses the training set: 'fixed' halves D_t / D_v for the whole search (each net "
                     "sees its half once per epoch), or 'swap': a fresh split every epoch, passed twice with the halves "
                     "swapped, so each net sees every image once per epoch (default: swap with --train-during-search, "
@@ -137,7 +139,8 @@ _ALIASES: dict[str, tuple[str, ...]] = {"update": ("--rarts-mode",)}
 #: Settings that take one of a few names.
 _CHOICES: dict[str, tuple[str, ...]] = {
     "mode": MODES, "method": SEARCH_METHODS + BASELINE_METHODS, "update": UPDATES, "scope": SCOPES,
-    "importance": tuple(IMPORTANCES), "search_split": SEARCH_SPLITS, "stop_after": ("pretrain", "search"),
+    "importance": tuple(IMPORTANCES), "search_split": SEARCH_SPLITS, "score_schedule": SCORE_SCHEDULES,
+    "stop_after": ("pretrain", "search"),
     "schedule": ("step", "cosine"), "amp": ("none", "bf16", "fp16"),
 }
 

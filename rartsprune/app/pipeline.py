@@ -90,7 +90,7 @@ from .launch import (
 from .loop import atomic_save, map_batches
 from .zoo import build_model
 
-__all__ = ["PruneJob", "SEARCH_SPLITS", "SCORE_TRAVEL", "DEFAULT_GRADUAL", "check_launch", "flat_names", "search_passes", "run", "evaluate",
+__all__ = ["PruneJob", "SEARCH_SPLITS", "SCORE_TRAVEL", "SCORE_SCHEDULES", "DEFAULT_GRADUAL", "check_launch", "flat_names", "search_passes", "run", "evaluate",
            "train_epoch", "resolve_device"]
 
 #: How a search epoch uses the training set (`PruneJob.search_split`): ``"fixed"`` halves for the whole search,
@@ -104,6 +104,10 @@ SEARCH_SPLITS = ("fixed", "swap")
 #: score 0.02); 1e-2 x 310 steps trains (1.71, mean score 0.20); 1e-2 x 620 steps (``search_split="swap"``)
 #: collapses again from the 3rd epoch on (loss 1.82 -> 2.05 while the mean score falls 0.22 -> 0.08).
 SCORE_TRAVEL = 3.0
+#: How the scores' LR moves when the search is the training (`PruneJob.score_schedule`): ``"constant"`` (the
+#: default), or ``"weights"``: the weights' schedule (``schedule``), as Network Slimming's scale factors follow
+#: the training's LR, the LR scaled so that the travel stays `SCORE_TRAVEL`.
+SCORE_SCHEDULES = ("constant", "weights")
 #: The job's ``gradual`` when a search method prunes a trained network to a budget and ``gradual`` is not given:
 #: the budget reached during the first half of the search (chosen on the criterion diagnostic, training images
 #: only: `rartsprune.width.GRADUAL_DEFAULTS`, docs/width.md).
@@ -172,7 +176,10 @@ class PruneJob:
       ``pretrain_epochs=0``): the search's weight SGD uses the training settings ``lr``, ``weight_decay``,
       ``momentum`` and ``schedule`` over ``search_epochs``, so scores and weights learn together from the
       start (the scores at ``SCORE_TRAVEL / search steps`` unless ``arch_lr`` is given); ``finetune_epochs``
-      follow the surgery as before.
+      follow the surgery as before. ``score_schedule="weights"`` (`SCORE_SCHEDULES`) gives the scores the
+      weights' ``schedule`` too, so that they settle with the weights at the end of the training (Network
+      Slimming's scale factors follow the training's LR); with ``arch_lr`` left to the job, its peak is then
+      set so that the scores' travel stays ``SCORE_TRAVEL`` (`score_travel_steps`).
 
     ``gradual`` (in [0, 1]): reach the size gradually during this fraction of the search's steps — the selection's
     ``gradual_steps`` (`rartsprune.width.SelectionConfig`) set from the search length the job computes; 0 applies
@@ -246,6 +253,7 @@ class PruneJob:
     pretrain_epochs: int = 0
     search_epochs: int = 10
     train_during_search: bool = False
+    score_schedule: str = "constant"
     search_split: str | None = None
     finetune_epochs: int = 20
     batch_size: int = 64
@@ -350,6 +358,12 @@ class PruneJob:
         for flag in ("prune_heads", "prune_layernorm"):
             if not isinstance(getattr(self, flag), bool):
                 raise TypeError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
+        if self.score_schedule not in SCORE_SCHEDULES:
+            raise ValueError(f"score_schedule must be {' or '.join(repr(x) for x in SCORE_SCHEDULES)}, "
+                             f"got {self.score_schedule!r}")
+        if self.score_schedule != "constant" and not self.train_during_search:
+            raise ValueError(f"score_schedule={self.score_schedule!r} follows the training's LR schedule: it needs "
+                             "the search to be the training (train_during_search=True)")
         if self.search_split is not None and self.search_split not in SEARCH_SPLITS:
             raise ValueError(f"search_split must be None (the protocol's default), "
                              f"{' or '.join(repr(x) for x in SEARCH_SPLITS)}, got {self.search_split!r}")
@@ -495,8 +509,32 @@ class PruneJob:
         (``search_steps``: the steps of the whole search; ``None`` leaves ``arch_lr`` to the mode's default)."""
         arch_lr = self.search.arch_lr
         if arch_lr is None and search_steps and self.train_during_search and self.selection.mode == "ratio":
-            arch_lr = SCORE_TRAVEL / search_steps
+            arch_lr = SCORE_TRAVEL / self.score_travel_steps(search_steps)
         return replace(self.search, arch_lr=arch_lr, **factories)
+
+    def score_travel_steps(self, search_steps: int) -> float:
+        """The search's steps weighted by the scores' LR schedule (`score_schedule`): ``search_steps`` at a
+        constant LR; with ``"weights"``, the sum over the steps of the schedule's factor (e.g. 0.5275 x the steps
+        for ``"step"``: 1 for half the epochs, 0.1 for a quarter, 0.01 for the last quarter).
+
+        Examples:
+            >>> PruneJob(train_during_search=True, search_epochs=8).score_travel_steps(800)
+            800.0
+            >>> round(PruneJob(train_during_search=True, search_epochs=8,
+            ...                score_schedule="weights").score_travel_steps(800), 6)
+            422.0
+        """
+        if self.score_schedule == "constant":
+            return float(search_steps)
+        epochs = max(1, self.search_epochs)
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        sched = _scheduler(opt, epochs, self.schedule)
+        factors = []
+        for _ in range(epochs):
+            factors.append(opt.param_groups[0]["lr"])
+            opt.step()  # no gradient: nothing moves; keeps the scheduler's order check quiet
+            sched.step()
+        return search_steps * sum(factors) / epochs
 
     @property
     def budget(self) -> tuple[str, float] | None:
@@ -834,6 +872,8 @@ def _make_pruner(ctx: _Job, model: nn.Module, pruner_state: dict | None = None) 
             "weight_optimizer": lambda params: torch.optim.SGD(params, lr=job.lr, momentum=job.momentum,
                                                                weight_decay=job.weight_decay),
             "weight_scheduler": lambda opt: _scheduler(opt, epochs, job.schedule)}
+        if job.score_schedule == "weights":
+            weights["arch_scheduler"] = lambda opt: _scheduler(opt, epochs, job.schedule)
     else:
         weights = {"weight_scheduler": lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(
                        opt, epochs, eta_min=job.search_lr * 0.04)}
