@@ -413,8 +413,32 @@ WIDTH_QUALITY = (
     ("VGG-11 from scratch, on the unseen and on all test images",
      "equal_macs_scratch_equal_compute_val5000_vgg11x0.5_heldout.md",
      "python bench/heldout_eval.py --threads 1 --model vgg11x0.5 --protocol scratch_swap --work runs/vgg_scratch_eq "
-     "--methods _val5000 --control control_e35 --seeds 0,1,2 "
+     "--methods '^(rarts_fused|l1_norm|random)_val5000(_e35)?$' --control control_e35 --seeds 0,1,2 "
      "--out bench/results/equal_macs_scratch_equal_compute_val5000_vgg11x0.5_heldout.json"),
+    ("VGG-11 from scratch, lever: the scores' LR on the weights' schedule (`--rarts-score-schedule weights`, "
+     "`PruneJob.score_schedule`), otherwise as above, 3 seeds",
+     "equal_macs_scratch_equal_compute_val5000_schedw_vgg11x0.5.md",
+     "python bench/equal_macs.py --model vgg11x0.5 --threads 1 --protocols scratch --seeds 0,1,2 --scratch-epochs 20 "
+     "--scratch-classic-epochs 35 --finetune-epochs 5 --finetune-lr 0.01 --work runs/vgg_scratch_eq "
+     "--methods rarts,l1_norm,random --rarts-update fused --val-images 5000 --rarts-score-schedule weights "
+     "--out bench/results/equal_macs_scratch_equal_compute_val5000_schedw_vgg11x0.5.json"),
+    ("VGG-11 from scratch, lever: RARTS prunes after 9 search epochs and trains the pruned network with the rest of "
+     "the classic arms' training MACs (`--scratch-prune-at 9`), 3 seeds", "equal_macs_scratch_early9_vgg11x0.5.md",
+     "python bench/equal_macs.py --model vgg11x0.5 --threads 1 --protocols scratch --seeds 0,1,2 --scratch-epochs 20 "
+     "--scratch-classic-epochs 35 --finetune-epochs 5 --finetune-lr 0.01 --work runs/vgg_scratch_eq "
+     "--methods rarts,l1_norm,random --rarts-update fused --val-images 5000 --scratch-prune-at 9 "
+     "--out bench/results/equal_macs_scratch_early9_vgg11x0.5.json"),
+    ("The ablation of that lever: the l1-norm on the same early schedule (seed 0)",
+     "equal_macs_scratch_early9_l1_vgg11x0.5.md",
+     "python bench/equal_macs.py --model vgg11x0.5 --threads 1 --protocols scratch --seeds 0 --scratch-epochs 20 "
+     "--scratch-classic-epochs 35 --finetune-epochs 5 --finetune-lr 0.01 --work runs/vgg_scratch_eq "
+     "--methods rarts,l1_norm --rarts-update fused --val-images 5000 --scratch-prune-at 9 "
+     "--early-methods rarts,l1_norm --out bench/results/equal_macs_scratch_early9_l1_vgg11x0.5.json"),
+    ("VGG-11 from scratch, every lever's arms on the unseen and on all test images",
+     "equal_macs_scratch_levers_vgg11x0.5_heldout.md",
+     "python bench/heldout_eval.py --threads 2 --model vgg11x0.5 --protocol scratch_swap --work runs/vgg_scratch_eq "
+     "--methods '^(rarts_fused|rarts_fused_schedw|l1_norm|random)_val5000(_e35|_early9)?$' --control control_e35 "
+     "--seeds 0,1,2 --out bench/results/equal_macs_scratch_levers_vgg11x0.5_heldout.json"),
     ("VGG-11 at half width after training (the 30-epoch baseline, `prune()`'s budget defaults, 5 fine-tuning epochs "
      "at LR 0.01), 3 seeds", "equal_macs_after_vgg11x0.5.md",
      "python bench/equal_macs.py --threads 1 --model vgg11x0.5 --protocols after --seeds 0,1,2 --work runs/pq "
