@@ -233,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     bad = [m for m in args.methods if m not in METHODS] + [p for p in args.protocols if p not in ("after", "scratch")]
     if bad:
         ap.error(f"unknown methods / protocols {bad}; methods: {', '.join(METHODS)}; protocols: after, scratch")
+    if [m for m in args.early_methods if m not in METHODS]:
+        ap.error(f"unknown --early-methods {[m for m in args.early_methods if m not in METHODS]}; methods: "
+                 f"{', '.join(METHODS)}")
     if args.scratch_prune_at is not None and (args.scratch_prune_at < 1 or "scratch" not in args.protocols):
         ap.error("--scratch-prune-at needs a positive number of epochs and --protocols scratch")
     if args.rarts_score_schedule is not None and "after" in args.protocols:
@@ -351,10 +354,13 @@ def main(argv: list[str] | None = None) -> int:
     if "scratch" in args.protocols:
         split = args.search_split or replace(common, train_during_search=True).split
         scratch = work / ("scratch" if split == "fixed" else f"scratch_{split}")  # "scratch": the runs before swap
-        classic = args.scratch_classic_epochs
-        # the classic arms' own epochs name their folders; the default (every arm the same epochs) keeps its names
-        ep = f"_e{classic}" if classic not in (None, args.scratch_epochs) else ""
-        classic = args.scratch_epochs if classic is None else classic
+        classic = args.scratch_epochs if args.scratch_classic_epochs is None else args.scratch_classic_epochs
+
+        def tag(n: int) -> str:
+            """The folder suffix of a classic arm trained ``n`` epochs: none at --scratch-epochs (the default, every
+            arm the same epochs, keeps its names)."""
+            return f"_e{n}" if n != args.scratch_epochs else ""
+        ep = tag(classic)
 
         early = args.scratch_prune_at
         rarts_cost = EPOCH_COST[args.rarts_update or replace(common, method="rarts").search.update]
@@ -384,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def plain_net(n: int, seed: int) -> tuple[Path, dict[str, Any]]:
             """The network plainly trained ``n`` epochs from the seed (folder and results; trained once)."""
-            out = scratch / f"plain{f'_e{n}' if n != args.scratch_epochs else ''}_s{seed}"
+            out = scratch / f"plain{tag(n)}_s{seed}"
             return out, _load_or_run(replace(common, out=str(out), pretrain_epochs=n, seed=seed, stop_after="pretrain"))
         for seed in args.seeds:
             plain_dir, plain = plain_net(classic, seed)

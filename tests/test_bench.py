@@ -680,7 +680,8 @@ def test_equal_macs_scratch_prune_at_spends_the_classic_arms_training_macs(tmp_p
     assert sum(h["phase"] == "pretrain" for h in plain["history"]) == 2
     assert "Early pruning (`--scratch-prune-at 1`) for rarts, l1_norm" in out.with_suffix(".md").read_text()
     for argv, message in ((["--scratch-prune-at", "0"], "positive number of epochs"),
-                          (["--scratch-prune-at", "3"], "no training MACs are left")):  # 6 plain epochs > 4 + 0.5
+                          (["--scratch-prune-at", "3"], "no training MACs are left"),  # 6 plain epochs > 4 + 0.5
+                          (["--scratch-prune-at", "1", "--early-methods", "rarts,l2"], "unknown --early-methods")):
         proc = subprocess.run([sys.executable, *common, "--methods", "rarts", *argv, "--no-control", "--out",
                                str(tmp_path / "x.json")], capture_output=True, text=True, timeout=600, cwd=ROOT,
                               env=ENV)
