@@ -203,6 +203,11 @@ def main(argv: list[str] | None = None) -> int:
                          "finalized runs get their own folders. l1_norm / random / slimming rank the network RARTS "
                          "trained by a classic criterion: the ablation that separates the learned scores' choice "
                          "from the training the search gave the network")
+    ap.add_argument("--rarts-scope", default=None, choices=("global", "layer"),
+                    help="RARTS' selection scope (default: rartsprune.prune's, 'global'; 'layer': every group loses "
+                         "the same fraction, the smallest that meets the budget — the widths fixed, the scores only "
+                         "choosing the channels within each layer); the search is shared, only the finalized runs "
+                         "get their own folders (suffix _scopelayer)")
     ap.add_argument("--gradual", type=float, default=None,
                     help="the --gradual-methods reach each budget gradually during this fraction of their search / "
                          "training steps (PruneJob.gradual: one search per budget); their runs get their own folders")
@@ -263,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         suffix += "_schedw" if args.rarts_score_schedule == "weights" else ""
     if args.rarts_importance is not None:
         rarts_settings["importance"] = args.rarts_importance
+    if args.rarts_scope is not None:
+        rarts_settings["scope"] = args.rarts_scope
 
     def gradual(method: str) -> dict[str, Any]:
         """The method's schedule: --gradual, or one-shot (0: the job's default would prune RARTS gradually)."""
@@ -276,8 +283,9 @@ def main(argv: list[str] | None = None) -> int:
         if method != "rarts":
             return method + schedule
         # the ranking names the finalized runs; a gradual search ranks while it prunes, so it names the search too
-        imp = (f"_imp{args.rarts_importance}" if (finalized or gradual(method)["gradual"]) and args.rarts_importance is not None
-               else "")
+        ranks = finalized or bool(gradual(method)["gradual"])
+        imp = f"_imp{args.rarts_importance}" if ranks and args.rarts_importance is not None else ""
+        imp += f"_scope{args.rarts_scope}" if ranks and args.rarts_scope not in (None, "global") else ""
         return method + suffix + schedule + imp
 
     temperature = f"_T{args.distill_temperature:g}" if args.distill_temperature != 4.0 else ""
@@ -493,6 +501,8 @@ def rarts_settings_text(args: argparse.Namespace) -> str:
         given.append(f"`score_schedule={args.rarts_score_schedule!r}`")
     if args.rarts_importance is not None:
         given.append(f"`importance={args.rarts_importance!r}`")
+    if args.rarts_scope is not None:
+        given.append(f"`scope={args.rarts_scope!r}`")
     return ("the search settings " + ", ".join(given) + " (the rest: `prune()`'s defaults)") if given else ""
 
 

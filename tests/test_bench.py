@@ -686,3 +686,30 @@ def test_equal_macs_scratch_prune_at_spends_the_classic_arms_training_macs(tmp_p
                                str(tmp_path / "x.json")], capture_output=True, text=True, timeout=600, cwd=ROOT,
                               env=ENV)
         assert proc.returncode != 0 and message in proc.stdout + proc.stderr, proc.stderr[-500:]
+
+
+def test_equal_macs_rarts_scope_layer_reuses_the_search_and_cuts_every_layer_alike(tmp_path: Path) -> None:
+    """--rarts-scope layer: the finalized runs (own folders) remove the same fraction of every group, from the
+    same search as the global ranking (not searched again)."""
+    work = tmp_path / "work"
+    common = ["bench/equal_macs.py", "--data", "fake", "--model", "vgg11x0.25", "--train-subset", "64",
+              "--test-subset", "32", "--scratch-epochs", "1", "--finetune-epochs", "1", "--batch-size", "16",
+              "--seeds", "0", "--budgets", "0.5", "--protocols", "scratch", "--rarts-update", "fused", "--methods",
+              "rarts", "--no-control", "--threads", "1", "--device", "cpu", "--work", str(work)]
+    _run(*common, "--out", str(tmp_path / "global.json"))
+    runs = work / "equal_macs_vgg11x0.25" / "scratch_swap"
+    searched = runs / "rarts_fused_s0_search" / "results.json"
+    stamp = searched.stat().st_mtime_ns
+    _run(*common, "--rarts-scope", "layer", "--out", str(tmp_path / "layer.json"))
+    assert searched.stat().st_mtime_ns == stamp  # the search was reused
+    assert sorted(p.name for p in runs.glob("*_search")) == ["rarts_fused_s0_search"]
+    layer = json.loads((runs / "rarts_fused_scopelayer_m0.5_s0" / "results.json").read_text())
+    assert layer["job"]["selection"]["scope"] == "layer"
+    widths = layer["widths"].values()
+    removed = [(w["channels"] - w["kept"]) / w["channels"] for w in widths]
+    smallest = min(w["channels"] for w in widths)
+    assert max(removed) - min(removed) <= 1 / smallest + 1e-9, removed  # one fraction, rounded per layer
+    assert 0 < min(removed) and layer["summary"]["macs_ratio"] <= 0.5 + 0.01
+    overall = json.loads((runs / "rarts_fused_m0.5_s0" / "results.json").read_text())
+    assert overall["job"]["selection"]["scope"] == "global"
+    assert "`scope='layer'`" in (tmp_path / "layer.md").read_text()
