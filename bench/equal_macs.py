@@ -176,6 +176,12 @@ def main(argv: list[str] | None = None) -> int:
                          "schedule for the epochs that spend the rest of the classic arms' training MACs "
                          "(--scratch-classic-epochs + --finetune-epochs x budget): equal training MACs, the pruned "
                          "epochs counted at the budget's fraction; their runs get their own folders (suffix _early<S>)")
+    ap.add_argument("--scratch-warm-search", type=int, default=None, metavar="S",
+                    help="'scratch': RARTS starts from the network plainly trained for the classic arms' epochs less "
+                         "the training MACs of S search epochs (EPOCH_COST[update] plain epochs each), searches S "
+                         "epochs at --search-lr as after training, then prunes and fine-tunes like the classic arms: "
+                         "the prune-after-training protocol at the classic arms' training MACs (weights that settle "
+                         "before the scores move); its runs get their own folders (suffix _warm<S>)")
     ap.add_argument("--early-methods", default="rarts", type=lambda s: [m for m in s.split(",") if m],
                     help="the methods --scratch-prune-at applies to (e.g. rarts,l1_norm: the same schedule pruned by "
                          "weight magnitude, the ablation that separates the scores from the schedule)")
@@ -184,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--protocols", default="after,scratch", type=lambda s: [p for p in s.split(",") if p])
     ap.add_argument("--seeds", default="0,1,2", type=lambda s: [int(x) for x in s.split(",") if x])
     ap.add_argument("--no-control", action="store_true")
-    ap.add_argument("--search-lr", type=float, default=0.01, help="'after': weight LR of the search")
+    ap.add_argument("--search-lr", type=float, default=0.01,
+                    help="'after' and --scratch-warm-search: weight LR of the search")
     ap.add_argument("--rarts-arch-lr", type=float, default=None,
                     help="RARTS' score LR (default: rartsprune.prune's); its runs then get their own folders")
     ap.add_argument("--rarts-l1", type=float, default=None,
@@ -243,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
                  f"{', '.join(METHODS)}")
     if args.scratch_prune_at is not None and (args.scratch_prune_at < 1 or "scratch" not in args.protocols):
         ap.error("--scratch-prune-at needs a positive number of epochs and --protocols scratch")
+    if args.scratch_warm_search is not None and (args.scratch_warm_search < 1 or "scratch" not in args.protocols
+                                                 or args.scratch_prune_at is not None):
+        ap.error("--scratch-warm-search needs a positive number of search epochs and --protocols scratch, without "
+                 "--scratch-prune-at")
     if args.rarts_score_schedule is not None and "after" in args.protocols:
         ap.error("--rarts-score-schedule sets the scores' LR schedule when the search is the training: use it with "
                  "--protocols scratch")
@@ -392,6 +403,11 @@ def main(argv: list[str] | None = None) -> int:
                                  f"no training MACs are left at {macs:g}x (classic arms: {classic} epochs)")
             return {"finetune_epochs": left, "finetune_lr": common.lr}
 
+        warm = args.scratch_warm_search
+        warm_plain = None if warm is None else classic - round(rarts_cost * warm)  # the plain epochs before it
+        if warm_plain is not None and "rarts" in args.methods and warm_plain < 1:
+            raise SystemExit(f"--scratch-warm-search {warm}: {warm} search epochs cost {rarts_cost * warm:g} plain "
+                             f"epochs, no plain training is left of the classic arms' {classic}")
         for method in args.methods:  # refuse a schedule with no training left before anything trains
             for macs in args.budgets:
                 pruned_training(method, macs)
@@ -405,7 +421,14 @@ def main(argv: list[str] | None = None) -> int:
             bases.setdefault("scratch", plain["before"])
             for method in args.methods:
                 n, sfx = epochs(method)
-                if method in SEARCHED:  # the search is the training: the LR and schedule of plain training
+                if method == "rarts" and warm_plain is not None:  # plain training, then a search from it
+                    start, _ = plain_net(warm_plain, seed)
+                    job = replace(common, method=method, seed=seed, search_epochs=warm, search_split=split,
+                                  init_weights=str(start / "baseline.pt"), **settings(method))
+                    sfx = f"_warm{warm}"
+                    searched = scratch / f"{folder(method, finalized=False)}{sfx}_s{seed}_search"
+                    _load_or_run(replace(job, out=str(searched), stop_after="search", macs=args.budgets[0]))
+                elif method in SEARCHED:  # the search is the training: the LR and schedule of plain training
                     job = replace(common, method=method, seed=seed, search_epochs=n,
                                   train_during_search=True, search_split=split, **settings(method))
                     searched = scratch / f"{folder(method, finalized=False)}{sfx}_s{seed}_search"
@@ -544,7 +567,12 @@ def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] 
              + (f" Fine-tuning length chosen per run on {args.val_images} held-out training images "
                 "(`PruneJob.val_images`): the epoch they score best is kept, 0 being the pruned network before "
                 "fine-tuning (`kept epochs` per seed); the control trains all its epochs." if args.val_images else "")
-             + _early_text(args),
+             + _early_text(args)
+             + (f" Warm RARTS (`--scratch-warm-search {args.scratch_warm_search}`) from scratch: plain training for "
+                f"the classic arms' epochs less the training MACs of {args.scratch_warm_search} search epoch(s), "
+                f"then that search at LR {args.search_lr:g} (as after training), then the same surgery and "
+                "fine-tuning: equal training MACs." if args.scratch_warm_search and "scratch" in args.protocols
+                else ""),
              ""]
     for protocol in args.protocols:
         unpruned = result["unpruned"].get(protocol)

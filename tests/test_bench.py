@@ -713,3 +713,33 @@ def test_equal_macs_rarts_scope_layer_reuses_the_search_and_cuts_every_layer_ali
     overall = json.loads((runs / "rarts_fused_m0.5_s0" / "results.json").read_text())
     assert overall["job"]["selection"]["scope"] == "global"
     assert "`scope='layer'`" in (tmp_path / "layer.md").read_text()
+
+
+def test_equal_macs_scratch_warm_search_starts_from_the_plain_net_of_the_remaining_macs(tmp_path: Path) -> None:
+    """--scratch-warm-search S: RARTS searches S epochs (at --search-lr) from the network plainly trained for the
+    classic arms' epochs less the search's MACs (2 plain epochs per fused epoch), then fine-tunes like them."""
+    out, work = tmp_path / "warm.json", tmp_path / "work"
+    common = ["bench/equal_macs.py", "--data", "fake", "--model", "vgg11x0.25", "--train-subset", "64",
+              "--test-subset", "32", "--scratch-epochs", "1", "--scratch-classic-epochs", "4", "--finetune-epochs",
+              "1", "--batch-size", "16", "--seeds", "0", "--budgets", "0.5", "--protocols", "scratch",
+              "--rarts-update", "fused", "--threads", "1", "--device", "cpu", "--work", str(work)]
+    _run(*common, "--methods", "rarts", "--scratch-warm-search", "1", "--search-lr", "0.02", "--no-control",
+         "--out", str(out))
+    runs = work / "equal_macs_vgg11x0.25" / "scratch_swap"
+    search = json.loads((runs / "rarts_fused_warm1_s0_search" / "results.json").read_text())
+    assert search["job"]["init_weights"].endswith("plain_e2_s0/baseline.pt")  # 4 - 2 x 1 plain epochs
+    assert search["job"]["search_epochs"] == 1 and not search["job"]["train_during_search"]
+    assert search["job"]["search"]["weight_lr"] == 0.02
+    plain = json.loads((runs / "plain_e2_s0" / "results.json").read_text())
+    assert sum(h["phase"] == "pretrain" for h in plain["history"]) == 2
+    res = json.loads((runs / "rarts_fused_warm1_m0.5_s0" / "results.json").read_text())
+    assert res["job"]["finetune_epochs"] == 1 and abs(res["summary"]["macs_ratio"] - 0.5) <= 0.01
+    assert sum(h["phase"] == "search" for h in res["history"]) == 1
+    assert "Warm RARTS (`--scratch-warm-search 1`)" in out.with_suffix(".md").read_text()
+    for argv, message in ((["--scratch-warm-search", "2"], "no plain training is left"),  # 4 plain epochs, all spent
+                          (["--scratch-warm-search", "1", "--scratch-prune-at", "1"], "without --scratch-prune-at")):
+        proc = subprocess.run([sys.executable, *common, "--methods", "rarts", *argv, "--no-control", "--out",
+                               str(tmp_path / "x.json")], capture_output=True, text=True, timeout=600, cwd=ROOT,
+                              env=ENV)
+        assert proc.returncode != 0 and message in proc.stdout + proc.stderr, proc.stderr[-500:]
+    assert not (runs / "rarts_fused_warm2_s0_search").exists()  # refused before anything trained
