@@ -439,10 +439,33 @@ WIDTH_QUALITY = (
      "python bench/heldout_eval.py --threads 2 --model vgg11x0.5 --protocol scratch_swap --work runs/vgg_scratch_eq "
      "--methods '^(rarts_fused|rarts_fused_schedw|l1_norm|random)_val5000(_e35|_early9)?$' --control control_e35 "
      "--seeds 0,1,2 --out bench/results/equal_macs_scratch_levers_vgg11x0.5_heldout.json"),
+    ("VGG-11 from scratch, lever: plain training, then one RARTS search epoch at the same training MACs "
+     "(`--scratch-warm-search 1`), 3 seeds", "equal_macs_scratch_warm1_vgg11x0.5.md",
+     "python bench/equal_macs.py --model vgg11x0.5 --threads 1 --protocols scratch --seeds 0,1,2 --scratch-epochs 20 "
+     "--scratch-classic-epochs 35 --finetune-epochs 5 --finetune-lr 0.01 --work runs/vgg_scratch_eq "
+     "--methods rarts,l1_norm,random --rarts-update fused --val-images 5000 --scratch-warm-search 1 "
+     "--out bench/results/equal_macs_scratch_warm1_vgg11x0.5.json"),
+    ("VGG-11 from scratch: the ranking or the network? Re-ranked searches (`--rarts-importance normalized` / "
+     "`l1_norm`, `--rarts-scope layer`), `--rarts-cost-weight 8` (seed 0), the warm search, the l1-norm's early "
+     "schedule (seeds 0, 1), on the unseen and on all test images",
+     "equal_macs_scratch_allocation_vgg11x0.5_heldout.md",
+     "python bench/heldout_eval.py --threads 2 --model vgg11x0.5 --protocol scratch_swap --work runs/vgg_scratch_eq "
+     "--methods '^(rarts_fused_val5000(_impnormalized|_impl1_norm|_scopelayer|_warm1|_early9)?|"
+     "rarts_cost_weight8_fused_val5000|l1_norm_val5000_(e35|early9)|random_val5000_e35)$' --control control_e35 "
+     "--seeds 0,1,2 --out bench/results/equal_macs_scratch_allocation_vgg11x0.5_heldout.json"),
     ("VGG-11 at half width after training (the 30-epoch baseline, `prune()`'s budget defaults, 5 fine-tuning epochs "
      "at LR 0.01), 3 seeds", "equal_macs_after_vgg11x0.5.md",
      "python bench/equal_macs.py --threads 1 --model vgg11x0.5 --protocols after --seeds 0,1,2 --work runs/pq "
      "--methods rarts,l1_norm,random --out bench/results/equal_macs_after_vgg11x0.5.json"),
+    ("VGG-11 after training with Network Slimming (the same runs plus slimming's sparsity epoch), 3 seeds",
+     "equal_macs_after_slimming_vgg11x0.5.md",
+     "python bench/equal_macs.py --threads 1 --model vgg11x0.5 --protocols after --seeds 0,1,2 --work runs/pq "
+     "--methods rarts,slimming,l1_norm,random --out bench/results/equal_macs_after_slimming_vgg11x0.5.json"),
+    ("The same on the unseen and on all test images, with RARTS' gradual job default (`--gradual 0.5`)",
+     "equal_macs_after_slimming_vgg11x0.5_heldout.md",
+     "python bench/heldout_eval.py --threads 1 --model vgg11x0.5 --work runs/pq --seeds 0,1,2 "
+     "--methods '^(rarts|rarts_gradual0.5|slimming|l1_norm|random)$' "
+     "--out bench/results/equal_macs_after_slimming_vgg11x0.5_heldout.json"),
     ("VGG-11 after training, on the unseen and on all test images", "equal_macs_after_vgg11x0.5_heldout.md",
      "python bench/heldout_eval.py --threads 1 --model vgg11x0.5 --work runs/pq --seeds 0,1,2 "
      "--out bench/results/equal_macs_after_vgg11x0.5_heldout.json"),
