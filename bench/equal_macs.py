@@ -251,9 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.scratch_prune_at is not None and (args.scratch_prune_at < 1 or "scratch" not in args.protocols):
         ap.error("--scratch-prune-at needs a positive number of epochs and --protocols scratch")
     if args.scratch_warm_search is not None and (args.scratch_warm_search < 1 or "scratch" not in args.protocols
-                                                 or args.scratch_prune_at is not None):
-        ap.error("--scratch-warm-search needs a positive number of search epochs and --protocols scratch, without "
-                 "--scratch-prune-at")
+                                                 or args.scratch_prune_at is not None or "rarts" not in args.methods):
+        ap.error("--scratch-warm-search needs a positive number of search epochs, --protocols scratch and rarts in "
+                 "--methods, without --scratch-prune-at")
     if args.rarts_score_schedule is not None and "after" in args.protocols:
         ap.error("--rarts-score-schedule sets the scores' LR schedule when the search is the training: use it with "
                  "--protocols scratch")
@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
             return f"_e{n}" if n != args.scratch_epochs else ""
         ep = tag(classic)
 
-        early = args.scratch_prune_at
+        early, warm = args.scratch_prune_at, args.scratch_warm_search
         rarts_cost = EPOCH_COST[args.rarts_update or replace(common, method="rarts").search.update]
 
         def epochs(method: str) -> tuple[int, str]:
@@ -389,7 +389,9 @@ def main(argv: list[str] | None = None) -> int:
             --scratch-prune-at), the classic arms as many plain epochs as cost the same training MACs."""
             if early is not None and method in args.early_methods:
                 return (early, f"_early{early}") if method == "rarts" else (round(rarts_cost * early), f"_early{early}")
-            return (args.scratch_epochs, "") if method == "rarts" else (classic, ep)
+            if method == "rarts":
+                return (warm, f"_warm{warm}") if warm is not None else (args.scratch_epochs, "")
+            return classic, ep
 
         def pruned_training(method: str, macs: float) -> dict[str, Any]:
             """An early arm's training after surgery: the epochs left of the classic arms' training MACs at the
@@ -403,7 +405,6 @@ def main(argv: list[str] | None = None) -> int:
                                  f"no training MACs are left at {macs:g}x (classic arms: {classic} epochs)")
             return {"finetune_epochs": left, "finetune_lr": common.lr}
 
-        warm = args.scratch_warm_search
         warm_plain = None if warm is None else classic - round(rarts_cost * warm)  # the plain epochs before it
         if warm_plain is not None and "rarts" in args.methods and warm_plain < 1:
             raise SystemExit(f"--scratch-warm-search {warm}: {warm} search epochs cost {rarts_cost * warm:g} plain "
@@ -423,9 +424,8 @@ def main(argv: list[str] | None = None) -> int:
                 n, sfx = epochs(method)
                 if method == "rarts" and warm_plain is not None:  # plain training, then a search from it
                     start, _ = plain_net(warm_plain, seed)
-                    job = replace(common, method=method, seed=seed, search_epochs=warm, search_split=split,
+                    job = replace(common, method=method, seed=seed, search_epochs=n, search_split=split,
                                   init_weights=str(start / "baseline.pt"), **settings(method))
-                    sfx = f"_warm{warm}"
                     searched = scratch / f"{folder(method, finalized=False)}{sfx}_s{seed}_search"
                     _load_or_run(replace(job, out=str(searched), stop_after="search", macs=args.budgets[0]))
                 elif method in SEARCHED:  # the search is the training: the LR and schedule of plain training
@@ -547,6 +547,15 @@ def _early_text(args: argparse.Namespace) -> str:
             "budget's fraction (`kept epochs` of that training): equal training MACs.")
 
 
+def _warm_text(args: argparse.Namespace) -> str:
+    if args.scratch_warm_search is None or "scratch" not in args.protocols:
+        return ""
+    return (f" Warm RARTS (`--scratch-warm-search {args.scratch_warm_search}`) from scratch: plain training for the "
+            f"classic arms' epochs less the training MACs of {args.scratch_warm_search} search epoch(s), then that "
+            f"search at LR {args.search_lr:g} (as after training), then the same surgery and fine-tuning: equal "
+            "training MACs.")
+
+
 def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] | None) -> None:
     lines = [f"# Width search at equal MACs: {model_of(args).title}, {args.train_subset or 'all'} CIFAR-10 "
              f"training images, {len(args.seeds)} seed(s)", "",
@@ -567,12 +576,7 @@ def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] 
              + (f" Fine-tuning length chosen per run on {args.val_images} held-out training images "
                 "(`PruneJob.val_images`): the epoch they score best is kept, 0 being the pruned network before "
                 "fine-tuning (`kept epochs` per seed); the control trains all its epochs." if args.val_images else "")
-             + _early_text(args)
-             + (f" Warm RARTS (`--scratch-warm-search {args.scratch_warm_search}`) from scratch: plain training for "
-                f"the classic arms' epochs less the training MACs of {args.scratch_warm_search} search epoch(s), "
-                f"then that search at LR {args.search_lr:g} (as after training), then the same surgery and "
-                "fine-tuning: equal training MACs." if args.scratch_warm_search and "scratch" in args.protocols
-                else ""),
+             + _early_text(args) + _warm_text(args),
              ""]
     for protocol in args.protocols:
         unpruned = result["unpruned"].get(protocol)

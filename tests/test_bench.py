@@ -30,6 +30,12 @@ def _run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return proc
 
 
+def _refused(argv: list[str], message: str) -> None:
+    """The script exits with an error whose text contains ``message``."""
+    proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=600, cwd=ROOT, env=ENV)
+    assert proc.returncode != 0 and message in proc.stdout + proc.stderr, proc.stderr[-500:]
+
+
 def test_pruning_quality_smoke(tmp_path: Path) -> None:
     out = tmp_path / "pq.json"
     args = ["bench/pruning_quality.py", "--data", "fake", "--depth", "11", "--train-subset", "96",
@@ -682,10 +688,7 @@ def test_equal_macs_scratch_prune_at_spends_the_classic_arms_training_macs(tmp_p
     for argv, message in ((["--scratch-prune-at", "0"], "positive number of epochs"),
                           (["--scratch-prune-at", "3"], "no training MACs are left"),  # 6 plain epochs > 4 + 0.5
                           (["--scratch-prune-at", "1", "--early-methods", "rarts,l2"], "unknown --early-methods")):
-        proc = subprocess.run([sys.executable, *common, "--methods", "rarts", *argv, "--no-control", "--out",
-                               str(tmp_path / "x.json")], capture_output=True, text=True, timeout=600, cwd=ROOT,
-                              env=ENV)
-        assert proc.returncode != 0 and message in proc.stdout + proc.stderr, proc.stderr[-500:]
+        _refused([*common, "--methods", "rarts", *argv, "--no-control", "--out", str(tmp_path / "x.json")], message)
 
 
 def test_equal_macs_rarts_scope_layer_reuses_the_search_and_cuts_every_layer_alike(tmp_path: Path) -> None:
@@ -736,10 +739,9 @@ def test_equal_macs_scratch_warm_search_starts_from_the_plain_net_of_the_remaini
     assert res["job"]["finetune_epochs"] == 1 and abs(res["summary"]["macs_ratio"] - 0.5) <= 0.01
     assert sum(h["phase"] == "search" for h in res["history"]) == 1
     assert "Warm RARTS (`--scratch-warm-search 1`)" in out.with_suffix(".md").read_text()
-    for argv, message in ((["--scratch-warm-search", "2"], "no plain training is left"),  # 4 plain epochs, all spent
-                          (["--scratch-warm-search", "1", "--scratch-prune-at", "1"], "without --scratch-prune-at")):
-        proc = subprocess.run([sys.executable, *common, "--methods", "rarts", *argv, "--no-control", "--out",
-                               str(tmp_path / "x.json")], capture_output=True, text=True, timeout=600, cwd=ROOT,
-                              env=ENV)
-        assert proc.returncode != 0 and message in proc.stdout + proc.stderr, proc.stderr[-500:]
+    for argv, message in ((["--methods", "rarts", "--scratch-warm-search", "2"], "no plain training is left"),
+                          (["--methods", "rarts", "--scratch-warm-search", "1", "--scratch-prune-at", "1"],
+                           "without --scratch-prune-at"),
+                          (["--methods", "l1_norm", "--scratch-warm-search", "1"], "rarts in --methods")):
+        _refused([*common, *argv, "--no-control", "--out", str(tmp_path / "x.json")], message)
     assert not (runs / "rarts_fused_warm2_s0_search").exists()  # refused before anything trained
