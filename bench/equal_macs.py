@@ -181,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
                          "the training MACs of S search epochs (EPOCH_COST[update] plain epochs each), searches S "
                          "epochs at --search-lr as after training, then prunes and fine-tunes like the classic arms: "
                          "the prune-after-training protocol at the classic arms' training MACs (weights that settle "
-                         "before the scores move); its runs get their own folders (suffix _warm<S>)")
+                         "before the scores move); its runs get their own folders (suffix _warm<S>). With "
+                         "--scratch-prune-at P: the plain epochs are the early classic arms' less those MACs, and "
+                         "the pruned network trains like theirs (suffix _early<P>_warm<S>)")
     ap.add_argument("--early-methods", default="rarts", type=lambda s: [m for m in s.split(",") if m],
                     help="the methods --scratch-prune-at applies to (e.g. rarts,l1_norm: the same schedule pruned by "
                          "weight magnitude, the ablation that separates the scores from the schedule)")
@@ -251,9 +253,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.scratch_prune_at is not None and (args.scratch_prune_at < 1 or "scratch" not in args.protocols):
         ap.error("--scratch-prune-at needs a positive number of epochs and --protocols scratch")
     if args.scratch_warm_search is not None and (args.scratch_warm_search < 1 or "scratch" not in args.protocols
-                                                 or args.scratch_prune_at is not None or "rarts" not in args.methods):
+                                                 or "rarts" not in args.methods):
         ap.error("--scratch-warm-search needs a positive number of search epochs, --protocols scratch and rarts in "
-                 "--methods, without --scratch-prune-at")
+                 "--methods")
+    if args.scratch_warm_search is not None and args.scratch_prune_at is not None and "rarts" not in args.early_methods:
+        ap.error("--scratch-warm-search with --scratch-prune-at warms the early RARTS arm: put rarts in "
+                 "--early-methods")
     if args.rarts_score_schedule is not None and "after" in args.protocols:
         ap.error("--rarts-score-schedule sets the scores' LR schedule when the search is the training: use it with "
                  "--protocols scratch")
@@ -388,7 +393,9 @@ def main(argv: list[str] | None = None) -> int:
             """The method's epochs before surgery and its folder suffix: RARTS always --scratch-epochs (or
             --scratch-prune-at), the classic arms as many plain epochs as cost the same training MACs."""
             if early is not None and method in args.early_methods:
-                return (early, f"_early{early}") if method == "rarts" else (round(rarts_cost * early), f"_early{early}")
+                if method != "rarts":
+                    return round(rarts_cost * early), f"_early{early}"
+                return (warm, f"_early{early}_warm{warm}") if warm is not None else (early, f"_early{early}")
             if method == "rarts":
                 return (warm, f"_warm{warm}") if warm is not None else (args.scratch_epochs, "")
             return classic, ep
@@ -398,17 +405,23 @@ def main(argv: list[str] | None = None) -> int:
             training LR (the others: --finetune-epochs at --finetune-lr)."""
             if early is None or method not in args.early_methods:
                 return {}
-            spent = rarts_cost * early if method == "rarts" else epochs(method)[0]
+            if method != "rarts":
+                spent = epochs(method)[0]
+            else:
+                spent = rarts_cost * early if warm is None else warm_plain + rarts_cost * warm
             left = int((classic + args.finetune_epochs * macs - spent) / macs + 1e-9)
             if left < 1:
                 raise SystemExit(f"--scratch-prune-at {early}: {method} spends {spent:g} plain epochs before surgery, "
                                  f"no training MACs are left at {macs:g}x (classic arms: {classic} epochs)")
             return {"finetune_epochs": left, "finetune_lr": common.lr}
 
-        warm_plain = None if warm is None else classic - round(rarts_cost * warm)  # the plain epochs before it
-        if warm_plain is not None and "rarts" in args.methods and warm_plain < 1:
+        # the plain epochs before a warm search: those of the classic arms (the early ones with --scratch-prune-at)
+        # less the search's training MACs
+        warm_of = classic if early is None else round(rarts_cost * early)
+        warm_plain = None if warm is None else warm_of - round(rarts_cost * warm)
+        if warm_plain is not None and warm_plain < 1:
             raise SystemExit(f"--scratch-warm-search {warm}: {warm} search epochs cost {rarts_cost * warm:g} plain "
-                             f"epochs, no plain training is left of the classic arms' {classic}")
+                             f"epochs, no plain training is left of the classic arms' {warm_of}")
         for method in args.methods:  # refuse a schedule with no training left before anything trains
             for macs in args.budgets:
                 pruned_training(method, macs)
@@ -553,7 +566,12 @@ def _warm_text(args: argparse.Namespace) -> str:
     return (f" Warm RARTS (`--scratch-warm-search {args.scratch_warm_search}`) from scratch: plain training for the "
             f"classic arms' epochs less the training MACs of {args.scratch_warm_search} search epoch(s), then that "
             f"search at LR {args.search_lr:g} (as after training), then the same surgery and fine-tuning: equal "
-            "training MACs.")
+            "training MACs." if args.scratch_prune_at is None else
+            f" Warm early RARTS (`--scratch-warm-search {args.scratch_warm_search}` with `--scratch-prune-at`): plain "
+            f"training for the early classic arms' epochs less the training MACs of {args.scratch_warm_search} "
+            f"search epoch(s), then that search at LR {args.search_lr:g}, then surgery at the same point as the "
+            "early classic arms and their training of the pruned network: equal training MACs, the same weights' "
+            "age at surgery.")
 
 
 def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] | None) -> None:

@@ -741,7 +741,21 @@ def test_equal_macs_scratch_warm_search_starts_from_the_plain_net_of_the_remaini
     assert "Warm RARTS (`--scratch-warm-search 1`)" in out.with_suffix(".md").read_text()
     for argv, message in ((["--methods", "rarts", "--scratch-warm-search", "2"], "no plain training is left"),
                           (["--methods", "rarts", "--scratch-warm-search", "1", "--scratch-prune-at", "1"],
-                           "without --scratch-prune-at"),
+                           "no plain training is left"),  # the early arms' 2 plain epochs, all spent
+                          (["--methods", "rarts,l1_norm", "--scratch-warm-search", "1", "--scratch-prune-at", "2",
+                            "--early-methods", "l1_norm"], "put rarts in --early-methods"),
                           (["--methods", "l1_norm", "--scratch-warm-search", "1"], "rarts in --methods")):
         _refused([*common, *argv, "--no-control", "--out", str(tmp_path / "x.json")], message)
     assert not (runs / "rarts_fused_warm2_s0_search").exists()  # refused before anything trained
+    # with --scratch-prune-at 2: the early l1_norm arm prunes after 4 plain epochs, warm RARTS searches 1 epoch
+    # from plain_e2 (4 - 2 x 1) and prunes at the same point; both train (4 + 1 x 0.5 - 4) / 0.5 = 1 epoch at LR 0.1
+    _run(*common, "--methods", "rarts,l1_norm", "--scratch-warm-search", "1", "--scratch-prune-at", "2",
+         "--early-methods", "rarts,l1_norm", "--no-control", "--out", str(tmp_path / "early.json"))
+    search = json.loads((runs / "rarts_fused_early2_warm1_s0_search" / "results.json").read_text())["job"]
+    assert search["init_weights"].endswith("plain_e2_s0/baseline.pt") and search["search_epochs"] == 1
+    assert not search["train_during_search"]
+    l1 = json.loads((runs / "l1_norm_early2_m0.5_s0" / "results.json").read_text())["job"]
+    assert l1["init_weights"].endswith("plain_e4_s0/baseline.pt")
+    for job in (l1, json.loads((runs / "rarts_fused_early2_warm1_m0.5_s0" / "results.json").read_text())["job"]):
+        assert job["finetune_epochs"] == 1 and job["finetune_lr"] == 0.1
+    assert "Warm early RARTS" in (tmp_path / "early.md").read_text()
