@@ -453,6 +453,19 @@ WIDTH_QUALITY = (
      "--methods '^(rarts_fused_val5000(_impnormalized|_impl1_norm|_scopelayer|_warm1|_early9)?|"
      "rarts_cost_weight8_fused_val5000|l1_norm_val5000_(e35|early9)|random_val5000_e35)$' --control control_e35 "
      "--seeds 0,1,2 --out bench/results/equal_macs_scratch_allocation_vgg11x0.5_heldout.json"),
+    ("VGG-11 from scratch, lever: warm early pruning. RARTS trains plainly 16 epochs, searches one epoch at the "
+     "search LR, prunes where the early l1-norm arm prunes (after 18 plain epochs' MACs) and trains the pruned "
+     "network like it with the rest of the classic arms' training MACs (`--scratch-prune-at 9 --scratch-warm-search "
+     "1`), 3 seeds", "equal_macs_scratch_early9_warm1_vgg11x0.5.md",
+     "python bench/equal_macs.py --model vgg11x0.5 --threads 1 --protocols scratch --seeds 0,1,2 --scratch-epochs 20 "
+     "--scratch-classic-epochs 35 --finetune-epochs 5 --finetune-lr 0.01 --work runs/vgg_scratch_eq "
+     "--methods rarts,l1_norm --rarts-update fused --val-images 5000 --scratch-prune-at 9 --early-methods "
+     "rarts,l1_norm --scratch-warm-search 1 --out bench/results/equal_macs_scratch_early9_warm1_vgg11x0.5.json"),
+    ("The same on the unseen and on all test images, with RARTS searching from scratch on the early schedule",
+     "equal_macs_scratch_early9_warm1_vgg11x0.5_heldout.md",
+     "python bench/heldout_eval.py --threads 2 --model vgg11x0.5 --protocol scratch_swap --work runs/vgg_scratch_eq "
+     "--methods '^(rarts_fused_val5000_early9(_warm1)?|l1_norm_val5000_early9)$' --control control_e35 "
+     "--seeds 0,1,2 --out bench/results/equal_macs_scratch_early9_warm1_vgg11x0.5_heldout.json"),
     ("VGG-11 at half width after training (the 30-epoch baseline, `prune()`'s budget defaults, 5 fine-tuning epochs "
      "at LR 0.01), 3 seeds", "equal_macs_after_vgg11x0.5.md",
      "python bench/equal_macs.py --threads 1 --model vgg11x0.5 --protocols after --seeds 0,1,2 --work runs/pq "

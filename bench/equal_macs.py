@@ -390,8 +390,9 @@ def main(argv: list[str] | None = None) -> int:
         rarts_cost = EPOCH_COST[args.rarts_update or replace(common, method="rarts").search.update]
 
         def epochs(method: str) -> tuple[int, str]:
-            """The method's epochs before surgery and its folder suffix: RARTS always --scratch-epochs (or
-            --scratch-prune-at), the classic arms as many plain epochs as cost the same training MACs."""
+            """The method's epochs before surgery and its folder suffix: RARTS' search epochs (--scratch-epochs,
+            --scratch-prune-at, or --scratch-warm-search after plain training), the classic arms as many plain epochs
+            as cost the same training MACs."""
             if early is not None and method in args.early_methods:
                 if method != "rarts":
                     return round(rarts_cost * early), f"_early{early}"
@@ -554,7 +555,9 @@ def _early_text(args: argparse.Namespace) -> str:
     if args.scratch_prune_at is None or "scratch" not in args.protocols:
         return ""
     return (f" Early pruning (`--scratch-prune-at {args.scratch_prune_at}`) for {', '.join(args.early_methods)} "
-            f"from scratch: RARTS prunes after {args.scratch_prune_at} search epochs, a classic arm after the plain "
+            f"from scratch: RARTS prunes after {args.scratch_prune_at} search epochs"
+            + (" (their training MACs, spent as below)" if args.scratch_warm_search is not None else "")
+            + ", a classic arm after the plain "
             "epochs of the same training MACs; the pruned network then trains at the training LR and schedule "
             "(not the fine-tuning's) for the epochs left of the classic arms' training MACs, counted at the "
             "budget's fraction (`kept epochs` of that training): equal training MACs.")
