@@ -466,17 +466,18 @@ WIDTH_QUALITY = (
      "python bench/heldout_eval.py --threads 2 --model vgg11x0.5 --protocol scratch_swap --work runs/vgg_scratch_eq "
      "--methods '^(rarts_fused_val5000_early9(_warm1)?|l1_norm_val5000_early9)$' --control control_e35 "
      "--seeds 0,1,2 --out bench/results/equal_macs_scratch_early9_warm1_vgg11x0.5_heldout.json"),
-    ("The check of that lever: random pruning on the same early schedule (seed 0, 0.6x MACs)",
-     "equal_macs_scratch_early9_random_s0_vgg11x0.5.md",
+    ("The check of that lever: random pruning on the same early schedule, 3 seeds",
+     "equal_macs_scratch_early9_random_vgg11x0.5.md",
      "python bench/equal_macs.py --model vgg11x0.5 --threads 1 --protocols scratch --scratch-epochs 20 "
      "--scratch-classic-epochs 35 --finetune-epochs 5 --finetune-lr 0.01 --work runs/vgg_scratch_eq --rarts-update "
-     "fused --val-images 5000 --methods random --scratch-prune-at 9 --early-methods random --budgets 0.6 --seeds 0 "
-     "--no-control --out bench/results/equal_macs_scratch_early9_random_s0_vgg11x0.5.json"),
-    ("The same with the early arms of seed 0 on the unseen and on all test images",
-     "equal_macs_scratch_early9_random_s0_vgg11x0.5_heldout.md",
-     "python bench/heldout_eval.py --threads 2 --model vgg11x0.5 --protocol scratch_swap --work runs/vgg_scratch_eq "
-     "--methods '^(random|l1_norm|rarts_fused)_val5000_early9(_warm1)?$' --control control_e35 --seeds 0 "
-     "--out bench/results/equal_macs_scratch_early9_random_s0_vgg11x0.5_heldout.json"),
+     "fused --val-images 5000 --methods random --scratch-prune-at 9 --early-methods random --budgets 0.6 --seeds 0,1,2 "
+     "--no-control --out bench/results/equal_macs_scratch_early9_random_vgg11x0.5.json"),
+    ("Warm early RARTS against every classic criterion on the early schedule, on the unseen and on all test images",
+     "equal_macs_scratch_early9_classic_vgg11x0.5_heldout.md",
+     "python bench/heldout_eval.py --threads 1 --model vgg11x0.5 --protocol scratch_swap --work runs/vgg_scratch_eq "
+     "--methods '^(rarts_fused_val5000_early9_warm1|l1_norm_val5000_early9|random_val5000_early9|"
+     "slimming_val5000_early9)$' --control control_e35 --seeds 0,1,2 "
+     "--out bench/results/equal_macs_scratch_early9_classic_vgg11x0.5_heldout.json"),
     ("VGG-11 at half width after training (the 30-epoch baseline, `prune()`'s budget defaults, 5 fine-tuning epochs "
      "at LR 0.01), 3 seeds", "equal_macs_after_vgg11x0.5.md",
      "python bench/equal_macs.py --threads 1 --model vgg11x0.5 --protocols after --seeds 0,1,2 --work runs/pq "
