@@ -178,6 +178,17 @@ def _select(folder: Path, other: Path, val: ValImages, seed: int, model: BenchMo
                                                       "select_from": jobs[1]["finetune_epochs"]}}
 
 
+def _kept_fraction(results: dict[str, Any]) -> dict[str, float]:
+    """The fraction of each pruned group's channels that the run kept (its allocation), input side first."""
+    widths = sorted(results["widths"].items(), key=lambda kv: _layer_order(kv[0]))
+    return {name: w["kept"] / w["channels"] for name, w in widths}
+
+
+def _layer_order(name: str) -> list[tuple[int, int | str]]:
+    """Sort key of a module name: numbered parts by number (features.4 before features.11)."""
+    return [(0, int(p)) if p.isdigit() else (1, p) for p in name.split(".")]
+
+
 def _dense(path: Path, bench_model: BenchModel) -> torch.nn.Module:
     """An unpruned network with the state dict at ``path``."""
     model = bench_model.build(num_classes=10)
@@ -255,9 +266,10 @@ def main(argv: list[str] | None = None) -> int:
         if val is not None:
             other = args.select_from / runs_dir.relative_to(args.work) / folder.name
             kept, choice = _select(folder, other, val, images, model, example)
-        reported = json.loads((kept / "results.json").read_text())["after_finetune"]["test_acc"]
+        results = json.loads((kept / "results.json").read_text())
+        reported = results["after_finetune"]["test_acc"]
         row = {"method": m["method"], "budget": float(m["budget"]), "seed": seed, "reported": reported,
-               "subset_seed": images, **choice,
+               "subset_seed": images, "kept_fraction": _kept_fraction(results), **choice,
                **sets.cached(kept, "pruned.pt", images, partial(_pruned, kept, model, example))}
         runs.append(row)
         print(f"{folder.name}: reported {reported:.2f}, unseen {row['unseen']:.2f}, all {row['all']:.2f}"
@@ -289,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
             if sel:
                 kept = {"kept_select_from": sum(r["kept"] == "select_from" for r in sel)} if val is not None else {}
                 rows.append({"budget": budget, "method": method, "seeds": len(sel), **kept,
+                             "kept_fraction": {g: statistics.mean(r["kept_fraction"][g] for r in sel)
+                                               for g in sel[0]["kept_fraction"]},
                              **{s: statistics.mean(r[s] for r in sel) for s in (*SETS, "reported")},
                              **{f"{s}_text": _mean_std([r[s] for r in sel]) for s in (*SETS, "reported")}})
     paired = []  # every RARTS arm (rarts, or rarts_<settings>) against every other method, seed by seed
@@ -351,6 +365,15 @@ def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] 
             lines.append(f"| {p['budget']:g}x | {p['arm']} | {p['vs']} | "
                          + " | ".join(f"{p[s]['text']} ({p[s]['ahead']}/{len(p['seeds'])})"
                                       for s in (*SETS, "reported")) + " |")
+    groups = list(result["rows"][0]["kept_fraction"]) if result["rows"] else []
+    if groups and all(list(r["kept_fraction"]) == groups for r in result["rows"]):
+        lines += ["", "The allocation: the fraction of each pruned group's channels kept (mean over seeds; groups named "
+                  "as in the runs' `widths`, input side first):", "",
+                  "| MACs budget | method | " + " | ".join(f"`{g}`" for g in groups) + " |",
+                  "|---|---|" + "---|" * len(groups)]
+        for r in result["rows"]:
+            lines.append(f"| {r['budget']:g}x | {r['method']} | "
+                         + " | ".join(f"{r['kept_fraction'][g]:.2f}" for g in groups) + " |")
     cmd = " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     lines += ["", f"Command: `python bench/heldout_eval.py {cmd}`", ""]
     args.out.with_suffix(".md").write_text("\n".join(lines))

@@ -432,6 +432,14 @@ def test_equal_macs_and_heldout_eval_on_a_vgg(tmp_path: Path) -> None:
     assert {r["method"] for r in rows["runs"]} == {"rarts_fused", "l1_norm_e2"}
     assert all(0 <= r["all"] <= 100 for r in rows["runs"]) and rows["control"]["all"]
     assert "(scratch_swap, VGG-11 (width 0.25))" in held.with_suffix(".md").read_text()
+    for r in rows["runs"]:  # the allocation: each group's kept fraction, as planned, input side first
+        widths = json.loads((runs / f"{r['method']}_m0.5_s0" / "results.json").read_text())["widths"]
+        assert r["kept_fraction"] == {g: widths[g]["kept"] / widths[g]["channels"] for g in r["kept_fraction"]}
+        assert set(r["kept_fraction"]) == set(widths) and list(r["kept_fraction"])[:2] == ["features.0", "features.4"]
+        assert all(0 < f <= 1 for f in r["kept_fraction"].values())
+    l1_row = next(r for r in rows["rows"] if r["method"] == "l1_norm_e2")
+    assert ("| 0.5x | l1_norm_e2 | " + " | ".join(f"{f:.2f}" for f in l1_row["kept_fraction"].values()) + " |"
+            in held.with_suffix(".md").read_text())
     for argv, message in ((["--model", "vgg11x0.25", "--depth", "20"], "not both"),
                           (["--model", "vgg12"], "VGG depth")):
         proc = subprocess.run([sys.executable, "bench/heldout_eval.py", "--work", str(work), *argv, "--out",
