@@ -53,6 +53,7 @@ from _paths import portable  # noqa: E402  (bench/ is on sys.path when a script 
 
 from rartsprune.app.pipeline import PruneJob, run  # noqa: E402
 from rartsprune.flops import format_count  # noqa: E402
+from rartsprune.width.config import KEPT_SCORES  # noqa: E402
 from rartsprune.width.importance import IMPORTANCES  # noqa: E402
 
 METHODS = ("rarts", "slimming", "l1_norm", "random")
@@ -217,6 +218,11 @@ def main(argv: list[str] | None = None) -> int:
                          "the same fraction, the smallest that meets the budget — the widths fixed, the scores only "
                          "choosing the channels within each layer); the search is shared, only the finalized runs "
                          "get their own folders (suffix _scopelayer)")
+    ap.add_argument("--rarts-kept-scores", default=None, choices=KEPT_SCORES,
+                    help="what RARTS' surgery does with the kept scores (default: rartsprune.prune's, 'fold': "
+                         "multiplied into the weights; 'reset': set to +-1 first, the kept channels at their weights' "
+                         "own scale); the search is shared, only the finalized runs get their own folders (suffix "
+                         "_reset)")
     ap.add_argument("--gradual", type=float, default=None,
                     help="the --gradual-methods reach each budget gradually during this fraction of their search / "
                          "training steps (PruneJob.gradual: one search per budget); their runs get their own folders")
@@ -286,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         rarts_settings["importance"] = args.rarts_importance
     if args.rarts_scope is not None:
         rarts_settings["scope"] = args.rarts_scope
+    if args.rarts_kept_scores is not None:
+        rarts_settings["kept_scores"] = args.rarts_kept_scores
 
     def gradual(method: str) -> dict[str, Any]:
         """The method's schedule: --gradual, or one-shot (0: the job's default would prune RARTS gradually)."""
@@ -302,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         ranks = finalized or bool(gradual(method)["gradual"])
         imp = f"_imp{args.rarts_importance}" if ranks and args.rarts_importance is not None else ""
         imp += f"_scope{args.rarts_scope}" if ranks and args.rarts_scope not in (None, "global") else ""
+        imp += "_reset" if finalized and args.rarts_kept_scores == "reset" else ""
         return method + suffix + schedule + imp
 
     temperature = f"_T{args.distill_temperature:g}" if args.distill_temperature != 4.0 else ""
@@ -532,14 +541,10 @@ def _targets(rows: list[dict[str, Any]], control: dict[str, float]) -> dict[str,
 def rarts_settings_text(args: argparse.Namespace) -> str:
     given = [f"`{k}={v:g}`" for k, v in (("arch_lr", args.rarts_arch_lr), ("l1", args.rarts_l1),
                                           ("cost_weight", args.rarts_cost_weight)) if v is not None]
-    if args.rarts_update is not None:
-        given.append(f"`update={args.rarts_update!r}`")
-    if args.rarts_score_schedule is not None:
-        given.append(f"`score_schedule={args.rarts_score_schedule!r}`")
-    if args.rarts_importance is not None:
-        given.append(f"`importance={args.rarts_importance!r}`")
-    if args.rarts_scope is not None:
-        given.append(f"`scope={args.rarts_scope!r}`")
+    given += [f"`{name}={value!r}`" for name, value in (
+        ("update", args.rarts_update), ("score_schedule", args.rarts_score_schedule),
+        ("importance", args.rarts_importance), ("scope", args.rarts_scope), ("kept_scores", args.rarts_kept_scores))
+        if value is not None]
     return ("the search settings " + ", ".join(given) + " (the rest: `prune()`'s defaults)") if given else ""
 
 

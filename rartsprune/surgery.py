@@ -400,6 +400,7 @@ def apply_surgery(
     round_to: int | None = None,
     verify: bool = True,
     rtol: float = 1e-4,
+    kept_scores: str = "fold",
 ) -> PruningPlan:
     """Physically remove the channels whose scores are not kept, folding the kept scores into the weights.
 
@@ -412,6 +413,10 @@ def apply_surgery(
         verify: check, on the example inputs in eval mode, that the pruned model computes what the scored
             model computes with the removed channels' scores set to zero (relative tolerance ``rtol``; a
             torchvision detector is compared on its raw head outputs, `rartsprune.tasks.comparable_outputs`).
+        rtol: the relative tolerance of ``verify``.
+        kept_scores: ``"fold"`` folds the kept scores into the weights as they are; ``"reset"`` sets them to ±1
+            (their sign) first, so the kept channels keep their weights' own scale and ``verify`` compares with
+            the scored model whose kept scores are ±1 (`rartsprune.width.SelectionConfig.kept_scores`).
 
     Returns:
         The `PruningPlan` that was executed (save it to rebuild the pruned architecture).
@@ -421,6 +426,8 @@ def apply_surgery(
             incorrectly) or the outputs differ; the model is left exactly as it was.
         ValueError: a group would lose every channel, or ``keep`` names unknown groups.
     """
+    if kept_scores not in ("fold", "reset"):
+        raise ValueError(f"kept_scores must be 'fold' or 'reset', got {kept_scores!r}")
     plan = plan_from_scores(model, keep, round_to=round_to)
     handle = get_handle(model)
     removed = plan.removed()
@@ -430,6 +437,9 @@ def apply_surgery(
     reference = None
     with torch.no_grad():
         for g in work_handle.groups:
+            if kept_scores == "reset":  # the kept channels at their weights' own scale (the sign kept)
+                alpha = work_handle.score(g.name)
+                alpha.copy_(torch.where(alpha < 0, -1.0, 1.0))
             if g.name in removed:
                 alpha = work_handle.score(g.name)
                 gone_units = sorted({g.unit_of_channel[c] for c in removed[g.name]})

@@ -699,9 +699,10 @@ def test_equal_macs_scratch_prune_at_spends_the_classic_arms_training_macs(tmp_p
         _refused([*common, "--methods", "rarts", *argv, "--no-control", "--out", str(tmp_path / "x.json")], message)
 
 
-def test_equal_macs_rarts_scope_layer_reuses_the_search_and_cuts_every_layer_alike(tmp_path: Path) -> None:
+def test_equal_macs_rarts_scope_and_kept_scores_reuse_the_search(tmp_path: Path) -> None:
     """--rarts-scope layer: the finalized runs (own folders) remove the same fraction of every group, from the
-    same search as the global ranking (not searched again)."""
+    same search as the global ranking (not searched again); --rarts-kept-scores reset: the same widths as the
+    default fold, from the same search, in their own folders."""
     work = tmp_path / "work"
     common = ["bench/equal_macs.py", "--data", "fake", "--model", "vgg11x0.25", "--train-subset", "64",
               "--test-subset", "32", "--scratch-epochs", "1", "--finetune-epochs", "1", "--batch-size", "16",
@@ -724,6 +725,12 @@ def test_equal_macs_rarts_scope_layer_reuses_the_search_and_cuts_every_layer_ali
     overall = json.loads((runs / "rarts_fused_m0.5_s0" / "results.json").read_text())
     assert overall["job"]["selection"]["scope"] == "global"
     assert "`scope='layer'`" in (tmp_path / "layer.md").read_text()
+    _run(*common, "--rarts-kept-scores", "reset", "--out", str(tmp_path / "reset.json"))
+    assert searched.stat().st_mtime_ns == stamp and len(list(runs.glob("*_search"))) == 1
+    reset = json.loads((runs / "rarts_fused_reset_m0.5_s0" / "results.json").read_text())
+    assert reset["job"]["selection"]["kept_scores"] == "reset" and overall["job"]["selection"]["kept_scores"] == "fold"
+    assert reset["widths"] == overall["widths"]  # the same selection, only the scale of the kept channels differs
+    assert "`kept_scores='reset'`" in (tmp_path / "reset.md").read_text()
 
 
 def test_equal_macs_scratch_warm_search_starts_from_the_plain_net_of_the_remaining_macs(tmp_path: Path) -> None:

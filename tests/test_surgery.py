@@ -61,6 +61,34 @@ def test_surgery_is_exact_and_widths_follow_the_plan() -> None:
     assert all(p.grad is not None for p in model.parameters())
 
 
+def test_reset_kept_scores_keeps_the_weights_scale() -> None:
+    """kept_scores="reset": the pruned model computes what the scored model computes with the kept scores set to
+    their sign (±1) and the removed ones to zero; "fold" (the default) computes it with the scores as they are."""
+    model, handle = scored_resnet()
+    keep = random_keep(handle, 0.4, seed=1)
+    zero_outside(handle, keep)
+    with torch.no_grad():
+        handle.score("conv1")[keep["conv1"][:3]] *= -1.0  # a negative score keeps its sign
+    reset, folded = copy.deepcopy(model), copy.deepcopy(model)
+    reset_handle = rartsprune.get_handle(reset)
+    with torch.no_grad():
+        scored = model(X)
+        for g in reset_handle.groups:
+            alpha = reset_handle.score(g.name)
+            alpha.copy_(torch.sign(alpha))  # ±1 kept, 0 removed
+        expected = reset(X)
+    rartsprune.apply_surgery(reset, keep, kept_scores="reset")
+    rartsprune.apply_surgery(folded, keep)
+    with torch.no_grad():
+        assert (reset(X) - expected).abs().max().item() <= 1e-4 * expected.abs().max().item()
+        assert (folded(X) - scored).abs().max().item() <= 1e-5
+        assert (expected - scored).abs().max().item() > 1e-2  # the two differ: the scores were not ±1
+    assert rartsprune.layer_widths(reset, ["conv1"]) == rartsprune.layer_widths(folded, ["conv1"])
+    with pytest.raises(ValueError, match="kept_scores must be 'fold' or 'reset'"):
+        rartsprune.apply_surgery(model, keep, kept_scores="drop")
+    assert rartsprune.has_scores(model)  # refused before anything was touched
+
+
 def test_surgery_keeps_training_mode_and_default_keep_uses_zero_scores() -> None:
     model, handle = scored_resnet()
     model.train()

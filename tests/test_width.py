@@ -94,6 +94,28 @@ def test_rarts_loop_lowers_loss_and_finalize_hits_the_ratio() -> None:
         pruner.finalize()
 
 
+def test_kept_scores_reset_keeps_the_searched_weights_scale() -> None:
+    """prune(kept_scores="reset"): the same selection as the default fold, and the kept channels' BatchNorm
+    affine parameters are the searched ones without the scores (the fold multiplies them by α)."""
+    pruned = {}
+    for kept_scores in ("fold", "reset"):
+        model = new_model()
+        pruner = rartsprune.prune(model, ratio=0.4, example_inputs=EXAMPLE, weight_lr=0.05, kept_scores=kept_scores)
+        for bt, bv in batches(6):
+            pruner.step(bt, bv)
+        bn = model.bn1.parametrizations
+        gamma, beta = bn.weight.original.detach().clone(), bn.bias.original.detach().clone()
+        alpha = pruner.handle.score("conv1").detach().clone()
+        keep = pruner.selection().keep["conv1"]
+        pruner.finalize()
+        assert pruner.result["kept_scores"] == kept_scores
+        scale = alpha[keep] if kept_scores == "fold" else torch.ones(len(keep))
+        assert torch.allclose(model.bn1.weight, gamma[keep] * scale) and torch.allclose(model.bn1.bias, beta[keep] * scale)
+        pruned[kept_scores] = (pruner.result["widths"], keep, alpha[keep])
+    assert pruned["fold"][:2] == pruned["reset"][:2]  # the selection does not depend on it
+    assert not torch.allclose(pruned["fold"][2], torch.ones_like(pruned["fold"][2]))  # the scores moved from 1
+
+
 def test_global_ranking_follows_the_scores() -> None:
     model = new_model()
     pruner = rartsprune.prune(model, ratio=0.125, example_inputs=EXAMPLE, method="darts1")  # 8 of 64 channels

@@ -39,6 +39,7 @@ def assert_same(model: nn.Module, before: dict[str, torch.Tensor]) -> None:
         ({"mode": "l1", "method": "random"}, ValueError, "needs a search method"),
         ({"update": "fast"}, ValueError, "update"),
         ({"scope": "block"}, ValueError, "scope"),
+        ({"kept_scores": "drop"}, ValueError, "kept_scores must be one of 'fold', 'reset'"),
         ({"round_to": 0}, ValueError, "round_to"),
         ({"example_inputs": torch.randn(1, 1, 16, 16)}, ValueError, "example_inputs do not fit"),
         ({"criterion": nn.CrossEntropyLoss(), "loss_fn": lambda n, b: n(b[0]).sum()}, ValueError, "either criterion"),

@@ -38,6 +38,7 @@ from typing import Any, get_args, get_type_hints
 from ..width.budget import BUDGET_KINDS
 from ..width.config import (
     BASELINE_METHODS,
+    KEPT_SCORES,
     MODES,
     SCOPES,
     SEARCH_METHODS,
@@ -107,6 +108,9 @@ _HELP = {
                         "(0: cross-entropy; default: 1 when a trained network is pruned and fine-tuned, else 0)",
     "distill_temperature": "temperature of --search-distill / --finetune-distill",
     "scope": "global (rank channels across layers) or layer (same ratio per layer)",
+    "kept_scores": "what surgery does with the kept channels' scores: fold (multiply them into the weights: the "
+                   "pruned model computes what the scored one does) or reset (set them to +-1 first: the kept "
+                   "channels keep their weights' own scale)",
     "round_to": "round kept channel counts up to a multiple of this; 'auto' with --latency: the rounding the "
                 "latency table predicts best",
     "l1": "strength of the l1 penalty on the scores: with --mode l1 it decides the size (default 1e-4); with --mode "
@@ -139,6 +143,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {"update": ("--rarts-mode",)}
 #: Settings that take one of a few names.
 _CHOICES: dict[str, tuple[str, ...]] = {
     "mode": MODES, "method": SEARCH_METHODS + BASELINE_METHODS, "update": UPDATES, "scope": SCOPES,
+    "kept_scores": KEPT_SCORES,
     "importance": tuple(IMPORTANCES), "search_split": SEARCH_SPLITS, "score_schedule": SCORE_SCHEDULES,
     "stop_after": ("pretrain", "search"),
     "schedule": ("step", "cosine"), "amp": ("none", "bf16", "fp16"),

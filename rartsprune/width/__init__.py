@@ -2,7 +2,7 @@
 
 from .baselines import BASELINES, baseline_importance
 from .budget import BUDGET_KINDS, BudgetCost, CostModel, check_budget, resolve_budget, select_by_budget
-from .config import SCOPES, SelectionConfig, WidthSearchConfig
+from .config import KEPT_SCORES, SCOPES, SelectionConfig, WidthSearchConfig
 from .importance import (
     IMPORTANCES,
     AlphaGammaImportance,
@@ -44,6 +44,7 @@ from .selection import CRITERIA, Selection, select_by_ratio, select_by_threshold
 __all__ = [
     "fit_measured_latency",
     "measured_fraction",
+    "KEPT_SCORES",
     "SCOPES",
     "SelectionConfig",
     "WidthSearchConfig",

@@ -36,7 +36,7 @@ from .baselines import BASELINES
 from .budget import resolve_budget
 from .importance import Importance, get_importance
 
-__all__ = ["BUDGET_DEFAULTS", "GRADUAL_DEFAULTS", "DEFAULTS", "default_importance", "DEFAULT_RATIO", "MODES", "SCOPES", "SEARCH_METHODS", "BASELINE_METHODS",
+__all__ = ["BUDGET_DEFAULTS", "GRADUAL_DEFAULTS", "DEFAULTS", "default_importance", "DEFAULT_RATIO", "KEPT_SCORES", "MODES", "SCOPES", "SEARCH_METHODS", "BASELINE_METHODS",
            "UPDATES", "SelectionConfig", "WidthSearchConfig"]
 
 #: The pruning ratio of channels when neither ``ratio`` nor a budget is given (ratio mode).
@@ -45,6 +45,10 @@ DEFAULT_RATIO = 0.4
 MODES = ("ratio", "l1")
 #: ``"global"``: units ranked across all groups; ``"layer"``: every group loses the same fraction.
 SCOPES = ("global", "layer")
+#: What `WidthPruner.finalize` does with the kept units' scores: ``"fold"`` multiplies them into the weights (the
+#: pruned model computes what the scored one computes, the removed scores at zero); ``"reset"`` sets them to ±1
+#: first (their sign), so the kept channels return to their weights' own scale (see `SelectionConfig.kept_scores`).
+KEPT_SCORES = ("fold", "reset")
 #: Searches of the scores (`rartsprune.optim.METHODS`) and the one-shot baselines (`rartsprune.width.baselines`).
 SEARCH_METHODS = METHODS
 BASELINE_METHODS = BASELINES
@@ -147,6 +151,14 @@ class SelectionConfig:
             schedule: removed ratio ``s * ratio``, kept budget ``1 - s * (1 - budget)``) have their scores set
             to zero and held there, so the rest of the search trains the network it will become and the scores
             of the survivors are learned without the removed units (`rartsprune.width.pruner.gradual_fraction`).
+        kept_scores: ``"fold"`` (default): `finalize` multiplies the kept scores into the weights, so the pruned
+            model computes exactly what the scored model computes with the removed scores at zero. ``"reset"``:
+            the kept scores are set to ±1 (their sign) first, so each kept channel returns to the scale of its
+            own weights and the pruned model is the searched network without the scores' scaling (re-estimate
+            BatchNorm statistics and fine-tune after it). A search shrinks the scores (a median of 0.2–0.4 after
+            one epoch on VGG-11), and folded into a normalisation's affine parameters they make the same
+            fine-tuning LR move a kept channel's scale 1/α² further than during the search. The selection is the
+            same either way; docs/width.md ("What finalize does with the kept scores") has the measurements.
     """
 
     mode: str = "ratio"
@@ -161,6 +173,7 @@ class SelectionConfig:
     round_to: int | str | None = None
     importance: str | Importance | None = None
     gradual_steps: int = 0
+    kept_scores: str = "fold"
     budget: tuple[str, float] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -208,6 +221,9 @@ class SelectionConfig:
         if steps and self.mode != "ratio":
             raise ValueError("gradual_steps needs a fixed size (ratio, macs, params or latency in mode='ratio'); "
                              "in mode='l1' the penalty decides the size")
+        if self.kept_scores not in KEPT_SCORES:
+            raise ValueError(f"kept_scores must be one of {', '.join(map(repr, KEPT_SCORES))} (what finalize does with "
+                             f"the kept units' scores), got {self.kept_scores!r}")
         object.__setattr__(self, "ratio", ratio)
         object.__setattr__(self, "budget", budget)
 

@@ -369,7 +369,8 @@ class WidthPruner:
         before = sum(p.numel() for n, p in self.model.named_parameters() if not n.startswith("rartsprune_alpha_"))
         latency = self._latency.rounded(self.round_to) if self._latency is not None else None
         predicted = latency.ms(selection.keep) if latency is not None else None
-        plan = apply_surgery(self.model, selection.keep, round_to=self.round_to)
+        plan = apply_surgery(self.model, selection.keep, round_to=self.round_to,
+                             kept_scores=self.selection_config.kept_scores)
         kept = sum(len(v) for v in plan.groups.values())
         total = sum(plan.channels.values())
         self._plan = plan
@@ -387,6 +388,7 @@ class WidthPruner:
             "widths": {n: {"kept": len(plan.groups[n]), "channels": groups[n].channels} for n in plan.groups},
             "steps": self.num_steps,
             "round_to": self.round_to,
+            "kept_scores": self.selection_config.kept_scores,
         }
         if self._rounding is not None:
             self.result["rounding"] = self._rounding.to_dict()
@@ -590,6 +592,7 @@ def prune(
     scope: str = "global",
     importance: str | Importance | None = None,
     gradual_steps: int = 0,
+    kept_scores: str = "fold",
     l1: float | None = None,
     prox: bool = False,
     threshold: float = 1e-2,
@@ -665,6 +668,9 @@ def prune(
             cubic schedule, `gradual_fraction`) have their scores set to zero and held there: the rest of the
             search trains the network it will become, and `finalize` keeps exactly the units the schedule kept
             (`WidthPruner.removed` lists the others). Ratio mode only; any method.
+        kept_scores: what ``finalize`` does with the kept scores: ``"fold"`` (default) multiplies them into the
+            weights (the pruned model computes exactly what the scored one computes); ``"reset"`` sets them to ±1
+            first, so the kept channels return to their weights' own scale (`SelectionConfig.kept_scores`).
         l1: strength of the ℓ1 penalty ``l1 * Σ|α|`` on the scores, in both modes. ``mode="l1"``: it decides
             the size (default ``1e-4``). ``mode="ratio"``: a sparsity pressure that makes the scores of
             channels the loss does not need fall fast, so the ranking separates within one epoch (default
@@ -684,7 +690,7 @@ def prune(
         backend, allow_inexact: passed to `rartsprune.attach_scores`.
         selection: all selection settings as one `rartsprune.width.config.SelectionConfig` (then leave
             ``ratio``, ``macs``, ``params``, the ``latency`` settings, ``mode``, ``threshold``, ``scope``, ``round_to``,
-            ``importance`` and ``gradual_steps`` at their defaults).
+            ``importance``, ``gradual_steps`` and ``kept_scores`` at their defaults).
         search_config: all search settings as one `rartsprune.width.config.WidthSearchConfig` (then leave
             ``method``, ``lam``, ``beta``, ``update``, ``l1``, ``cost_weight``, ``prox``, ``sparsity``, the
             learning rates, weight decays, factories and ``grad_clip`` at their defaults).
@@ -733,7 +739,7 @@ def prune(
     selection = _config(SelectionConfig, selection, "selection", mode=mode, ratio=ratio, macs=macs, params=params,
                         latency=latency, latency_batch=latency_batch, latency_table=latency_table,
                         threshold=threshold, scope=scope, round_to=round_to, importance=importance,
-                        gradual_steps=gradual_steps)
+                        gradual_steps=gradual_steps, kept_scores=kept_scores)
     search = _config(WidthSearchConfig, search_config, "search_config", method=method, lam=lam, beta=beta, update=update, l1=l1,
                      cost_weight=cost_weight, prox=prox, sparsity=sparsity, weight_lr=weight_lr,
                      weight_decay=weight_decay, arch_lr=arch_lr, arch_weight_decay=arch_weight_decay,
