@@ -393,6 +393,12 @@ def _max_diff(a: Any, b: Any) -> tuple[float, float]:
     return diff, scale
 
 
+#: What surgery does with the kept units' scores: ``"fold"`` multiplies them into the weights (the pruned model
+#: computes what the scored one computes, the removed scores at zero); ``"reset"`` sets them to ±1 first (their
+#: sign), so the kept channels return to their weights' own scale (`rartsprune.width.SelectionConfig.kept_scores`).
+KEPT_SCORES = ("fold", "reset")
+
+
 def apply_surgery(
     model: nn.Module,
     keep: Mapping[str, Any] | None = None,
@@ -426,8 +432,8 @@ def apply_surgery(
             incorrectly) or the outputs differ; the model is left exactly as it was.
         ValueError: a group would lose every channel, or ``keep`` names unknown groups.
     """
-    if kept_scores not in ("fold", "reset"):
-        raise ValueError(f"kept_scores must be 'fold' or 'reset', got {kept_scores!r}")
+    if kept_scores not in KEPT_SCORES:
+        raise ValueError(f"kept_scores must be one of {', '.join(map(repr, KEPT_SCORES))}, got {kept_scores!r}")
     plan = plan_from_scores(model, keep, round_to=round_to)
     handle = get_handle(model)
     removed = plan.removed()

@@ -84,7 +84,7 @@ def test_reset_kept_scores_keeps_the_weights_scale() -> None:
         assert (folded(X) - scored).abs().max().item() <= 1e-5
         assert (expected - scored).abs().max().item() > 1e-2  # the two differ: the scores were not ±1
     assert rartsprune.layer_widths(reset, ["conv1"]) == rartsprune.layer_widths(folded, ["conv1"])
-    with pytest.raises(ValueError, match="kept_scores must be 'fold' or 'reset'"):
+    with pytest.raises(ValueError, match="kept_scores must be one of 'fold', 'reset'"):
         rartsprune.apply_surgery(model, keep, kept_scores="drop")
     assert rartsprune.has_scores(model)  # refused before anything was touched
 

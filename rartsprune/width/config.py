@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from ..optim import METHODS
+from ..surgery import KEPT_SCORES
 from .baselines import BASELINES
 from .budget import resolve_budget
 from .importance import Importance, get_importance
@@ -45,10 +46,6 @@ DEFAULT_RATIO = 0.4
 MODES = ("ratio", "l1")
 #: ``"global"``: units ranked across all groups; ``"layer"``: every group loses the same fraction.
 SCOPES = ("global", "layer")
-#: What `WidthPruner.finalize` does with the kept units' scores: ``"fold"`` multiplies them into the weights (the
-#: pruned model computes what the scored one computes, the removed scores at zero); ``"reset"`` sets them to ±1
-#: first (their sign), so the kept channels return to their weights' own scale (see `SelectionConfig.kept_scores`).
-KEPT_SCORES = ("fold", "reset")
 #: Searches of the scores (`rartsprune.optim.METHODS`) and the one-shot baselines (`rartsprune.width.baselines`).
 SEARCH_METHODS = METHODS
 BASELINE_METHODS = BASELINES
