@@ -470,11 +470,17 @@ WIDTH_QUALITY = (
      "equal_macs_scratch_early9_random_vgg11x0.5.md",
      "python bench/equal_macs.py --model vgg11x0.5 --threads 1 --protocols scratch --scratch-epochs 20 "
      "--scratch-classic-epochs 35 --finetune-epochs 5 --finetune-lr 0.01 --work runs/vgg_scratch_eq --rarts-update "
-     "fused --val-images 5000 --methods random --scratch-prune-at 9 --early-methods random --budgets 0.6 --seeds 0,1,2 "
+     "fused --val-images 5000 --methods random --scratch-prune-at 9 --early-methods random --seeds 0,1,2 "
      "--no-control --out bench/results/equal_macs_scratch_early9_random_vgg11x0.5.json"),
+    ("Network Slimming on the same early schedule: sparsity training for the plain epochs' 18, then the pruned "
+     "network trained like the others, 3 seeds", "equal_macs_scratch_early9_slimming_vgg11x0.5.md",
+     "python bench/equal_macs.py --model vgg11x0.5 --threads 1 --protocols scratch --scratch-epochs 20 "
+     "--scratch-classic-epochs 35 --finetune-epochs 5 --finetune-lr 0.01 --work runs/vgg_scratch_eq --rarts-update "
+     "fused --val-images 5000 --methods slimming --scratch-prune-at 9 --early-methods slimming --seeds 0,1,2 "
+     "--no-control --out bench/results/equal_macs_scratch_early9_slimming_vgg11x0.5.json"),
     ("Warm early RARTS against every classic criterion on the early schedule, on the unseen and on all test images",
      "equal_macs_scratch_early9_classic_vgg11x0.5_heldout.md",
-     "python bench/heldout_eval.py --threads 1 --model vgg11x0.5 --protocol scratch_swap --work runs/vgg_scratch_eq "
+     "python bench/heldout_eval.py --threads 2 --model vgg11x0.5 --protocol scratch_swap --work runs/vgg_scratch_eq "
      "--methods '^(rarts_fused_val5000_early9_warm1|l1_norm_val5000_early9|random_val5000_early9|"
      "slimming_val5000_early9)$' --control control_e35 --seeds 0,1,2 "
      "--out bench/results/equal_macs_scratch_early9_classic_vgg11x0.5_heldout.json"),
@@ -491,6 +497,24 @@ WIDTH_QUALITY = (
      "python bench/heldout_eval.py --threads 1 --model vgg11x0.5 --work runs/pq --seeds 0,1,2 "
      "--methods '^(rarts|rarts_gradual0.5|slimming|l1_norm|random)$' "
      "--out bench/results/equal_macs_after_slimming_vgg11x0.5_heldout.json"),
+    ("VGG-11 after training, each run keeping the fine-tuning epoch that 5,000 held-out training images score best "
+     "(`--val-images 5000`): RARTS (the scores folded, the default), Network Slimming and the l1-norm, 3 seeds",
+     "equal_macs_after_val5000_vgg11x0.5.md",
+     "python bench/equal_macs.py --threads 1 --model vgg11x0.5 --protocols after --seeds 0,1,2 --work runs/pq "
+     "--methods rarts,slimming,l1_norm --val-images 5000 --out bench/results/equal_macs_after_val5000_vgg11x0.5.json"),
+    ("The same RARTS searches finalized with the kept scores reset to +-1 (`--rarts-kept-scores reset`)",
+     "equal_macs_after_val5000_reset_vgg11x0.5.md",
+     "python bench/equal_macs.py --threads 1 --model vgg11x0.5 --protocols after --seeds 0,1,2 --work runs/pq "
+     "--methods rarts --no-control --val-images 5000 --rarts-kept-scores reset "
+     "--out bench/results/equal_macs_after_val5000_reset_vgg11x0.5.json"),
+    ("RARTS searching with slimming's kind of pressure: no MACs weighting, an l1 pressure of 4e-3 "
+     "(`--rarts-cost-weight 0 --rarts-l1 4e-3`)", "equal_macs_after_val5000_cw0_vgg11x0.5.md",
+     "python bench/equal_macs.py --threads 1 --model vgg11x0.5 --protocols after --seeds 0,1,2 --work runs/pq "
+     "--methods rarts --no-control --val-images 5000 --rarts-cost-weight 0 --rarts-l1 4e-3 "
+     "--out bench/results/equal_macs_after_val5000_cw0_vgg11x0.5.json"),
+    ("These arms on the unseen and on all test images", "equal_macs_after_val5000_vgg11x0.5_heldout.md",
+     "python bench/heldout_eval.py --threads 2 --model vgg11x0.5 --work runs/pq --seeds 0,1,2 --methods _val5000 "
+     "--out bench/results/equal_macs_after_val5000_vgg11x0.5_heldout.json"),
     ("VGG-11 after training, on the unseen and on all test images", "equal_macs_after_vgg11x0.5_heldout.md",
      "python bench/heldout_eval.py --threads 1 --model vgg11x0.5 --work runs/pq --seeds 0,1,2 "
      "--out bench/results/equal_macs_after_vgg11x0.5_heldout.json"),
