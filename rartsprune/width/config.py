@@ -153,9 +153,10 @@ class SelectionConfig:
             the kept scores are set to ±1 (their sign) first, so each kept channel returns to the scale of its
             own weights and the pruned model is the searched network without the scores' scaling (re-estimate
             BatchNorm statistics and fine-tune after it). A search shrinks the scores (a median of 0.18–0.41 in
-            seven of VGG-11's eight convs after one epoch), and folded into a normalisation's affine parameters they make the same
-            fine-tuning LR move a kept channel's scale 1/α² further than during the search. The selection is the
-            same either way; docs/width.md ("What finalize does with the kept scores") has the measurements.
+            seven of VGG-11's eight convs after one epoch), and folded into a normalisation's affine parameters
+            they make the same fine-tuning LR move a kept channel's scale 1/α² further than during the search.
+            The selection is the same either way; docs/width.md ("What finalize does with the kept scores") has
+            the measurements.
     """
 
     mode: str = "ratio"
