@@ -399,6 +399,13 @@ def _max_diff(a: Any, b: Any) -> tuple[float, float]:
 KEPT_SCORES = ("fold", "reset")
 
 
+def check_kept_scores(kept_scores: str) -> None:
+    """Raise ValueError naming the valid values when ``kept_scores`` is not one of `KEPT_SCORES`."""
+    if kept_scores not in KEPT_SCORES:
+        raise ValueError(f"kept_scores must be one of {', '.join(map(repr, KEPT_SCORES))} (what surgery does with "
+                         f"the kept units' scores), got {kept_scores!r}")
+
+
 def apply_surgery(
     model: nn.Module,
     keep: Mapping[str, Any] | None = None,
@@ -432,8 +439,7 @@ def apply_surgery(
             incorrectly) or the outputs differ; the model is left exactly as it was.
         ValueError: a group would lose every channel, or ``keep`` names unknown groups.
     """
-    if kept_scores not in KEPT_SCORES:
-        raise ValueError(f"kept_scores must be one of {', '.join(map(repr, KEPT_SCORES))}, got {kept_scores!r}")
+    check_kept_scores(kept_scores)
     plan = plan_from_scores(model, keep, round_to=round_to)
     handle = get_handle(model)
     removed = plan.removed()

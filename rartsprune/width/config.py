@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from ..optim import METHODS
-from ..surgery import KEPT_SCORES
+from ..surgery import KEPT_SCORES, check_kept_scores
 from .baselines import BASELINES
 from .budget import resolve_budget
 from .importance import Importance, get_importance
@@ -219,9 +219,7 @@ class SelectionConfig:
         if steps and self.mode != "ratio":
             raise ValueError("gradual_steps needs a fixed size (ratio, macs, params or latency in mode='ratio'); "
                              "in mode='l1' the penalty decides the size")
-        if self.kept_scores not in KEPT_SCORES:
-            raise ValueError(f"kept_scores must be one of {', '.join(map(repr, KEPT_SCORES))} (what finalize does with "
-                             f"the kept units' scores), got {self.kept_scores!r}")
+        check_kept_scores(self.kept_scores)
         object.__setattr__(self, "ratio", ratio)
         object.__setattr__(self, "budget", budget)
 
