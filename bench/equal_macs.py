@@ -440,9 +440,14 @@ def main(argv: list[str] | None = None) -> int:
             """The network plainly trained ``n`` epochs from the seed (folder and results; trained once)."""
             out = scratch / f"plain{tag(n)}_s{seed}"
             return out, _load_or_run(replace(common, out=str(out), pretrain_epochs=n, seed=seed, stop_after="pretrain"))
+        # the plain network of the classic arms' epochs: the control's start and the unpruned reference; not trained
+        # when nothing uses it (only searched arms, --no-control)
+        plain_needed = not (args.no_control or args.finetune_epochs == 0) or any(
+            method not in SEARCHED for method in args.methods)
         for seed in args.seeds:
-            plain_dir, plain = plain_net(classic, seed)
-            bases.setdefault("scratch", plain["before"])
+            if plain_needed:
+                plain_dir, plain = plain_net(classic, seed)
+                bases.setdefault("scratch", plain["before"])
             for method in args.methods:
                 n, sfx = epochs(method)
                 if method == "rarts" and warm_plain is not None:  # plain training, then a search from it
@@ -465,7 +470,8 @@ def main(argv: list[str] | None = None) -> int:
                     res = _at_budget(replace(job, **pruned_training(method, macs)), searched,
                                      scratch / f"{folder(method)}{sfx}_m{macs:g}_s{seed}", macs, args.val_images)
                     record("scratch", method, seed, macs, res)
-            control("scratch", plain_dir / "baseline.pt", seed, plain["before"]["test_acc"], ep)
+            if plain_needed:
+                control("scratch", plain_dir / "baseline.pt", seed, plain["before"]["test_acc"], ep)
 
     rows = []
     for protocol in args.protocols:

@@ -710,6 +710,7 @@ def test_equal_macs_rarts_scope_and_kept_scores_reuse_the_search(tmp_path: Path)
               "rarts", "--no-control", "--threads", "1", "--device", "cpu", "--work", str(work)]
     _run(*common, "--out", str(tmp_path / "global.json"))
     runs = work / "equal_macs_vgg11x0.25" / "scratch_swap"
+    assert not list(runs.glob("plain*"))  # only searched arms, no control: no plain network is trained
     searched = runs / "rarts_fused_s0_search" / "results.json"
     stamp = searched.stat().st_mtime_ns
     _run(*common, "--rarts-scope", "layer", "--out", str(tmp_path / "layer.json"))
