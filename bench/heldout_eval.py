@@ -18,10 +18,15 @@ class-stratified sample of the training set outside the run's ``--train-subset``
 a fine-tuning rule chosen per run on training data, the same rule for every arm; the tables report the kept
 networks, and no test image takes part in the choice.
 
+``--merge`` adds the runs of an earlier re-evaluation (its JSON) of the same network, protocol and test images to
+the tables and the paired comparisons: arms run later against arms whose folders are gone.
+
     python bench/heldout_eval.py --threads 1 --work runs/pq_b100_ft1e-3 \\
         --out bench/results/equal_macs_after_b100_ft1e-3_heldout.json
     python bench/heldout_eval.py --threads 1 --protocol scratch_swap --work runs/pq_scratch_eq \\
         --select-from runs/pq_scratch_ft0 --out bench/results/equal_macs_scratch_selected.json
+    python bench/heldout_eval.py --threads 1 --protocol scratch_swap --work runs/pq_scratch_eq --methods slimming \
+        --merge bench/results/equal_macs_scratch_equal_compute_val5000_heldout.json --out slimming_too.json
 """
 
 from __future__ import annotations
@@ -218,6 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--val-images", type=int, default=5000,
                     help="with --select-from: how many unused training images choose (class-stratified, drawn "
                          "with each run's subset seed)")
+    ap.add_argument("--merge", type=Path, action="append", default=[],
+                    help="the JSON of an earlier heldout_eval.py run of the same network, protocol and test images "
+                         "(other arms, e.g. runs no longer on disk; repeatable): its runs of the --seeds (--methods "
+                         "selects the runs on disk only) join the tables and the paired comparisons, and its unpruned networks "
+                         "and controls count for the seeds that have none here")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, required=True)
@@ -247,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     if not arms:
         print(f"no finished runs under {runs_dir}")
         return 2
+    merged = [_merged(path, args, model) for path in args.merge]
     first = _job(arms[0])
     data = args.data or first["data"]
     subsets = {_job(p)["test_subset"] for p in arms}
@@ -254,6 +265,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"the runs used different or no test subsets ({subsets}): nothing is held out")
         return 2
     sets = TestSets(data, subsets.pop(), args.batch_size)
+    for path, earlier in zip(args.merge, merged):
+        if (earlier["test_images"], earlier["reported_subset"]) != (len(sets.full), sets.subset):
+            raise SystemExit(f"--merge {path}: measured on {earlier['test_images']} test images with "
+                             f"{earlier['reported_subset']}-image reported subsets, these runs on {len(sets.full)} "
+                             f"with {sets.subset}: not the same images")
     val = ValImages(data, args.val_images, args.batch_size) if args.select_from else None
     example = torch.zeros(1, 3, 32, 32)
     runs: list[dict[str, Any]] = []
@@ -294,15 +310,32 @@ def main(argv: list[str] | None = None) -> int:
                               lambda start=start: _dense(start, model))
             for s in SETS:
                 unpruned.setdefault(s, {})[str(seed)] = own[s]
+    for path, earlier in zip(args.merge, merged):
+        here = {(r["method"], r["budget"], r["seed"]) for r in runs}
+        for r in earlier["runs"]:
+            if not wanted(r["seed"]):
+                continue
+            if (r["method"], r["budget"], r["seed"]) in here:
+                raise SystemExit(f"--merge {path}: {r['method']} at {r['budget']:g}x, seed {r['seed']} is "
+                                 "measured here too")
+            runs.append(r)
+        for s in SETS:
+            for key, acc in earlier["unpruned"].get(s, {}).items():
+                if wanted(int(key)):
+                    unpruned.setdefault(s, {}).setdefault(key, acc)
+            for key, acc in earlier["control"].get(s, {}).items():
+                if wanted(int(key)):
+                    control[s].setdefault(key, acc)
     rows = []
     for budget in sorted({r["budget"] for r in runs}, reverse=True):
         for method in sorted({r["method"] for r in runs}):
             sel = [r for r in runs if (r["budget"], r["method"]) == (budget, method)]
             if sel:
                 kept = {"kept_select_from": sum(r["kept"] == "select_from" for r in sel)} if val is not None else {}
+                fractions = [r["kept_fraction"] for r in sel if "kept_fraction" in r]  # not in older JSON
                 rows.append({"budget": budget, "method": method, "seeds": len(sel), **kept,
-                             "kept_fraction": {g: statistics.mean(r["kept_fraction"][g] for r in sel)
-                                               for g in sel[0]["kept_fraction"]},
+                             "kept_fraction": ({g: statistics.mean(f[g] for f in fractions) for g in fractions[0]}
+                                               if len(fractions) == len(sel) else {}),
                              **{s: statistics.mean(r[s] for r in sel) for s in (*SETS, "reported")},
                              **{f"{s}_text": _mean_std([r[s] for r in sel]) for s in (*SETS, "reported")}})
     paired = []  # every RARTS arm (rarts, or rarts_<settings>) against every other method, seed by seed
@@ -320,8 +353,8 @@ def main(argv: list[str] | None = None) -> int:
                     d = [mine[k][s] - other[k][s] for k in common]
                     entry[s] = {"mean": statistics.mean(d), "text": _mean_std(d), "ahead": sum(x > 0 for x in d)}
                 paired.append(entry)
-    gains = {s: statistics.mean(control[s][k] - unpruned[s][k] for k in control[s]) for s in SETS
-             if control[s] and unpruned}
+    both = {s: [k for k in sorted(control[s]) if k in unpruned.get(s, {})] for s in SETS}  # seeds with both
+    gains = {s: statistics.mean(control[s][k] - unpruned[s][k] for k in both[s]) for s in SETS if both[s]}
     result = {"settings": {k: portable(v) for k, v in vars(args).items()}, "test_images": len(sets.full),
               "reported_subset": sets.subset, "unpruned": unpruned, "control": control, "control_gain": gains,
               "rows": rows, "runs": runs, "paired": paired, "total_wall_s": time.perf_counter() - t0}
@@ -329,6 +362,25 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(result, indent=1))
     _markdown(result, args, argv)
     return 0
+
+
+def _merged(path: Path, args: argparse.Namespace, model: BenchModel) -> dict[str, Any]:
+    """The earlier ``heldout_eval.py`` result at ``path`` (``--merge``), checked to be of the same network and
+    protocol (SystemExit naming the difference)."""
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"--merge {path}: cannot be read as JSON ({exc})") from None
+    missing = {"settings", "test_images", "reported_subset", "runs", "unpruned", "control"} - set(
+        earlier if isinstance(earlier, dict) else ())
+    if missing:
+        raise SystemExit(f"--merge {path}: not a heldout_eval.py result (no {', '.join(sorted(missing))})")
+    settings = earlier["settings"]
+    theirs = model_of(argparse.Namespace(model=settings.get("model"), depth=settings.get("depth")))
+    if (theirs.tag, settings.get("protocol")) != (model.tag, args.protocol):
+        raise SystemExit(f"--merge {path}: {theirs.tag}, protocol {settings.get('protocol')}; these runs: "
+                         f"{model.tag}, protocol {args.protocol}")
+    return earlier
 
 
 def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] | None) -> None:
@@ -339,11 +391,12 @@ def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] 
              ""]
     if result["unpruned"]:
         for s in SETS:
-            u, c = result["unpruned"][s], result["control"][s]
+            u, c = result["unpruned"].get(s, {}), result["control"][s]
             lines.append(f"- {s}: unpruned {_mean_std(list(u.values()))}"
                          + (f", control {_mean_std(list(c.values()))}, control gain "
                             f"{result['control_gain'][s]:+.2f} (per seed "
-                            + ", ".join(f"{c[key] - u[key]:+.2f}" for key in sorted(c)) + ")" if c else ""))
+                            + ", ".join(f"{c[key] - u[key]:+.2f}" for key in sorted(c) if key in u) + ")"
+                            if s in result["control_gain"] else ""))
         lines.append("")
     select = args.select_from is not None
     if select:
@@ -365,7 +418,7 @@ def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] 
             lines.append(f"| {p['budget']:g}x | {p['arm']} | {p['vs']} | "
                          + " | ".join(f"{p[s]['text']} ({p[s]['ahead']}/{len(p['seeds'])})"
                                       for s in (*SETS, "reported")) + " |")
-    groups = list(result["rows"][0]["kept_fraction"]) if result["rows"] else []
+    groups = list(result["rows"][0]["kept_fraction"]) if result["rows"] else []  # {} when a merged JSON lacks it
     if groups and all(list(r["kept_fraction"]) == groups for r in result["rows"]):
         lines += ["", "The allocation: the fraction of each pruned group's channels kept (mean over seeds; groups named "
                   "as in the runs' `widths`, input side first):", "",
@@ -374,6 +427,9 @@ def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] 
         for r in result["rows"]:
             lines.append(f"| {r['budget']:g}x | {r['method']} | "
                          + " | ".join(f"{r['kept_fraction'][g]:.2f}" for g in groups) + " |")
+    if args.merge:
+        lines += ["", "Merged from earlier re-evaluations of the same test images: "
+                  + ", ".join(f"`{portable(str(p))}`" for p in args.merge) + "."]
     cmd = " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     lines += ["", f"Command: `python bench/heldout_eval.py {cmd}`", ""]
     args.out.with_suffix(".md").write_text("\n".join(lines))

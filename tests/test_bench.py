@@ -440,8 +440,24 @@ def test_equal_macs_and_heldout_eval_on_a_vgg(tmp_path: Path) -> None:
     l1_row = next(r for r in rows["rows"] if r["method"] == "l1_norm_e2")
     assert ("| 0.5x | l1_norm_e2 | " + " | ".join(f"{f:.2f}" for f in l1_row["kept_fraction"].values()) + " |"
             in held.with_suffix(".md").read_text())
+    # --merge: the l1 arm measured alone, then merged into the RARTS arm's table: the same rows and pairs
+    held_args = ["--work", str(work), "--model", "vgg11x0.25", "--protocol", "scratch_swap", "--control", "control_e2",
+                 "--threads", "1"]
+    _run("bench/heldout_eval.py", *held_args, "--methods", "^l1", "--out", str(tmp_path / "l1.json"))
+    _run("bench/heldout_eval.py", *held_args, "--methods", "^rarts", "--merge", str(tmp_path / "l1.json"), "--out",
+         str(tmp_path / "both.json"))
+    both = json.loads((tmp_path / "both.json").read_text())
+    assert both["rows"] == rows["rows"] and both["paired"] == rows["paired"] and len(rows["paired"]) == 1
+    assert both["control"] == rows["control"] and both["unpruned"] == rows["unpruned"]
+    assert "Merged from earlier re-evaluations" in (tmp_path / "both.md").read_text()
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({**rows, "reported_subset": 16}))
     for argv, message in ((["--model", "vgg11x0.25", "--depth", "20"], "not both"),
-                          (["--model", "vgg12"], "VGG depth")):
+                          (["--model", "vgg12"], "VGG depth"),
+                          ([*held_args[2:], "--merge", str(held)], "is measured here too"),
+                          ([*held_args[2:], "--merge", str(wrong)], "not the same images"),
+                          ([*held_args[2:], "--merge", str(tmp_path / "none.json")], "cannot be read as JSON"),
+                          ([*held_args[2:], "--merge", str(out)], "not a heldout_eval.py result")):
         proc = subprocess.run([sys.executable, "bench/heldout_eval.py", "--work", str(work), *argv, "--out",
                                str(tmp_path / "x.json")], capture_output=True, text=True, timeout=600, cwd=ROOT,
                               env=ENV)
