@@ -404,6 +404,17 @@ WIDTH_QUALITY = (
     ("`val_images=5000`, on the unseen and on all test images", "equal_macs_scratch_equal_compute_val5000_heldout.md",
      "python bench/heldout_eval.py --threads 1 --protocol scratch_swap --work runs/pq_scratch_eq --methods _val5000 "
      "--control control_e35 --seeds 0,1,2,3,4 --out bench/results/equal_macs_scratch_equal_compute_val5000_heldout.json"),
+    ("Network Slimming at the same equal compute (35 sparsity epochs, `val_images=5000`), 5 seeds",
+     "equal_macs_scratch_equal_compute_val5000_slimming.md",
+     "python bench/equal_macs.py --threads 1 --protocols scratch --seeds 0,1,2,3,4 --scratch-epochs 20 "
+     "--scratch-classic-epochs 35 --finetune-epochs 5 --finetune-lr 0.01 --work runs/pq_scratch_eq --methods slimming "
+     "--rarts-update fused --val-images 5000 --no-control "
+     "--out bench/results/equal_macs_scratch_equal_compute_val5000_slimming.json"),
+    ("Slimming beside RARTS, the l1-norm and random, on the unseen and on all test images (merged with the "
+     "re-evaluation above)", "equal_macs_scratch_equal_compute_val5000_slimming_heldout.md",
+     "python bench/heldout_eval.py --threads 1 --protocol scratch_swap --work runs/pq_scratch_eq --methods slimming "
+     "--seeds 0,1,2,3,4 --merge bench/results/equal_macs_scratch_equal_compute_val5000_heldout.json "
+     "--out bench/results/equal_macs_scratch_equal_compute_val5000_slimming_heldout.json"),
     ("A second network, VGG-11 at half width, from scratch at equal compute with `val_images=5000` (the "
      "PreResNet-20's flags unchanged), 3 seeds", "equal_macs_scratch_equal_compute_val5000_vgg11x0.5.md",
      "python bench/equal_macs.py --model vgg11x0.5 --threads 1 --protocols scratch --seeds 0,1,2 --scratch-epochs 20 "
@@ -512,6 +523,10 @@ WIDTH_QUALITY = (
      "python bench/equal_macs.py --threads 1 --model vgg11x0.5 --protocols after --seeds 0,1,2 --work runs/pq "
      "--methods rarts --no-control --val-images 5000 --rarts-cost-weight 0 --rarts-l1 4e-3 "
      "--out bench/results/equal_macs_after_val5000_cw0_vgg11x0.5.json"),
+    ("Both levers together: no MACs weighting and the kept scores reset", "equal_macs_after_val5000_cw0_reset_vgg11x0.5.md",
+     "python bench/equal_macs.py --threads 1 --model vgg11x0.5 --protocols after --seeds 0,1,2 --work runs/pq "
+     "--methods rarts --no-control --val-images 5000 --rarts-cost-weight 0 --rarts-l1 4e-3 --rarts-kept-scores reset "
+     "--out bench/results/equal_macs_after_val5000_cw0_reset_vgg11x0.5.json"),
     ("These arms on the unseen and on all test images", "equal_macs_after_val5000_vgg11x0.5_heldout.md",
      "python bench/heldout_eval.py --threads 2 --model vgg11x0.5 --work runs/pq --seeds 0,1,2 --methods _val5000 "
      "--out bench/results/equal_macs_after_val5000_vgg11x0.5_heldout.json"),
