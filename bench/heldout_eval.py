@@ -25,7 +25,7 @@ the tables and the paired comparisons: arms run later against arms whose folders
         --out bench/results/equal_macs_after_b100_ft1e-3_heldout.json
     python bench/heldout_eval.py --threads 1 --protocol scratch_swap --work runs/pq_scratch_eq \\
         --select-from runs/pq_scratch_ft0 --out bench/results/equal_macs_scratch_selected.json
-    python bench/heldout_eval.py --threads 1 --protocol scratch_swap --work runs/pq_scratch_eq --methods slimming \
+    python bench/heldout_eval.py --threads 1 --protocol scratch_swap --work runs/pq_scratch_eq --methods slimming \\
         --merge bench/results/equal_macs_scratch_equal_compute_val5000_heldout.json --out slimming_too.json
 """
 
