@@ -344,11 +344,12 @@ def main(argv: list[str] | None = None) -> int:
               f"(pruned {runs[-1]['acc_pruned']:.2f}%, MACs x{runs[-1]['macs_ratio']:.3f})", flush=True)
 
     seed_gains: dict[str, list[float]] = {p: [] for p in args.protocols}
+    with_control = not (args.no_control or args.finetune_epochs == 0)  # an unpruned control is trained
 
     def control(protocol: str, init: Path, seed: int, unpruned: float, suffix: str = "") -> None:
         """The unpruned network at ``init`` trained the fine-tuning epochs; its gain over ``unpruned``, the same
         network's accuracy on the same test images before them."""
-        if args.no_control or args.finetune_epochs == 0:
+        if not with_control:
             return
         data_seed = common.subset_seed if protocol == "after" else None  # the images the network was trained on
         res = _load_or_run(replace(common, out=str(work / protocol / f"control{suffix}_s{seed}"), init_weights=str(init),
@@ -442,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
             return out, _load_or_run(replace(common, out=str(out), pretrain_epochs=n, seed=seed, stop_after="pretrain"))
         # the plain network of the classic arms' epochs: the control's start and the unpruned reference; not trained
         # when nothing uses it (only searched arms, --no-control)
-        plain_needed = not (args.no_control or args.finetune_epochs == 0) or any(
+        plain_needed = with_control or any(
             method not in SEARCHED for method in args.methods)
         for seed in args.seeds:
             if plain_needed:
