@@ -163,7 +163,9 @@ def trained_baseline(common: PruneJob, args: argparse.Namespace) -> tuple[Path, 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_setting_args(ap)
-    ap.add_argument("--search-epochs", type=int, default=1, help="'after': search / sparsity epochs")
+    ap.add_argument("--search-epochs", type=int, default=1,
+                    help="'after': search / sparsity epochs (other than 1: the searched arms' folders get the suffix "
+                         "_se<N>)")
     ap.add_argument("--scratch-epochs", type=int, default=10, help="'scratch': epochs of every arm before surgery")
     ap.add_argument("--scratch-classic-epochs", type=int, default=None,
                     help="'scratch': epochs of the classic arms instead (plain training before l1_norm / random and "
@@ -364,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
         bases["after"] = base["before"]
         init = str(base_dir / "baseline.pt")
         split_suffix = f"_{args.search_split}" if args.search_split else ""  # the default runs keep their folders
+        # a search of another length: its own folders (one epoch, the default, keeps the names)
+        split_suffix += f"_se{args.search_epochs}" if args.search_epochs != 1 else ""
         for seed in args.seeds:
             for method in args.methods:
                 # every seed continues the baseline on its images: the seed varies the search and fine-tuning only
