@@ -24,6 +24,7 @@ import torchvision
 import rartsprune
 from rartsprune.app.models import vgg
 from rartsprune.app.pipeline import PruneJob, run
+from rartsprune.width import WidthPenalty, unit_macs, unit_params
 from rartsprune.width.budget import CostModel
 from tests.scripts import load_script
 
@@ -142,6 +143,52 @@ def test_cost_model_counts_equal_fvcore_after_surgery(name: str, round_to: int |
     assert params == pytest.approx(after.params, rel=3e-3)  # SE biases are not scaled exactly
     assert fractions["macs"] == pytest.approx(after.macs / unpruned.macs, rel=3e-3)
     assert fractions["params"] == pytest.approx(after.params / unpruned.params, rel=3e-3)
+
+
+@pytest.mark.parametrize("name", model_params(["resnet18", "timm_mobilenetv3_small_050", "cifar_vgg11"]))
+def test_unit_params_is_what_removing_that_unit_deletes(name: str) -> None:
+    x = x32()
+    handle = rartsprune.attach_scores(MODELS[name](), x)
+    per_unit, total = unit_params(handle)
+    assert total == rartsprune.flops_report(MODELS[name](), x).params  # the scores are not counted
+    groups = handle.groups
+    rartsprune.remove(handle.model)
+    picked = sorted({0, len(groups) // 2, len(groups) - 1})  # the first, a middle and the last group
+    for i in picked:
+        group = groups[i]
+        model = MODELS[name]()
+        rartsprune.attach_scores(model, x)
+        unit = group.num_units - 1
+        rartsprune.apply_surgery(model, {group.name: [u for u in range(group.num_units) if u != unit]})
+        deleted = total - rartsprune.flops_report(model, x).params
+        assert deleted > 0 and float(per_unit[group.name][unit]) == pytest.approx(deleted, rel=1e-6), group.name
+
+
+def test_a_params_budget_searches_with_parameter_costs() -> None:
+    x = x32()
+    pressure = {}
+    for kind in ("macs", "params"):
+        pruner = rartsprune.prune(MODELS["cifar_vgg11"](), example_inputs=x, **{kind: 0.5})
+        penalty = pruner.search.arch_penalty
+        assert penalty.cost_kind == kind
+        per_unit, total = (unit_params if kind == "params" else unit_macs)(pruner.handle)
+        for g, c in zip(pruner.handle.groups, penalty.costs):
+            assert torch.allclose(c, per_unit[g.name] / total)
+        grads = torch.autograd.grad(penalty(), pruner.handle.scores)
+        pressure[kind] = {g.name: float(v.mean()) for g, v in zip(pruner.handle.groups, grads)}  # per conv
+        rartsprune.remove(pruner.model)
+    # a plain VGG on 32x32 images: the feature maps shrink 16-fold in area from the first conv to the last, so a
+    # channel of the first conv costs the most MACs and one of a late conv the most parameters
+    first, last = "features.0", "features.25"
+    assert max(pressure["macs"], key=pressure["macs"].__getitem__) == first
+    assert pressure["params"][first] == min(pressure["params"].values())
+    assert pressure["params"][last] / pressure["macs"][last] > 10 * pressure["params"][first] / pressure["macs"][first]
+    with pytest.raises(ValueError, match="kind must be one of"):
+        handle = rartsprune.attach_scores(MODELS["cifar_vgg11"](), x)
+        try:
+            WidthPenalty(handle, cost_weight=1.0, kind="latency")
+        finally:
+            rartsprune.remove(handle.model)
 
 
 # ---------------------------------------------------------------------------------------- refusals

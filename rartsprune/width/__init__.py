@@ -24,7 +24,7 @@ from .latency import (
     time_model,
 )
 from .latency_fit import fit_measured_latency, measured_fraction
-from .penalties import WidthPenalty, soft_threshold_, unit_macs
+from .penalties import WidthPenalty, soft_threshold_, unit_macs, unit_params
 from .protocol import Searcher
 from .pruner import (
     ALL_METHODS,
@@ -95,4 +95,5 @@ __all__ = [
     "soft_threshold_",
     "unit_importance",
     "unit_macs",
+    "unit_params",
 ]

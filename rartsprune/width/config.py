@@ -250,7 +250,8 @@ class WidthSearchConfig:
         l1: ℓ1 pressure ``l1 * Σ|α|`` on the scores (``None``: the mode's default, `DEFAULTS`; 0 with a budget,
             `BUDGET_DEFAULTS`).
         cost_weight: cost-weighted pressure ``Σ|α_u| MACs_u / MACs`` (``None``: 2 with a budget, else 0); with a
-            latency budget each unit's share of the predicted latency replaces ``MACs_u / MACs``
+            parameter budget each unit's share of the parameters replaces ``MACs_u / MACs``
+            (`rartsprune.width.penalties.unit_params`), with a latency budget its share of the predicted latency
             (`rartsprune.width.latency.LatencyModel.unit_costs`).
         prox: ℓ1 mode: a proximal soft-threshold step after each search step (exact zeros).
         sparsity: Network Slimming's ``s`` (``method="slimming"``).

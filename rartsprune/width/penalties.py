@@ -5,12 +5,18 @@ unit of every group has a cost ``c_u``, a fraction of the whole model's cost, an
 
     cost_weight * Σ_groups Σ_units |α_u| * c_u
 
-By default (and with a MACs or parameter budget) ``c_u = MACs_u / MACs_model``, the multiply-accumulates
-(counted by fvcore) that the unit's channels cause in the layers producing and consuming them: its *marginal*
-cost, what removing it alone saves (a conv's MACs divided by its output channels for the group producing
-them, plus its MACs divided by its input channels for the group feeding it). ``cost_weight`` is
-dimensionless: at α = 1 the sum is at most 2 (each conv's MACs are counted once through its inputs and once
-through its outputs), and a larger ``cost_weight`` trades accuracy for fewer MACs.
+By default (and with a MACs budget) ``c_u = MACs_u / MACs_model``, the multiply-accumulates (counted by
+fvcore) that the unit's channels cause in the layers producing and consuming them: its *marginal* cost, what
+removing it alone saves (a conv's MACs divided by its output channels for the group producing them, plus its
+MACs divided by its input channels for the group feeding it). ``cost_weight`` is dimensionless: at α = 1 the
+sum is at most 2 (each conv's MACs are counted once through its inputs and once through its outputs), and a
+larger ``cost_weight`` trades accuracy for fewer MACs.
+
+With a parameter budget (``kind="params"``) ``c_u = params_u / params_model`` likewise: the weights and biases
+that removing the unit alone deletes (a conv's weight entries divided by its output channels plus its bias
+entry for the producing group, its weight entries divided by its input channels for the consuming group, a
+normalisation's affine entries divided by its channels), `unit_params`. A channel of a late, narrow-map layer
+costs few MACs but many parameters, so the two pressures push different layers.
 
 With a latency budget the costs are the units' share of the *predicted latency* instead
 (`rartsprune.width.latency.LatencyModel.unit_costs`, passed as ``unit_costs=``), on the same dimensionless
@@ -19,6 +25,7 @@ scale.
 Examples:
     >>> penalty = WidthPenalty(handle, l1=1e-4, cost_weight=0.5)  # doctest: +SKIP
     >>> float(penalty())  # doctest: +SKIP
+    >>> params_pressure = WidthPenalty(handle, cost_weight=2, kind="params")  # doctest: +SKIP
     >>> latency_pressure = WidthPenalty(handle, cost_weight=2, unit_costs=latency_model.unit_costs())  # doctest: +SKIP
 """
 
@@ -30,10 +37,13 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from ..flops import flops_report
-from ..graph import ChannelGroup
+from ..graph import ChannelGroup, _side_width
 from ..scores import ScoreHandle, _check_inputs
 
-__all__ = ["unit_macs", "WidthPenalty", "soft_threshold_"]
+__all__ = ["unit_macs", "unit_params", "WidthPenalty", "soft_threshold_"]
+
+#: The costs `WidthPenalty` computes itself (``unit_costs`` passes any other).
+PENALTY_KINDS = ("macs", "params")
 
 
 def _per_channel_macs(group: ChannelGroup, by_module: dict[str, dict[str, int]], modules: dict) -> torch.Tensor:
@@ -56,6 +66,58 @@ def _per_channel_macs(group: ChannelGroup, by_module: dict[str, dict[str, int]],
     return cost
 
 
+def _weight_and_bias(module: torch.nn.Module) -> tuple[int, int]:
+    """Entries of the module's ``weight`` and 1-d ``bias`` (read through any parametrization; 0 when absent)."""
+    weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
+    return (weight.numel() if isinstance(weight, torch.Tensor) else 0,
+            bias.numel() if isinstance(bias, torch.Tensor) and bias.dim() == 1 else 0)
+
+
+def _per_channel_params(group: ChannelGroup, modules: dict) -> torch.Tensor:
+    """Weight and bias entries that each root channel of ``group`` owns in its layers (what removing it deletes)."""
+    cost = torch.zeros(group.channels, dtype=torch.float64)
+    seen: set[tuple[str, str]] = set()
+    for m in group.members:
+        module = modules.get(m.name)
+        if module is None or m.op == "param":
+            continue
+        # a depthwise conv or a normalisation has one set of weights for both sides: counted once
+        side = m.side if m.op in ("conv", "linear") else "both"
+        if (m.name, side) in seen:
+            continue
+        seen.add((m.name, side))
+        weight_n, bias_n = _weight_and_bias(module)
+        if m.op in ("conv", "linear"):
+            width = _side_width(module, m.op, m.side, 0)
+            per = weight_n / max(width or 1, 1) + (bias_n / max(width or 1, 1) if m.side == "out" else 0)
+        else:
+            per = (weight_n + bias_n) / max(_side_width(module, m.op, "out", 0) or 1, 1)
+        for r in m.root_idxs:
+            cost[r] += per
+    return cost
+
+
+def _per_unit(group: ChannelGroup, per_channel: torch.Tensor) -> torch.Tensor:
+    per_unit = torch.zeros(group.num_units, dtype=torch.float64)
+    per_unit.index_add_(0, torch.tensor(group.unit_of_channel), per_channel)
+    return per_unit.float()
+
+
+def unit_params(handle: ScoreHandle) -> tuple[dict[str, torch.Tensor], int]:
+    """Parameters per unit of every scored group (what removing that unit alone deletes) and the model's total
+    parameters (fvcore, the scores not counted).
+
+    Examples:
+        >>> per_unit, total = unit_params(handle)  # doctest: +SKIP
+        >>> float(per_unit["conv1"][0]) / total  # the first unit's share of the parameters  # doctest: +SKIP
+    """
+    model = handle.model
+    report = flops_report(model, _check_inputs(model, handle.example_inputs))
+    modules = dict(model.named_modules())
+    total = int(report.params) - sum(a.numel() for a in handle.scores)
+    return {g.name: _per_unit(g, _per_channel_params(g, modules)) for g in handle.groups}, max(total, 1)
+
+
 def unit_macs(handle: ScoreHandle) -> tuple[dict[str, torch.Tensor], int]:
     """MACs per unit of every scored group, and the model's total MACs (fvcore, batch 1)."""
     model = handle.model
@@ -64,10 +126,7 @@ def unit_macs(handle: ScoreHandle) -> tuple[dict[str, torch.Tensor], int]:
     modules = dict(model.named_modules())
     out = {}
     for g in handle.groups:
-        per_channel = _per_channel_macs(g, report.by_module, modules)
-        per_unit = torch.zeros(g.num_units, dtype=torch.float64)
-        per_unit.index_add_(0, torch.tensor(g.unit_of_channel), per_channel)
-        out[g.name] = per_unit.float()
+        out[g.name] = _per_unit(g, _per_channel_macs(g, report.by_module, modules))
     return out, max(int(report.macs), 1)
 
 
@@ -99,12 +158,14 @@ class WidthPenalty:
         include_l1: add the ℓ1 term to the penalty (False when a proximal step applies it).
         unit_costs: group name -> per-unit cost ``c_u`` as a fraction of the model's cost (non-negative, one
             entry per unit of every scored group), e.g. `rartsprune.width.latency.LatencyModel.unit_costs`.
-            ``None``: the MACs costs ``MACs_u / MACs_model`` (`unit_macs`).
+            ``None``: the costs of ``kind``.
+        kind: without ``unit_costs``, what the cost counts: ``"macs"`` (``MACs_u / MACs_model``, `unit_macs`)
+            or ``"params"`` (``params_u / params_model``, `unit_params`).
 
     Attributes:
         costs: the per-unit costs ``c_u`` of the scored groups, in the order of ``handle.groups`` (empty when
             ``cost_weight`` is 0).
-        cost_kind: ``"macs"`` or ``"given"`` (``unit_costs`` passed).
+        cost_kind: ``"macs"``, ``"params"`` or ``"given"`` (``unit_costs`` passed).
 
     Examples:
         >>> penalty = WidthPenalty(handle, cost_weight=2.0)  # doctest: +SKIP
@@ -112,20 +173,22 @@ class WidthPenalty:
     """
 
     def __init__(self, handle: ScoreHandle, *, l1: float = 0.0, cost_weight: float = 0.0, include_l1: bool = True,
-                 unit_costs: Mapping[str, torch.Tensor] | None = None) -> None:
+                 unit_costs: Mapping[str, torch.Tensor] | None = None, kind: str = "macs") -> None:
         for name, v in (("l1", l1), ("cost_weight", cost_weight)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"{name} must be a non-negative number, got {v!r}")
+        if kind not in PENALTY_KINDS:
+            raise ValueError(f"kind must be one of {PENALTY_KINDS} (pass unit_costs= for any other cost), got {kind!r}")
         given = _checked_costs(unit_costs, handle) if unit_costs is not None else None
         self.scores: Sequence[torch.nn.Parameter] = handle.scores
         self.l1 = float(l1) if include_l1 else 0.0
         self.cost_weight = float(cost_weight)
-        self.cost_kind = "macs" if given is None else "given"
+        self.cost_kind = kind if given is None else "given"
         self.costs: list[torch.Tensor] = []
         if self.cost_weight > 0:
             if given is None:
-                per_unit, total_macs = unit_macs(handle)
-                given = {name: c / total_macs for name, c in per_unit.items()}
+                per_unit, total = (unit_params if kind == "params" else unit_macs)(handle)
+                given = {name: c / total for name, c in per_unit.items()}
             self.costs = [given[g.name].to(a.device) for g, a in zip(handle.groups, self.scores)]
 
     @property

@@ -677,8 +677,9 @@ def prune(
             ``4e-3``, see ``DEFAULTS``; 0 turns it off). Searches only.
         prox, threshold: ℓ1 mode settings (proximal soft-threshold step; the |α| cut).
         cost_weight: weight of the cost-weighted pressure ``Σ|α_u| c_u`` on the scores (searches), ``c_u``
-            a unit's share of the model's MACs (``MACs_u / MACs``) or, with a ``latency`` budget, of its
-            predicted latency (`rartsprune.width.latency.LatencyModel.unit_costs`). Default: ``2`` with a
+            a unit's share of the model's MACs (``MACs_u / MACs``) or, with a ``params`` budget, of its
+            parameters (`rartsprune.width.penalties.unit_params`), with a ``latency`` budget of its predicted
+            latency (`rartsprune.width.latency.LatencyModel.unit_costs`). Default: ``2`` with a
             budget (where ``l1`` defaults to 0, ``BUDGET_DEFAULTS``), else 0.
         sparsity: Network Slimming's ``s`` (``method="slimming"``).
         weight_lr, weight_decay: SGD (momentum 0.9) of the network weights; ``arch_lr``, ``arch_weight_decay``: Adam
@@ -803,11 +804,14 @@ def prune(
             select_by_budget(handle, budget[1], kind=budget[0], scope=selection.scope,
                              cost=latency_model if latency_model is not None else cost,
                              importance={g.name: torch.ones(g.num_units) for g in groups}, check_only=True)
-        # a latency budget's search pressure is in latency: each unit's share of the predicted latency
+        # the search pressure counts the budget's own cost: a latency budget each unit's share of the predicted
+        # latency, a parameter budget its share of the parameters, anything else its share of the MACs
         unit_costs = (latency_model.unit_costs() if latency_model is not None and search.is_search
                       and search.cost_weight else None)
+        cost_kind = "params" if budget is not None and budget[0] == "params" else "macs"
         optimizer = _search_optimizer(model, handle, search, selection, resolved_loss, amp_dtype=amp_dtype,
-                                      grad_scaler=grad_scaler, distributed=distributed, unit_costs=unit_costs)
+                                      grad_scaler=grad_scaler, distributed=distributed, unit_costs=unit_costs,
+                                      cost_kind=cost_kind)
     except BaseException:
         _detach(model, fold=False)
         raise
@@ -863,14 +867,15 @@ def _config(cls: type, given: Any, name: str, **keywords: Any) -> Any:
 def _search_optimizer(model: nn.Module, handle: ScoreHandle, search: WidthSearchConfig, selection: SelectionConfig,
                       loss_fn: Callable[[nn.Module, Any], torch.Tensor] | None, *, amp_dtype: torch.dtype | None,
                       grad_scaler: torch.amp.GradScaler | None, distributed: bool,
-                      unit_costs: Mapping[str, torch.Tensor] | None = None) -> Searcher:
+                      unit_costs: Mapping[str, torch.Tensor] | None = None, cost_kind: str = "macs") -> Searcher:
     """The optimizer of the search (`rartsprune.optim`) or the trainer of a one-shot baseline, from ``search``
-    (``unit_costs``: the width penalty's per-unit costs, `WidthPenalty`; ``None``: MACs)."""
+    (``unit_costs``: the width penalty's per-unit costs, `WidthPenalty`; ``None``: those of ``cost_kind``)."""
     weight_optimizer = search.weight_optimizer or _sgd(search.weight_lr, search.weight_decay)
     if search.is_search:
         assert search.l1 is not None and search.cost_weight is not None and search.arch_lr is not None  # resolved
         penalty = WidthPenalty(handle, l1=search.l1, cost_weight=search.cost_weight,
-                               include_l1=not (search.prox and selection.mode == "l1"), unit_costs=unit_costs)
+                               include_l1=not (search.prox and selection.mode == "l1"), unit_costs=unit_costs,
+                               kind=cost_kind)
         return make_search_optimizer(
             search.method, model, handle.scores,
             loss_fn=loss_fn, lam=search.lam, beta=search.beta, update=search.update,
