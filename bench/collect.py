@@ -527,6 +527,15 @@ WIDTH_QUALITY = (
      "python bench/equal_macs.py --threads 1 --model vgg11x0.5 --protocols after --seeds 0,1,2 --work runs/pq "
      "--methods rarts --no-control --val-images 5000 --rarts-cost-weight 0 --rarts-l1 4e-3 --rarts-kept-scores reset "
      "--out bench/results/equal_macs_after_val5000_cw0_reset_vgg11x0.5.json"),
+    ("Both levers with a three-epoch search (`--search-epochs 3`, 93 steps at the fine-tuning LR; the runs' folders "
+     "get the suffix _se3)", "equal_macs_after_val5000_se3_cw0_reset_vgg11x0.5.md",
+     "python bench/equal_macs.py --threads 1 --model vgg11x0.5 --protocols after --seeds 0,1,2 --work runs/pq "
+     "--methods rarts --no-control --val-images 5000 --search-epochs 3 --rarts-cost-weight 0 --rarts-l1 4e-3 "
+     "--rarts-kept-scores reset --out bench/results/equal_macs_after_val5000_se3_cw0_reset_vgg11x0.5.json"),
+    ("Network Slimming with three sparsity epochs, the same length", "equal_macs_after_val5000_se3_slimming_vgg11x0.5.md",
+     "python bench/equal_macs.py --threads 1 --model vgg11x0.5 --protocols after --seeds 0,1,2 --work runs/pq "
+     "--methods slimming --no-control --val-images 5000 --search-epochs 3 "
+     "--out bench/results/equal_macs_after_val5000_se3_slimming_vgg11x0.5.json"),
     ("These arms on the unseen and on all test images", "equal_macs_after_val5000_vgg11x0.5_heldout.md",
      "python bench/heldout_eval.py --threads 2 --model vgg11x0.5 --work runs/pq --seeds 0,1,2 --methods _val5000 "
      "--out bench/results/equal_macs_after_val5000_vgg11x0.5_heldout.json"),
