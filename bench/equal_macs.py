@@ -164,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_setting_args(ap)
     ap.add_argument("--search-epochs", type=int, default=1,
-                    help="'after': search / sparsity epochs (other than 1: the searched arms' folders get the suffix "
-                         "_se<N>)")
+                    help="'after': search / sparsity epochs, which the one-shot arms train too before surgery "
+                         "(other than 1: every arm's folders get the suffix _se<N>)")
     ap.add_argument("--scratch-epochs", type=int, default=10, help="'scratch': epochs of every arm before surgery")
     ap.add_argument("--scratch-classic-epochs", type=int, default=None,
                     help="'scratch': epochs of the classic arms instead (plain training before l1_norm / random and "
@@ -366,8 +366,9 @@ def main(argv: list[str] | None = None) -> int:
         bases["after"] = base["before"]
         init = str(base_dir / "baseline.pt")
         split_suffix = f"_{args.search_split}" if args.search_split else ""  # the default runs keep their folders
-        # a search of another length: its own folders (one epoch, the default, keeps the names)
-        split_suffix += f"_se{args.search_epochs}" if args.search_epochs != 1 else ""
+        # every arm trains the search's epochs before surgery (a one-shot arm without scores): another length gets
+        # its own folders (one epoch, the default, keeps the names)
+        length = f"_se{args.search_epochs}" if args.search_epochs != 1 else ""
         for seed in args.seeds:
             for method in args.methods:
                 # every seed continues the baseline on its images: the seed varies the search and fine-tuning only
@@ -378,13 +379,15 @@ def main(argv: list[str] | None = None) -> int:
                 per_budget = bool(settings(method).get("gradual"))  # a gradual search is its budget's own
                 if method in SEARCHED:
                     job = replace(job, search_split=args.search_split)
-                    searched = work / "after" / f"{folder(method, finalized=False)}{split_suffix}_s{seed}_search"
+                    searched = work / "after" / f"{folder(method, finalized=False)}{split_suffix}{length}_s{seed}_search"
                     name += split_suffix
                     if not per_budget:
                         _load_or_run(replace(job, out=str(searched), stop_after="search", macs=args.budgets[0]))
+                name += length
                 for macs in args.budgets:
                     if per_budget and searched is not None:
-                        searched = work / "after" / f"{folder(method, finalized=False)}{split_suffix}_m{macs:g}_s{seed}_search"
+                        searched = (work / "after"
+                                    / f"{folder(method, finalized=False)}{split_suffix}{length}_m{macs:g}_s{seed}_search")
                         _load_or_run(replace(job, out=str(searched), stop_after="search", macs=macs))
                     res = _at_budget(job, searched, work / "after" / f"{name}_m{macs:g}_s{seed}", macs, args.val_images)
                     record("after", method, seed, macs, res)

@@ -510,12 +510,14 @@ def test_equal_macs_smoke(tmp_path: Path) -> None:
     assert "## scratch" in out.with_suffix(".md").read_text()
     # a split or a search length given for 'after' gets its own folders; the default runs are reused, not overwritten
     swap_args = [a for a in args if a not in ("rarts,l1_norm", "--methods", "0.6,0.35", "--budgets", str(out))]
-    _run(*swap_args[:-1], "--protocols", "after", "--methods", "rarts", "--budgets", "0.6", "--no-control",
+    _run(*swap_args[:-1], "--protocols", "after", "--methods", "rarts,l1_norm", "--budgets", "0.6", "--no-control",
          "--search-split", "swap", "--search-epochs", "2", "--out", str(tmp_path / "em_swap.json"))
     swapped = json.loads((work / "after" / "rarts_swap_se2_m0.6_s0" / "results.json").read_text())
     assert swapped["job"]["search_split"] == "swap" and swapped["job"]["search_epochs"] == 2
     searched = json.loads((work / "after" / "rarts_swap_se2_s0_search" / "results.json").read_text())
     assert searched["job"]["search_epochs"] == 2 and sum(h["phase"] == "search" for h in searched["history"]) == 2
+    one_shot = json.loads((work / "after" / "l1_norm_se2_m0.6_s0" / "results.json").read_text())  # it trains them too
+    assert one_shot["job"]["search_epochs"] == 2 and sum(h["phase"] == "search" for h in one_shot["history"]) == 2
     default = json.loads((work / "after" / "rarts_m0.6_s0" / "results.json").read_text())
     assert default["job"]["search_split"] is None  # the job's own: 'fixed' after training
     # gradual pruning: one search per budget, its own folders, for every method named
@@ -589,9 +591,9 @@ def test_equal_macs_smoke(tmp_path: Path) -> None:
     h = json.loads(held.read_text())
     n, k = h["test_images"], h["reported_subset"]
     assert k == 32 and n > k
-    assert {(r["method"], r["budget"]) for r in h["runs"]} == {("rarts", 0.6), ("rarts", 0.35), ("l1_norm", 0.6),
-                                                               ("l1_norm", 0.35), ("rarts_swap_se2", 0.6),
-                                                               ("rarts_gradual1", 0.6), ("l1_norm_gradual1", 0.6)}
+    assert {(r["method"], r["budget"]) for r in h["runs"]} == {
+        ("rarts", 0.6), ("rarts", 0.35), ("l1_norm", 0.6), ("l1_norm", 0.35), ("rarts_swap_se2", 0.6),
+        ("l1_norm_se2", 0.6), ("rarts_gradual1", 0.6), ("l1_norm_gradual1", 0.6)}
     for r in h["runs"]:  # the reported subset and the unseen images make up the whole test set, image for image
         if r["method"] in ("rarts", "l1_norm"):  # (the swap and gradual runs are not in this result's runs)
             assert r["reported"] == acc[("after", r["method"], r["budget"])]
