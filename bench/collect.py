@@ -495,6 +495,20 @@ WIDTH_QUALITY = (
      "--methods '^(rarts_fused_val5000_early9_warm1|l1_norm_val5000_early9|random_val5000_early9|"
      "slimming_val5000_early9)$' --control control_e35 --seeds 0,1,2 "
      "--out bench/results/equal_macs_scratch_early9_classic_vgg11x0.5_heldout.json"),
+    ("The after-training levers on the warm early schedule: no MACs weighting and the kept scores reset "
+     "(`--rarts-cost-weight 0 --rarts-l1 4e-3 --rarts-kept-scores reset`), 3 seeds",
+     "equal_macs_scratch_early9_warm1_cw0_reset_vgg11x0.5.md",
+     "python bench/equal_macs.py --model vgg11x0.5 --threads 1 --protocols scratch --seeds 0,1,2 --scratch-epochs 20 "
+     "--scratch-classic-epochs 35 --finetune-epochs 5 --finetune-lr 0.01 --work runs/vgg_scratch_eq --methods rarts "
+     "--rarts-update fused --val-images 5000 --scratch-prune-at 9 --early-methods rarts --scratch-warm-search 1 "
+     "--rarts-cost-weight 0 --rarts-l1 4e-3 --rarts-kept-scores reset --no-control "
+     "--out bench/results/equal_macs_scratch_early9_warm1_cw0_reset_vgg11x0.5.json"),
+    ("The same against every arm of that schedule, on the unseen and on all test images",
+     "equal_macs_scratch_early9_cw0_reset_vgg11x0.5_heldout.md",
+     "python bench/heldout_eval.py --threads 2 --model vgg11x0.5 --protocol scratch_swap --work runs/vgg_scratch_eq "
+     "--methods '^(rarts_fused_val5000_early9_warm1|rarts_l10.004_cost_weight0_fused_val5000_reset_early9_warm1|"
+     "l1_norm_val5000_early9|random_val5000_early9|slimming_val5000_early9)$' --control control_e35 --seeds 0,1,2 "
+     "--out bench/results/equal_macs_scratch_early9_cw0_reset_vgg11x0.5_heldout.json"),
     ("VGG-11 at half width after training (the 30-epoch baseline, `prune()`'s budget defaults, 5 fine-tuning epochs "
      "at LR 0.01), 3 seeds", "equal_macs_after_vgg11x0.5.md",
      "python bench/equal_macs.py --threads 1 --model vgg11x0.5 --protocols after --seeds 0,1,2 --work runs/pq "
