@@ -550,6 +550,10 @@ WIDTH_QUALITY = (
      "python bench/equal_macs.py --threads 1 --model vgg11x0.5 --protocols after --seeds 0,1,2 --work runs/pq "
      "--methods slimming --no-control --val-images 5000 --search-epochs 3 "
      "--out bench/results/equal_macs_after_val5000_se3_slimming_vgg11x0.5.json"),
+    ("The three-epoch arms with two more seeds (3, 4: the same two commands with `--seeds 3` and `--seeds 4`), "
+     "5 seeds, on the unseen and on all test images", "equal_macs_after_val5000_se3_5seeds_vgg11x0.5_heldout.md",
+     "python bench/heldout_eval.py --threads 2 --model vgg11x0.5 --work runs/pq --seeds 0,1,2,3,4 --methods '_se3$' "
+     "--out bench/results/equal_macs_after_val5000_se3_5seeds_vgg11x0.5_heldout.json"),
     ("These arms on the unseen and on all test images", "equal_macs_after_val5000_vgg11x0.5_heldout.md",
      "python bench/heldout_eval.py --threads 2 --model vgg11x0.5 --work runs/pq --seeds 0,1,2 --methods _val5000 "
      "--out bench/results/equal_macs_after_val5000_vgg11x0.5_heldout.json"),
