@@ -57,6 +57,8 @@ from rartsprune.width.config import KEPT_SCORES  # noqa: E402
 from rartsprune.width.importance import IMPORTANCES  # noqa: E402
 
 METHODS = ("rarts", "slimming", "l1_norm", "random")
+#: What a budget is a fraction of (`PruneJob.macs` / `PruneJob.params`) and the letter its run folders carry.
+BUDGET_KINDS = {"macs": "m", "params": "p"}
 SEARCHED = ("rarts", "slimming")  # methods whose scores come from a search phase
 #: Training MACs of one RARTS search epoch in plain epochs (``--scratch-prune-at``): ``"fused"`` trains two nets,
 #: each a forward and backward pass per image; ``"exact"`` adds two passes that only need the scores' gradients
@@ -102,13 +104,15 @@ def _load_or_run(job: PruneJob) -> dict[str, Any]:
     return run(replace(job, resume=(out / "checkpoint.pt").exists()))
 
 
-def _at_budget(job: PruneJob, searched: Path | None, out: Path, macs: float, val_images: int = 0) -> dict[str, Any]:
-    """``job`` finalized at ``macs``: from a copy of the finished search in ``searched`` (or from scratch); with
-    ``val_images``, the fine-tuning epoch those held-out training images score best is kept."""
+def _at_budget(job: PruneJob, searched: Path | None, out: Path, budget: float, val_images: int = 0,
+               kind: str = "macs") -> dict[str, Any]:
+    """``job`` finalized at ``budget`` (a fraction of the MACs, or with ``kind="params"`` of the parameters): from a
+    copy of the finished search in ``searched`` (or from scratch); with ``val_images``, the fine-tuning epoch those
+    held-out training images score best is kept."""
     if searched is not None and not (out / "results.json").exists() and not (out / "checkpoint.pt").exists():
         out.mkdir(parents=True, exist_ok=True)
         shutil.copy(searched / "checkpoint.pt", out / "checkpoint.pt")
-    return _load_or_run(replace(job, out=str(out), macs=macs, stop_after=None, val_images=val_images))
+    return _load_or_run(replace(job, out=str(out), **{kind: budget}, stop_after=None, val_images=val_images))
 
 
 def add_setting_args(ap: argparse.ArgumentParser) -> None:
@@ -191,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="the methods --scratch-prune-at applies to (e.g. rarts,l1_norm: the same schedule pruned by "
                          "weight magnitude, the ablation that separates the scores from the schedule)")
     ap.add_argument("--budgets", default="0.6,0.35", type=lambda s: [float(x) for x in s.split(",") if x])
+    ap.add_argument("--budget-kind", default="macs", choices=BUDGET_KINDS,
+                    help="what --budgets are fractions of: 'macs' (the default) or 'params' (every arm pruned to the "
+                         "same parameter count; RARTS' search pressure then counts parameters, as prune(params=...)'s "
+                         "does); params runs get their own folders (_p<budget>, searches suffixed _params)")
     ap.add_argument("--methods", default=",".join(METHODS), type=lambda s: [m for m in s.split(",") if m])
     ap.add_argument("--protocols", default="after,scratch", type=lambda s: [p for p in s.split(",") if p])
     ap.add_argument("--seeds", default="0,1,2", type=lambda s: [int(x) for x in s.split(",") if x])
@@ -272,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
                  "--protocols scratch")
     if args.gradual and "scratch" in args.protocols:
         ap.error("--gradual runs one search per budget after training: use it with --protocols after")
+    if args.budget_kind != "macs" and args.scratch_prune_at is not None:
+        ap.error("--scratch-prune-at counts the pruned network's training in MACs: use it with --budget-kind macs")
     if (args.search_distill or args.finetune_distill) and "scratch" in args.protocols:
         ap.error("--search-distill / --finetune-distill distil from the trained baseline: use them with --protocols after")
     common = common_job(args)
@@ -279,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     common = replace(common, search_lr=args.search_lr)
     t_start = time.perf_counter()
+    kind, letter = args.budget_kind, BUDGET_KINDS[args.budget_kind]
+    # a search pushes the scores by the budget's own cost: a params search is not the MACs one
+    pressure = "" if kind == "macs" else f"_{kind}"
     work = args.work / f"equal_macs_{model_of(args).tag}"
     search_settings = {k: v for k, v in (("arch_lr", args.rarts_arch_lr), ("l1", args.rarts_l1),
                                          ("cost_weight", args.rarts_cost_weight)) if v is not None}
@@ -335,14 +348,14 @@ def main(argv: list[str] | None = None) -> int:
     bases: dict[str, dict[str, Any]] = {}
 
     def record(protocol: str, method: str, seed: int, macs: float, res: dict[str, Any]) -> None:
-        runs.append({"protocol": protocol, "method": method, "seed": seed, "budget": macs,
+        runs.append({"protocol": protocol, "method": method, "seed": seed, "budget": macs, "budget_kind": kind,
                      "acc": res["after_finetune"]["test_acc"], "acc_pruned": res["after_prune"]["test_acc"],
                      "acc_before": res["before"]["test_acc"],
                      "params": res["after_prune"]["params"], "macs": res["after_prune"]["macs"],
                      "macs_ratio": res["summary"]["macs_ratio"], "params_ratio": res["summary"]["params_ratio"],
                      "prc": res["summary"]["prc"],
                      "kept_epoch": res.get("finetune_selection", {}).get("kept_epoch")})
-        print(f"{protocol} {method} macs {macs:g} seed {seed}: {runs[-1]['acc']:.2f}% "
+        print(f"{protocol} {method} {kind} {macs:g} seed {seed}: {runs[-1]['acc']:.2f}% "
               f"(pruned {runs[-1]['acc_pruned']:.2f}%, MACs x{runs[-1]['macs_ratio']:.3f})", flush=True)
 
     seed_gains: dict[str, list[float]] = {p: [] for p in args.protocols}
@@ -379,17 +392,18 @@ def main(argv: list[str] | None = None) -> int:
                 per_budget = bool(settings(method).get("gradual"))  # a gradual search is its budget's own
                 if method in SEARCHED:
                     job = replace(job, search_split=args.search_split)
-                    searched = work / "after" / f"{folder(method, finalized=False)}{split_suffix}{length}_s{seed}_search"
+                    searched = work / "after" / f"{folder(method, finalized=False)}{split_suffix}{length}{pressure}_s{seed}_search"
                     name += split_suffix
                     if not per_budget:
-                        _load_or_run(replace(job, out=str(searched), stop_after="search", macs=args.budgets[0]))
+                        _load_or_run(replace(job, out=str(searched), stop_after="search", **{kind: args.budgets[0]}))
                 name += length
                 for macs in args.budgets:
                     if per_budget and searched is not None:
                         searched = (work / "after"
-                                    / f"{folder(method, finalized=False)}{split_suffix}{length}_m{macs:g}_s{seed}_search")
-                        _load_or_run(replace(job, out=str(searched), stop_after="search", macs=macs))
-                    res = _at_budget(job, searched, work / "after" / f"{name}_m{macs:g}_s{seed}", macs, args.val_images)
+                                    / f"{folder(method, finalized=False)}{split_suffix}{length}_{letter}{macs:g}_s{seed}_search")
+                        _load_or_run(replace(job, out=str(searched), stop_after="search", **{kind: macs}))
+                    res = _at_budget(job, searched, work / "after" / f"{name}_{letter}{macs:g}_s{seed}", macs,
+                                     args.val_images, kind)
                     record("after", method, seed, macs, res)
             control("after", base_dir / "baseline.pt", seed, base["before"]["test_acc"])
     if "scratch" in args.protocols:
@@ -462,13 +476,13 @@ def main(argv: list[str] | None = None) -> int:
                     start, _ = plain_net(warm_plain, seed)
                     job = replace(common, method=method, seed=seed, search_epochs=n, search_split=split,
                                   init_weights=str(start / "baseline.pt"), **settings(method))
-                    searched = scratch / f"{folder(method, finalized=False)}{sfx}_s{seed}_search"
-                    _load_or_run(replace(job, out=str(searched), stop_after="search", macs=args.budgets[0]))
+                    searched = scratch / f"{folder(method, finalized=False)}{sfx}{pressure}_s{seed}_search"
+                    _load_or_run(replace(job, out=str(searched), stop_after="search", **{kind: args.budgets[0]}))
                 elif method in SEARCHED:  # the search is the training: the LR and schedule of plain training
                     job = replace(common, method=method, seed=seed, search_epochs=n,
                                   train_during_search=True, search_split=split, **settings(method))
-                    searched = scratch / f"{folder(method, finalized=False)}{sfx}_s{seed}_search"
-                    _load_or_run(replace(job, out=str(searched), stop_after="search", macs=args.budgets[0]))
+                    searched = scratch / f"{folder(method, finalized=False)}{sfx}{pressure}_s{seed}_search"
+                    _load_or_run(replace(job, out=str(searched), stop_after="search", **{kind: args.budgets[0]}))
                 else:  # plain training, then the one-shot criterion on the trained network
                     start, _ = plain_net(n, seed)
                     job = replace(common, method=method, seed=seed, search_epochs=0,
@@ -476,7 +490,8 @@ def main(argv: list[str] | None = None) -> int:
                     searched = None
                 for macs in args.budgets:
                     res = _at_budget(replace(job, **pruned_training(method, macs)), searched,
-                                     scratch / f"{folder(method)}{sfx}_m{macs:g}_s{seed}", macs, args.val_images)
+                                     scratch / f"{folder(method)}{sfx}_{letter}{macs:g}_s{seed}", macs, args.val_images,
+                                     kind)
                     record("scratch", method, seed, macs, res)
             if plain_needed:
                 control("scratch", plain_dir / "baseline.pt", seed, plain["before"]["test_acc"], ep)
@@ -497,9 +512,10 @@ def main(argv: list[str] | None = None) -> int:
                              "params": statistics.mean(r["params"] for r in sel),
                              "macs": statistics.mean(r["macs"] for r in sel),
                              "macs_ratio": statistics.mean(r["macs_ratio"] for r in sel),
+                             "params_ratio": statistics.mean(r["params_ratio"] for r in sel),
                              "kept_epochs": [r["kept_epoch"] for r in sel]})
     control_mean = {p: statistics.mean(v) for p, v in controls.items() if v}
-    targets = _targets(rows, control_mean)
+    targets = _targets(rows, control_mean, kind)
     paired = _paired(runs)
     # the issue's protocol rule: fine-tune long enough that the unpruned control gains < 0.5 point
     gains = {p: statistics.mean(v) for p, v in seed_gains.items() if v}  # seed by seed, on the same images
@@ -532,8 +548,10 @@ def _paired(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _targets(rows: list[dict[str, Any]], control: dict[str, float]) -> dict[str, bool]:
-    """RARTS >= the best of the others + 0.5 at each protocol and budget; within 1.0 of the control at 0.6x."""
+def _targets(rows: list[dict[str, Any]], control: dict[str, float], kind: str = "macs") -> dict[str, bool]:
+    """RARTS >= the best of the others + 0.5 at each protocol and budget; within 1.0 of the control at 0.6x (the
+    issue's targets are at MACs budgets; ``kind="params"`` names the same comparisons at parameter budgets)."""
+    what = _KIND_TEXT[kind]
     out: dict[str, bool] = {}
     for protocol in dict.fromkeys(r["protocol"] for r in rows):
         for macs in dict.fromkeys(r["budget"] for r in rows if r["protocol"] == protocol):
@@ -544,12 +562,15 @@ def _targets(rows: list[dict[str, Any]], control: dict[str, float]) -> dict[str,
             best = max(others, key=lambda m: by[m])
             # accuracies are multiples of 100 / test images: compare the rounded difference, so that a mean exactly
             # at the margin (64.30 = 63.80 + 0.5) is not lost to float rounding
-            out[f"{protocol} {macs:g}x MACs: rarts >= {best} (best other) + 0.5"] = (
+            out[f"{protocol} {macs:g}x {what}: rarts >= {best} (best other) + 0.5"] = (
                 round(by["rarts"] - by[best], 6) >= 0.5)
             if abs(macs - 0.6) < 1e-9 and protocol in control:
-                out[f"{protocol} 0.6x MACs: rarts within 1.0 of the unpruned control"] = (
+                out[f"{protocol} 0.6x {what}: rarts within 1.0 of the unpruned control"] = (
                     round(by["rarts"] - control[protocol], 6) >= -1.0)
     return out
+
+
+_KIND_TEXT = {"macs": "MACs", "params": "params"}
 
 
 def rarts_settings_text(args: argparse.Namespace) -> str:
@@ -597,14 +618,18 @@ def _warm_text(args: argparse.Namespace) -> str:
 
 
 def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] | None) -> None:
-    lines = [f"# Width search at equal MACs: {model_of(args).title}, {args.train_subset or 'all'} CIFAR-10 "
+    what = _KIND_TEXT[args.budget_kind]
+    lines = [f"# Width search at equal {'MACs' if what == 'MACs' else 'parameters'}: {model_of(args).title}, {args.train_subset or 'all'} CIFAR-10 "
              f"training images, {len(args.seeds)} seed(s)", "",
              f"RARTS with {rarts_settings_text(args) or 'the default search settings of `prune()`'}. `after`: from the baseline trained "
              f"{args.baseline_epochs} epochs, {args.search_epochs} search / sparsity epoch(s), search split "
              f"{args.search_split or 'fixed (the default)'}. `scratch`: {_scratch_epochs_text(args)} from random weights (RARTS and slimming searching / sparsity-training "
              f"the whole time, search split {args.search_split or 'swap (the default)'}, RARTS' score LR the job's "
-             f"SCORE_TRAVEL / search steps unless set; l1_norm and random prune the plainly trained network). Then surgery to the MACs "
-             f"budget, BatchNorm re-estimated on {args.bn_recalibration} batches, {args.finetune_epochs} fine-tuning "
+             f"SCORE_TRAVEL / search steps unless set; l1_norm and random prune the plainly trained network). Then surgery to the {what} "
+             f"budget"
+             + ("" if args.budget_kind == "macs" else " (`prune(params=...)`: every arm keeps the same fraction of the "
+                "parameters; RARTS' search pressure counts each unit's parameters)")
+             + f", BatchNorm re-estimated on {args.bn_recalibration} batches, {args.finetune_epochs} fine-tuning "
              f"epochs at LR {args.finetune_lr}. Test images: {args.test_subset or 'all'}."
              + (f" Gradual pruning (`PruneJob.gradual={args.gradual:g}`: each budget reached during that fraction of the "
                 f"search / training steps, one search per budget) for {', '.join(args.gradual_methods)}; the other "
@@ -618,6 +643,10 @@ def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] 
                 "fine-tuning (`kept epochs` per seed); the control trains all its epochs." if args.val_images else "")
              + _early_text(args) + _warm_text(args),
              ""]
+    def params_ratio(row: dict[str, Any]) -> str:
+        """The parameters' fraction beside their count, where the budget is in parameters (older rows lack it)."""
+        return f" (x{row['params_ratio']:.3f})" if args.budget_kind == "params" and "params_ratio" in row else ""
+
     for protocol in args.protocols:
         unpruned = result["unpruned"].get(protocol)
         ctrl = result["control"][protocol]
@@ -635,12 +664,12 @@ def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] 
                              f"{'met' if gain < 0.5 else 'missed: the pruned arms are partly still training'}).")
             lines.append("")
         kept = bool(args.val_images)
-        lines += ["| MACs budget | method | test acc (fine-tuned) | pruned, BN re-estimated | params | MACs |"
+        lines += [f"| {what} budget | method | test acc (fine-tuned) | pruned, BN re-estimated | params | MACs |"
                   + (" kept epochs |" if kept else ""), "|---|---|---|---|---|---|" + ("---|" if kept else "")]
         for r in sorted((r for r in result["rows"] if r["protocol"] == protocol),
                         key=lambda r: (-r["budget"], -r["acc_mean"])):
             lines.append(f"| {r['budget']:g}x | {r['method']} | {r['acc']} | {r['acc_pruned']} | "
-                         f"{format_count(r['params'])} | {format_count(r['macs'])} (x{r['macs_ratio']:.3f}) |"
+                         f"{format_count(r['params'])}{params_ratio(r)} | {format_count(r['macs'])} (x{r['macs_ratio']:.3f}) |"
                          + (f" {', '.join(str(e) for e in r['kept_epochs'])} |" if kept else ""))
         lines.append("")
         pairs = [p for p in result["paired"] if p["protocol"] == protocol]
@@ -656,6 +685,7 @@ def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] 
 
 
 def _plot(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    ratio = f"{args.budget_kind}_ratio"
     try:
         import matplotlib
 
@@ -669,10 +699,10 @@ def _plot(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
             sel = sorted((r for r in rows if (r["protocol"], r["method"]) == (protocol, method)),
                          key=lambda r: r["budget"])
             if sel:
-                ax.errorbar([r["macs_ratio"] for r in sel], [r["acc_mean"] for r in sel],
+                ax.errorbar([r[ratio] for r in sel], [r["acc_mean"] for r in sel],
                             yerr=[r["acc_std"] for r in sel], marker="o", capsize=3, label=method)
         ax.set_title(protocol)
-        ax.set_xlabel("MACs kept (fraction)")
+        ax.set_xlabel(f"{_KIND_TEXT[args.budget_kind]} kept (fraction)")
         ax.set_ylabel("test accuracy after fine-tuning (%)")
         ax.invert_xaxis()
         ax.legend(fontsize=8)

@@ -54,7 +54,10 @@ from rartsprune.app.pipeline import PruneJob, evaluate  # noqa: E402
 from rartsprune.export import load_pruned  # noqa: E402
 from rartsprune.split import stratified_indices  # noqa: E402
 
-RUN = re.compile(r"^(?P<method>.+)_m(?P<budget>[0-9.]+)_s(?P<seed>\d+)$")
+#: A finished run's folder: method, budget (``_m``: a fraction of the MACs, ``_p``: of the parameters) and seed.
+RUN = re.compile(r"^(?P<method>.+)_(?P<kind>[mp])(?P<budget>[0-9.]+)_s(?P<seed>\d+)$")
+#: ``--budget-kind`` and the letter of its run folders (`bench/equal_macs.py`'s ``BUDGET_KINDS``).
+KINDS = {"macs": "m", "params": "p"}
 SETS = ("unseen", "all")
 
 
@@ -205,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, required=True, help="the --work folder of a finished equal_macs.py run")
     ap.add_argument("--protocol", default="after", choices=("after", "scratch_swap", "scratch"))
+    ap.add_argument("--budget-kind", default="macs", choices=KINDS,
+                    help="re-evaluate the runs pruned to MACs budgets (folders _m<budget>) or to parameter budgets "
+                         "(equal_macs.py --budget-kind params, folders _p<budget>); one kind per table")
     add_model_args(ap)
     ap.add_argument("--data", default=None, help="CIFAR-10 tree (default: the runs' own)")
     ap.add_argument("--seeds", default=None, type=lambda s: sorted({int(x) for x in s.split(",") if x}),
@@ -247,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.seeds is None or seed in args.seeds
 
     arms = sorted(p for p in runs_dir.iterdir()
-                  if (m := RUN.match(p.name)) and wanted(int(m["seed"])) and (p / "pruned.pt").exists()
+                  if (m := RUN.match(p.name)) and m["kind"] == KINDS[args.budget_kind] and wanted(int(m["seed"]))
+                  and (p / "pruned.pt").exists()
                   and (methods is None or methods.search(m["method"])))
     # equal_macs.py keeps the from-scratch controls under scratch/, whatever the search split's folder
     control_dir = runs_dir if args.protocol == "after" else runs_dir.parent / "scratch"
@@ -384,6 +391,7 @@ def _merged(path: Path, args: argparse.Namespace, model: BenchModel) -> dict[str
 
 
 def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] | None) -> None:
+    what = {"macs": "MACs", "params": "params"}[getattr(args, "budget_kind", "macs")]
     n, k = result["test_images"], result["reported_subset"]
     lines = [f"# Held-out re-evaluation of `{portable(str(args.work))}` ({args.protocol}, {model_of(args).title})", "",
              f"The same trained networks as the equal-MACs run, evaluated on the {n - k} test images outside each "
@@ -405,14 +413,14 @@ def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] 
                   f"the network with the higher accuracy on {args.val_images} training images the run never trained "
                   "on is kept (ties: the first); every number below is the kept network's. `kept 2nd`: the runs "
                   "that kept the second.", ""]
-    lines += ["| MACs budget | method | unseen | all | reported |" + (" kept 2nd |" if select else ""),
+    lines += [f"| {what} budget | method | unseen | all | reported |" + (" kept 2nd |" if select else ""),
               "|---|---|---|---|---|" + ("---|" if select else "")]
     for r in result["rows"]:
         lines.append(f"| {r['budget']:g}x | {r['method']} | {r['unseen_text']} | {r['all_text']} | "
                      f"{r['reported_text']} |" + (f" {r['kept_select_from']}/{r['seeds']} |" if select else ""))
     if result["paired"]:
         lines += ["", "Each RARTS arm minus each other arm, paired by seed (mean ± std, seeds the RARTS arm is "
-                  "ahead on):", "", "| MACs budget | RARTS arm | vs | unseen | all | reported |",
+                  "ahead on):", "", f"| {what} budget | RARTS arm | vs | unseen | all | reported |",
                   "|---|---|---|---|---|---|"]
         for p in result["paired"]:
             lines.append(f"| {p['budget']:g}x | {p['arm']} | {p['vs']} | "
@@ -422,7 +430,7 @@ def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] 
     if groups and all(list(r["kept_fraction"]) == groups for r in result["rows"]):
         lines += ["", "The allocation: the fraction of each pruned group's channels kept (mean over seeds; groups named "
                   "as in the runs' `widths`, input side first):", "",
-                  "| MACs budget | method | " + " | ".join(f"`{g}`" for g in groups) + " |",
+                  f"| {what} budget | method | " + " | ".join(f"`{g}`" for g in groups) + " |",
                   "|---|---|" + "---|" * len(groups)]
         for r in result["rows"]:
             lines.append(f"| {r['budget']:g}x | {r['method']} | "

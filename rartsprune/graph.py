@@ -465,7 +465,7 @@ def _channel_groups_of(module: Any, op: str, side: str) -> int:
     return 1
 
 
-def _side_width(obj: Any, op: str, side: str, dim: int) -> int | None:
+def side_width(obj: Any, op: str, side: str, dim: int) -> int | None:
     """Number of channels of a layer on one side (None when unknown)."""
     if op == "param":
         return int(obj.shape[dim]) if isinstance(obj, torch.Tensor) else None
@@ -484,7 +484,7 @@ def _side_width(obj: Any, op: str, side: str, dim: int) -> int | None:
 def _index_error(channels: int, members: list[GroupMember], modules: dict[str, Any]) -> str:
     """A member whose indices fall outside its layer (Torch-Pruning's mapping went wrong), or ''."""
     for m in members:
-        width = _side_width(modules.get(m.name), m.op, m.side, m.dim)
+        width = side_width(modules.get(m.name), m.op, m.side, m.dim)
         if m.idxs and width is not None and (max(m.idxs) >= width or min(m.idxs) < 0):
             return f"Torch-Pruning maps its channels outside layer {m.name} ({max(m.idxs)} >= {width})"
         if m.root_idxs and (max(m.root_idxs) >= channels or min(m.root_idxs) < 0):

@@ -408,6 +408,39 @@ def test_bench_models_are_named_on_the_command_line(monkeypatch: pytest.MonkeyPa
             models.parse_model(bad)
 
 
+def test_equal_macs_at_a_params_budget(tmp_path: Path) -> None:
+    """--budget-kind params: every arm keeps the same fraction of the parameters, RARTS searches with the parameter
+    pressure, in folders of their own; heldout_eval reads that kind alone."""
+    out, work = tmp_path / "p.json", tmp_path / "work"
+    common = ["--data", "fake", "--model", "vgg11x0.25", "--train-subset", "96", "--test-subset", "32",
+              "--baseline-epochs", "1", "--finetune-epochs", "1", "--batch-size", "16", "--seeds", "0", "--methods",
+              "rarts,l1_norm", "--budgets", "0.5", "--protocols", "after", "--no-control", "--threads", "1", "--device",
+              "cpu", "--work", str(work)]
+    _run("bench/equal_macs.py", *common, "--budget-kind", "params", "--out", str(out))
+    res = json.loads(out.read_text())
+    assert {(r["method"], r["budget_kind"]) for r in res["runs"]} == {("rarts", "params"), ("l1_norm", "params")}
+    for r in res["runs"]:  # every arm at the same parameter count; the MACs follow from the widths
+        assert abs(r["params_ratio"] - 0.5) <= 0.02 * 0.5, r
+    runs = work / "equal_macs_vgg11x0.25" / "after"
+    searched = json.loads((runs / "rarts_params_s0_search" / "results.json").read_text())["job"]["selection"]
+    assert searched["params"] == 0.5 and searched["macs"] is None  # the search's pressure is the parameters'
+    assert json.loads((runs / "rarts_p0.5_s0" / "results.json").read_text())["job"]["selection"]["params"] == 0.5
+    md = out.with_suffix(".md").read_text()
+    assert md.startswith("# Width search at equal parameters") and "| params budget |" in md
+    assert "after 0.5x params: rarts >= l1_norm (best other) + 0.5" in res["targets"]
+    # the MACs runs of the same work folder are other folders: one of each kind, re-evaluated apart
+    _run("bench/equal_macs.py", *common, "--methods", "l1_norm", "--out", str(tmp_path / "m.json"))
+    assert (runs / "l1_norm_m0.5_s0").is_dir() and (runs / "l1_norm_p0.5_s0").is_dir()
+    held = tmp_path / "held.json"
+    _run("bench/heldout_eval.py", "--work", str(work), "--model", "vgg11x0.25", "--budget-kind", "params",
+         "--threads", "1", "--out", str(held))
+    assert {(r["method"], r["budget"]) for r in json.loads(held.read_text())["runs"]} == {
+        ("rarts", 0.5), ("l1_norm", 0.5)}
+    assert "| params budget |" in held.with_suffix(".md").read_text()
+    _refused(["bench/equal_macs.py", *common, "--budget-kind", "params", "--protocols", "scratch",
+              "--scratch-prune-at", "1"], "use it with --budget-kind macs")
+
+
 def test_equal_macs_and_heldout_eval_on_a_vgg(tmp_path: Path) -> None:
     """--model vgg<depth>x<width>: the same protocol on a plain chain, in its own folders; heldout_eval rebuilds it."""
     out, work = tmp_path / "vgg.json", tmp_path / "work"

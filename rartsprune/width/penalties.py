@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from ..flops import flops_report
-from ..graph import ChannelGroup, _side_width
+from ..graph import ChannelGroup, side_width
 from ..scores import ScoreHandle, _check_inputs
 
 __all__ = ["unit_macs", "unit_params", "WidthPenalty", "soft_threshold_"]
@@ -88,10 +88,10 @@ def _per_channel_params(group: ChannelGroup, modules: dict) -> torch.Tensor:
         seen.add((m.name, side))
         weight_n, bias_n = _weight_and_bias(module)
         if m.op in ("conv", "linear"):
-            width = _side_width(module, m.op, m.side, 0)
-            per = weight_n / max(width or 1, 1) + (bias_n / max(width or 1, 1) if m.side == "out" else 0)
+            width = max(side_width(module, m.op, m.side, 0) or 1, 1)
+            per = (weight_n + (bias_n if m.side == "out" else 0)) / width
         else:
-            per = (weight_n + bias_n) / max(_side_width(module, m.op, "out", 0) or 1, 1)
+            per = (weight_n + bias_n) / max(side_width(module, m.op, "out", 0) or 1, 1)
         for r in m.root_idxs:
             cost[r] += per
     return cost
