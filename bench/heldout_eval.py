@@ -387,11 +387,14 @@ def _merged(path: Path, args: argparse.Namespace, model: BenchModel) -> dict[str
     if (theirs.tag, settings.get("protocol")) != (model.tag, args.protocol):
         raise SystemExit(f"--merge {path}: {theirs.tag}, protocol {settings.get('protocol')}; these runs: "
                          f"{model.tag}, protocol {args.protocol}")
+    kind = settings.get("budget_kind", "macs")  # results written before --budget-kind are MACs budgets
+    if kind != args.budget_kind:
+        raise SystemExit(f"--merge {path}: runs at {kind} budgets; these runs: {args.budget_kind} budgets")
     return earlier
 
 
 def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] | None) -> None:
-    what = {"macs": "MACs", "params": "params"}[getattr(args, "budget_kind", "macs")]
+    what = {"macs": "MACs", "params": "params"}[args.budget_kind]
     n, k = result["test_images"], result["reported_subset"]
     lines = [f"# Held-out re-evaluation of `{portable(str(args.work))}` ({args.protocol}, {model_of(args).title})", "",
              f"The same trained networks as the equal-MACs run, evaluated on the {n - k} test images outside each "

@@ -437,6 +437,8 @@ def test_equal_macs_at_a_params_budget(tmp_path: Path) -> None:
     assert {(r["method"], r["budget"]) for r in json.loads(held.read_text())["runs"]} == {
         ("rarts", 0.5), ("l1_norm", 0.5)}
     assert "| params budget |" in held.with_suffix(".md").read_text()
+    _refused(["bench/heldout_eval.py", "--work", str(work), "--model", "vgg11x0.25", "--merge", str(held), "--out",
+              str(tmp_path / "mixed.json")], "runs at params budgets; these runs: macs budgets")
     _refused(["bench/equal_macs.py", *common, "--budget-kind", "params", "--protocols", "scratch",
               "--scratch-prune-at", "1"], "use it with --budget-kind macs")
 
