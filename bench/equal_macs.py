@@ -628,7 +628,7 @@ def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] 
              f"SCORE_TRAVEL / search steps unless set; l1_norm and random prune the plainly trained network). Then surgery to the {what} "
              f"budget"
              + ("" if args.budget_kind == "macs" else " (`prune(params=...)`: every arm keeps the same fraction of the "
-                "parameters; RARTS' search pressure counts each unit's parameters)")
+                "parameters; RARTS' search pressure, with `cost_weight` > 0, counts each unit's parameters)")
              + f", BatchNorm re-estimated on {args.bn_recalibration} batches, {args.finetune_epochs} fine-tuning "
              f"epochs at LR {args.finetune_lr}. Test images: {args.test_subset or 'all'}."
              + (f" Gradual pruning (`PruneJob.gradual={args.gradual:g}`: each budget reached during that fraction of the "
