@@ -554,6 +554,18 @@ WIDTH_QUALITY = (
      "5 seeds, on the unseen and on all test images", "equal_macs_after_val5000_se3_5seeds_vgg11x0.5_heldout.md",
      "python bench/heldout_eval.py --threads 2 --model vgg11x0.5 --work runs/pq --seeds 0,1,2,3,4 --methods '_se3$' "
      "--out bench/results/equal_macs_after_val5000_se3_5seeds_vgg11x0.5_heldout.json"),
+    ("VGG-11 after training at equal *parameters* (`--budget-kind params`, 3 seeds; 2026-12-07)",
+     "equal_macs_after_val5000_params_vgg11x0.5.md",
+     "python bench/equal_macs.py --threads 1 --model vgg11x0.5 --protocols after --seeds 0,1,2 --work runs/pq "
+     "--no-control --val-images 5000 --budget-kind params --methods rarts,slimming,l1_norm,random "
+     "--out bench/results/equal_macs_after_val5000_params_vgg11x0.5.json"),
+    ("The same without RARTS' cost pressure (`--rarts-cost-weight 0`)", "equal_macs_after_val5000_params_cw0_vgg11x0.5.md",
+     "python bench/equal_macs.py --threads 1 --model vgg11x0.5 --protocols after --seeds 0,1,2 --work runs/pq "
+     "--no-control --val-images 5000 --budget-kind params --methods rarts --rarts-cost-weight 0 "
+     "--out bench/results/equal_macs_after_val5000_params_cw0_vgg11x0.5.json"),
+    ("Both on the unseen and on all test images", "equal_macs_after_val5000_params_vgg11x0.5_heldout.md",
+     "python bench/heldout_eval.py --threads 1 --model vgg11x0.5 --work runs/pq --seeds 0,1,2 --budget-kind params "
+     "--out bench/results/equal_macs_after_val5000_params_vgg11x0.5_heldout.json"),
     ("These arms on the unseen and on all test images", "equal_macs_after_val5000_vgg11x0.5_heldout.md",
      "python bench/heldout_eval.py --threads 2 --model vgg11x0.5 --work runs/pq --seeds 0,1,2 --methods _val5000 "
      "--out bench/results/equal_macs_after_val5000_vgg11x0.5_heldout.json"),
