@@ -566,6 +566,14 @@ WIDTH_QUALITY = (
     ("Both on the unseen and on all test images", "equal_macs_after_val5000_params_vgg11x0.5_heldout.md",
      "python bench/heldout_eval.py --threads 1 --model vgg11x0.5 --work runs/pq --seeds 0,1,2 --budget-kind params "
      "--out bench/results/equal_macs_after_val5000_params_vgg11x0.5_heldout.json"),
+    ("PreResNet-20 after training at equal *parameters* (the same flags, its 30-epoch baseline; 3 seeds; 2026-12-07)",
+     "equal_macs_after_val5000_params_d20.md",
+     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2 --work runs/pq --no-control "
+     "--val-images 5000 --budget-kind params --methods rarts,slimming,l1_norm,random "
+     "--out bench/results/equal_macs_after_val5000_params_d20.json"),
+    ("These on the unseen and on all test images", "equal_macs_after_val5000_params_d20_heldout.md",
+     "python bench/heldout_eval.py --threads 2 --work runs/pq --seeds 0,1,2 --budget-kind params "
+     "--out bench/results/equal_macs_after_val5000_params_d20_heldout.json"),
     ("These arms on the unseen and on all test images", "equal_macs_after_val5000_vgg11x0.5_heldout.md",
      "python bench/heldout_eval.py --threads 2 --model vgg11x0.5 --work runs/pq --seeds 0,1,2 --methods _val5000 "
      "--out bench/results/equal_macs_after_val5000_vgg11x0.5_heldout.json"),
