@@ -571,6 +571,10 @@ WIDTH_QUALITY = (
      "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2 --work runs/pq --no-control "
      "--val-images 5000 --budget-kind params --methods rarts,slimming,l1_norm,random "
      "--out bench/results/equal_macs_after_val5000_params_d20.json"),
+    ("The same without RARTS' cost pressure (`--rarts-cost-weight 0`)", "equal_macs_after_val5000_params_cw0_d20.md",
+     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2 --work runs/pq --no-control "
+     "--val-images 5000 --budget-kind params --methods rarts --rarts-cost-weight 0 "
+     "--out bench/results/equal_macs_after_val5000_params_cw0_d20.json"),
     ("These on the unseen and on all test images", "equal_macs_after_val5000_params_d20_heldout.md",
      "python bench/heldout_eval.py --threads 2 --work runs/pq --seeds 0,1,2 --budget-kind params "
      "--out bench/results/equal_macs_after_val5000_params_d20_heldout.json"),
