@@ -22,6 +22,19 @@ import torch.nn as nn
 
 from rartsprune.app.models import VGG_CONFIGS, preresnet, vgg
 
+
+@dataclass(frozen=True)
+class BudgetKind:
+    """What a budget is a fraction of (``--budget-kind``): ``letter`` marks its run folders (``_m0.6`` / ``_p0.6``),
+    ``text`` names it in tables and plots."""
+
+    letter: str
+    text: str
+
+
+#: ``--budget-kind`` of `bench/equal_macs.py` and `bench/heldout_eval.py`: `PruneJob.macs` or `PruneJob.params`.
+BUDGET_KINDS = {"macs": BudgetKind("m", "MACs"), "params": BudgetKind("p", "params")}
+
 _NAME = re.compile(r"^(?:preresnet(?P<depth>\d+)|vgg(?P<vgg>\d+)(?:x(?P<width>[0-9]*\.?[0-9]+))?)$")
 
 

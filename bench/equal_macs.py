@@ -48,7 +48,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _models import add_model_args, model_of  # noqa: E402
+from _models import BUDGET_KINDS, add_model_args, model_of  # noqa: E402
 from _paths import portable  # noqa: E402  (bench/ is on sys.path when a script runs)
 
 from rartsprune.app.pipeline import PruneJob, run  # noqa: E402
@@ -57,8 +57,6 @@ from rartsprune.width.config import KEPT_SCORES  # noqa: E402
 from rartsprune.width.importance import IMPORTANCES  # noqa: E402
 
 METHODS = ("rarts", "slimming", "l1_norm", "random")
-#: What a budget is a fraction of (`PruneJob.macs` / `PruneJob.params`) and the letter its run folders carry.
-BUDGET_KINDS = {"macs": "m", "params": "p"}
 SEARCHED = ("rarts", "slimming")  # methods whose scores come from a search phase
 #: Training MACs of one RARTS search epoch in plain epochs (``--scratch-prune-at``): ``"fused"`` trains two nets,
 #: each a forward and backward pass per image; ``"exact"`` adds two passes that only need the scores' gradients
@@ -289,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     common = replace(common, search_lr=args.search_lr)
     t_start = time.perf_counter()
-    kind, letter = args.budget_kind, BUDGET_KINDS[args.budget_kind]
+    kind, letter = args.budget_kind, BUDGET_KINDS[args.budget_kind].letter
     # a search pushes the scores by the budget's own cost: a params search is not the MACs one
     pressure = "" if kind == "macs" else f"_{kind}"
     work = args.work / f"equal_macs_{model_of(args).tag}"
@@ -347,15 +345,15 @@ def main(argv: list[str] | None = None) -> int:
     controls: dict[str, list[float]] = {p: [] for p in args.protocols}
     bases: dict[str, dict[str, Any]] = {}
 
-    def record(protocol: str, method: str, seed: int, macs: float, res: dict[str, Any]) -> None:
-        runs.append({"protocol": protocol, "method": method, "seed": seed, "budget": macs, "budget_kind": kind,
+    def record(protocol: str, method: str, seed: int, budget: float, res: dict[str, Any]) -> None:
+        runs.append({"protocol": protocol, "method": method, "seed": seed, "budget": budget, "budget_kind": kind,
                      "acc": res["after_finetune"]["test_acc"], "acc_pruned": res["after_prune"]["test_acc"],
                      "acc_before": res["before"]["test_acc"],
                      "params": res["after_prune"]["params"], "macs": res["after_prune"]["macs"],
                      "macs_ratio": res["summary"]["macs_ratio"], "params_ratio": res["summary"]["params_ratio"],
                      "prc": res["summary"]["prc"],
                      "kept_epoch": res.get("finetune_selection", {}).get("kept_epoch")})
-        print(f"{protocol} {method} {kind} {macs:g} seed {seed}: {runs[-1]['acc']:.2f}% "
+        print(f"{protocol} {method} {kind} {budget:g} seed {seed}: {runs[-1]['acc']:.2f}% "
               f"(pruned {runs[-1]['acc_pruned']:.2f}%, MACs x{runs[-1]['macs_ratio']:.3f})", flush=True)
 
     seed_gains: dict[str, list[float]] = {p: [] for p in args.protocols}
@@ -397,14 +395,14 @@ def main(argv: list[str] | None = None) -> int:
                     if not per_budget:
                         _load_or_run(replace(job, out=str(searched), stop_after="search", **{kind: args.budgets[0]}))
                 name += length
-                for macs in args.budgets:
+                for budget in args.budgets:
                     if per_budget and searched is not None:
                         searched = (work / "after"
-                                    / f"{folder(method, finalized=False)}{split_suffix}{length}_{letter}{macs:g}_s{seed}_search")
-                        _load_or_run(replace(job, out=str(searched), stop_after="search", **{kind: macs}))
-                    res = _at_budget(job, searched, work / "after" / f"{name}_{letter}{macs:g}_s{seed}", macs,
+                                    / f"{folder(method, finalized=False)}{split_suffix}{length}_{letter}{budget:g}_s{seed}_search")
+                        _load_or_run(replace(job, out=str(searched), stop_after="search", **{kind: budget}))
+                    res = _at_budget(job, searched, work / "after" / f"{name}_{letter}{budget:g}_s{seed}", budget,
                                      args.val_images, kind)
-                    record("after", method, seed, macs, res)
+                    record("after", method, seed, budget, res)
             control("after", base_dir / "baseline.pt", seed, base["before"]["test_acc"])
     if "scratch" in args.protocols:
         split = args.search_split or replace(common, train_during_search=True).split
@@ -455,8 +453,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--scratch-warm-search {warm}: {warm} search epochs cost {rarts_cost * warm:g} plain "
                              f"epochs, no plain training is left of the classic arms' {warm_of}")
         for method in args.methods:  # refuse a schedule with no training left before anything trains
-            for macs in args.budgets:
-                pruned_training(method, macs)
+            for budget in args.budgets:
+                pruned_training(method, budget)
 
         def plain_net(n: int, seed: int) -> tuple[Path, dict[str, Any]]:
             """The network plainly trained ``n`` epochs from the seed (folder and results; trained once)."""
@@ -488,23 +486,23 @@ def main(argv: list[str] | None = None) -> int:
                     job = replace(common, method=method, seed=seed, search_epochs=0,
                                   init_weights=str(start / "baseline.pt"))
                     searched = None
-                for macs in args.budgets:
-                    res = _at_budget(replace(job, **pruned_training(method, macs)), searched,
-                                     scratch / f"{folder(method)}{sfx}_{letter}{macs:g}_s{seed}", macs, args.val_images,
+                for budget in args.budgets:
+                    res = _at_budget(replace(job, **pruned_training(method, budget)), searched,
+                                     scratch / f"{folder(method)}{sfx}_{letter}{budget:g}_s{seed}", budget, args.val_images,
                                      kind)
-                    record("scratch", method, seed, macs, res)
+                    record("scratch", method, seed, budget, res)
             if plain_needed:
                 control("scratch", plain_dir / "baseline.pt", seed, plain["before"]["test_acc"], ep)
 
     rows = []
     for protocol in args.protocols:
-        for macs in args.budgets:
+        for budget in args.budgets:
             for method in args.methods:
-                sel = [r for r in runs if (r["protocol"], r["budget"], r["method"]) == (protocol, macs, method)]
+                sel = [r for r in runs if (r["protocol"], r["budget"], r["method"]) == (protocol, budget, method)]
                 if not sel:
                     continue
                 accs = [r["acc"] for r in sel]
-                rows.append({"protocol": protocol, "budget": macs, "method": method, "seeds": len(sel),
+                rows.append({"protocol": protocol, "budget": budget, "method": method, "seeds": len(sel),
                              "acc_mean": statistics.mean(accs),
                              "acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0, "acc": _mean_std(accs),
                              "acc_pruned": _mean_std([r["acc_pruned"] for r in sel]),
@@ -536,12 +534,12 @@ def _paired(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     fine-tuning): the mean difference, its standard deviation and the seeds RARTS wins. Pairing removes the
     seed-to-seed variation the arms share, which the unpaired means ± std keep."""
     out = []
-    for protocol, macs in dict.fromkeys((r["protocol"], r["budget"]) for r in runs):
-        acc = {(r["method"], r["seed"]): r["acc"] for r in runs if (r["protocol"], r["budget"]) == (protocol, macs)}
+    for protocol, budget in dict.fromkeys((r["protocol"], r["budget"]) for r in runs):
+        acc = {(r["method"], r["seed"]): r["acc"] for r in runs if (r["protocol"], r["budget"]) == (protocol, budget)}
         for method in dict.fromkeys(m for m, _ in acc if m != "rarts"):
             diffs = [acc[("rarts", s)] - acc[(method, s)] for m, s in acc if m == method and ("rarts", s) in acc]
             if diffs:
-                out.append({"protocol": protocol, "budget": macs, "vs": method, "seeds": len(diffs),
+                out.append({"protocol": protocol, "budget": budget, "vs": method, "seeds": len(diffs),
                             "diff_mean": statistics.mean(diffs),
                             "diff_std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0,
                             "rarts_wins": sum(d > 0 for d in diffs), "diffs": diffs})
@@ -551,26 +549,25 @@ def _paired(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _targets(rows: list[dict[str, Any]], control: dict[str, float], kind: str = "macs") -> dict[str, bool]:
     """RARTS >= the best of the others + 0.5 at each protocol and budget; within 1.0 of the control at 0.6x (the
     issue's targets are at MACs budgets; ``kind="params"`` names the same comparisons at parameter budgets)."""
-    what = _KIND_TEXT[kind]
+    what = BUDGET_KINDS[kind].text
     out: dict[str, bool] = {}
     for protocol in dict.fromkeys(r["protocol"] for r in rows):
-        for macs in dict.fromkeys(r["budget"] for r in rows if r["protocol"] == protocol):
-            by = {r["method"]: r["acc_mean"] for r in rows if (r["protocol"], r["budget"]) == (protocol, macs)}
+        for budget in dict.fromkeys(r["budget"] for r in rows if r["protocol"] == protocol):
+            by = {r["method"]: r["acc_mean"] for r in rows if (r["protocol"], r["budget"]) == (protocol, budget)}
             others = [m for m in by if m != "rarts"]
             if "rarts" not in by or not others:
                 continue
             best = max(others, key=lambda m: by[m])
             # accuracies are multiples of 100 / test images: compare the rounded difference, so that a mean exactly
             # at the margin (64.30 = 63.80 + 0.5) is not lost to float rounding
-            out[f"{protocol} {macs:g}x {what}: rarts >= {best} (best other) + 0.5"] = (
+            out[f"{protocol} {budget:g}x {what}: rarts >= {best} (best other) + 0.5"] = (
                 round(by["rarts"] - by[best], 6) >= 0.5)
-            if abs(macs - 0.6) < 1e-9 and protocol in control:
+            if abs(budget - 0.6) < 1e-9 and protocol in control:
                 out[f"{protocol} 0.6x {what}: rarts within 1.0 of the unpruned control"] = (
                     round(by["rarts"] - control[protocol], 6) >= -1.0)
     return out
 
 
-_KIND_TEXT = {"macs": "MACs", "params": "params"}
 
 
 def rarts_settings_text(args: argparse.Namespace) -> str:
@@ -618,7 +615,7 @@ def _warm_text(args: argparse.Namespace) -> str:
 
 
 def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] | None) -> None:
-    what = _KIND_TEXT[args.budget_kind]
+    what = BUDGET_KINDS[args.budget_kind].text
     lines = [f"# Width search at equal {'MACs' if what == 'MACs' else 'parameters'}: {model_of(args).title}, {args.train_subset or 'all'} CIFAR-10 "
              f"training images, {len(args.seeds)} seed(s)", "",
              f"RARTS with {rarts_settings_text(args) or 'the default search settings of `prune()`'}. `after`: from the baseline trained "
@@ -702,7 +699,7 @@ def _plot(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
                 ax.errorbar([r[ratio] for r in sel], [r["acc_mean"] for r in sel],
                             yerr=[r["acc_std"] for r in sel], marker="o", capsize=3, label=method)
         ax.set_title(protocol)
-        ax.set_xlabel(f"{_KIND_TEXT[args.budget_kind]} kept (fraction)")
+        ax.set_xlabel(f"{BUDGET_KINDS[args.budget_kind].text} kept (fraction)")
         ax.set_ylabel("test accuracy after fine-tuning (%)")
         ax.invert_xaxis()
         ax.legend(fontsize=8)

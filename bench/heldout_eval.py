@@ -46,7 +46,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _models import BenchModel, add_model_args, model_of  # noqa: E402  (bench/ is on sys.path when a script runs)
+from _models import BUDGET_KINDS, BenchModel, add_model_args, model_of  # noqa: E402  (bench/ is on sys.path when a script runs)
 from _paths import portable  # noqa: E402
 
 from rartsprune.app.data import default_augment, holdout_indices, load_dataset, make_loader  # noqa: E402
@@ -55,9 +55,8 @@ from rartsprune.export import load_pruned  # noqa: E402
 from rartsprune.split import stratified_indices  # noqa: E402
 
 #: A finished run's folder: method, budget (``_m``: a fraction of the MACs, ``_p``: of the parameters) and seed.
-RUN = re.compile(r"^(?P<method>.+)_(?P<kind>[mp])(?P<budget>[0-9.]+)_s(?P<seed>\d+)$")
-#: ``--budget-kind`` and the letter of its run folders (`bench/equal_macs.py`'s ``BUDGET_KINDS``).
-KINDS = {"macs": "m", "params": "p"}
+RUN = re.compile(rf"^(?P<method>.+)_(?P<kind>[{''.join(k.letter for k in BUDGET_KINDS.values())}])"
+                 r"(?P<budget>[0-9.]+)_s(?P<seed>\d+)$")
 SETS = ("unseen", "all")
 
 
@@ -208,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, required=True, help="the --work folder of a finished equal_macs.py run")
     ap.add_argument("--protocol", default="after", choices=("after", "scratch_swap", "scratch"))
-    ap.add_argument("--budget-kind", default="macs", choices=KINDS,
+    ap.add_argument("--budget-kind", default="macs", choices=BUDGET_KINDS,
                     help="re-evaluate the runs pruned to MACs budgets (folders _m<budget>) or to parameter budgets "
                          "(equal_macs.py --budget-kind params, folders _p<budget>); one kind per table")
     add_model_args(ap)
@@ -253,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.seeds is None or seed in args.seeds
 
     arms = sorted(p for p in runs_dir.iterdir()
-                  if (m := RUN.match(p.name)) and m["kind"] == KINDS[args.budget_kind] and wanted(int(m["seed"]))
+                  if (m := RUN.match(p.name)) and m["kind"] == BUDGET_KINDS[args.budget_kind].letter and wanted(int(m["seed"]))
                   and (p / "pruned.pt").exists()
                   and (methods is None or methods.search(m["method"])))
     # equal_macs.py keeps the from-scratch controls under scratch/, whatever the search split's folder
@@ -394,7 +393,7 @@ def _merged(path: Path, args: argparse.Namespace, model: BenchModel) -> dict[str
 
 
 def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] | None) -> None:
-    what = {"macs": "MACs", "params": "params"}[args.budget_kind]
+    what = BUDGET_KINDS[args.budget_kind].text
     n, k = result["test_images"], result["reported_subset"]
     lines = [f"# Held-out re-evaluation of `{portable(str(args.work))}` ({args.protocol}, {model_of(args).title})", "",
              f"The same trained networks as the equal-MACs run, evaluated on the {n - k} test images outside each "
