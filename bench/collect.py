@@ -578,6 +578,23 @@ WIDTH_QUALITY = (
     ("These on the unseen and on all test images", "equal_macs_after_val5000_params_d20_heldout.md",
      "python bench/heldout_eval.py --threads 2 --work runs/pq --seeds 0,1,2 --budget-kind params "
      "--out bench/results/equal_macs_after_val5000_params_d20_heldout.json"),
+    ("VGG-11 from scratch at equal *parameters* and equal training compute (RARTS 20 fused search epochs, the "
+     "classic arms 35; 3 seeds; 2026-12-07)", "equal_macs_scratch_equal_compute_val5000_params_vgg11x0.5.md",
+     "python bench/equal_macs.py --model vgg11x0.5 --threads 1 --protocols scratch --seeds 0,1,2 --scratch-epochs 20 "
+     "--scratch-classic-epochs 35 --finetune-epochs 5 --finetune-lr 0.01 --work runs/vgg_scratch_eq "
+     "--methods rarts,slimming,l1_norm,random --rarts-update fused --val-images 5000 --budget-kind params "
+     "--out bench/results/equal_macs_scratch_equal_compute_val5000_params_vgg11x0.5.json"),
+    ("The same with RARTS warm (33 plain epochs, then one search epoch: `--scratch-warm-search 1`)",
+     "equal_macs_scratch_warm1_params_vgg11x0.5.md",
+     "python bench/equal_macs.py --model vgg11x0.5 --threads 1 --protocols scratch --seeds 0,1,2 --scratch-epochs 20 "
+     "--scratch-classic-epochs 35 --finetune-epochs 5 --finetune-lr 0.01 --work runs/vgg_scratch_eq --methods rarts "
+     "--rarts-update fused --val-images 5000 --budget-kind params --no-control --scratch-warm-search 1 "
+     "--out bench/results/equal_macs_scratch_warm1_params_vgg11x0.5.json"),
+    ("Both on the unseen and on all test images", "equal_macs_scratch_params_vgg11x0.5_heldout.md",
+     "python bench/heldout_eval.py --threads 1 --model vgg11x0.5 --protocol scratch_swap --work runs/vgg_scratch_eq "
+     "--budget-kind params --control control_e35 --seeds 0,1,2 --methods '_warm1$' --merge "
+     "bench/results/equal_macs_scratch_equal_compute_val5000_params_vgg11x0.5_heldout.json "
+     "--out bench/results/equal_macs_scratch_params_vgg11x0.5_heldout.json"),
     ("These arms on the unseen and on all test images", "equal_macs_after_val5000_vgg11x0.5_heldout.md",
      "python bench/heldout_eval.py --threads 2 --model vgg11x0.5 --work runs/pq --seeds 0,1,2 --methods _val5000 "
      "--out bench/results/equal_macs_after_val5000_vgg11x0.5_heldout.json"),
