@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default=None, type=lambda s: sorted({int(x) for x in s.split(",") if x}),
                     help="only these seeds (default: every finished seed): compare arms over the same seeds")
     ap.add_argument("--methods", default=None,
-                    help="only the runs whose method (the folder name before _m<budget>_s<seed>) matches this "
+                    help="only the runs whose method (the folder name before _m<budget>_s<seed> or _p<budget>_s<seed>) matches this "
                          "regular expression, e.g. '_fused$|_e35$'")
     ap.add_argument("--control", default="control",
                     help="the unpruned controls' folder name before _s<seed> (e.g. control_e35 after equal_macs.py "
