@@ -1,8 +1,9 @@
 """The networks of the width benchmarks, named on the command line: ``--model preresnet20`` (the default; ``--depth N``
-is short for ``--model preresnetN``) or ``--model vgg11x0.5`` (VGG-11 at half width).
+is short for ``--model preresnetN``), ``--model vgg11x0.5`` (VGG-11 at half width) or ``--model mobilenetv2x0.5``
+(torchvision's MobileNetV2 at half width with CIFAR strides, `rartsprune.app.models.mobilenet_v2_cifar`).
 
 A model's ``tag`` names its folders under ``--work``: ``d20`` for PreResNet-20, as before this option existed, so
-cached runs stay valid; ``vgg11x0.5`` for a VGG.
+cached runs stay valid; the ``--model`` text otherwise (``vgg11x0.5``, ``mobilenetv2x0.5``).
 
 Examples:
     >>> m = parse_model("vgg11x0.5")
@@ -10,6 +11,8 @@ Examples:
     ('vgg11x0.5', 'VGG-11 (width 0.5)')
     >>> parse_model("preresnet20").tag
     'd20'
+    >>> parse_model("mobilenetv2x0.5").title
+    'MobileNetV2 (width 0.5)'
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
-from rartsprune.app.models import VGG_CONFIGS, preresnet, vgg
+from rartsprune.app.models import VGG_CONFIGS, mobilenet_v2_cifar, preresnet, vgg
 
 
 @dataclass(frozen=True)
@@ -35,12 +38,14 @@ class BudgetKind:
 #: ``--budget-kind`` of `bench/equal_macs.py` and `bench/heldout_eval.py`: `PruneJob.macs` or `PruneJob.params`.
 BUDGET_KINDS = {"macs": BudgetKind("m", "MACs"), "params": BudgetKind("p", "params")}
 
-_NAME = re.compile(r"^(?:preresnet(?P<depth>\d+)|vgg(?P<vgg>\d+)(?:x(?P<width>[0-9]*\.?[0-9]+))?)$")
+_WIDTH = r"(?:x(?P<{}>[0-9]*\.?[0-9]+))?"
+_NAME = re.compile(rf"^(?:preresnet(?P<depth>\d+)|vgg(?P<vgg>\d+){_WIDTH.format('width')}|mobilenetv2{_WIDTH.format('mw')})$")
 
 
 @dataclass(frozen=True)
 class BenchModel:
-    """One benchmark network: ``arch`` ``"preresnet"`` or ``"vgg"``, its ``depth`` and (VGG) ``width``."""
+    """One benchmark network: ``arch`` ``"preresnet"``, ``"vgg"`` or ``"mobilenetv2"``, its ``depth`` (PreResNet, VGG;
+    0 for MobileNetV2) and (VGG, MobileNetV2) ``width``."""
 
     arch: str
     depth: int
@@ -49,7 +54,9 @@ class BenchModel:
     @property
     def name(self) -> str:
         """The ``--model`` text (also the job's ``model`` field)."""
-        return f"preresnet{self.depth}" if self.arch == "preresnet" else f"vgg{self.depth}x{self.width:g}"
+        if self.arch == "preresnet":
+            return f"preresnet{self.depth}"
+        return f"vgg{self.depth}x{self.width:g}" if self.arch == "vgg" else f"mobilenetv2x{self.width:g}"
 
     @property
     def tag(self) -> str:
@@ -59,12 +66,16 @@ class BenchModel:
     @property
     def title(self) -> str:
         """The name in result titles."""
-        return f"PreResNet-{self.depth}" if self.arch == "preresnet" else f"VGG-{self.depth} (width {self.width:g})"
+        if self.arch == "preresnet":
+            return f"PreResNet-{self.depth}"
+        return f"VGG-{self.depth} (width {self.width:g})" if self.arch == "vgg" else f"MobileNetV2 (width {self.width:g})"
 
     def build(self, num_classes: int = 10) -> nn.Module:
         """A new, randomly initialised network (the jobs' ``model_factory``)."""
         if self.arch == "preresnet":
             return preresnet(depth=self.depth, num_classes=num_classes)
+        if self.arch == "mobilenetv2":
+            return mobilenet_v2_cifar(num_classes=num_classes, width=self.width)
         return vgg(depth=self.depth, num_classes=num_classes, width=self.width)
 
 
@@ -72,22 +83,25 @@ def parse_model(text: str) -> BenchModel:
     """``--model``'s text as a `BenchModel`; ValueError naming the accepted forms (and building nothing) else."""
     m = _NAME.match(text)
     if m is None:
-        raise ValueError(f"unknown model {text!r}: use preresnet<depth> (e.g. preresnet20) or vgg<depth>[x<width>] "
-                         "(e.g. vgg11x0.5)")
+        raise ValueError(f"unknown model {text!r}: use preresnet<depth> (e.g. preresnet20), vgg<depth>[x<width>] "
+                         "(e.g. vgg11x0.5) or mobilenetv2[x<width>] (e.g. mobilenetv2x0.5)")
     if m["depth"] is not None:
         model = BenchModel("preresnet", int(m["depth"]))
+    elif text.startswith("mobilenetv2"):
+        model = BenchModel("mobilenetv2", 0, float(m["mw"]) if m["mw"] else 1.0)
     else:
         model = BenchModel("vgg", int(m["vgg"]), float(m["width"]) if m["width"] else 1.0)
         if model.depth not in VGG_CONFIGS or model.width <= 0:
             raise ValueError(f"model {text!r}: VGG depth must be one of {sorted(VGG_CONFIGS)} and width positive")
-    model.build()  # an invalid PreResNet depth fails here, with the model's own message
+    model.build()  # an invalid PreResNet depth or width fails here, with the model's own message
     return model
 
 
 def add_model_args(ap: argparse.ArgumentParser) -> None:
     """``--model`` and its shorthand ``--depth``."""
     ap.add_argument("--model", default=None,
-                    help="the network: preresnet<depth> (default preresnet20) or vgg<depth>[x<width>], e.g. vgg11x0.5")
+                    help="the network: preresnet<depth> (default preresnet20), vgg<depth>[x<width>] (e.g. vgg11x0.5) or "
+                         "mobilenetv2[x<width>] (e.g. mobilenetv2x0.5)")
     ap.add_argument("--depth", type=int, default=None, help="short for --model preresnet<depth>")
 
 

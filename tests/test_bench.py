@@ -402,7 +402,12 @@ def test_bench_models_are_named_on_the_command_line(monkeypatch: pytest.MonkeyPa
     pre = models.parse_model("preresnet29")
     assert (pre.tag, pre.title, pre.build().depth) == ("d29", "PreResNet-29", 29)  # the folders of earlier runs
     assert models.parse_model("vgg13").width == 1.0
-    for bad, message in (("resnet18", "unknown model"), ("vgg12x0.5", "VGG depth"), ("vgg11x0", "VGG depth"),
+    mnv2 = models.parse_model("mobilenetv2x0.5")
+    assert (mnv2.arch, mnv2.width, mnv2.tag, mnv2.title) == ("mobilenetv2", 0.5, "mobilenetv2x0.5", "MobileNetV2 (width 0.5)")
+    assert sum(p.numel() for p in mnv2.build().parameters()) == 700_490
+    assert models.parse_model("mobilenetv2").name == "mobilenetv2x1"
+    for bad, message in (("resnet18", "unknown model"), ("mobilenetv3", "mobilenetv2\\[x<width>\\]"),
+                         ("mobilenetv2x0", "width must be a positive"), ("vgg12x0.5", "VGG depth"), ("vgg11x0", "VGG depth"),
                          ("preresnet21", "9n\\+2")):
         with pytest.raises(ValueError, match=message):
             models.parse_model(bad)

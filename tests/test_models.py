@@ -9,7 +9,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import rartsprune
-from rartsprune.app.models import VGG, VGG_CONFIGS, PreResNet, preresnet, preresnet_depths, vgg
+from rartsprune.app.models import (
+    CIFAR_MOBILENETV2_SETTING,
+    VGG,
+    VGG_CONFIGS,
+    PreResNet,
+    mobilenet_v2_cifar,
+    preresnet,
+    preresnet_depths,
+    vgg,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -225,20 +234,27 @@ def test_vgg_trains() -> None:
     assert last < 0.5 * first
 
 
-def test_vgg_prunes_to_a_macs_budget_and_keeps_its_outputs() -> None:
-    """Every conv of the chain is its own group: surgery to half the MACs gives the widths the plan names and the
-    scored network's outputs."""
+def _pruned_to_budget(model: nn.Module, x: torch.Tensor, macs: float) -> tuple:
+    """``model`` scored with random scores in [0.5, 1.5] (seed 0), pruned to ``macs`` of its MACs: the pruner, the
+    pruned model (eval mode) and the scored model's outputs on ``x`` before the surgery. Checks the MACs (2 %)."""
     torch.manual_seed(0)
-    model = vgg(11, width=0.25).eval()
-    x = torch.randn(4, 3, 32, 32)
+    model = model.eval()
     before = rartsprune.flops_report(model, x[:1]).macs
-    pruner = rartsprune.prune(model, macs=0.5, example_inputs=x[:1])
+    pruner = rartsprune.prune(model, macs=macs, example_inputs=x[:1])
     for a in rartsprune.get_handle(model).scores:
         a.data.uniform_(0.5, 1.5)
     with torch.no_grad():
         scored = model(x)  # the kept channels, each scaled by its score
     pruned = pruner.finalize().eval()
-    assert rartsprune.flops_report(pruned, x[:1]).macs / before == pytest.approx(0.5, rel=0.02)
+    assert rartsprune.flops_report(pruned, x[:1]).macs / before == pytest.approx(macs, rel=0.02)
+    return pruner, pruned, scored
+
+
+def test_vgg_prunes_to_a_macs_budget_and_keeps_its_outputs() -> None:
+    """Every conv of the chain is its own group: surgery to half the MACs gives the widths the plan names and the
+    scored network's outputs."""
+    x = torch.randn(4, 3, 32, 32)
+    pruner, pruned, scored = _pruned_to_budget(vgg(11, width=0.25), x, 0.5)
     plan = pruner.result["widths"]
     convs = {n: m for n, m in pruned.named_modules() if isinstance(m, nn.Conv2d)}
     assert set(plan) == set(convs) and all(convs[n].out_channels == w["kept"] >= 1 for n, w in plan.items())
@@ -253,3 +269,40 @@ def test_vgg_prunes_to_a_macs_budget_and_keeps_its_outputs() -> None:
 def test_vgg_bad_arguments_name_their_cause(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         VGG(**kwargs)
+
+
+def test_mobilenet_v2_cifar_is_torchvisions_network_with_the_cifar_strides() -> None:
+    """Same layers and parameters as torchvision's width-0.5 MobileNetV2; only the second stage's stride differs, so a
+    32x32 image ends on a 2x2 map (ImageNet's plan: 1x1) and costs 4x the MACs after that stage."""
+    import torchvision
+
+    model, reference = mobilenet_v2_cifar(10, width=0.5), torchvision.models.mobilenet_v2(num_classes=10, width_mult=0.5)
+    assert [p.shape for p in model.parameters()] == [p.shape for p in reference.parameters()]
+    assert _count(model) == _count(reference) == 700_490
+    strides = [m.stride[0] for m in model.features.modules() if isinstance(m, nn.Conv2d) and m.stride[0] > 1]
+    assert strides == [2, 2, 2, 2]  # the stem and three stages (ImageNet: four)
+    assert [row[3] for row in CIFAR_MOBILENETV2_SETTING] == [1, 1, 2, 2, 1, 2, 1]
+    x = torch.randn(2, 3, 32, 32)
+    assert model.features(x).shape == (2, 1280, 2, 2)
+    assert model(x).shape == (2, 10)
+    macs = rartsprune.flops_report(model, x[:1]).macs
+    assert 7.0e6 < macs < 8.0e6 and macs > 2.5 * rartsprune.flops_report(reference, x[:1]).macs
+
+
+def test_mobilenet_v2_cifar_prunes_to_a_macs_budget_and_keeps_its_outputs() -> None:
+    """The expanded channels and the residual-tied block outputs: surgery to 0.6x of the MACs lands within 2 % and
+    gives the scored network's outputs."""
+    x = torch.randn(3, 3, 32, 32)
+    pruner, pruned, scored = _pruned_to_budget(mobilenet_v2_cifar(10, width=0.5), x, 0.6)
+    assert all(w["kept"] >= 1 for w in pruner.result["widths"].values())
+    depthwise = [m for m in pruned.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
+    assert depthwise and all(m.groups == m.in_channels == m.out_channels for m in depthwise)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), scored, atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [({"num_classes": 0}, "num_classes"), ({"width": 0}, "width"),
+                                                 ({"width": float("inf")}, "width"), ({"width": True}, "width")])
+def test_mobilenet_v2_cifar_bad_arguments_name_their_cause(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        mobilenet_v2_cifar(**kwargs)
