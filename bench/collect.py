@@ -595,6 +595,11 @@ WIDTH_QUALITY = (
      "--budget-kind params --control control_e35 --seeds 0,1,2 --methods '_warm1$' --merge "
      "bench/results/equal_macs_scratch_equal_compute_val5000_params_vgg11x0.5_heldout.json "
      "--out bench/results/equal_macs_scratch_params_vgg11x0.5_heldout.json"),
+    ("RARTS' two networks at the end of those from-scratch searches: y, w and their average, on held-out training "
+     "images", "two_nets_scratch_params_vgg11x0.5.md",
+     "python bench/two_nets.py --threads 1 --model vgg11x0.5 --budgets 0.6,0.35 "
+     "runs/vgg_scratch_eq/equal_macs_vgg11x0.5/scratch_swap/rarts_fused_params_s{0,1,2}_search "
+     "--out bench/results/two_nets_scratch_params_vgg11x0.5.json"),
     ("These arms on the unseen and on all test images", "equal_macs_after_val5000_vgg11x0.5_heldout.md",
      "python bench/heldout_eval.py --threads 2 --model vgg11x0.5 --work runs/pq --seeds 0,1,2 --methods _val5000 "
      "--out bench/results/equal_macs_after_val5000_vgg11x0.5_heldout.json"),

@@ -835,3 +835,40 @@ def test_equal_macs_scratch_warm_search_starts_from_the_plain_net_of_the_remaini
     for job in (l1, json.loads((runs / "rarts_fused_early2_warm1_m0.5_s0" / "results.json").read_text())["job"]):
         assert job["finetune_epochs"] == 1 and job["finetune_lr"] == 0.1
     assert "Warm early RARTS" in (tmp_path / "early.md").read_text()
+
+
+def test_two_nets_scores_y_w_and_their_average(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench/two_nets.py: both nets of a finished RARTS search and their average, unpruned and at each budget, on
+    held-out training images; a folder that is not a two-net search is refused by name."""
+    work, out = tmp_path / "work", tmp_path / "two.json"
+    _run("bench/equal_macs.py", "--data", "fake", "--model", "vgg11x0.25", "--train-subset", "96", "--test-subset",
+         "32", "--baseline-epochs", "1", "--finetune-epochs", "0", "--batch-size", "16", "--seeds", "0", "--methods",
+         "rarts,slimming", "--budgets", "0.5", "--protocols", "after", "--no-control", "--threads", "1", "--device",
+         "cpu", "--work", str(work), "--out", str(tmp_path / "e.json"))
+    runs = work / "equal_macs_vgg11x0.25" / "after"
+    search = runs / "rarts_s0_search"
+    _run("bench/two_nets.py", str(search), "--model", "vgg11x0.25", "--budgets", "0.5,0.3", "--val-images", "40",
+         "--threads", "1", "--out", str(out))
+    res = json.loads(out.read_text())
+    row = res["runs"][next(iter(res["runs"]))]
+    gap = row.pop("relative_distance")
+    assert set(row) == {f"{b}_{n}" for b in ("unpruned", "macs0.5", "macs0.3") for n in ("y", "w", "average")}
+    assert all(0.0 <= v <= 100.0 and v * 40 / 100 == pytest.approx(round(v * 40 / 100)) for v in row.values())
+    assert "| macs0.3 |" in out.with_suffix(".md").read_text()
+    # the average is taken weight by weight; integer buffers (BatchNorm's batch counter) are y's
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    two_nets = importlib.import_module("two_nets")
+    nets = torch.load(search / "checkpoint.pt", map_location="cpu", weights_only=False)["pruner"]["search"]["nets"]
+    y, w = nets["model"], nets["aux_model"]
+    avg = two_nets._net_weights(nets, "average")
+    moved = [k for k in y if y[k].is_floating_point() and not torch.equal(y[k], w[k])]
+    assert moved  # the two nets trained apart
+    weights = [k for k in y if y[k].is_floating_point() and "running" not in k and "rartsprune_alpha" not in k]
+    expected = sum(float((y[k] - w[k]).pow(2).sum()) for k in weights) / sum(float(y[k].pow(2).sum()) for k in weights)
+    assert gap > 0 and gap == pytest.approx(expected ** 0.5, rel=1e-4)
+    for k in moved:
+        torch.testing.assert_close(avg[k], (y[k] + w[k]) / 2)
+    assert all(torch.equal(avg[k], y[k]) for k in y if not y[k].is_floating_point())
+    assert two_nets._net_weights(nets, "w") is w and two_nets._net_weights(nets, "y") is y
+    _refused(["bench/two_nets.py", str(runs / "slimming_s0_search"), "--model", "vgg11x0.25"], "no second network")
+    _refused(["bench/two_nets.py", str(tmp_path), "--model", "vgg11x0.25"], "no checkpoint.pt")
