@@ -595,6 +595,36 @@ WIDTH_QUALITY = (
      "--budget-kind params --control control_e35 --seeds 0,1,2 --methods '_warm1$' --merge "
      "bench/results/equal_macs_scratch_equal_compute_val5000_params_vgg11x0.5_heldout.json "
      "--out bench/results/equal_macs_scratch_params_vgg11x0.5_heldout.json"),
+    ("A third network, torchvision's MobileNetV2 at half width with CIFAR strides (2026-12-08; no setting chosen on "
+     "it): after training, every arm's fine-tuning chosen on 5,000 held-out training images",
+     "equal_macs_after_val5000_mobilenetv2x0.5.md",
+     "python bench/equal_macs.py --threads 1 --model mobilenetv2x0.5 --protocols after --baseline-epochs 100 "
+     "--work runs/pq_mnv2 --methods rarts,slimming,l1_norm,random --val-images 5000 --seeds 0,1,2 "
+     "--out bench/results/equal_macs_after_val5000_mobilenetv2x0.5.json"),
+    ("The same searches, the kept scores reset to +-1 at the surgery (`--rarts-kept-scores reset`)",
+     "equal_macs_after_val5000_reset_mobilenetv2x0.5.md",
+     "python bench/equal_macs.py --threads 1 --model mobilenetv2x0.5 --protocols after --baseline-epochs 100 "
+     "--work runs/pq_mnv2 --methods rarts --no-control --val-images 5000 --seeds 0,1,2 --rarts-kept-scores reset "
+     "--out bench/results/equal_macs_after_val5000_reset_mobilenetv2x0.5.json"),
+    ("MobileNetV2 on the unseen and on all test images", "equal_macs_after_val5000_mobilenetv2x0.5_heldout.md",
+     "python bench/heldout_eval.py --threads 2 --model mobilenetv2x0.5 --work runs/pq_mnv2 --seeds 0,1,2 "
+     "--methods _val5000 --out bench/results/equal_macs_after_val5000_mobilenetv2x0.5_heldout.json"),
+    ("The reset arm on the unseen and on all test images (merged with the table above)",
+     "equal_macs_after_val5000_reset_mobilenetv2x0.5_heldout.md",
+     "python bench/heldout_eval.py --threads 1 --model mobilenetv2x0.5 --work runs/pq_mnv2 --seeds 0,1,2 "
+     "--methods _val5000_reset --merge bench/results/equal_macs_after_val5000_mobilenetv2x0.5_heldout.json "
+     "--out bench/results/equal_macs_after_val5000_reset_mobilenetv2x0.5_heldout.json"),
+    ("Channel criteria against the oracle on MobileNetV2 (2026-12-08; settings not tuned on it)",
+     "criterion_quality_mobilenetv2x0.5.md",
+     "python bench/criterion_quality.py --threads 1 --model mobilenetv2x0.5 --work runs/pq_mnv2 --search-epochs 1 "
+     "--budgets 0.6,0.35 --variants default,slimming --out bench/results/criterion_quality_mobilenetv2x0.5.json"),
+    ("PreResNet-20 after training with the fine-tuning chosen on held-out training images: the kept scores folded "
+     "(the default) or reset", "equal_macs_after_val5000_d20.md",
+     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2 --work runs/pq --methods rarts "
+     "--no-control --val-images 5000 --out bench/results/equal_macs_after_val5000_d20.json"),
+    ("The same searches with `--rarts-kept-scores reset`", "equal_macs_after_val5000_reset_d20.md",
+     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2 --work runs/pq --methods rarts "
+     "--no-control --val-images 5000 --rarts-kept-scores reset --out bench/results/equal_macs_after_val5000_reset_d20.json"),
     ("RARTS' two networks at the end of those from-scratch searches: y, w and their average, on held-out training "
      "images", "two_nets_scratch_params_vgg11x0.5.md",
      "python bench/two_nets.py --threads 1 --model vgg11x0.5 --budgets 0.6,0.35 "
