@@ -42,6 +42,12 @@ _WIDTH = r"(?:x(?P<{}>[0-9]*\.?[0-9]+))?"
 _NAME = re.compile(rf"^(?:preresnet(?P<depth>\d+)|vgg(?P<vgg>\d+){_WIDTH.format('width')}|mobilenetv2{_WIDTH.format('mw')})$")
 
 
+#: Per ``BenchModel.arch``: its ``--model`` text and its title in results (``str.format`` with depth and width).
+_ARCHS = {"preresnet": ("preresnet{depth}", "PreResNet-{depth}"),
+          "vgg": ("vgg{depth}x{width:g}", "VGG-{depth} (width {width:g})"),
+          "mobilenetv2": ("mobilenetv2x{width:g}", "MobileNetV2 (width {width:g})")}
+
+
 @dataclass(frozen=True)
 class BenchModel:
     """One benchmark network: ``arch`` ``"preresnet"``, ``"vgg"`` or ``"mobilenetv2"``, its ``depth`` (PreResNet, VGG;
@@ -54,9 +60,7 @@ class BenchModel:
     @property
     def name(self) -> str:
         """The ``--model`` text (also the job's ``model`` field)."""
-        if self.arch == "preresnet":
-            return f"preresnet{self.depth}"
-        return f"vgg{self.depth}x{self.width:g}" if self.arch == "vgg" else f"mobilenetv2x{self.width:g}"
+        return _ARCHS[self.arch][0].format(depth=self.depth, width=self.width)
 
     @property
     def tag(self) -> str:
@@ -66,17 +70,15 @@ class BenchModel:
     @property
     def title(self) -> str:
         """The name in result titles."""
-        if self.arch == "preresnet":
-            return f"PreResNet-{self.depth}"
-        return f"VGG-{self.depth} (width {self.width:g})" if self.arch == "vgg" else f"MobileNetV2 (width {self.width:g})"
+        return _ARCHS[self.arch][1].format(depth=self.depth, width=self.width)
 
     def build(self, num_classes: int = 10) -> nn.Module:
         """A new, randomly initialised network (the jobs' ``model_factory``)."""
         if self.arch == "preresnet":
             return preresnet(depth=self.depth, num_classes=num_classes)
-        if self.arch == "mobilenetv2":
-            return mobilenet_v2_cifar(num_classes=num_classes, width=self.width)
-        return vgg(depth=self.depth, num_classes=num_classes, width=self.width)
+        if self.arch == "vgg":
+            return vgg(depth=self.depth, num_classes=num_classes, width=self.width)
+        return mobilenet_v2_cifar(num_classes=num_classes, width=self.width)
 
 
 def parse_model(text: str) -> BenchModel:

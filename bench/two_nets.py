@@ -50,9 +50,12 @@ def _net_weights(nets: dict[str, dict[str, torch.Tensor]], which: str) -> dict[s
     return {k: (v + w[k]) / 2 if v.is_floating_point() else v for k, v in y.items()}  # BN counters: y's
 
 
-def score_search(folder: Path, args: argparse.Namespace, val: ValImages) -> dict[str, float]:
+def score_search(folder: Path, args: argparse.Namespace, val: ValImages, data: str) -> dict[str, float]:
     """Every net of the search in ``folder``, unpruned (``unpruned_<net>``) and at each budget (``<b>_<net>``)."""
     job = json.loads((folder / "results.json").read_text())["job"]
+    bench_model = model_of(args)
+    if job["model"] != bench_model.name:
+        raise SystemExit(f"{folder} searched {job['model']!r}, not --model {bench_model.name!r}")
     state = torch.load(folder / "checkpoint.pt", map_location="cpu", weights_only=False)
     if state.get("phase") != "search" or "pruner" not in state:
         raise SystemExit(f"{folder}: not a finished search checkpoint (phase {state.get('phase')!r})")
@@ -61,10 +64,9 @@ def score_search(folder: Path, args: argparse.Namespace, val: ValImages) -> dict
         raise SystemExit(f"{folder}: the search has no second network (method {job['search']['method']!r})")
     kind, _ = job["selection"]["budget"]
     seed = PruneJob.subset_seed_of(job)
-    train = load_dataset(job["data"], "train", subset=job["train_subset"], seed=seed)
+    train = load_dataset(data, "train", subset=job["train_subset"], seed=seed)
     aug = default_augment(train, train=True)
     indices = val.indices(job["train_subset"], seed)
-    bench_model = model_of(args)
     example = torch.zeros(1, *train[0][0].shape)
 
     def accuracy(model: torch.nn.Module) -> float:
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"no checkpoint.pt in {', '.join(missing)}")
     data = args.data or json.loads((args.searches[0] / "results.json").read_text())["job"]["data"]
     val = ValImages(data, args.val_images, 256)
-    runs = {str(portable(f)): score_search(f, args, val) for f in args.searches}
+    runs = {str(portable(f)): score_search(f, args, val, data) for f in args.searches}
     keys = [k for k in next(iter(runs.values())) if k != "relative_distance"]
     means = {k: statistics.mean(r[k] for r in runs.values()) for k in [*keys, "relative_distance"]}
     result = {"model": model_of(args).name, "val_images": args.val_images, "runs": runs, "mean": means,

@@ -872,3 +872,4 @@ def test_two_nets_scores_y_w_and_their_average(tmp_path: Path, monkeypatch: pyte
     assert two_nets._net_weights(nets, "w") is w and two_nets._net_weights(nets, "y") is y
     _refused(["bench/two_nets.py", str(runs / "slimming_s0_search"), "--model", "vgg11x0.25"], "no second network")
     _refused(["bench/two_nets.py", str(tmp_path), "--model", "vgg11x0.25"], "no checkpoint.pt")
+    _refused(["bench/two_nets.py", str(search), "--model", "vgg11x0.5"], "searched 'vgg11x0.25', not --model 'vgg11x0.5'")
