@@ -75,7 +75,8 @@ class _Images:
         self.batch_size = batch_size
         self.targets = torch.as_tensor([int(t) for t in self.full.targets])
 
-    def _accuracy(self, model: torch.nn.Module, indices: torch.Tensor) -> float:
+    def accuracy_on(self, model: torch.nn.Module, indices: torch.Tensor) -> float:
+        """The accuracy (%) of ``model`` on the images at ``indices``."""
         loader = make_loader(self.full.subset(indices), self.batch_size, train=False)
         return evaluate(model, loader, torch.device("cpu"), self.aug, None, None)
 
@@ -119,7 +120,7 @@ class ValImages(_Images):
         key = {"weights": "pruned.pt", "train_images": len(self.full), "train_subset": train_subset, "seed": seed,
                "count": self.count}
         return _cached(folder, "val_eval.json", "pruned.pt", key, ("val",),
-                       lambda: {"val": self._accuracy(build(), self.indices(train_subset, seed))})["val"]
+                       lambda: {"val": self.accuracy_on(build(), self.indices(train_subset, seed))})["val"]
 
 
 class TestSets(_Images):
@@ -137,7 +138,7 @@ class TestSets(_Images):
         return torch.nonzero(~seen).flatten()
 
     def accuracy(self, model: torch.nn.Module, which: str, seed: int) -> float:
-        return self._accuracy(model, self.indices(which, seed))
+        return self.accuracy_on(model, self.indices(which, seed))
 
     def cached(self, folder: Path, weights: str, seed: int, build: Callable[[], torch.nn.Module]) -> dict[str, float]:
         """Both accuracies of the network in ``folder``; kept in ``folder/heldout_eval.json`` (valid while the

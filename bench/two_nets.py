@@ -75,7 +75,7 @@ def score_search(folder: Path, args: argparse.Namespace, val: ValImages, data: s
         torch.manual_seed(job["seed"])  # the same random crops and flips for every net: a deterministic comparison
         inputs = (to_device_batch(b, "cpu", aug)[0] for b in loader)
         recalibrate_bn(model, inputs, num_batches=job["bn_recalibration"])
-        return val._accuracy(model.eval(), indices)
+        return val.accuracy_on(model.eval(), indices)
 
     scored = bench_model.build(num_classes=10)
     rartsprune.prune(scored, example_inputs=example, **{kind: job["selection"][kind]})

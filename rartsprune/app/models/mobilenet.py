@@ -22,9 +22,9 @@ Examples:
 
 from __future__ import annotations
 
-import math
-
 from torchvision.models import MobileNetV2
+
+from ._args import check_num_classes, check_width
 
 __all__ = ["CIFAR_MOBILENETV2_SETTING", "mobilenet_v2_cifar"]
 
@@ -48,9 +48,5 @@ def mobilenet_v2_cifar(num_classes: int = 10, width: float = 1.0) -> MobileNetV2
         >>> sum(p.numel() for p in mobilenet_v2_cifar(width=0.5).parameters())
         700490
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    if isinstance(width, bool) or not isinstance(width, (int, float)) or not math.isfinite(width) or width <= 0:
-        raise ValueError(f"width must be a positive finite number, got {width!r}")
-    return MobileNetV2(num_classes=num_classes, width_mult=float(width),
+    return MobileNetV2(num_classes=check_num_classes(num_classes), width_mult=check_width(width),
                        inverted_residual_setting=[list(row) for row in CIFAR_MOBILENETV2_SETTING])

@@ -36,6 +36,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ._args import check_num_classes
+
 __all__ = ["PreResNet", "PreActBottleneck", "preresnet", "preresnet_depths"]
 
 #: Bottleneck planes of the three stages and the expansion of the last 1x1 conv.
@@ -124,8 +126,7 @@ class PreResNet(nn.Module):
     def __init__(self, depth: int = 164, num_classes: int = 10, *, bn: bool = True) -> None:
         super().__init__()
         n = _blocks_per_stage(depth)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        check_num_classes(num_classes)
         if not isinstance(bn, bool):
             raise TypeError(f"bn must be a bool, got {type(bn).__name__}")
         self.depth = depth

@@ -20,10 +20,10 @@ Examples:
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
+
+from ._args import check_num_classes, check_width
 
 __all__ = ["VGG", "vgg", "VGG_CONFIGS"]
 
@@ -52,13 +52,9 @@ class VGG(nn.Module):
         super().__init__()
         if isinstance(depth, bool) or not isinstance(depth, int) or depth not in VGG_CONFIGS:
             raise ValueError(f"invalid VGG depth {depth!r}: choose one of {sorted(VGG_CONFIGS)}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-        if isinstance(width, bool) or not isinstance(width, (int, float)) or not math.isfinite(width) or width <= 0:
-            raise ValueError(f"width must be a positive finite number, got {width!r}")
         self.depth = depth
-        self.num_classes = num_classes
-        self.width = float(width)
+        self.num_classes = check_num_classes(num_classes)
+        self.width = check_width(width)
         layers: list[nn.Module] = []
         in_channels = 3
         for item in VGG_CONFIGS[depth]:
