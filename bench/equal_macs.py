@@ -55,6 +55,7 @@ from rartsprune.app.pipeline import PruneJob, run  # noqa: E402
 from rartsprune.flops import format_count  # noqa: E402
 from rartsprune.width.config import KEPT_SCORES  # noqa: E402
 from rartsprune.width.importance import IMPORTANCES  # noqa: E402
+from rartsprune.width.selection import check_max_pruning_ratio  # noqa: E402
 
 METHODS = ("rarts", "slimming", "l1_norm", "random")
 SEARCHED = ("rarts", "slimming")  # methods whose scores come from a search phase
@@ -231,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
                          "multiplied into the weights; 'reset': set to +-1 first, the kept channels at their weights' "
                          "own scale); the search is shared, only the finalized runs get their own folders (suffix "
                          "_reset)")
+    ap.add_argument("--max-pruning-ratio", type=float, default=None,
+                    help="'after': every arm's selection removes at most this fraction of any one layer's channels "
+                         "(prune(max_pruning_ratio=...); default: no cap). The one-shot searches are shared, the "
+                         "finalized runs (and gradual searches) get their own folders (suffix _cap<R>)")
     ap.add_argument("--gradual", type=float, default=None,
                     help="the --gradual-methods reach each budget gradually during this fraction of their search / "
                          "training steps (PruneJob.gradual: one search per budget); their runs get their own folders")
@@ -280,6 +285,13 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--gradual runs one search per budget after training: use it with --protocols after")
     if args.budget_kind != "macs" and args.scratch_prune_at is not None:
         ap.error("--scratch-prune-at counts the pruned network's training in MACs: use it with --budget-kind macs")
+    if args.max_pruning_ratio is not None and "scratch" in args.protocols:
+        ap.error("--max-pruning-ratio caps the selection of the prune-after-training arms: use it with --protocols after")
+    if args.max_pruning_ratio is not None:
+        try:
+            check_max_pruning_ratio(args.max_pruning_ratio)
+        except ValueError as exc:
+            ap.error(str(exc))
     if (args.search_distill or args.finetune_distill) and "scratch" in args.protocols:
         ap.error("--search-distill / --finetune-distill distil from the trained baseline: use them with --protocols after")
     common = common_job(args)
@@ -317,10 +329,11 @@ def main(argv: list[str] | None = None) -> int:
         schedule = f"_gradual{args.gradual:g}" if gradual(method)["gradual"] else ""
         schedule += distill_suffix(method, finalized)
         schedule += f"_val{args.val_images}" if finalized and args.val_images else ""
+        # the ranking and the cap name the finalized runs; a gradual search selects while it prunes: them too
+        ranks = finalized or bool(gradual(method)["gradual"])
+        schedule += f"_cap{args.max_pruning_ratio:g}" if ranks and args.max_pruning_ratio is not None else ""
         if method != "rarts":
             return method + schedule
-        # the ranking names the finalized runs; a gradual search ranks while it prunes, so it names the search too
-        ranks = finalized or bool(gradual(method)["gradual"])
         imp = f"_imp{args.rarts_importance}" if ranks and args.rarts_importance is not None else ""
         imp += f"_scope{args.rarts_scope}" if ranks and args.rarts_scope not in (None, "global") else ""
         imp += "_reset" if finalized and args.rarts_kept_scores == "reset" else ""
@@ -340,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     def settings(method: str) -> dict[str, Any]:
         kd = {"search_distill": args.search_distill if distilled(method) else 0.0,
               "finetune_distill": args.finetune_distill, "distill_temperature": args.distill_temperature}
-        return {**(rarts_settings if method == "rarts" else {}), **gradual(method), **kd}
+        cap = {} if args.max_pruning_ratio is None else {"max_pruning_ratio": args.max_pruning_ratio}
+        return {**(rarts_settings if method == "rarts" else {}), **gradual(method), **kd, **cap}
     runs: list[dict[str, Any]] = []
     controls: dict[str, list[float]] = {p: [] for p in args.protocols}
     bases: dict[str, dict[str, Any]] = {}
@@ -638,6 +652,8 @@ def _markdown(result: dict[str, Any], args: argparse.Namespace, argv: list[str] 
              + (f" Fine-tuning length chosen per run on {args.val_images} held-out training images "
                 "(`PruneJob.val_images`): the epoch they score best is kept, 0 being the pruned network before "
                 "fine-tuning (`kept epochs` per seed); the control trains all its epochs." if args.val_images else "")
+             + (f" Every arm's selection removes at most {args.max_pruning_ratio:g} of any one layer's channels "
+                f"(`max_pruning_ratio={args.max_pruning_ratio:g}`)." if args.max_pruning_ratio is not None else "")
              + _early_text(args) + _warm_text(args),
              ""]
     def params_ratio(row: dict[str, Any]) -> str:

@@ -794,6 +794,33 @@ def test_equal_macs_rarts_scope_and_kept_scores_reuse_the_search(tmp_path: Path)
     assert "`kept_scores='reset'`" in (tmp_path / "reset.md").read_text()
 
 
+def test_equal_macs_max_pruning_ratio_caps_every_arm_from_the_shared_search(tmp_path: Path) -> None:
+    """--max-pruning-ratio R (after training): every arm's finalized runs (own folders, suffix _cap<R>) keep at
+    least 1 - R of each layer, slimming's from the same sparsity epoch as the uncapped runs."""
+    work = tmp_path / "work"
+    common = ["bench/equal_macs.py", "--data", "fake", "--model", "vgg11x0.25", "--train-subset", "64",
+              "--test-subset", "32", "--baseline-epochs", "1", "--finetune-epochs", "1", "--batch-size", "16",
+              "--seeds", "0", "--budgets", "0.3", "--protocols", "after", "--methods", "slimming,l1_norm",
+              "--no-control", "--threads", "1", "--device", "cpu", "--work", str(work)]
+    _run(*common, "--out", str(tmp_path / "free.json"))
+    runs = work / "equal_macs_vgg11x0.25" / "after"
+    searched = runs / "slimming_s0_search" / "results.json"
+    stamp = searched.stat().st_mtime_ns
+    _run(*common, "--max-pruning-ratio", "0.6", "--out", str(tmp_path / "cap.json"))
+    assert searched.stat().st_mtime_ns == stamp and sorted(p.name for p in runs.glob("*_search")) == ["slimming_s0_search"]
+    for method in ("slimming", "l1_norm"):
+        capped = json.loads((runs / f"{method}_cap0.6_m0.3_s0" / "results.json").read_text())
+        assert capped["job"]["selection"]["max_pruning_ratio"] == 0.6
+        assert min(w["kept"] / w["channels"] for w in capped["widths"].values()) >= 0.4 - 1e-9
+        assert capped["summary"]["macs_ratio"] <= 0.3 + 0.01
+    free = json.loads((runs / "slimming_m0.3_s0" / "results.json").read_text())
+    assert free["job"]["selection"]["max_pruning_ratio"] == 1.0
+    assert "`max_pruning_ratio=0.6`" in (tmp_path / "cap.md").read_text()
+    _refused([*common[:-4], "--protocols", "scratch", "--max-pruning-ratio", "0.6", "--out", str(tmp_path / "x.json")],
+             "use it with --protocols after")
+    _refused([*common, "--max-pruning-ratio", "1.5", "--out", str(tmp_path / "x.json")], "max_pruning_ratio must be")
+
+
 def test_equal_macs_scratch_warm_search_starts_from_the_plain_net_of_the_remaining_macs(tmp_path: Path) -> None:
     """--scratch-warm-search S: RARTS searches S epochs (at --search-lr) from the network plainly trained for the
     classic arms' epochs less the search's MACs (2 plain epochs per fused epoch), then fine-tunes like them."""

@@ -108,6 +108,8 @@ _HELP = {
                         "(0: cross-entropy; default: 1 when a trained network is pruned and fine-tuned, else 0)",
     "distill_temperature": "temperature of --search-distill / --finetune-distill",
     "scope": "global (rank channels across layers) or layer (same ratio per layer)",
+    "max_pruning_ratio": "the largest fraction of any one layer's channels removed, in (0, 1] (default 1: no cap; "
+                         "e.g. 0.9: every layer keeps at least a tenth of its channels)",
     "kept_scores": "what surgery does with the kept channels' scores: fold (multiply them into the weights: the "
                    "pruned model computes what the scored one does) or reset (set them to +-1 first: the kept "
                    "channels keep their weights' own scale)",

@@ -11,11 +11,12 @@ channels differ widely in what they cost (a channel of a 56x56 layer costs 16x o
   depthwise convolution or a normalisation with one), and its parameters likewise. Layers without channel
   widths (pooling, activations) keep their MACs. The prediction is checked against fvcore after surgery in
   the tests (within 2% on torchvision and timm models);
-* ``scope="global"``: units are ranked together (every group's best unit protected), and the number of
-  removed units is the smallest that meets the budget (bisection: the cost only falls as units go);
+* ``scope="global"``: units are ranked together (every group's best unit protected, or its
+  ``ceil((1 - max_pruning_ratio) * units)`` best with a cap), and the number of removed units is the smallest
+  that meets the budget (bisection: the cost only falls as units go);
 * ``scope="layer"``: every group loses the same fraction of its units, the smallest fraction that meets it;
-* the reachable minimum is the cost with one unit per group (after ``round_to``); a budget below it raises
-  ``ValueError`` naming it.
+* the reachable minimum is the cost with one unit per group (or the cap's floor; after ``round_to``); a budget
+  below it raises ``ValueError`` naming it.
 
 Examples:
     >>> cost = CostModel(handle)  # doctest: +SKIP
@@ -36,7 +37,14 @@ import torch.nn as nn
 from ..flops import flops_report
 from ..scores import ScoreHandle, _check_inputs
 from ..surgery import layer_widths, plan_from_scores
-from .selection import Selection, _check_importance, _finish, select_by_ratio
+from .selection import (
+    Selection,
+    _check_importance,
+    _finish,
+    check_max_pruning_ratio,
+    protected_units,
+    select_by_ratio,
+)
 
 __all__ = ["BUDGET_KINDS", "BudgetCost", "CostModel", "check_budget", "resolve_budget", "select_by_budget"]
 
@@ -169,10 +177,6 @@ class CostModel:
         return macs / max(self.macs, 1) if kind == "macs" else params / max(self.params, 1)
 
 
-def _minimum_keep(handle: ScoreHandle, imp: Mapping[str, torch.Tensor]) -> dict[str, list[int]]:
-    return {g.name: [int(torch.argmax(imp[g.name]))] for g in handle.groups}
-
-
 def select_by_budget(
     handle: ScoreHandle,
     budget: float,
@@ -183,6 +187,7 @@ def select_by_budget(
     cost: BudgetCost | None = None,
     round_to: int | None = None,
     check_only: bool = False,
+    max_pruning_ratio: float = 1.0,
 ) -> Selection | None:
     """Remove the least important units until the predicted ``kind`` cost is at most ``budget`` of the model's.
 
@@ -196,37 +201,45 @@ def select_by_budget(
             a `rartsprune.width.latency.LatencyModel` (required).
         round_to: the surgery's ``round_to`` (ignored when ``cost`` is given: the cost model's is used).
         check_only: only check that the budget is valid and reachable; returns ``None``.
+        max_pruning_ratio: the largest fraction of any group's units removed
+            (`rartsprune.width.selection.protected_units`; 1: no cap, every group keeps at least one unit).
 
     Raises:
         ValueError: a budget that is not a number in (0, 1) or is below the reachable minimum (every group
-            keeps one unit); the message names the minimum.
+            keeps one unit, or the cap's floor); the message names the minimum.
     """
     budget = check_budget(budget, kind)
     if scope not in ("global", "layer"):
         raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
+    max_pruning_ratio = check_max_pruning_ratio(max_pruning_ratio)
     imp = dict(importance)
     _check_importance(handle, imp)
     if cost is None and kind == "latency":
         raise ValueError("a latency budget needs its cost model: pass cost=LatencyModel(handle, table)")
     cost = cost if cost is not None else CostModel(handle, round_to=round_to)
-    minimum = cost.fraction(_minimum_keep(handle, imp), kind)
+    protected = protected_units(handle, imp, max_pruning_ratio)
+    minimum = cost.fraction(protected, kind)
     if minimum > budget:
+        floor = ("one unit kept per layer" if max_pruning_ratio == 1.0 else
+                 f"max_pruning_ratio={max_pruning_ratio:g} (every layer keeps at least {1 - max_pruning_ratio:.3g} "
+                 "of its units)")
         raise ValueError(
-            f"{kind}={budget} is below the reachable minimum: with one unit kept per layer the model keeps "
+            f"{kind}={budget} is below the reachable minimum: with {floor} the model keeps "
             f"{minimum:.4f} of its {_WHAT[kind]} (round_to={cost.round_to}); pass {kind} >= {math.ceil(minimum * 1e4) / 1e4}"
         )
     if check_only and scope == "global":
         return None
     if scope == "layer":
         def keep_at(step: int) -> dict[str, list[int]]:
-            return select_by_ratio(handle, step / _LAYER_STEPS, importance=imp, scope="layer").keep
+            return select_by_ratio(handle, step / _LAYER_STEPS, importance=imp, scope="layer",
+                                   max_pruning_ratio=max_pruning_ratio).keep
 
         n = _LAYER_STEPS - 1
     else:
         candidates: list[tuple[float, str, int]] = []
         for g in handle.groups:
-            best = int(torch.argmax(imp[g.name]))
-            candidates += [(float(imp[g.name][u]), g.name, u) for u in range(g.num_units) if u != best]
+            safe = set(protected[g.name])
+            candidates += [(float(imp[g.name][u]), g.name, u) for u in range(g.num_units) if u not in safe]
         candidates.sort()
         n = len(candidates)
 

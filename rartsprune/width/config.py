@@ -36,6 +36,7 @@ from ..surgery import KEPT_SCORES, check_kept_scores
 from .baselines import BASELINES
 from .budget import resolve_budget
 from .importance import Importance, get_importance
+from .selection import check_max_pruning_ratio
 
 __all__ = ["BUDGET_DEFAULTS", "GRADUAL_DEFAULTS", "DEFAULTS", "default_importance", "DEFAULT_RATIO", "KEPT_SCORES", "MODES", "SCOPES", "SEARCH_METHODS", "BASELINE_METHODS",
            "UPDATES", "SelectionConfig", "WidthSearchConfig"]
@@ -138,6 +139,12 @@ class SelectionConfig:
             (``None``: measured and not saved).
         threshold: ℓ1 mode: units with |α| <= threshold are removed.
         scope: ``"global"`` or ``"layer"`` ranking (ratio mode).
+        max_pruning_ratio: the largest fraction of any one group's units that may be removed, in (0, 1]
+            (Torch-Pruning's name; default 1: no cap, every group keeps at least its best unit). Each group keeps
+            at least ``ceil((1 - max_pruning_ratio) * units)`` of its most important units, in every mode and
+            scope, so a global ranking cannot collapse a layer (Network Slimming's |γ| threshold keeps 1 of
+            MobileNetV2's 1,280 last-conv channels at 0.35x MACs without one). A budget below what the cap lets
+            go raises ``ValueError`` naming the reachable minimum.
         round_to: round every group's kept channel count up to a multiple of this (``None``: no rounding), or
             ``"auto"`` with a latency budget: the rounding among ``None, 2, 4, 8, 16, 32`` whose selection keeps the
             most importance within the predicted budget (`rartsprune.width.rounding`).
@@ -168,6 +175,7 @@ class SelectionConfig:
     latency_table: str | None = None
     threshold: float = 1e-2
     scope: str = "global"
+    max_pruning_ratio: float = 1.0
     round_to: int | str | None = None
     importance: str | Importance | None = None
     gradual_steps: int = 0
@@ -202,6 +210,7 @@ class SelectionConfig:
         _number("threshold", self.threshold)  # the |score| cut of mode='l1'
         if self.scope not in SCOPES:
             raise ValueError(f"scope must be 'global' or 'layer', got {self.scope!r}")
+        check_max_pruning_ratio(self.max_pruning_ratio)
         if self.round_to == "auto":
             if budget is None or budget[0] != "latency":
                 raise ValueError("round_to='auto' chooses the rounding with the latency model of a latency budget: "

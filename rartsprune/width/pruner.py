@@ -64,7 +64,7 @@ from .latency import (
 from .penalties import WidthPenalty, soft_threshold_
 from .protocol import Searcher
 from .rounding import AUTO, RoundingChoice, choose_rounding
-from .selection import Selection, _finish, select_by_ratio, select_by_threshold
+from .selection import Selection, _finish, min_units, select_by_ratio, select_by_threshold
 
 __all__ = ["prune", "WidthPruner", "MODES", "ALL_METHODS", "DEFAULTS", "BUDGET_DEFAULTS", "GRADUAL_DEFAULTS", "DEFAULT_RATIO", "COLLAPSED_SCORE",
            "gradual_fraction"]
@@ -76,7 +76,7 @@ COLLAPSED_SCORE = 0.05
 
 #: Config keys a resumed search must share with the saved one, and the keys of the selection (may differ).
 _SEARCH_KEYS = ("lam", "beta", "update", "l1", "prox", "cost_weight", "sparsity", "gradual_steps")
-_SELECTION_KEYS = ("ratio", "budget", "importance", "scope", "round_to", "threshold", "latency_batch")
+_SELECTION_KEYS = ("ratio", "budget", "importance", "scope", "round_to", "threshold", "latency_batch", "max_pruning_ratio")
 ALL_METHODS = METHODS + BASELINES
 _STATE_FORMAT = "rartsprune-pruner/1"
 
@@ -262,6 +262,7 @@ class WidthPruner:
             "importance": self.ranking.name, "l1": srch.l1, "prox": srch.prox, "threshold": sel.threshold,
             "cost_weight": srch.cost_weight, "sparsity": srch.sparsity, "seed": self.seed,
             "latency_batch": sel.latency_batch, "gradual_steps": sel.gradual_steps,
+            "max_pruning_ratio": sel.max_pruning_ratio,
         }
 
     def step_schedulers(self) -> None:
@@ -295,22 +296,24 @@ class WidthPruner:
     def _select(self, fraction: float) -> Selection:
         """The selection at ``fraction`` of the configured size (1: the size itself; the gradual schedule's
         intermediate sizes below 1: ``fraction * ratio`` removed, or ``1 - fraction * (1 - budget)`` kept)."""
+        cap = self.selection_config.max_pruning_ratio
         if self.selection_config.mode == "l1":
             if self._is_search:
-                return select_by_threshold(self.handle, self.selection_config.threshold)
+                return select_by_threshold(self.handle, self.selection_config.threshold, max_pruning_ratio=cap)
             raise ValueError("mode='l1' needs a search method (rarts, darts1, darts2, milenas)")
         if self.selection_config.budget is not None:
             kind, budget = self.selection_config.budget
             budget = 1.0 - fraction * (1.0 - budget)
             if self.selection_config.round_to == AUTO:  # the rounding chosen by the latency model, now
                 self._rounding = choose_rounding(self.handle, budget, importance=self.importance(),
-                                                 latency=self.latency_model(), scope=self.selection_config.scope)
+                                                 latency=self.latency_model(), scope=self.selection_config.scope,
+                                                 max_pruning_ratio=cap)
                 return self._rounding.selection
             cost = self.latency_model() if kind == "latency" else self.cost_model()
             return select_by_budget(self.handle, budget, kind=kind, importance=self.importance(),
-                                    scope=self.selection_config.scope, cost=cost)
+                                    scope=self.selection_config.scope, cost=cost, max_pruning_ratio=cap)
         return select_by_ratio(self.handle, fraction * self.selection_config.ratio, importance=self.importance(),
-                               scope=self.selection_config.scope)
+                               scope=self.selection_config.scope, max_pruning_ratio=cap)
 
     @property
     def round_to(self) -> int | None:
@@ -389,6 +392,7 @@ class WidthPruner:
             "steps": self.num_steps,
             "round_to": self.round_to,
             "kept_scores": self.selection_config.kept_scores,
+            "max_pruning_ratio": self.selection_config.max_pruning_ratio,
         }
         if self._rounding is not None:
             self.result["rounding"] = self._rounding.to_dict()
@@ -590,6 +594,7 @@ def prune(
     update: str = "exact",
     round_to: int | None = None,
     scope: str = "global",
+    max_pruning_ratio: float = 1.0,
     importance: str | Importance | None = None,
     gradual_steps: int = 0,
     kept_scores: str = "fold",
@@ -656,6 +661,10 @@ def prune(
             width allows) whose selection keeps the most importance within the predicted budget, chosen at
             every `WidthPruner.selection` and recorded in ``result["rounding"]`` (`rartsprune.width.rounding`).
         scope: ``"global"`` or ``"layer"`` ranking for ``mode="ratio"``.
+        max_pruning_ratio: the largest fraction of any one layer's channels removed, in (0, 1] (Torch-Pruning's
+            name; default 1: no cap). Every group keeps at least ``ceil((1 - max_pruning_ratio) * units)`` of its
+            most important units, so a global ranking cannot collapse a layer; a budget below what the cap
+            allows raises ``ValueError`` naming the reachable minimum.
         importance: what the ranking uses: an `rartsprune.width.importance.Importance` (your own criterion
             too) or a built-in name: ``"alpha"``, ``"alpha_gamma"``, ``"normalized"`` (score-based, see
             `rartsprune.width.selection`), ``"l1_norm"``, ``"slimming"``, ``"random"``. Default: a search
@@ -690,8 +699,9 @@ def prune(
         grad_clip, amp_dtype, grad_scaler, distributed: passed to the search optimizer.
         backend, allow_inexact: passed to `rartsprune.attach_scores`.
         selection: all selection settings as one `rartsprune.width.config.SelectionConfig` (then leave
-            ``ratio``, ``macs``, ``params``, the ``latency`` settings, ``mode``, ``threshold``, ``scope``, ``round_to``,
-            ``importance``, ``gradual_steps`` and ``kept_scores`` at their defaults).
+            ``ratio``, ``macs``, ``params``, the ``latency`` settings, ``mode``, ``threshold``, ``scope``,
+            ``max_pruning_ratio``, ``round_to``, ``importance``, ``gradual_steps`` and ``kept_scores`` at their
+            defaults).
         search_config: all search settings as one `rartsprune.width.config.WidthSearchConfig` (then leave
             ``method``, ``lam``, ``beta``, ``update``, ``l1``, ``cost_weight``, ``prox``, ``sparsity``, the
             learning rates, weight decays, factories and ``grad_clip`` at their defaults).
@@ -739,8 +749,8 @@ def prune(
     # the settings, checked as two objects before anything is touched
     selection = _config(SelectionConfig, selection, "selection", mode=mode, ratio=ratio, macs=macs, params=params,
                         latency=latency, latency_batch=latency_batch, latency_table=latency_table,
-                        threshold=threshold, scope=scope, round_to=round_to, importance=importance,
-                        gradual_steps=gradual_steps, kept_scores=kept_scores)
+                        threshold=threshold, scope=scope, max_pruning_ratio=max_pruning_ratio, round_to=round_to,
+                        importance=importance, gradual_steps=gradual_steps, kept_scores=kept_scores)
     search = _config(WidthSearchConfig, search_config, "search_config", method=method, lam=lam, beta=beta, update=update, l1=l1,
                      cost_weight=cost_weight, prox=prox, sparsity=sparsity, weight_lr=weight_lr,
                      weight_decay=weight_decay, arch_lr=arch_lr, arch_weight_decay=arch_weight_decay,
@@ -774,13 +784,15 @@ def prune(
     try:
         groups = handle.groups
         total = sum(g.channels for g in groups)
-        floor = sum(g.channels // g.num_units for g in groups)
+        cap = selection.max_pruning_ratio
+        floor = sum(g.channels // g.num_units * min_units(g.num_units, cap) for g in groups)
         ratio, budget = selection.ratio, selection.budget
         if selection.mode == "ratio" and budget is None and ratio * total > total - floor + 0.5:
-            raise ValueError(
-                f"ratio={ratio} would empty the model: at most {(total - floor) / total:.3f} of its {total} prunable "
-                "channels can go (every layer keeps at least one)"
-            )
+            why = (f"would empty the model: at most {(total - floor) / total:.3f} of its {total} prunable channels "
+                   "can go (every layer keeps at least one)") if cap == 1.0 else (
+                   f"removes more than max_pruning_ratio={cap:g} lets go: at most {(total - floor) / total:.3f} of "
+                   f"its {total} prunable channels (every layer keeps at least {1 - cap:.3g} of its channels)")
+            raise ValueError(f"ratio={ratio} {why}")
         if search.method == "slimming" and not slimming_layers(handle):
             raise ValueError(f"method='slimming' needs BatchNorm layers; {type(model).__name__} has none next to its channels")
 
@@ -802,7 +814,7 @@ def prune(
             else:
                 cost = CostModel(handle, round_to=selection.round_to)
             select_by_budget(handle, budget[1], kind=budget[0], scope=selection.scope,
-                             cost=latency_model if latency_model is not None else cost,
+                             cost=latency_model if latency_model is not None else cost, max_pruning_ratio=cap,
                              importance={g.name: torch.ones(g.num_units) for g in groups}, check_only=True)
         # the search pressure counts the budget's own cost: a latency budget each unit's share of the predicted
         # latency, a parameter budget its share of the parameters, anything else its share of the MACs

@@ -98,7 +98,8 @@ def _kept_after_rounding(handle: ScoreHandle, keep: Mapping[str, Sequence[int]],
 
 def choose_rounding(handle: ScoreHandle, budget: float, *, importance: Mapping[str, torch.Tensor],
                     latency: LatencyModel, scope: str = "global",
-                    candidates: Sequence[int | None] | None = None) -> RoundingChoice:
+                    candidates: Sequence[int | None] | None = None,
+                    max_pruning_ratio: float = 1.0) -> RoundingChoice:
     """Select to a latency ``budget`` with every allowed rounding and keep the best (see the module docstring).
 
     Args:
@@ -108,6 +109,7 @@ def choose_rounding(handle: ScoreHandle, budget: float, *, importance: Mapping[s
         latency: the latency budget's cost model (its own ``round_to`` is ignored: each candidate's is used).
         scope: ``"global"`` or ``"layer"``, as in `select_by_budget`.
         candidates: the roundings to try (default `ROUND_TO_CANDIDATES`), filtered by `allowed_roundings`.
+        max_pruning_ratio: the largest fraction of any group's units removed, as in `select_by_budget`.
 
     Raises:
         ValueError: no candidate can meet the budget (the message of ``None``'s attempt, which has the lowest
@@ -126,7 +128,8 @@ def choose_rounding(handle: ScoreHandle, budget: float, *, importance: Mapping[s
     for r in allowed_roundings(handle, ROUND_TO_CANDIDATES if candidates is None else candidates):
         model = latency.rounded(r)
         try:
-            sel = select_by_budget(handle, budget, kind="latency", importance=importance, scope=scope, cost=model)
+            sel = select_by_budget(handle, budget, kind="latency", importance=importance, scope=scope, cost=model,
+                                   max_pruning_ratio=max_pruning_ratio)
         except ValueError as exc:  # this rounding's minimum is above the budget
             first_error = first_error or exc
             tried.append({"round_to": r, "error": str(exc)})

@@ -8,7 +8,9 @@ Two ways to decide, matching the two width-search modes:
 * `select_by_threshold` — remove every unit whose importance is at most a threshold (ℓ1 mode: the
   sparsity penalty decides how many).
 
-Both never empty a group (its best unit always survives) and report the achieved PRC.
+Both never empty a group (its best unit always survives) and report the achieved PRC. ``max_pruning_ratio``
+(Torch-Pruning's name) caps what any one group loses: each keeps at least ``ceil((1 - max_pruning_ratio) * units)``
+of its most important units (`protected_units`), so a global ranking cannot collapse a layer.
 
 Importance criteria (`unit_importance`), all computed from the scores α of a scored model:
 
@@ -43,7 +45,8 @@ from torch.nn.utils import parametrize
 
 from ..scores import ScoreHandle
 
-__all__ = ["Selection", "CRITERIA", "unit_importance", "select_by_ratio", "select_by_threshold"]
+__all__ = ["Selection", "CRITERIA", "unit_importance", "select_by_ratio", "select_by_threshold", "check_max_pruning_ratio",
+           "min_units", "protected_units"]
 
 CRITERIA = ("alpha", "alpha_gamma", "normalized")
 
@@ -134,6 +137,44 @@ def _check_importance(handle: ScoreHandle, importance: Mapping[str, torch.Tensor
             raise ValueError(f"importance for group {g.name!r} has NaN or -inf values (+inf means: always keep)")
 
 
+def check_max_pruning_ratio(value: object) -> float:
+    """``value`` if it is a number in (0, 1] (the largest fraction of a group's units that may go), else ValueError.
+
+    Examples:
+        >>> check_max_pruning_ratio(0.9)
+        0.9
+    """
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)
+            or not 0.0 < value <= 1.0):
+        raise ValueError("max_pruning_ratio must be a number in (0, 1] (the largest fraction of any layer's channels "
+                         f"that may be removed; 1: no cap), got {value!r}")
+    return float(value)
+
+
+def min_units(num_units: int, max_pruning_ratio: float = 1.0) -> int:
+    """The fewest units a group of ``num_units`` keeps: ``ceil((1 - max_pruning_ratio) * num_units)``, at least 1.
+
+    Examples:
+        >>> min_units(64), min_units(64, 0.9), min_units(1280, 0.75), min_units(3, 0.5)
+        (1, 7, 320, 2)
+    """
+    return min(num_units, max(1, math.ceil((1.0 - max_pruning_ratio) * num_units - 1e-9)))
+
+
+def protected_units(handle: ScoreHandle, importance: Mapping[str, torch.Tensor],
+                    max_pruning_ratio: float = 1.0) -> dict[str, list[int]]:
+    """Every group's `min_units` most important units (ties: the lower index), which no selection removes.
+
+    With ``max_pruning_ratio=1`` this is each group's best unit (``argmax``), the floor every selection keeps.
+    """
+    out = {}
+    for g in handle.groups:
+        k = min_units(g.num_units, max_pruning_ratio)
+        order = torch.argsort(importance[g.name], descending=True, stable=True)
+        out[g.name] = sorted(order[:k].tolist())
+    return out
+
+
 def _finish(handle: ScoreHandle, keep_units: dict[str, list[int]]) -> Selection:
     sel = Selection({})
     for g in handle.groups:
@@ -150,6 +191,7 @@ def select_by_ratio(
     importance: Mapping[str, torch.Tensor] | None = None,
     criterion: str = "alpha",
     scope: str = "global",
+    max_pruning_ratio: float = 1.0,
 ) -> Selection:
     """Remove ``ratio`` of the prunable channels, least important first.
 
@@ -158,33 +200,37 @@ def select_by_ratio(
         ratio: fraction of prunable channels to remove, in [0, 1).
         importance: per-group unit importances (default: `unit_importance` with ``criterion``).
         scope: ``"global"`` (rank all units together) or ``"layer"`` (the same fraction in every group).
+        max_pruning_ratio: the largest fraction of any group's units removed (`protected_units`; 1: no cap).
 
     The achieved PRC differs from ``ratio`` by less than one unit per group (units are single channels
-    except behind grouped convolutions); every group keeps at least its most important unit.
+    except behind grouped convolutions); every group keeps at least its most important unit. Where the cap
+    leaves fewer removable channels than ``ratio`` asks, the selection removes all it may.
     """
     if not isinstance(ratio, (int, float)) or not 0.0 <= ratio < 1.0 or math.isnan(ratio):
         raise ValueError(f"ratio must be in [0, 1), got {ratio!r}")
     if scope not in ("global", "layer"):
         raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
+    max_pruning_ratio = check_max_pruning_ratio(max_pruning_ratio)
     imp = dict(importance) if importance is not None else unit_importance(handle, criterion)
     _check_importance(handle, imp)
     groups = handle.groups
     keep: dict[str, set[int]] = {g.name: set(range(g.num_units)) for g in groups}
     if scope == "layer":
         for g in groups:
-            n_remove = min(g.num_units - 1, round(ratio * g.num_units))
+            n_remove = min(g.num_units - min_units(g.num_units, max_pruning_ratio), round(ratio * g.num_units))
             order = torch.argsort(imp[g.name], stable=True).tolist()
             keep[g.name] -= set(order[:n_remove])
         return _finish(handle, {k: sorted(v) for k, v in keep.items()})
     total = sum(g.channels for g in groups)
     target = round(ratio * total)
-    # best unit of every group is protected; the rest compete globally
+    # the protected units of every group (its best, or more under a cap) stay; the rest compete globally
+    protected = protected_units(handle, imp, max_pruning_ratio)
     candidates = []
     for g in groups:
         size = g.channels // g.num_units
-        best = int(torch.argmax(imp[g.name]))
+        safe = set(protected[g.name])
         for u in range(g.num_units):
-            if u != best:
+            if u not in safe:
                 candidates.append((float(imp[g.name][u]), g.name, u, size))
     candidates.sort(key=lambda c: (c[0], c[1], c[2]))
     removed = 0
@@ -203,16 +249,20 @@ def select_by_threshold(
     threshold: float = 0.0,
     *,
     importance: Mapping[str, torch.Tensor] | None = None,
+    max_pruning_ratio: float = 1.0,
 ) -> Selection:
-    """Remove every unit whose importance (default |α|) is ``<= threshold``; keep each group's best unit."""
+    """Remove every unit whose importance (default |α|) is ``<= threshold``; keep each group's best unit (its
+    `protected_units` under ``max_pruning_ratio`` < 1)."""
     if not isinstance(threshold, (int, float)) or threshold < 0 or math.isnan(threshold):
         raise ValueError(f"threshold must be a non-negative number, got {threshold!r}")
+    max_pruning_ratio = check_max_pruning_ratio(max_pruning_ratio)
     imp = dict(importance) if importance is not None else unit_importance(handle, "alpha")
     _check_importance(handle, imp)
+    protected = protected_units(handle, imp, max_pruning_ratio)
     keep = {}
     for g in handle.groups:
         v = imp[g.name]
         kept = set((v > threshold).nonzero().flatten().tolist())
-        kept.add(int(torch.argmax(v)))
+        kept.update(protected[g.name])
         keep[g.name] = sorted(kept)
     return _finish(handle, keep)
