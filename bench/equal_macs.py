@@ -233,9 +233,9 @@ def main(argv: list[str] | None = None) -> int:
                          "own scale); the search is shared, only the finalized runs get their own folders (suffix "
                          "_reset)")
     ap.add_argument("--max-pruning-ratio", type=float, default=None,
-                    help="'after': every arm's selection removes at most this fraction of any one layer's channels "
-                         "(prune(max_pruning_ratio=...); default: no cap). The one-shot searches are shared, the "
-                         "finalized runs (and gradual searches) get their own folders (suffix _cap<R>)")
+                    help="every arm's selection removes at most this fraction of any one layer's channels "
+                         "(prune(max_pruning_ratio=...); default: no cap). The searches and trained networks are "
+                         "shared, the finalized runs (and gradual searches) get their own folders (suffix _cap<R>)")
     ap.add_argument("--gradual", type=float, default=None,
                     help="the --gradual-methods reach each budget gradually during this fraction of their search / "
                          "training steps (PruneJob.gradual: one search per budget); their runs get their own folders")
@@ -285,8 +285,6 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--gradual runs one search per budget after training: use it with --protocols after")
     if args.budget_kind != "macs" and args.scratch_prune_at is not None:
         ap.error("--scratch-prune-at counts the pruned network's training in MACs: use it with --budget-kind macs")
-    if args.max_pruning_ratio is not None and "scratch" in args.protocols:
-        ap.error("--max-pruning-ratio caps the selection of the prune-after-training arms: use it with --protocols after")
     if args.max_pruning_ratio is not None:
         try:
             check_max_pruning_ratio(args.max_pruning_ratio)
