@@ -614,6 +614,33 @@ WIDTH_QUALITY = (
      "python bench/heldout_eval.py --threads 1 --model mobilenetv2x0.5 --work runs/pq_mnv2 --seeds 0,1,2 "
      "--methods _val5000_reset --merge bench/results/equal_macs_after_val5000_mobilenetv2x0.5_heldout.json "
      "--out bench/results/equal_macs_after_val5000_reset_mobilenetv2x0.5_heldout.json"),
+    ("MobileNetV2 from scratch at equal training compute (RARTS 20 fused epochs, the classic arms 35), 3 seeds",
+     "equal_macs_scratch_equal_compute_val5000_mobilenetv2x0.5.md",
+     "python bench/equal_macs.py --model mobilenetv2x0.5 --threads 1 --protocols scratch --seeds 0,1,2 --scratch-epochs 20 "
+     "--scratch-classic-epochs 35 --finetune-epochs 5 --finetune-lr 0.01 --work runs/mnv2_scratch --rarts-update fused "
+     "--val-images 5000 --methods rarts,slimming,l1_norm,random "
+     "--out bench/results/equal_macs_scratch_equal_compute_val5000_mobilenetv2x0.5.json"),
+    ("MobileNetV2 from scratch, every arm's selection capped per layer (`--max-pruning-ratio 0.9`; the same searches)",
+     "equal_macs_scratch_equal_compute_val5000_cap0.9_mobilenetv2x0.5.md",
+     "python bench/equal_macs.py --model mobilenetv2x0.5 --threads 1 --protocols scratch --seeds 0,1,2 --scratch-epochs 20 "
+     "--scratch-classic-epochs 35 --finetune-epochs 5 --finetune-lr 0.01 --work runs/mnv2_scratch --rarts-update fused "
+     "--val-images 5000 --methods rarts,slimming --no-control "
+     "--max-pruning-ratio 0.9 --out bench/results/equal_macs_scratch_equal_compute_val5000_cap0.9_mobilenetv2x0.5.json"),
+    ("MobileNetV2 from scratch on the unseen and on all test images",
+     "equal_macs_scratch_equal_compute_val5000_mobilenetv2x0.5_heldout.md",
+     "python bench/heldout_eval.py --threads 1 --model mobilenetv2x0.5 --protocol scratch_swap --work runs/mnv2_scratch "
+     "--methods _val5000 --control control_e35 --seeds 0,1,2 "
+     "--out bench/results/equal_macs_scratch_equal_compute_val5000_mobilenetv2x0.5_heldout.json"),
+    ("MobileNetV2 after training: Network Slimming with a cap per layer (`--max-pruning-ratio 0.9`), 3 seeds",
+     "equal_macs_after_val5000_slimming_cap0.9_mobilenetv2x0.5.md",
+     "python bench/equal_macs.py --threads 1 --model mobilenetv2x0.5 --protocols after --baseline-epochs 100 "
+     "--work runs/pq_mnv2 --methods slimming --no-control --val-images 5000 --seeds 0,1,2 --max-pruning-ratio 0.9 "
+     "--out bench/results/equal_macs_after_val5000_slimming_cap0.9_mobilenetv2x0.5.json"),
+    ("MobileNetV2 after training, the capped slimming on the unseen and on all test images",
+     "equal_macs_after_val5000_slimming_cap0.9_mobilenetv2x0.5_heldout.md",
+     "python bench/heldout_eval.py --threads 1 --model mobilenetv2x0.5 --work runs/pq_mnv2 --seeds 0,1,2 "
+     "--methods _val5000_cap0.9 --merge bench/results/equal_macs_after_val5000_reset_mobilenetv2x0.5_heldout.json "
+     "--out bench/results/equal_macs_after_val5000_slimming_cap0.9_mobilenetv2x0.5_heldout.json"),
     ("Channel criteria against the oracle on MobileNetV2 (2026-12-08; settings not tuned on it)",
      "criterion_quality_mobilenetv2x0.5.md",
      "python bench/criterion_quality.py --threads 1 --model mobilenetv2x0.5 --work runs/pq_mnv2 --search-epochs 1 "
