@@ -631,6 +631,16 @@ WIDTH_QUALITY = (
      "python bench/heldout_eval.py --threads 1 --model mobilenetv2x0.5 --protocol scratch_swap --work runs/mnv2_scratch "
      "--methods _val5000 --control control_e35 --seeds 0,1,2 "
      "--out bench/results/equal_macs_scratch_equal_compute_val5000_mobilenetv2x0.5_heldout.json"),
+    ("PreResNet-20 after training on the job's default path (gradual, distilled), kept scores folded, 3 seeds",
+     "equal_macs_after_val5000_jobdefault_d20.md",
+     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2 --work runs/pq --methods rarts --no-control "
+     "--val-images 5000 --gradual 0.5 --search-distill 1 --finetune-distill 1 "
+     "--out bench/results/equal_macs_after_val5000_jobdefault_d20.json"),
+    ("The same searches with the kept scores reset (`--rarts-kept-scores reset`)",
+     "equal_macs_after_val5000_jobdefault_reset_d20.md",
+     "python bench/equal_macs.py --threads 1 --protocols after --seeds 0,1,2 --work runs/pq --methods rarts --no-control "
+     "--val-images 5000 --gradual 0.5 --search-distill 1 --finetune-distill 1 --rarts-kept-scores reset "
+     "--out bench/results/equal_macs_after_val5000_jobdefault_reset_d20.json"),
     ("MobileNetV2 after training: Network Slimming with a cap per layer (`--max-pruning-ratio 0.9`), 3 seeds",
      "equal_macs_after_val5000_slimming_cap0.9_mobilenetv2x0.5.md",
      "python bench/equal_macs.py --threads 1 --model mobilenetv2x0.5 --protocols after --baseline-epochs 100 "
